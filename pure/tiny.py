@@ -48,3 +48,138 @@ def det_tensor(name: str, shape: Sequence[int], seed: int) -> torch.Tensor:
 def det_state_dict(shapes: Mapping[str, Sequence[int]], seed: int) -> dict[str, torch.Tensor]:
     """``{name: shape}`` -> ``{name: float32 tensor}`` by :func:`det_tensor`."""
     return {name: det_tensor(name, shape, seed) for name, shape in shapes.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny backbone checkpoint in the real on-disk layout: config.json with the Lumina/PURE fields,
+# sharded safetensors with an index, the reference's parameter names and [1, head_dim] qk-norm
+# shapes, and a tokenizer whose 73,728-entry vocabulary is laid out like PURE's.
+
+TINY_VOCAB_SIZE = 73728
+BYTE_TOKENS_START = 10000
+
+
+def synthetic_vocabulary() -> dict[str, int]:
+    """``{name: id}`` with PURE's special-token ids and two IMGIMG ranges (4..8195, 65536..73727).
+
+    Image token of code c: id ``4 + c`` for c < 8192, else ``65536 + c - 8192`` (the fixtures'
+    illustrative map). Byte-level text pieces sit at 10000..10255; other ids are fillers.
+    """
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    from pure.vocab import image_token_name
+
+    names = {"<s>": 0, "</s>": 1, "<pad>": 2, "<unk>": 3, "<eoss>": 8196, "<racm3:break>": 8197}
+    for code in range(16384):
+        names[image_token_name(code)] = 4 + code if code < 8192 else 65536 + code - 8192
+    for idx in range(8198, BYTE_TOKENS_START):
+        names[f"<reserved{idx - 4:05d}>"] = idx
+    for offset, char in enumerate(sorted(ByteLevel.alphabet())):
+        names[char] = BYTE_TOKENS_START + offset
+    for idx in range(BYTE_TOKENS_START + 256, 65536):
+        names[f"<unused{idx}>"] = idx
+    assert len(names) == TINY_VOCAB_SIZE
+    return names
+
+
+def tiny_tokenizer():
+    """A byte-level ``PreTrainedTokenizerFast`` over :func:`synthetic_vocabulary` (no merges)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(vocab=synthetic_vocabulary(), merges=[], unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def tiny_backbone_config(hidden_size: int = 64, intermediate_size: int = 128, num_layers: int = 2,
+                         num_heads: int = 4) -> dict:
+    """config.json fields of a tiny Lumina-mGPT/PURE checkpoint (as the reference writes them)."""
+    return {
+        "architectures": ["ChameleonXLLMXForConditionalGeneration"],
+        "model_type": "chameleon",
+        "vocab_size": TINY_VOCAB_SIZE,
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_heads,
+        "max_position_embeddings": 10240,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "model_parallel_size": 1,
+        "swin_norm": False,
+        "qk_layernorm": True,
+        "mask_image_logits": False,
+        "z_loss_weight": 0.0,
+        "dropout": 0.0,
+        "apply_lora": False,
+        "tie_word_embeddings": False,
+        "vocabulary_map": {"<image>": 8711},
+        "bos_token_id": 0,
+        "eos_token_id": 8710,
+        "torch_dtype": "float32",
+    }
+
+
+def reference_backbone_shapes(config: dict) -> dict[str, list[int]]:
+    """Parameter names and shapes as the reference stores them (qk-norm as [1, head_dim])."""
+    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    head_dim = hidden // config["num_attention_heads"]
+    shapes = {"model.embed_tokens.weight": [vocab, hidden]}
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            shapes[p + f"self_attn.{proj}.weight"] = [hidden, hidden]
+        for norm in ("q_norm", "k_norm"):
+            shapes[p + f"self_attn.{norm}.weight"] = [1, head_dim]
+            shapes[p + f"self_attn.{norm}.bias"] = [1, head_dim]
+        shapes[p + "mlp.gate_proj.weight"] = [inter, hidden]
+        shapes[p + "mlp.up_proj.weight"] = [inter, hidden]
+        shapes[p + "mlp.down_proj.weight"] = [hidden, inter]
+        shapes[p + "input_layernorm.weight"] = [hidden]
+        shapes[p + "post_attention_layernorm.weight"] = [hidden]
+    shapes["model.norm.weight"] = [hidden]
+    shapes["lm_head.weight"] = [vocab, hidden]
+    return shapes
+
+
+def write_backbone_checkpoint(folder, config: dict, state_dict: dict[str, torch.Tensor], shards: int = 2):
+    """Write ``config.json``, ``model-0000k-of-0000n.safetensors`` shards and their index to ``folder``."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    names = list(state_dict)
+    per_shard = -(-len(names) // shards)
+    weight_map = {}
+    for k in range(shards):
+        file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: state_dict[n].contiguous() for n in names[k * per_shard : (k + 1) * per_shard]}
+        save_file(part, str(folder / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, file))
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state_dict.values())},
+             "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def write_tiny_checkpoint(folder, seed: int = 0, **sizes) -> "Path":  # noqa: UP037
+    """A complete tiny model folder (config, shards, index, tokenizer) with deterministic weights."""
+    from pathlib import Path
+
+    config = tiny_backbone_config(**sizes)
+    write_backbone_checkpoint(folder, config, det_state_dict(reference_backbone_shapes(config), seed))
+    tiny_tokenizer().save_pretrained(str(folder))
+    return Path(folder)

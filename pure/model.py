@@ -1,0 +1,226 @@
+"""The backbone: transformers' Chameleon, adapted to the Lumina-mGPT/PURE checkpoint.
+
+Two documented differences between the checkpoint and transformers' ``ChameleonForConditionalGeneration``
+(SPEC section 4), and how we bridge them without copying the modeling code:
+
+- the stock forward pushes every image-token logit to the float minimum; PURE generates image
+  tokens, so :class:`PureChameleon` overrides only ``forward`` to return unmasked logits (and the
+  reference's loss);
+- Lumina/PURE store each qk-norm weight and bias as ``[model_parallel_size, head_dim]`` (one
+  gamma/beta per training shard, ``[1, 128]`` in PURE) where transformers expects
+  ``[num_heads, head_dim]``: :func:`load_backbone` repeats them across heads while loading.
+
+Weights are read shard by shard from safetensors straight into a model built on the meta
+device, so a 7B checkpoint never needs a second copy in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from transformers import ChameleonConfig, ChameleonForConditionalGeneration
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbedding
+
+from pure.sequence import IGNORE_INDEX
+from pure.vocab import Vocab, VocabError, image_names_from_files
+
+DEFAULT_SOURCE = "nonwhy/PURE"
+CHECKPOINT_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*", "special_tokens_map.json",
+                    "text_tokenizer.json", "*.model"]
+IGNORED_PREFIXES = ("model.vqmodel.",)
+"""Checkpoint entries we drop: Chameleon's ds-16 VQGAN, which PURE does not use (it uses LlamaGen VQ-8)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or does not fit the model."""
+
+
+class PureChameleon(ChameleonForConditionalGeneration):
+    """``ChameleonForConditionalGeneration`` with unmasked image-token logits (``mask_image_logits=False``).
+
+    ``forward`` returns fp32 logits ``[B, T, V]`` over the whole vocabulary and, given ``labels``,
+    the reference's loss: mean next-token cross-entropy ignoring -100, plus
+    ``config.z_loss_weight`` times the z-loss (see :func:`causal_lm_loss`).
+    """
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden).float()
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels, getattr(self.config, "z_loss_weight", 0.0) or 0.0)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache,
+                                      hidden_states=outputs.hidden_states)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, z_loss_weight: float = 0.0) -> torch.Tensor:
+    """The reference's training loss.
+
+    ``logits``: ``[B, T, V]``; ``labels``: ``[B, T]`` with -100 where no loss is taken. Cross-entropy
+    is the mean over shifted targets (logits[t] predicts labels[t+1]). The z-loss is the mean of
+    ``logsumexp(logits[t])**2`` over positions whose *unshifted* label is >= 0, as the reference
+    computes it (one position off from the cross-entropy's).
+    """
+    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+    if not z_loss_weight:
+        return ce
+    return ce + z_loss_weight * z_loss(logits, labels)
+
+
+def z_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Unweighted z-loss: mean of ``logsumexp(logits)**2`` where ``labels >= 0`` (unshifted)."""
+    keep = labels >= 0
+    return (torch.logsumexp(logits.float(), dim=-1)[keep] ** 2).mean()
+
+
+def resolve_source(source: str, revision: str = "main") -> Path:
+    """A local folder, or a Hugging Face repo id downloaded (or found in the cache) by huggingface_hub."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.suffix or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise CheckpointError(f"model folder {source!r} does not exist (expected a folder or a Hugging Face repo id)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, revision=revision, allow_patterns=CHECKPOINT_FILES))
+    except Exception as err:  # offline, no cache, network or auth errors all end here
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        raise CheckpointError(
+            f"could not obtain the model {source!r}{' (HF_HUB_OFFLINE is set)' if offline else ''}: {err}\n"
+            f"Download it on a machine with internet access:\n"
+            f"    huggingface-cli download {source} --local-dir models/{source.split('/')[-1]}\n"
+            f"then pass that folder (e.g. --model models/{source.split('/')[-1]}), "
+            f"or copy it into the Hugging Face cache."
+        ) from err
+
+
+def read_config(folder: Path) -> ChameleonConfig:
+    """``config.json`` of a Lumina-mGPT/PURE checkpoint as a ``ChameleonConfig``.
+
+    Lumina/PURE fields (``z_loss_weight``, ``mask_image_logits``, ``dropout``, ``apply_lora``, ...)
+    are kept as extra attributes; ``rope_theta`` is converted by transformers.
+    """
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: a model folder needs config.json next to its safetensors")
+    fields = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    if fields.get("mask_image_logits", False):
+        raise CheckpointError(f"{path}: mask_image_logits is true, but PURE must generate image tokens")
+    config = ChameleonConfig(**fields)
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a checkpoint: those its index names, or the single ``model.safetensors``."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise CheckpointError(f"{index} lists shards that are not in {folder}: {missing[:3]} "
+                                  f"({len(missing)} missing); download the whole model folder again")
+        return [folder / n for n in names]
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise CheckpointError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+
+
+def _adapt(name: str, tensor: torch.Tensor, expected: torch.Size) -> torch.Tensor:
+    """Map one checkpoint tensor onto the parameter transformers expects (qk-norm: repeat over heads)."""
+    if (".q_norm." in name or ".k_norm." in name) and tensor.ndim == 2 and tensor.shape != expected:
+        shards, heads = tensor.shape[0], expected[0]
+        if tensor.shape[1] == expected[1] and heads % shards == 0:
+            tensor = tensor.repeat_interleave(heads // shards, dim=0)
+    return tensor
+
+
+def load_backbone(
+    source: str = DEFAULT_SOURCE,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    revision: str = "main",
+) -> PureChameleon:
+    """Load a Lumina-mGPT/PURE checkpoint (repo id or local folder) into :class:`PureChameleon`, in eval mode."""
+    folder = resolve_source(source, revision)
+    config = read_config(folder)
+    files = weight_files(folder)
+    with torch.device("meta"):
+        model = PureChameleon(config)
+    model.model.vqmodel = None  # Chameleon's ds-16 VQGAN: PURE tokenises images with VQ-8 instead
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    loaded: set[str] = set()
+    unexpected: list[str] = []
+    for file in files:
+        state = {}
+        with safe_open(str(file), framework="pt", device=str(device)) as f:
+            for name in f.keys():  # noqa: SIM118  (safe_open is not a dict)
+                if name.startswith(IGNORED_PREFIXES):
+                    continue
+                if name not in expected:
+                    unexpected.append(name)
+                    continue
+                tensor = _adapt(name, f.get_tensor(name), expected[name])
+                if tensor.shape != expected[name]:
+                    raise CheckpointError(f"{file.name}: {name} has shape {tuple(tensor.shape)}, the model "
+                                          f"built from config.json expects {tuple(expected[name])}")
+                state[name] = tensor.to(dtype)
+        model.load_state_dict(state, strict=False, assign=True)
+        loaded.update(state)
+    missing = sorted(set(expected) - loaded)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {folder} does not fit the model: missing {missing[:5]} ({len(missing)} in all), "
+            f"unexpected {unexpected[:5]} ({len(unexpected)} in all)"
+        )
+    model.model.rotary_emb = ChameleonRotaryEmbedding(config).to(device)
+    return model.eval()
+
+
+def load_tokenizer(source: str = DEFAULT_SOURCE, revision: str = "main"):
+    """The text tokenizer of a checkpoint (``AutoTokenizer`` over the same folder or repo)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resolve_source(source, revision)))
+
+
+def load_vocab(tokenizer, source: str = DEFAULT_SOURCE, revision: str = "main") -> Vocab:
+    """The :class:`Vocab` of a checkpoint: special ids from its tokenizer, image names from whichever
+    of the tokenizer, ``text_tokenizer.json`` or ``config.json``'s ``vocabulary_map`` lists all 16,384."""
+    names = dict(tokenizer.get_vocab())
+    if sum(n.startswith("IMGIMG") for n in names) < 16384:
+        names.update(image_names_from_files(resolve_source(source, revision)))
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        raise VocabError(f"the tokenizer of {source} has no BOS token")
+    return Vocab.from_names(names, bos=bos, size=max(len(tokenizer), max(names.values()) + 1))

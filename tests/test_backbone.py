@@ -1,0 +1,138 @@
+"""Backbone loading and golden activations against ../shared/reference/backbone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from pure.model import CheckpointError, causal_lm_loss, load_backbone, load_tokenizer, load_vocab, z_loss
+from pure.tiny import det_state_dict, write_backbone_checkpoint, write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def reference_model(reference_dir, tmp_path_factory):
+    """The fixture's tiny model, written in the real on-disk layout and loaded through load_backbone."""
+    ref = reference_dir / "backbone"
+    config = json.loads((ref / "config.json").read_text())
+    shapes = json.loads((ref / "state_dict_shapes.json").read_text())
+    seed = json.loads((ref / "backbone.json").read_text())["weights_seed"]
+    folder = write_backbone_checkpoint(tmp_path_factory.mktemp("ref_ckpt"), config, det_state_dict(shapes, seed))
+    return load_backbone(str(folder), dtype=torch.float32), np.load(ref / "backbone.npz")
+
+
+def test_activations_match_reference(reference_model):
+    model, ref = reference_model
+    ids = torch.from_numpy(ref["input_ids"]).long()[None]
+    layer_out = []
+    hooks = [layer.register_forward_hook(lambda mod, args, out: layer_out.append(out[0] if isinstance(out, tuple)
+                                                                                  else out))
+             for layer in model.model.layers]
+    with torch.no_grad():
+        out = model.model(input_ids=ids)
+        logits = model.lm_head(out.last_hidden_state).float()[0]
+    for hook in hooks:
+        hook.remove()
+    emb = model.model.embed_tokens(ids)[0]
+    torch.testing.assert_close(emb, torch.from_numpy(ref["embeddings"]), atol=1e-6, rtol=0)
+    for layer, expected in enumerate(ref["layer_out"]):  # decoder layer outputs, before the final norm
+        torch.testing.assert_close(layer_out[layer][0], torch.from_numpy(expected), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.last_hidden_state[0], torch.from_numpy(ref["final_hidden"]), atol=1e-4, rtol=0)
+    cols = torch.from_numpy(ref["logit_cols"]).long()
+    torch.testing.assert_close(logits[:, cols], torch.from_numpy(ref["logits_at_cols"]), atol=1e-4, rtol=0)
+    rows = torch.from_numpy(ref["full_positions"]).long()
+    torch.testing.assert_close(logits[rows], torch.from_numpy(ref["logits_full"]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(logits.logsumexp(-1), torch.from_numpy(ref["logsumexp"]), atol=1e-4, rtol=0)
+    assert (logits.argmax(-1).numpy() == ref["argmax"]).all()
+
+
+def test_image_logits_are_not_masked(reference_model):
+    model, ref = reference_model
+    ids = torch.from_numpy(ref["input_ids"]).long()[None]
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    image_ids = torch.tensor([4, 100, 8195, 65536, 73727])
+    assert torch.isfinite(logits[..., image_ids]).all()
+    assert logits[..., image_ids].abs().max() < 100
+
+
+def test_loss_matches_reference(reference_model):
+    model, ref = reference_model
+    ids = torch.from_numpy(ref["input_ids"]).long()[None]
+    labels = torch.from_numpy(ref["labels"]).long()[None]
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=labels)
+    assert abs(out.loss.item() - float(ref["loss"])) < 1e-4
+    assert abs(z_loss(out.logits, labels).item() - float(ref["z_loss_raw"])) < 1e-3
+    weighted = causal_lm_loss(out.logits, labels, z_loss_weight=1e-4)
+    assert abs(weighted.item() - (float(ref["loss"]) + 1e-4 * float(ref["z_loss_raw"]))) < 1e-4
+
+
+def test_kv_cache_matches_full_forward(reference_model):
+    model, ref = reference_model
+    ids = torch.from_numpy(ref["input_ids"]).long()[None]
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[0]
+        first = model(input_ids=ids[:, :100], use_cache=True)
+        cache = first.cache
+        steps = [first.logits[0, -1]]
+        for t in range(100, ids.shape[1]):
+            out = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True)
+            steps.append(out.logits[0, -1])
+    torch.testing.assert_close(torch.stack(steps), full[99:], atol=1e-4, rtol=0)
+
+
+def test_qk_norm_is_repeated_over_heads(reference_model):
+    model, _ = reference_model
+    weight = model.model.layers[0].self_attn.q_norm.weight
+    assert weight.shape == (4, 16)
+    assert (weight == weight[:1]).all()
+
+
+def test_tiny_checkpoint_with_tokenizer(tmp_path):
+    folder = write_tiny_checkpoint(tmp_path / "tiny", seed=3)
+    model = load_backbone(str(folder), dtype=torch.float32)
+    tokenizer = load_tokenizer(str(folder))
+    vocab = load_vocab(tokenizer, str(folder))
+    assert vocab.size == model.config.vocab_size == 73728
+    assert vocab.image_start == 8197 and vocab.end_of_turn == 8710 and vocab.size_token(16) == 8820
+    assert model.dtype == torch.float32
+
+
+def test_missing_shard_is_a_clear_error(tmp_path):
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model-00002-of-00002.safetensors"):
+        load_backbone(str(folder))
+
+
+def test_wrong_shape_is_a_clear_error(tmp_path):
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] = 96
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="mlp.*expects"):
+        load_backbone(str(folder))
+
+
+def test_missing_folder_and_offline_repo(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_backbone(str(tmp_path / "nowhere" / "model"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(CheckpointError, match="huggingface-cli download nonwhy/PURE"):
+        load_backbone("nonwhy/PURE")
+
+
+def test_missing_config_is_a_clear_error(tmp_path):
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    shutil.move(folder / "config.json", tmp_path / "elsewhere.json")
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_backbone(str(folder))

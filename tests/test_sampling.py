@@ -1,0 +1,121 @@
+"""Sampling rules against the reference's sampler states (../shared/reference/sampler), without a model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pure.sampling import (
+    ImageState,
+    adaptive_top_k,
+    advance,
+    apply_temperature,
+    draw,
+    entropy,
+    guidance,
+    image_grammar,
+    initial_state,
+    top_k_mask,
+)
+from pure.tiny import synthetic_vocabulary
+from pure.vocab import Vocab
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Vocab:
+    return Vocab.from_names(synthetic_vocabulary(), bos=0)
+
+
+@pytest.fixture(scope="module")
+def sampler(reference_dir):
+    meta = json.loads((reference_dir / "sampler" / "sampler_states.json").read_text())
+    return meta, np.load(reference_dir / "sampler" / "sampler_states.npz")
+
+
+def _keep(arrays, key: str) -> torch.Tensor:
+    return torch.from_numpy(np.unpackbits(arrays[key])[:73728].astype(bool))
+
+
+def test_every_reference_state(sampler, vocab):
+    meta, arrays = sampler
+    bank = torch.from_numpy(arrays["score_bank"])
+    for state_meta in meta["states"]:
+        i = state_meta["index"]
+        ids = torch.from_numpy(arrays[f"s{i:02d}_input_ids"]).long()
+        scores = bank[state_meta["bank"]][None]
+        state = initial_state([ids], vocab)
+        assert bool(state.open[0]) == state_meta["image_open"], state_meta["name"]
+
+        mm = image_grammar(scores, state, vocab)
+        if state_meta["mm_forced_token"] >= 0:
+            expected = torch.full((1, 73728), float("-inf"))
+            expected[0, state_meta["mm_forced_token"]] = 0.0
+        else:
+            expected = torch.where(_keep(arrays, f"s{i:02d}_mm_keep"), scores, float("-inf"))
+        assert torch.equal(mm, expected), state_meta["name"]
+
+        h = entropy(mm)
+        assert abs(h.item() - state_meta["entropy"]) < 1e-4, state_meta["name"]
+        for text_k, key in ((1, "topk_keep"), (10, "topk10_keep")):
+            k = adaptive_top_k(h, state.open, text_top_k=text_k)
+            if text_k == 1:
+                assert int(k[0]) == state_meta["k"], state_meta["name"]
+            kept = torch.isfinite(top_k_mask(mm, k))[0]
+            assert torch.equal(kept, _keep(arrays, f"s{i:02d}_{key}") & torch.isfinite(mm[0])), state_meta["name"]
+
+
+def test_entropy_to_k_table(reference_dir):
+    table = np.load(reference_dir / "sampler" / "entropy_topk_table.npz")
+    h = torch.from_numpy(table["entropy"]).double()
+    k = adaptive_top_k(h, torch.ones_like(h, dtype=torch.bool), text_top_k=1)
+    assert k.tolist() == table["k"].astype(int).tolist()
+
+
+def test_state_advances_through_a_block(vocab):
+    w_grids, h_grids = 1, 2
+    block = [vocab.image_start, vocab.size_token(h_grids), vocab.size_token(w_grids)]
+    state = initial_state([torch.tensor([vocab.bos, 10001])], vocab)
+    forced = []
+    for step in range(4 + 8 * 5):
+        if step < 3:
+            token = block[step]
+        else:
+            scores = image_grammar(torch.zeros(1, 73728), state, vocab)
+            finite = torch.isfinite(scores[0])
+            forced.append(int(finite.nonzero()[0]) if int(finite.sum()) == 1 else -1)
+            token = int(finite.nonzero()[0])
+        state = advance(state, torch.tensor([token]), vocab)
+    assert not bool(state.open[0])
+    assert forced.count(vocab.end_of_row) == 8 and forced[-1] == vocab.image_end
+    assert [i for i, f in enumerate(forced) if f == vocab.end_of_row] == [4 + 5 * r for r in range(8)]
+
+
+def test_rows_at_different_positions(vocab):
+    state = ImageState(open=torch.tensor([False, True, True]), n=torch.tensor([0, 1, 6]),
+                       h=torch.tensor([0, 8, 8]), w=torch.tensor([0, 0, 4]))
+    out = image_grammar(torch.zeros(3, 73728), state, vocab)
+    assert torch.isfinite(out[0]).all() and torch.isfinite(out[1]).all()  # text and size tokens: free
+    assert torch.isfinite(out[2]).sum() == 1 and out[2, vocab.end_of_row] == 0  # t = 4 = w: end of row
+
+
+def test_guidance_formula_and_identity():
+    cond, uncond = torch.randn(2, 50), torch.randn(2, 50)
+    torch.testing.assert_close(guidance(cond, uncond, 0.8), 0.8 * (cond - uncond) + uncond)
+    torch.testing.assert_close(guidance(cond, uncond, 1.0), cond)
+
+
+def test_top_k_keeps_ties_and_per_row_k():
+    scores = torch.tensor([[1.0, 3.0, 3.0, 2.0], [4.0, 1.0, 2.0, 3.0]])
+    out = top_k_mask(scores, torch.tensor([1, 3]))
+    assert torch.isfinite(out).tolist() == [[False, True, True, False], [True, False, True, True]]
+
+
+def test_draw_is_seeded_and_respects_mask():
+    scores = apply_temperature(torch.tensor([[0.0, float("-inf"), 1.0, float("-inf")]] * 2), 0.9)
+    a = draw(scores, [torch.Generator().manual_seed(s) for s in (1, 2)])
+    b = draw(scores, [torch.Generator().manual_seed(s) for s in (1, 2)])
+    assert torch.equal(a, b)
+    assert set(a.tolist()) <= {0, 2}

@@ -1,0 +1,231 @@
+"""VQ-8 tokenizer: golden tests against ``../shared/reference/vq8`` plus fast checks on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pure.config import VQConfig
+from pure.tiny import det_state_dict
+from pure.vq import (
+    VQCheckpointError,
+    VQCheckpointNotFoundError,
+    VQModel,
+    image_to_tensor,
+    load_vq,
+    tensor_to_image,
+)
+
+IMAGES = ["img_64x64", "img_128x64"]
+TINY = VQConfig(source="tiny", seed=3, channels=32, z_channels=64, codebook_size=512)
+
+
+# ---------------------------------------------------------------- golden (full-size VQ-8, det weights)
+
+
+@pytest.fixture(scope="module")
+def vq8_dir(reference_dir: Path) -> Path:
+    return reference_dir / "vq8"
+
+
+@pytest.fixture(scope="module")
+def full_model(vq8_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> VQModel:
+    """The released architecture with the fixtures' weights, loaded through a real checkpoint file."""
+    shapes = json.loads((vq8_dir / "state_dict_shapes.json").read_text())
+    seed = json.loads((vq8_dir / "vq8.json").read_text())["weights_seed"]
+    path = tmp_path_factory.mktemp("vq8") / "vq_det.pt"
+    torch.save({"model": det_state_dict(shapes, seed)}, path)  # includes quantize.codebook_used
+    model = load_vq(str(path))
+    path.unlink()
+    return model
+
+
+@pytest.fixture(scope="module", params=IMAGES)
+def golden(request: pytest.FixtureRequest, vq8_dir: Path, full_model: VQModel) -> dict:
+    """Reference arrays and our outputs for one fixture image, computed once."""
+    name = request.param
+    ref = dict(np.load(vq8_dir / f"{name}.npz"))
+    x = image_to_tensor(Image.open(vq8_dir / f"{name}.png"))[None]
+    latent = full_model.latent(x)
+    codes_ref = torch.from_numpy(ref["codes"])[None]
+    dec = full_model.decode(codes_ref, clamp=False)
+    ours = {
+        "x": x,
+        "h_pre_quant": latent,
+        "codes": full_model.quantize(latent)[0],
+        "zq_codebook": full_model.codebook_rows(codes_ref),
+        "dec": dec,
+        "out_uint8": np.array(tensor_to_image(dec[0])),
+    }
+    return {"name": name, "ref": ref, "ours": ours}
+
+
+def test_full_model_matches_manifest(vq8_dir: Path, full_model: VQModel):
+    shapes = json.loads((vq8_dir / "state_dict_shapes.json").read_text())
+    shapes.pop("quantize.codebook_used")
+    ours = {key: list(value.shape) for key, value in full_model.state_dict().items()}
+    assert ours == shapes
+    n_params = json.loads((vq8_dir / "vq8.json").read_text())["n_params"]
+    assert sum(p.numel() for p in full_model.parameters()) == n_params
+    assert full_model.downsample == 8 and not full_model.training
+
+
+def test_preprocessing_equals_reference(golden: dict):
+    np.testing.assert_array_equal(golden["ours"]["x"].numpy(), golden["ref"]["x"])
+
+
+@pytest.mark.parametrize(("key", "atol"), [("h_pre_quant", 1e-4), ("zq_codebook", 1e-5), ("dec", 1e-4)])
+def test_float_outputs_match_reference(golden: dict, key: str, atol: float):
+    ours = golden["ours"][key].numpy()
+    assert ours.shape == golden["ref"][key].shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, golden["ref"][key], rtol=0, atol=atol, err_msg=golden["name"])
+
+
+def test_codes_equal_reference(golden: dict):
+    codes = golden["ours"]["codes"]
+    assert codes.dtype == torch.int64
+    np.testing.assert_array_equal(codes.numpy(), golden["ref"]["codes"])
+
+
+def test_uint8_output_matches_reference(golden: dict):
+    ours = golden["ours"]["out_uint8"].astype(np.int16)
+    diff = np.abs(ours - golden["ref"]["out_uint8"].astype(np.int16))
+    assert diff.max() <= 1, "uint8 output may differ only by truncation at a boundary"
+    assert (diff > 0).mean() < 1e-3
+
+
+# ---------------------------------------------------------------- tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny() -> VQModel:
+    return load_vq(cfg=TINY)
+
+
+def _tiny_images(batch: int, height: int, width: int) -> torch.Tensor:
+    return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def test_round_trip_shapes_and_dtypes(tiny: VQModel):
+    images = _tiny_images(2, 32, 48)
+    codes = tiny.encode(images)
+    assert codes.shape == (2, 4, 6) and codes.dtype == torch.int64
+    assert 0 <= int(codes.min()) and int(codes.max()) < TINY.codebook_size
+    decoded = tiny.decode(codes)
+    assert decoded.shape == (2, 3, 32, 48) and decoded.dtype == torch.float32
+    assert decoded.min() >= -1 and decoded.max() <= 1
+    torch.testing.assert_close(decoded, tiny.decode(codes, clamp=False).clamp(-1, 1), rtol=0, atol=0)
+    again = tiny.encode(decoded)
+    assert again.shape == codes.shape and again.dtype == torch.int64
+
+
+def test_batch_matches_single_images(tiny: VQModel):
+    images = _tiny_images(2, 16, 24)
+    codes = tiny.encode(images)
+    torch.testing.assert_close(codes[1:], tiny.encode(images[1:]), rtol=0, atol=0)
+
+
+def test_size_not_multiple_of_8_is_rejected(tiny: VQModel):
+    with pytest.raises(ValueError, match=r"24x36 .*multiple of 8"):
+        tiny.encode(_tiny_images(1, 36, 24))
+
+
+def test_bad_codes_are_rejected(tiny: VQModel):
+    with pytest.raises(ValueError, match=r"\[0, 512\)"):
+        tiny.decode(torch.full((1, 2, 2), 512))
+    with pytest.raises(ValueError, match="integer codes"):
+        tiny.decode(torch.zeros(1, 2, 2))
+
+
+def test_tiny_weights_are_deterministic(tiny: VQModel):
+    again = load_vq("tiny", cfg=TINY)
+    for (key, a), b in zip(tiny.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=key)
+    other = load_vq("tiny", cfg=replace(TINY, seed=TINY.seed + 1))
+    assert not torch.equal(tiny.quant_conv.weight, other.quant_conv.weight)
+
+
+# ---------------------------------------------------------------- checkpoint files
+
+
+def _save(path: Path, state: dict, wrap: bool = True) -> str:
+    torch.save({"model": state} if wrap else state, path)
+    return str(path)
+
+
+def test_checkpoint_round_trip(tiny: VQModel, tmp_path: Path):
+    state = dict(tiny.state_dict(), **{"quantize.codebook_used": torch.zeros(65536)})
+    for wrap in (True, False):
+        loaded = load_vq(_save(tmp_path / "vq.pt", state, wrap), cfg=TINY)
+        torch.testing.assert_close(loaded.state_dict(), tiny.state_dict(), rtol=0, atol=0)
+
+
+def test_checkpoint_key_errors_name_keys_and_file(tiny: VQModel, tmp_path: Path):
+    state = tiny.state_dict()
+    missing = {k: v for k, v in state.items() if k != "encoder.mid.1.q.weight"}
+    with pytest.raises(VQCheckpointError, match=r"missing\.pt.*1 missing keys: encoder\.mid\.1\.q\.weight"):
+        load_vq(_save(tmp_path / "missing.pt", missing), cfg=TINY)
+    extra = dict(state, **{"encoder.extra.weight": torch.zeros(1)})
+    with pytest.raises(VQCheckpointError, match=r"extra\.pt.*1 unexpected keys: encoder\.extra\.weight"):
+        load_vq(_save(tmp_path / "extra.pt", extra), cfg=TINY)
+    with pytest.raises(VQCheckpointError, match=r"shape mismatches.*quant_conv\.weight"):
+        load_vq(_save(tmp_path / "tiny.pt", state), cfg=replace(TINY, z_channels=32))
+    with pytest.raises(VQCheckpointError, match="no VQ state dict"):
+        load_vq(_save(tmp_path / "list.pt", [1, 2], wrap=False), cfg=TINY)
+
+
+def test_missing_local_file(tmp_path: Path):
+    with pytest.raises(VQCheckpointNotFoundError, match="nope.pt"):
+        load_vq(str(tmp_path / "nope.pt"), cfg=TINY)
+
+
+def test_hub_download_offline_explains_what_to_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # read at import time
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(VQCheckpointNotFoundError) as info:
+        load_vq()  # FoundationVision/LlamaGen:vq_ds8_c2i.pt; fails before building the model
+    message = str(info.value)
+    assert "vq_ds8_c2i.pt" in message
+    assert "https://huggingface.co/FoundationVision/LlamaGen/resolve/main/vq_ds8_c2i.pt" in message
+    with pytest.raises(VQCheckpointNotFoundError, match=r"file\.pt.*some/repo/resolve/main/file\.pt"):
+        load_vq("some/repo:file.pt", cfg=TINY)
+
+
+# ---------------------------------------------------------------- pixel conversion
+
+
+def test_partial_alpha_is_blended_onto_white():
+    pixels = np.array([[[200, 100, 50, 128], [10, 20, 30, 0], [1, 2, 3, 255]]], dtype=np.uint8)
+    x = image_to_tensor(Image.fromarray(pixels, "RGBA"))
+    # (1 - a) * 255 + a * rgb with a = alpha / 255, truncated to uint8.
+    expected = np.array([[[227, 177, 152], [255, 255, 255], [1, 2, 3]]], dtype=np.float64)
+    assert x.shape == (3, 1, 3) and x.dtype == torch.float32
+    expected = (expected / 255 * 2 - 1).astype(np.float32).transpose(2, 0, 1)
+    np.testing.assert_array_equal(x.numpy(), expected)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P"])
+def test_opaque_modes_equal_convert_rgb(mode: str):
+    rgb = Image.fromarray(np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3) * 4)
+    image = rgb.convert(mode)
+    expected = image_to_tensor(image.convert("RGB"))
+    torch.testing.assert_close(image_to_tensor(image), expected, rtol=0, atol=0)
+
+
+def test_tensor_to_image_clamps_and_truncates():
+    near = 127.9 / 255 * 2 - 1  # (x + 1) / 2 * 255 = 127.9 -> 127, not 128
+    x = torch.tensor([near, 1.5, -2.0, 1.0]).reshape(1, 1, 4).expand(3, 1, 4)
+    out = np.array(tensor_to_image(x))
+    assert out.shape == (1, 4, 3) and out.dtype == np.uint8
+    assert out[0, :, 0].tolist() == [127, 255, 0, 255]

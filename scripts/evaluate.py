@@ -1,0 +1,8 @@
+"""Score super-resolved images against ground truth with pyiqa; see ``--help`` and pure/metrics.py."""
+
+import sys
+
+from pure.metrics import evaluate_main
+
+if __name__ == "__main__":
+    sys.exit(evaluate_main())

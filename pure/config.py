@@ -85,7 +85,7 @@ class SamplingConfig:
     max_new_tokens: int = 8192
     """Token budget of one answer."""
     seed: int = 0
-    """Seed of the sampling generator; each image of a run uses seed + its index."""
+    """Seed of the sampling generator; tile i of every image uses seed + i."""
 
 
 @dataclass
@@ -104,6 +104,8 @@ class RestoreConfig:
     """Colour correction against the bicubic upsampled input: wavelet, adain or none."""
     caption: str = ""
     """Optional description (or whole text answer) that steers restoration; empty = the model's own."""
+    max_text_tokens: int = 512
+    """Text tokens an answer may write before its image is opened (the image size is always the tile's)."""
 
 
 @dataclass

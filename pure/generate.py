@@ -76,6 +76,7 @@ def generate(
     on_step: Callable[[int], None] | None = None,
     image_grids: tuple[int, int] | None = None,
     max_text_tokens: int = 512,
+    stop_after_image: bool = False,
 ) -> Generation:
     """Sample an answer for every prompt ``[T_b]`` (token ids), or replay ``teacher`` continuations.
 
@@ -84,7 +85,8 @@ def generate(
     ``on_step`` is called once per decoding step with the number of rows still running.
     ``image_grids``: force the answer's image to (height, width) 32 px grids, opening it after at
     most ``max_text_tokens`` of text (:func:`pure.sampling.force_image_layout`); None = the reference's
-    free choice.
+    free choice. ``stop_after_image``: a row also finishes when its image closes (what follows the
+    image in PURE's answer is only the end-of-turn).
     """
     device = model.device
     batch = len(prompts)
@@ -93,6 +95,8 @@ def generate(
     if generators is None:
         generators = [torch.Generator(device).manual_seed(sampling.seed + b) for b in range(batch)]
     state = initial_state(prompts, vocab)
+    if image_grids is not None:
+        size_ids = (vocab.size_token(image_grids[0]), vocab.size_token(image_grids[1]))
     budget = [len(t) for t in teacher] if teacher is not None else [sampling.max_new_tokens] * batch
 
     # Prefill: conditional rows left-padded; unconditional rows hold the open image so far, if any.
@@ -124,7 +128,7 @@ def generate(
         scores = image_grammar(scores, state, vocab)
         if image_grids is not None:
             text_len = torch.tensor([len(t) for t in out_ids])
-            scores = force_image_layout(scores, state, text_len, vocab, image_grids, max_text_tokens)
+            scores = force_image_layout(scores, state, text_len, vocab.image_start, size_ids, max_text_tokens)
         h = entropy(scores)
         k = adaptive_top_k(h, state.open.to(device), sampling.text_top_k, sampling.image_top_k_min,
                            sampling.image_top_k_max)
@@ -144,6 +148,8 @@ def generate(
         closing = state.open & (token == vocab.image_end)
         state = advance(state, token, vocab)
         running &= (token != vocab.end_of_turn) & (torch.tensor(budget) > step + 1)
+        if stop_after_image:
+            running &= ~closing
         if on_step is not None:
             on_step(int(running.sum()))
         if not running.any():

@@ -99,19 +99,19 @@ def image_grammar(scores: torch.Tensor, state: ImageState, vocab: Vocab) -> torc
 
 
 def force_image_layout(
-    scores: torch.Tensor, state: ImageState, text_len: torch.Tensor, vocab: Vocab, grids: tuple[int, int],
+    scores: torch.Tensor, state: ImageState, text_len: torch.Tensor, image_start: int, size_ids: tuple[int, int],
     max_text_tokens: int,
 ) -> torch.Tensor:
-    """Make an answer's image the requested size: force the size tokens of ``grids`` (height, width
-    in 32 px grids) after an image start, and force the image start once a row has written
+    """Make an answer's image the requested size: force the size tokens ``size_ids`` (height, width;
+    from :meth:`Vocab.size_token`) after an image start, and force the image start once a row has written
     ``max_text_tokens`` of text. An extension for tiled restoration; the reference samples the size
     tokens freely. ``text_len``: ``[B]`` answer tokens written so far.
     """
     device = scores.device
     forced = torch.full((scores.shape[0],), -1, dtype=torch.long)
-    forced[~state.open & (text_len >= max_text_tokens)] = vocab.image_start
-    forced[state.open & (state.n == 0)] = vocab.size_token(grids[0])
-    forced[state.open & (state.n == 1)] = vocab.size_token(grids[1])
+    forced[~state.open & (text_len >= max_text_tokens)] = image_start
+    forced[state.open & (state.n == 0)] = size_ids[0]
+    forced[state.open & (state.n == 1)] = size_ids[1]
     rows = (forced >= 0).to(device)
     only = torch.full_like(scores, float("-inf"))
     only.scatter_(1, forced.clamp(min=0).to(device)[:, None], 0.0)
@@ -148,8 +148,18 @@ def apply_temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def draw(scores: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """One multinomial draw per row from ``softmax(scores)``, row b with ``generators[b]``; ``[B]`` int64."""
-    probs = torch.softmax(scores.float(), dim=-1)
-    return torch.cat(
-        [torch.multinomial(probs[b].to(g.device), 1, generator=g).to(scores.device) for b, g in enumerate(generators)]
-    )
+    """One draw per row from ``softmax(scores)``, row b with ``generators[b]``; ``[B]`` int64.
+
+    Only the finite candidates (at most k after top-k) enter ``torch.multinomial``: the same
+    distribution as a draw over the whole vocabulary, many times cheaper.
+    """
+    tokens = []
+    for b, generator in enumerate(generators):
+        candidates = torch.isfinite(scores[b]).nonzero()[:, 0]
+        if len(candidates) == 1:
+            tokens.append(candidates)
+            continue
+        probs = torch.softmax(scores[b, candidates].float(), dim=-1)
+        pick = torch.multinomial(probs.to(generator.device), 1, generator=generator).to(scores.device)
+        tokens.append(candidates[pick])
+    return torch.cat(tokens)

@@ -1,0 +1,144 @@
+"""scripts/infer.py end to end on real images with the tiny model: sizes, sidecars, bad files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pure.cli import infer_main
+from pure.config import InferConfig, load_config
+from pure.pipeline import Restorer, read_image, split_text
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress", "restore.tile=64",
+        "restore.tile_overlap=16", "restore.batch_size=8"]
+
+
+def _expected_size(path: Path, scale: float) -> tuple[int, int]:
+    image, _ = read_image(path)
+    return max(1, round(image.width * scale)), max(1, round(image.height * scale))
+
+
+def test_edge_cases_folder_end_to_end(shared_data_dir, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    shutil.copytree(shared_data_dir / "real-lq" / "edge-cases", inputs)
+    (inputs / "notes.txt").write_text("not an image")
+    (inputs / "broken.jpg").write_bytes((inputs / "0014.jpg").read_bytes()[:400])
+    out = tmp_path / "out"
+    scale = 0.125
+    code = infer_main(["-i", str(inputs), "-o", str(out), "--outscale", str(scale), *TINY])
+    assert code == 1  # two bad files
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "broken.jpg" in err and "not a readable image" in err
+    assert err.count("failed:") == 2
+    good = [p for p in sorted(inputs.iterdir()) if p.name not in ("notes.txt", "broken.jpg")]
+    for source in good:
+        ext = ".jpg" if source.suffix == ".jpg" else ".png"
+        target = out / f"{source.stem}{ext}"
+        assert target.is_file(), target
+        assert Image.open(target).size == _expected_size(source, scale)
+        sidecar = json.loads(target.with_suffix(".json").read_text())
+        assert {"degradation", "description", "seed", "settings", "model", "timings_s"} <= set(sidecar)
+        assert sidecar["settings"]["restore"]["outscale"] == scale
+    assert Image.open(out / "children-alpha.png").mode == "RGBA"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+
+    # existing outputs are never silently overwritten
+    code = infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), *TINY])
+    assert code == 1 and "--overwrite" in capsys.readouterr().err
+    assert infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), "--skip-existing", *TINY]) == 0
+    assert infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), "--overwrite", *TINY]) == 0
+
+
+def test_realsrset_images_at_4x(shared_data_dir, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("chip.png", "comic1.png"):
+        image = Image.open(shared_data_dir / "real-lq" / "realsrset" / name)
+        image.crop((0, 0, 24, 20)).save(inputs / name)  # small crops keep the CPU test short
+    out = tmp_path / "out"
+    assert infer_main(["-i", str(inputs), "-o", str(out), "--save-entropy-map", *TINY]) == 0
+    for name in ("chip", "comic1"):
+        assert Image.open(out / f"{name}.png").size == (96, 80)
+        heat = Image.open(out / f"{name}_entropy.png")
+        assert heat.size == (96, 80) and np.asarray(heat).max() > 0
+
+
+def test_inputs_users_have(tmp_path):
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    base.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: the photo is 40 wide, 30 high once upright
+    base.save(tmp_path / "rotated.jpg", exif=exif)
+    Image.fromarray((np.arange(400).reshape(20, 20) * 150).astype(np.uint16)).save(tmp_path / "deep.png")
+    base.resize((8, 8)).save(tmp_path / "tiny.png")
+    Image.new("RGB", (4000, 48), (120, 80, 40)).save(tmp_path / "wide.png")
+
+    image, alpha = read_image(tmp_path / "cmyk.jpg")
+    assert image.mode == "RGB" and alpha is None
+    assert read_image(tmp_path / "rotated.jpg")[0].size == (40, 30)
+    deep, _ = read_image(tmp_path / "deep.png")
+    expected = np.round(np.arange(400).reshape(20, 20) * 150 / 65535 * 255).astype(np.uint8)
+    assert deep.mode == "RGB" and np.array_equal(np.asarray(deep)[..., 0], expected)
+
+    out = tmp_path / "out"
+    assert infer_main(["-i", str(tmp_path / "tiny.png"), "-o", str(out), *TINY]) == 0
+    assert Image.open(out / "tiny.png").size == (32, 32)
+    assert infer_main(["-i", str(tmp_path / "wide.png"), "-o", str(out), "--outscale", "0.02", *TINY]) == 0
+    assert Image.open(out / "wide.png").size == (80, 1)
+
+
+def test_restorer_result_and_caption(tmp_path):
+    cfg = load_config(InferConfig, ROOT / "configs" / "tiny.yaml", ["restore.tile=64", "restore.outscale=1"])
+    restorer = Restorer.from_config(cfg)
+    image = Image.fromarray(np.full((50, 70, 3), 128, dtype=np.uint8))
+    result = restorer.restore(image, caption="Large blur, small noise. A grey wall.")
+    assert result.image.size == (70, 50)
+    assert result.degradation == "Large blur, small noise."
+    assert result.description.startswith("A grey wall.")
+    assert set(result.timings) == {"encode", "generate", "decode", "colorfix", "total"}
+    again = restorer.restore(image, caption="Large blur, small noise. A grey wall.")
+    assert np.array_equal(np.asarray(result.image), np.asarray(again.image))  # seeded
+
+
+def test_split_text():
+    assert split_text("Medium blur, small noise. The image shows a lion.") == (
+        "Medium blur, small noise.", "The image shows a lion.")
+    assert split_text("no sentence end") == ("no sentence end", "")
+
+
+def test_default_model_offline_fails_fast_with_instructions(tmp_path):
+    image = tmp_path / "a.png"
+    Image.new("RGB", (16, 16)).save(image)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "infer.py"), "-i", str(image), "-o",
+                           str(tmp_path / "out"), "--device", "cpu"], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert "huggingface-cli download nonwhy/PURE" in proc.stderr
+
+
+def test_help_explains_every_flag():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "infer.py"), "--help"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0
+    for flag in ("--input", "--output", "--outscale", "--tile", "--tile-overlap", "--batch-size", "--suffix",
+                 "--ext", "--seed", "--color-fix", "--cfg-scale", "--temperature", "--caption", "--model",
+                 "--vq", "--dtype", "--device", "--skip-existing", "--overwrite", "--config",
+                 "--save-entropy-map"):
+        assert flag in proc.stdout
+
+
+@pytest.mark.parametrize("bad", ["restore.tile=100", "restore.nonsense=1"])
+def test_bad_settings_exit_2(tmp_path, bad, capsys):
+    image = tmp_path / "a.png"
+    Image.new("RGB", (16, 16)).save(image)
+    assert infer_main(["-i", str(image), "-o", str(tmp_path / "out"), *TINY, bad]) == 2
+    assert "error:" in capsys.readouterr().err

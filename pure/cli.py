@@ -46,35 +46,59 @@ def infer_parser() -> argparse.ArgumentParser:
         "then trailing key=value overrides (e.g. sampling.max_new_tokens=6000).",
     )
     p.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
-    p.add_argument("-o", "--output", required=True, help="folder for the restored images and their .json sidecars")
-    p.add_argument("--config", help="YAML file overriding the defaults (e.g. configs/tiny.yaml, configs/pure_x4.yaml)")
-    p.add_argument("--outscale", type=float, help="output scale relative to the input, any float > 0 (default 4)")
+    p.add_argument(
+        "-o", "--output", required=True, help="folder for the restored images and their .json sidecars"
+    )
+    p.add_argument(
+        "--config", help="YAML file overriding the defaults (e.g. configs/tiny.yaml, configs/pure_x4.yaml)"
+    )
+    p.add_argument(
+        "--outscale", type=float, help="output scale relative to the input, any float > 0 (default 4)"
+    )
     p.add_argument("--tile", type=int, help="model tile size in pixels, a multiple of 32 (default 512)")
     p.add_argument("--tile-overlap", type=int, help="overlap between tiles in output pixels (default 64)")
     p.add_argument("--batch-size", type=int, help="tiles generated together in one batch (default 1)")
     p.add_argument("--suffix", default="", help="appended to output names: NAME_SUFFIX.ext (default: none)")
-    p.add_argument("--ext", choices=["auto", "png", "jpg"], default="auto",
-                   help="output format; auto keeps jpg for jpg inputs and writes png otherwise (always png "
-                   "when the input has alpha)")
+    p.add_argument(
+        "--ext",
+        choices=["auto", "png", "jpg"],
+        default="auto",
+        help="output format; auto keeps jpg for jpg inputs and writes png otherwise (always png "
+        "when the input has alpha)",
+    )
     p.add_argument("--seed", type=int, help="sampling seed; tile i uses seed + i (default 0)")
-    p.add_argument("--color-fix", choices=["wavelet", "adain", "none"],
-                   help="colour correction against the bicubic upsampled input (default wavelet)")
+    p.add_argument(
+        "--color-fix",
+        choices=["wavelet", "adain", "none"],
+        help="colour correction against the bicubic upsampled input (default wavelet)",
+    )
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 0.8; 1 disables)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.9)")
-    p.add_argument("--caption", help="your own description (or whole text answer); the model continues from it")
+    p.add_argument(
+        "--caption", help="your own description (or whole text answer); the model continues from it"
+    )
     p.add_argument("--model", help="backbone: Hugging Face repo id or local folder (default nonwhy/PURE)")
-    p.add_argument("--adapter", help="LoRA adapter folder trained with scripts/train.py, merged into the backbone")
-    p.add_argument("--vq", help="VQ tokenizer: .pt file or repo_id:filename "
-                   "(default FoundationVision/LlamaGen:vq_ds8_c2i.pt)")
+    p.add_argument(
+        "--adapter", help="LoRA adapter folder trained with scripts/train.py, merged into the backbone"
+    )
+    p.add_argument(
+        "--vq",
+        help="VQ tokenizer: .pt file or repo_id:filename (default FoundationVision/LlamaGen:vq_ds8_c2i.pt)",
+    )
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="GPU dtype (CPU runs float32)")
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
     mode.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--save-entropy-map", action="store_true",
-                   help="also write NAME_entropy.png: each code's sampling entropy (white = 10 nats)")
+    p.add_argument(
+        "--save-entropy-map",
+        action="store_true",
+        help="also write NAME_entropy.png: each code's sampling entropy (white = 10 nats)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. restore.tile=256")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. restore.tile=256"
+    )
     return p
 
 
@@ -110,9 +134,13 @@ def write_atomic(path: Path, write) -> None:
 
 def save_outputs(result: Restoration, source: Path, target: Path, sidecar: dict, entropy_map: bool) -> None:
     """The image, its JSON sidecar and optionally the entropy map, each written atomically."""
-    image = result.image if target.suffix == ".png" or result.image.mode == "RGB" else result.image.convert("RGB")
+    image = (
+        result.image if target.suffix == ".png" or result.image.mode == "RGB" else result.image.convert("RGB")
+    )
     kwargs = {"quality": 95} if target.suffix == ".jpg" else {}
-    write_atomic(target, lambda p: image.save(p, format="JPEG" if target.suffix == ".jpg" else "PNG", **kwargs))
+    write_atomic(
+        target, lambda p: image.save(p, format="JPEG" if target.suffix == ".jpg" else "PNG", **kwargs)
+    )
     write_atomic(target.with_suffix(".json"), lambda p: p.write_text(json.dumps(sidecar, indent=2)))
     if entropy_map:
         values = np.clip(result.entropy_map / 10.0, 0, 1) * 255
@@ -123,8 +151,11 @@ def save_outputs(result: Restoration, source: Path, target: Path, sidecar: dict,
 def infer_main(argv: list[str] | None = None) -> int:
     """Restore every input; returns the exit code (1 when any file failed, 2 when nothing could start)."""
     args = infer_parser().parse_args(argv)
-    overrides = [f"{FLAG_TO_KEY[k]}={json.dumps(v) if isinstance(v, str) else v}"
-                 for k, v in vars(args).items() if k in FLAG_TO_KEY and v is not None]
+    overrides = [
+        f"{FLAG_TO_KEY[k]}={json.dumps(v) if isinstance(v, str) else v}"
+        for k, v in vars(args).items()
+        if k in FLAG_TO_KEY and v is not None
+    ]
     try:
         cfg = load_config(InferConfig, args.config, overrides + args.overrides)
         inputs = list_inputs(Path(args.input))
@@ -151,15 +182,22 @@ def infer_main(argv: list[str] | None = None) -> int:
             if target.exists() and not args.overwrite:
                 raise FileExistsError(f"{target} exists; pass --overwrite to replace it or --skip-existing")
             tokens = tqdm(desc="tokens", unit="tok", leave=False, disable=args.no_progress)
-            result = restorer.restore(image, alpha=alpha, on_step=lambda running: tokens.update(running))
+            result = restorer.restore(image, alpha=alpha, on_step=tokens.update)
             tokens.close()
             sidecar = {
-                "input": str(source), "output": str(target),
-                "input_size": list(image.size), "output_size": list(result.image.size),
-                "degradation": result.degradation, "description": result.description,
-                "tile_answers": result.tile_answers, "seed": result.seed,
-                "model": restorer.model_revision, "vq": cfg.vq.source, "adapter": cfg.backbone.adapter or None,
-                "settings": restorer.settings_dict(), "timings_s": result.timings,
+                "input": str(source),
+                "output": str(target),
+                "input_size": list(image.size),
+                "output_size": list(result.image.size),
+                "degradation": result.degradation,
+                "description": result.description,
+                "tile_answers": result.tile_answers,
+                "seed": result.seed,
+                "model": restorer.model_revision,
+                "vq": cfg.vq.source,
+                "adapter": cfg.backbone.adapter or None,
+                "settings": restorer.settings_dict(),
+                "timings_s": result.timings,
                 "alpha": ALPHA_NOTE if alpha is not None else None,
             }
             save_outputs(result, source, target, sidecar, args.save_entropy_map)
@@ -167,6 +205,8 @@ def infer_main(argv: list[str] | None = None) -> int:
             failed += 1
             message = str(err) if str(source) in str(err) else f"{source}: {err}"
             tqdm.write(f"failed: {message}", file=sys.stderr)
-    print(f"{len(inputs) - failed} of {len(inputs)} images restored into {out_dir}" +
-          (f"; {failed} failed" if failed else ""))
+    print(
+        f"{len(inputs) - failed} of {len(inputs)} images restored into {out_dir}"
+        + (f"; {failed} failed" if failed else "")
+    )
     return 1 if failed else 0

@@ -126,7 +126,9 @@ class InferConfig:
     """Backbone dtype on the GPU: bfloat16, float16 or float32 (CPU always uses float32)."""
 
 
-def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+def load_config(
+    schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None
+) -> T:
     """Return ``schema``'s defaults overridden by a YAML file, then by ``key=value`` strings.
 
     Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key and the

@@ -60,8 +60,14 @@ def _mask(active: torch.Tensor, queries: int, dtype: torch.dtype) -> torch.Tenso
 def _forward(model, ids, active, positions, cache) -> torch.Tensor:
     """Feed ``ids`` ``[R, q]``; return the last position's fp32 logits ``[R, V]``."""
     mask = _mask(active, ids.shape[1], model.dtype)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                logits_to_keep=1)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     return out.logits[:, -1].float()
 
 
@@ -130,8 +136,9 @@ def generate(
             text_len = torch.tensor([len(t) for t in out_ids])
             scores = force_image_layout(scores, state, text_len, vocab.image_start, size_ids, max_text_tokens)
         h = entropy(scores)
-        k = adaptive_top_k(h, state.open.to(device), sampling.text_top_k, sampling.image_top_k_min,
-                           sampling.image_top_k_max)
+        k = adaptive_top_k(
+            h, state.open.to(device), sampling.text_top_k, sampling.image_top_k_min, sampling.image_top_k_max
+        )
         scores = apply_temperature(top_k_mask(scores, k), sampling.temperature)
         if teacher is not None:
             token = torch.tensor([t[min(step, len(t) - 1)] for t in teacher], device=device)
@@ -166,12 +173,17 @@ def generate(
         next_position[:batch] += 1
 
     as_tensor = lambda values, dtype: [torch.tensor(v, dtype=dtype) for v in values]  # noqa: E731
-    return Generation(as_tensor(out_ids, torch.long), as_tensor(out_h, torch.float64),
-                      as_tensor(out_kept, torch.long), as_tensor(out_p, torch.float64))
+    return Generation(
+        as_tensor(out_ids, torch.long),
+        as_tensor(out_h, torch.float64),
+        as_tensor(out_kept, torch.long),
+        as_tensor(out_p, torch.float64),
+    )
 
 
-def replay(model, prompt_ids: torch.Tensor, continuation_ids: torch.Tensor, vocab: Vocab,
-           sampling: SamplingConfig) -> Generation:
+def replay(
+    model, prompt_ids: torch.Tensor, continuation_ids: torch.Tensor, vocab: Vocab, sampling: SamplingConfig
+) -> Generation:
     """Feed a given continuation ``[n]`` after ``prompt_ids`` ``[T]`` under the sampling rules.
 
     Per step: the entropy, how many candidates the rules keep, and the probability of the given

@@ -31,8 +31,15 @@ from pure.sequence import IGNORE_INDEX
 from pure.vocab import Vocab, VocabError, image_names_from_files
 
 DEFAULT_SOURCE = "nonwhy/PURE"
-CHECKPOINT_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*", "special_tokens_map.json",
-                    "text_tokenizer.json", "*.model"]
+CHECKPOINT_FILES = [
+    "config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "text_tokenizer.json",
+    "*.model",
+]
 IGNORED_PREFIXES = ("model.vqmodel.",)
 """Checkpoint entries we drop: Chameleon's ds-16 VQGAN, which PURE does not use (it uses LlamaGen VQ-8)."""
 
@@ -77,8 +84,9 @@ class PureChameleon(ChameleonForConditionalGeneration):
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, getattr(self.config, "z_loss_weight", 0.0) or 0.0)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache,
-                                      hidden_states=outputs.hidden_states)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+        )
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, z_loss_weight: float = 0.0) -> torch.Tensor:
@@ -89,7 +97,9 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, z_loss_weight: fl
     ``logsumexp(logits[t])**2`` over positions whose *unshifted* label is >= 0, as the reference
     computes it (one position off from the cross-entropy's).
     """
-    ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+    ce = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+    )
     if not z_loss_weight:
         return ce
     return ce + z_loss_weight * z_loss(logits, labels)
@@ -107,7 +117,9 @@ def resolve_source(source: str, revision: str = "main") -> Path:
     if path.is_dir():
         return path
     if path.suffix or source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise CheckpointError(f"model folder {source!r} does not exist (expected a folder or a Hugging Face repo id)")
+        raise CheckpointError(
+            f"model folder {source!r} does not exist (expected a folder or a Hugging Face repo id)"
+        )
     from huggingface_hub import snapshot_download
 
     try:
@@ -147,8 +159,10 @@ def weight_files(folder: Path) -> list[Path]:
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
-            raise CheckpointError(f"{index} lists shards that are not in {folder}: {missing[:3]} "
-                                  f"({len(missing)} missing); download the whole model folder again")
+            raise CheckpointError(
+                f"{index} lists shards that are not in {folder}: {missing[:3]} "
+                f"({len(missing)} missing); download the whole model folder again"
+            )
         return [folder / n for n in names]
     single = folder / "model.safetensors"
     if single.is_file():
@@ -171,7 +185,7 @@ def load_backbone(
     dtype: torch.dtype = torch.bfloat16,
     revision: str = "main",
 ) -> PureChameleon:
-    """Load a Lumina-mGPT/PURE checkpoint (repo id or local folder) into :class:`PureChameleon`, in eval mode."""
+    """Load a Lumina-mGPT/PURE checkpoint (repo id or local folder) as :class:`PureChameleon` (eval mode)."""
     folder = resolve_source(source, revision)
     config = read_config(folder)
     files = weight_files(folder)
@@ -192,8 +206,10 @@ def load_backbone(
                     continue
                 tensor = _adapt(name, f.get_tensor(name), expected[name])
                 if tensor.shape != expected[name]:
-                    raise CheckpointError(f"{file.name}: {name} has shape {tuple(tensor.shape)}, the model "
-                                          f"built from config.json expects {tuple(expected[name])}")
+                    raise CheckpointError(
+                        f"{file.name}: {name} has shape {tuple(tensor.shape)}, the model "
+                        f"built from config.json expects {tuple(expected[name])}"
+                    )
                 state[name] = tensor.to(dtype)
         model.load_state_dict(state, strict=False, assign=True)
         loaded.update(state)

@@ -86,8 +86,11 @@ def read_image(path: str | Path) -> tuple[Image.Image, Image.Image | None]:
         rgba = image.convert("RGBA")
         alpha = rgba.getchannel("A")
         if alpha.getextrema()[0] < 255:
-            return Image.fromarray(np.asarray(image_to_tensor(rgba).add(1).div(2).mul(255).round().byte()
-                                              .permute(1, 2, 0).numpy())), alpha
+            return Image.fromarray(
+                np.asarray(
+                    image_to_tensor(rgba).add(1).div(2).mul(255).round().byte().permute(1, 2, 0).numpy()
+                )
+            ), alpha
         return rgba.convert("RGB"), None
     return image.convert("RGB"), None
 
@@ -95,8 +98,16 @@ def read_image(path: str | Path) -> tuple[Image.Image, Image.Image | None]:
 class Restorer:
     """Loaded models plus settings; :meth:`restore` handles one image."""
 
-    def __init__(self, model, tokenizer: TextTokenizer, vocab: Vocab, vq: VQModel, sampling: SamplingConfig,
-                 restore: RestoreConfig, model_revision: str = "") -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer: TextTokenizer,
+        vocab: Vocab,
+        vq: VQModel,
+        sampling: SamplingConfig,
+        restore: RestoreConfig,
+        model_revision: str = "",
+    ) -> None:
         if restore.tile % GRID_PX:
             raise ValueError(f"restore.tile={restore.tile} must be a multiple of {GRID_PX}")
         self.model, self.tokenizer, self.vocab, self.vq = model, tokenizer, vocab, vq
@@ -117,10 +128,18 @@ class Restorer:
         tokenizer = load_tokenizer(str(folder))
         vocab = load_vocab(tokenizer, str(folder))
         vq = load_vq(cfg.vq.source, device=device, cfg=cfg.vq)
-        return cls(model, tokenizer, vocab, vq, cfg.sampling, cfg.restore, model_revision=describe_source(folder))
+        return cls(
+            model, tokenizer, vocab, vq, cfg.sampling, cfg.restore, model_revision=describe_source(folder)
+        )
 
-    def restore(self, image: Image.Image, seed: int | None = None, caption: str | None = None,
-                alpha: Image.Image | None = None, on_step=None) -> Restoration:
+    def restore(
+        self,
+        image: Image.Image,
+        seed: int | None = None,
+        caption: str | None = None,
+        alpha: Image.Image | None = None,
+        on_step=None,
+    ) -> Restoration:
         """Restore one RGB image (see :func:`read_image`); ``seed`` defaults to ``sampling.seed``."""
         settings, tile = self.settings, self.settings.tile
         seed = self.sampling.seed if seed is None else seed
@@ -140,21 +159,32 @@ class Restorer:
             tick = time.perf_counter()
             lq = torch.stack([box.crop(canvas) for box in batch]).to(device)
             codes = self.vq.encode(lq.to(next(self.vq.parameters()).dtype))
-            prompts = [conversation(self.tokenizer, self.vocab, c.cpu(), answer_text=caption)[0] for c in codes]
+            prompts = [
+                conversation(self.tokenizer, self.vocab, c.cpu(), answer_text=caption)[0] for c in codes
+            ]
             timings["encode"] += time.perf_counter() - tick
             tick = time.perf_counter()
             generators = [torch.Generator(device).manual_seed(seed + first + i) for i in range(len(batch))]
-            out = generate(self.model, [p.to(device) for p in prompts], self.vocab, self.sampling, generators,
-                           on_step=on_step, image_grids=(tile // GRID_PX, tile // GRID_PX),
-                           max_text_tokens=settings.max_text_tokens,
-                           stop_after_image=True)
+            out = generate(
+                self.model,
+                [p.to(device) for p in prompts],
+                self.vocab,
+                self.sampling,
+                generators,
+                on_step=on_step,
+                image_grids=(tile // GRID_PX, tile // GRID_PX),
+                max_text_tokens=settings.max_text_tokens,
+                stop_after_image=True,
+            )
             timings["generate"] += time.perf_counter() - tick
             tick = time.perf_counter()
             for i, box in enumerate(batch):
                 answer = split_answer(out.ids[i], self.tokenizer, self.vocab)
                 if answer.codes is None:
-                    raise RuntimeError(f"tile {first + i}: the answer ended before a complete image "
-                                       f"(sampling.max_new_tokens={self.sampling.max_new_tokens} is too small?)")
+                    raise RuntimeError(
+                        f"tile {first + i}: the answer ended before a complete image "
+                        f"(sampling.max_new_tokens={self.sampling.max_new_tokens} is too small?)"
+                    )
                 answers.append((caption + " " + answer.text).strip() if caption else answer.text)
                 restored = self.vq.decode(answer.codes[None].to(device))[0]
                 blender.add(restored.float().cpu(), box)
@@ -167,15 +197,20 @@ class Restorer:
         timings["colorfix"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - start
         degradation, description = split_text(answers[0])
-        return Restoration(result, degradation, description, answers, seed, timings,
-                           entropy_blender.result()[0].numpy())
+        return Restoration(
+            result, degradation, description, answers, seed, timings, entropy_blender.result()[0].numpy()
+        )
 
     def settings_dict(self) -> dict:
         """The sampling and restore settings, for sidecars."""
-        return {"sampling": asdict(OmegaConf.to_object(self.sampling)) if OmegaConf.is_config(self.sampling)
-                else asdict(self.sampling),
-                "restore": asdict(OmegaConf.to_object(self.settings)) if OmegaConf.is_config(self.settings)
-                else asdict(self.settings)}
+        return {
+            "sampling": asdict(OmegaConf.to_object(self.sampling))
+            if OmegaConf.is_config(self.sampling)
+            else asdict(self.sampling),
+            "restore": asdict(OmegaConf.to_object(self.settings))
+            if OmegaConf.is_config(self.settings)
+            else asdict(self.settings),
+        }
 
 
 def _entropy_grid(ids: torch.Tensor, entropy: torch.Tensor, vocab: Vocab, tile: int) -> torch.Tensor:
@@ -200,8 +235,12 @@ def backbone_folder(cfg: BackboneConfig) -> Path:
     """The checkpoint folder for ``cfg``: resolved from the hub or disk, or a cached tiny model."""
     if cfg.source != "tiny":
         return resolve_source(cfg.source, cfg.revision)
-    sizes = dict(hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-                 num_layers=cfg.num_layers, num_heads=cfg.num_heads)
+    sizes = dict(
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+    )
     key = hashlib.sha1(repr((cfg.seed, sorted(sizes.items()))).encode()).hexdigest()[:12]
     cache = Path(os.environ.get("PURE_CACHE", Path.home() / ".cache" / "pure")) / f"tiny-{key}"
     if not (cache / "model.safetensors.index.json").is_file():

@@ -99,7 +99,11 @@ def image_grammar(scores: torch.Tensor, state: ImageState, vocab: Vocab) -> torc
 
 
 def force_image_layout(
-    scores: torch.Tensor, state: ImageState, text_len: torch.Tensor, image_start: int, size_ids: tuple[int, int],
+    scores: torch.Tensor,
+    state: ImageState,
+    text_len: torch.Tensor,
+    image_start: int,
+    size_ids: tuple[int, int],
     max_text_tokens: int,
 ) -> torch.Tensor:
     """Make an answer's image the requested size: force the size tokens ``size_ids`` (height, width;

@@ -16,7 +16,9 @@ import torch
 
 from pure.vocab import CODES_PER_GRID, Vocab
 
-INSTRUCTION = "Perceive the degradation level, understand the image content, and restore the high-quality image. "
+INSTRUCTION = (
+    "Perceive the degradation level, understand the image content, and restore the high-quality image. "
+)
 """The fixed user instruction; the LQ image block follows it directly."""
 IGNORE_INDEX = -100
 """Label of tokens that carry no loss (the whole user turn)."""
@@ -45,7 +47,9 @@ def image_block(codes: torch.Tensor, vocab: Vocab) -> torch.Tensor:
         raise LayoutError(f"codes must be [h, w], got shape {tuple(codes.shape)}")
     h, w = codes.shape
     if h % CODES_PER_GRID or w % CODES_PER_GRID:
-        raise LayoutError(f"latent size {h}x{w} is not a multiple of {CODES_PER_GRID} (images must be 32 px grids)")
+        raise LayoutError(
+            f"latent size {h}x{w} is not a multiple of {CODES_PER_GRID} (images must be 32 px grids)"
+        )
     rows = torch.cat([vocab.codes_to_ids(codes.long()), torch.full((h, 1), vocab.end_of_row)], dim=1)
     head = torch.tensor(
         [vocab.image_start, vocab.size_token(h // CODES_PER_GRID), vocab.size_token(w // CODES_PER_GRID)]

@@ -16,9 +16,11 @@ names and shapes reproduces the reference's numbers exactly.
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -95,8 +97,9 @@ def tiny_tokenizer():
     )
 
 
-def tiny_backbone_config(hidden_size: int = 64, intermediate_size: int = 128, num_layers: int = 2,
-                         num_heads: int = 4) -> dict:
+def tiny_backbone_config(
+    hidden_size: int = 64, intermediate_size: int = 128, num_layers: int = 2, num_heads: int = 4
+) -> dict:
     """config.json fields of a tiny Lumina-mGPT/PURE checkpoint (as the reference writes them)."""
     return {
         "architectures": ["ChameleonXLLMXForConditionalGeneration"],
@@ -153,9 +156,6 @@ def reference_backbone_shapes(config: dict) -> dict[str, list[int]]:
 
 def write_backbone_checkpoint(folder, config: dict, state_dict: dict[str, torch.Tensor], shards: int = 2):
     """Write ``config.json``, ``model-0000k-of-0000n.safetensors`` shards and their index to ``folder``."""
-    import json
-    from pathlib import Path
-
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -169,16 +169,16 @@ def write_backbone_checkpoint(folder, config: dict, state_dict: dict[str, torch.
         part = {n: state_dict[n].contiguous() for n in names[k * per_shard : (k + 1) * per_shard]}
         save_file(part, str(folder / file), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(part, file))
-    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state_dict.values())},
-             "weight_map": weight_map}
+    index = {
+        "metadata": {"total_size": sum(t.numel() * t.element_size() for t in state_dict.values())},
+        "weight_map": weight_map,
+    }
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return folder
 
 
-def write_tiny_checkpoint(folder, seed: int = 0, **sizes) -> "Path":  # noqa: UP037
+def write_tiny_checkpoint(folder, seed: int = 0, **sizes) -> Path:
     """A complete tiny model folder (config, shards, index, tokenizer) with deterministic weights."""
-    from pathlib import Path
-
     config = tiny_backbone_config(**sizes)
     write_backbone_checkpoint(folder, config, det_state_dict(reference_backbone_shapes(config), seed))
     tiny_tokenizer().save_pretrained(str(folder))

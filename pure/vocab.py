@@ -113,7 +113,7 @@ class Vocab:
         missing = int((code_to_id < 0).sum())
         if missing:
             raise VocabError(
-                f"the vocabulary maps {codebook_size - missing} of {codebook_size} VQ codes to IMGIMG tokens; "
+                f"the vocabulary maps {codebook_size - missing} of {codebook_size} VQ codes to IMGIMG names; "
                 f"{missing} are missing. {VOCAB_HELP}"
             )
         return cls(
@@ -132,7 +132,9 @@ class Vocab:
         """Token id that says an image side is ``n_grids * 32`` pixels."""
         hits = (self.grids_of_id == n_grids).nonzero()
         if len(hits) != 1:
-            raise VocabError(f"no size token {size_token_name(n_grids)} for {n_grids} grids in the vocabulary")
+            raise VocabError(
+                f"no size token {size_token_name(n_grids)} for {n_grids} grids in the vocabulary"
+            )
         return int(hits[0])
 
     @property

@@ -20,7 +20,9 @@ def reference_model(reference_dir, tmp_path_factory):
     config = json.loads((ref / "config.json").read_text())
     shapes = json.loads((ref / "state_dict_shapes.json").read_text())
     seed = json.loads((ref / "backbone.json").read_text())["weights_seed"]
-    folder = write_backbone_checkpoint(tmp_path_factory.mktemp("ref_ckpt"), config, det_state_dict(shapes, seed))
+    folder = write_backbone_checkpoint(
+        tmp_path_factory.mktemp("ref_ckpt"), config, det_state_dict(shapes, seed)
+    )
     return load_backbone(str(folder), dtype=torch.float32), np.load(ref / "backbone.npz")
 
 
@@ -28,9 +30,12 @@ def test_activations_match_reference(reference_model):
     model, ref = reference_model
     ids = torch.from_numpy(ref["input_ids"]).long()[None]
     layer_out = []
-    hooks = [layer.register_forward_hook(lambda mod, args, out: layer_out.append(out[0] if isinstance(out, tuple)
-                                                                                  else out))
-             for layer in model.model.layers]
+    hooks = [
+        layer.register_forward_hook(
+            lambda mod, args, out: layer_out.append(out[0] if isinstance(out, tuple) else out)
+        )
+        for layer in model.model.layers
+    ]
     with torch.no_grad():
         out = model.model(input_ids=ids)
         logits = model.lm_head(out.last_hidden_state).float()[0]
@@ -40,7 +45,9 @@ def test_activations_match_reference(reference_model):
     torch.testing.assert_close(emb, torch.from_numpy(ref["embeddings"]), atol=1e-6, rtol=0)
     for layer, expected in enumerate(ref["layer_out"]):  # decoder layer outputs, before the final norm
         torch.testing.assert_close(layer_out[layer][0], torch.from_numpy(expected), atol=1e-4, rtol=0)
-    torch.testing.assert_close(out.last_hidden_state[0], torch.from_numpy(ref["final_hidden"]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        out.last_hidden_state[0], torch.from_numpy(ref["final_hidden"]), atol=1e-4, rtol=0
+    )
     cols = torch.from_numpy(ref["logit_cols"]).long()
     torch.testing.assert_close(logits[:, cols], torch.from_numpy(ref["logits_at_cols"]), atol=1e-4, rtol=0)
     rows = torch.from_numpy(ref["full_positions"]).long()

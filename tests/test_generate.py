@@ -1,4 +1,4 @@
-"""The decode loop: golden CFG trajectory, a complete 512 px answer, batching with rows at different places."""
+"""Decode loop: golden CFG trajectory, a complete 512 px answer, rows at different places in a batch."""
 
 from __future__ import annotations
 
@@ -37,10 +37,16 @@ def test_replay_matches_reference_cfg_trajectory(reference_model, reference_dir)
     meta = json.loads((reference_dir / "cfg" / "cfg_trajectory.json").read_text())
     ref = np.load(reference_dir / "cfg" / "cfg_trajectory.npz")
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
-    sampling = SamplingConfig(cfg_scale=meta["guidance_scale"], temperature=meta["temperature"],
-                              text_top_k=meta["text_top_k"])
-    out = replay(reference_model, torch.from_numpy(ref["prompt_ids"]), torch.from_numpy(ref["step_token"]),
-                 vocab, sampling)
+    sampling = SamplingConfig(
+        cfg_scale=meta["guidance_scale"], temperature=meta["temperature"], text_top_k=meta["text_top_k"]
+    )
+    out = replay(
+        reference_model,
+        torch.from_numpy(ref["prompt_ids"]),
+        torch.from_numpy(ref["step_token"]),
+        vocab,
+        sampling,
+    )
     np.testing.assert_allclose(out.entropy[0].numpy(), ref["step_entropy"], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(out.kept[0].numpy(), ref["step_topk_n_finite"])
     np.testing.assert_allclose(out.p_token[0].numpy(), ref["step_p_token"], rtol=1e-4)
@@ -56,8 +62,12 @@ def test_replay_batched_equals_single(reference_model, reference_dir):
     batched = generate(reference_model, prompts, vocab, SamplingConfig(), teacher=teacher)
     for b in range(2):
         single = generate(reference_model, [prompts[b]], vocab, SamplingConfig(), teacher=[teacher[b]])
-        np.testing.assert_allclose(batched.entropy[b].numpy(), single.entropy[0].numpy(), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(batched.p_token[b].numpy(), single.p_token[0].numpy(), rtol=1e-3, atol=1e-7)
+        np.testing.assert_allclose(
+            batched.entropy[b].numpy(), single.entropy[0].numpy(), rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            batched.p_token[b].numpy(), single.p_token[0].numpy(), rtol=1e-3, atol=1e-7
+        )
         assert torch.equal(batched.kept[b], single.kept[0])
 
 
@@ -66,8 +76,9 @@ def test_tiny_model_writes_a_complete_512_answer(tiny):
     lq = torch.randint(0, 16384, (64, 64), generator=torch.Generator().manual_seed(0))
     prompt, _ = conversation(tokenizer, vocab, lq, answer_text="Small blur, small noise. A cat on a mat.")
     budget = block_length(64, 64) + 2
-    out = generate(model, [prompt], vocab, SamplingConfig(max_new_tokens=budget), image_grids=(16, 16),
-                   max_text_tokens=0)
+    out = generate(
+        model, [prompt], vocab, SamplingConfig(max_new_tokens=budget), image_grids=(16, 16), max_text_tokens=0
+    )
     ids = out.ids[0]
     start = int((ids == vocab.image_start).nonzero()[0])
     block = ids[start : start + block_length(64, 64)]
@@ -85,8 +96,10 @@ def test_generation_is_reproducible_and_seeded(tiny):
     lq = torch.randint(0, 16384, (8, 8), generator=torch.Generator().manual_seed(1))
     prompt, _ = conversation(tokenizer, vocab, lq)
     sampling = SamplingConfig(max_new_tokens=90)
-    runs = [generate(model, [prompt, prompt], vocab, sampling, image_grids=(2, 2), max_text_tokens=5)
-            for _ in range(2)]
+    runs = [
+        generate(model, [prompt, prompt], vocab, sampling, image_grids=(2, 2), max_text_tokens=5)
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0].ids[0], runs[1].ids[0]) and torch.equal(runs[0].ids[1], runs[1].ids[1])
     # text is greedy (text_top_k=1) so both rows agree there; image codes come from different seeds
     assert torch.equal(runs[0].ids[0][:5], runs[0].ids[1][:5])

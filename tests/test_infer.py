@@ -17,8 +17,14 @@ from pure.config import InferConfig, load_config
 from pure.pipeline import Restorer, read_image, split_text
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress", "restore.tile=64",
-        "restore.tile_overlap=16", "restore.batch_size=8"]
+TINY = [
+    "--config",
+    str(ROOT / "configs" / "tiny.yaml"),
+    "--no-progress",
+    "restore.tile=64",
+    "restore.tile_overlap=16",
+    "restore.batch_size=8",
+]
 
 
 def _expected_size(path: Path, scale: float) -> tuple[int, int]:
@@ -53,8 +59,13 @@ def test_edge_cases_folder_end_to_end(shared_data_dir, tmp_path, capsys):
     # existing outputs are never silently overwritten
     code = infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), *TINY])
     assert code == 1 and "--overwrite" in capsys.readouterr().err
-    assert infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), "--skip-existing", *TINY]) == 0
-    assert infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), "--overwrite", *TINY]) == 0
+    assert (
+        infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), "--skip-existing", *TINY])
+        == 0
+    )
+    assert (
+        infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), "--overwrite", *TINY]) == 0
+    )
 
 
 def test_realsrset_images_at_4x(shared_data_dir, tmp_path):
@@ -110,7 +121,9 @@ def test_restorer_result_and_caption(tmp_path):
 
 def test_split_text():
     assert split_text("Medium blur, small noise. The image shows a lion.") == (
-        "Medium blur, small noise.", "The image shows a lion.")
+        "Medium blur, small noise.",
+        "The image shows a lion.",
+    )
     assert split_text("no sentence end") == ("no sentence end", "")
 
 
@@ -118,21 +131,59 @@ def test_default_model_offline_fails_fast_with_instructions(tmp_path):
     image = tmp_path / "a.png"
     Image.new("RGB", (16, 16)).save(image)
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "infer.py"), "-i", str(image), "-o",
-                           str(tmp_path / "out"), "--device", "cpu"], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "infer.py"),
+            "-i",
+            str(image),
+            "-o",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "huggingface-cli download nonwhy/PURE" in proc.stderr
 
 
 def test_help_explains_every_flag():
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "infer.py"), "--help"], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "infer.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 0
-    for flag in ("--input", "--output", "--outscale", "--tile", "--tile-overlap", "--batch-size", "--suffix",
-                 "--ext", "--seed", "--color-fix", "--cfg-scale", "--temperature", "--caption", "--model",
-                 "--vq", "--dtype", "--device", "--skip-existing", "--overwrite", "--config",
-                 "--save-entropy-map"):
+    for flag in (
+        "--input",
+        "--output",
+        "--outscale",
+        "--tile",
+        "--tile-overlap",
+        "--batch-size",
+        "--suffix",
+        "--ext",
+        "--seed",
+        "--color-fix",
+        "--cfg-scale",
+        "--temperature",
+        "--caption",
+        "--model",
+        "--vq",
+        "--dtype",
+        "--device",
+        "--skip-existing",
+        "--overwrite",
+        "--config",
+        "--save-entropy-map",
+    ):
         assert flag in proc.stdout
 
 

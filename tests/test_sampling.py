@@ -64,7 +64,9 @@ def test_every_reference_state(sampler, vocab):
             if text_k == 1:
                 assert int(k[0]) == state_meta["k"], state_meta["name"]
             kept = torch.isfinite(top_k_mask(mm, k))[0]
-            assert torch.equal(kept, _keep(arrays, f"s{i:02d}_{key}") & torch.isfinite(mm[0])), state_meta["name"]
+            assert torch.equal(kept, _keep(arrays, f"s{i:02d}_{key}") & torch.isfinite(mm[0])), state_meta[
+                "name"
+            ]
 
 
 def test_entropy_to_k_table(reference_dir):
@@ -94,8 +96,12 @@ def test_state_advances_through_a_block(vocab):
 
 
 def test_rows_at_different_positions(vocab):
-    state = ImageState(open=torch.tensor([False, True, True]), n=torch.tensor([0, 1, 6]),
-                       h=torch.tensor([0, 8, 8]), w=torch.tensor([0, 0, 4]))
+    state = ImageState(
+        open=torch.tensor([False, True, True]),
+        n=torch.tensor([0, 1, 6]),
+        h=torch.tensor([0, 8, 8]),
+        w=torch.tensor([0, 0, 4]),
+    )
     out = image_grammar(torch.zeros(3, 73728), state, vocab)
     assert torch.isfinite(out[0]).all() and torch.isfinite(out[1]).all()  # text and size tokens: free
     assert torch.isfinite(out[2]).sum() == 1 and out[2, vocab.end_of_row] == 0  # t = 4 = w: end of row

@@ -1,0 +1,127 @@
+"""Token layout: vocabulary names, image blocks, conversations, and the reference's 512 px layout."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pure.sequence import (
+    IGNORE_INDEX,
+    INSTRUCTION,
+    LayoutError,
+    block_length,
+    conversation,
+    image_block,
+    parse_image_block,
+    split_answer,
+)
+from pure.tiny import det_state_dict, synthetic_vocabulary, tiny_tokenizer
+from pure.vocab import Vocab, VocabError, image_token_code, image_token_name, size_token_name
+from pure.vq import image_to_tensor, load_vq, tensor_to_image
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Vocab:
+    return Vocab.from_names(synthetic_vocabulary(), bos=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def test_special_tokens_by_name(vocab):
+    assert (vocab.image_start, vocab.image_end, vocab.end_of_row, vocab.end_of_turn) == (
+        8197,
+        8196,
+        8803,
+        8710,
+    )
+    assert size_token_name(16) == "<reserved08816>" and vocab.size_token(16) == 8820
+    assert image_token_code("IMGIMGBAFZ") == 105 and image_token_name(105) == "IMGIMGBAFZ"
+
+
+def test_code_maps_come_from_names(vocab):
+    assert vocab.code_to_id[0] == 4 and vocab.code_to_id[8191] == 8195 and vocab.code_to_id[8192] == 65536
+    assert int(vocab.is_image.sum()) == 16384
+    codes = torch.randint(0, 16384, (5, 7))
+    assert torch.equal(vocab.ids_to_codes(vocab.codes_to_ids(codes)), codes)
+    with pytest.raises(ValueError, match="not image tokens"):
+        vocab.ids_to_codes(torch.tensor([8197]))
+
+
+def test_incomplete_vocabulary_says_what_to_fetch():
+    names = synthetic_vocabulary()
+    names.pop(image_token_name(77))
+    with pytest.raises(VocabError, match="16383 of 16384.*text_tokenizer.json"):
+        Vocab.from_names(names, bos=0)
+    names = synthetic_vocabulary()
+    names.pop("<eoss>")
+    with pytest.raises(VocabError, match="<eoss>"):
+        Vocab.from_names(names, bos=0)
+
+
+def test_block_round_trip_and_errors(vocab):
+    codes = torch.randint(0, 16384, (8, 12))
+    block = image_block(codes, vocab)
+    assert len(block) == block_length(8, 12) == 4 + 8 * 13
+    assert block[:3].tolist() == [8197, vocab.size_token(2), vocab.size_token(3)] and block[-1] == 8196
+    assert torch.equal(parse_image_block(block, vocab), codes)
+    broken = block.clone()
+    broken[3 + 12] = vocab.code_to_id[5]  # first end-of-row replaced by a code
+    with pytest.raises(LayoutError, match="row 0"):
+        parse_image_block(broken, vocab)
+    with pytest.raises(LayoutError, match="tokens"):
+        parse_image_block(block[:-5], vocab)
+    with pytest.raises(LayoutError, match="multiple of 4"):
+        image_block(torch.zeros(6, 8, dtype=torch.long), vocab)
+
+
+def test_conversation_layout_and_labels(vocab, tokenizer):
+    lq, hq = torch.randint(0, 16384, (8, 8)), torch.randint(0, 16384, (8, 8))
+    text = "Medium blur, small noise. A lion."
+    ids, labels = conversation(tokenizer, vocab, lq, text, hq)
+    n_instr = len(tokenizer.encode(INSTRUCTION, add_special_tokens=False))
+    n_text = len(tokenizer.encode(text, add_special_tokens=False))
+    user_len = 1 + n_instr + block_length(8, 8) + 1
+    assert ids[0] == vocab.bos and ids[user_len - 1] == vocab.end_of_turn
+    assert ids[1 + n_instr] == vocab.image_start
+    assert (labels[:user_len] == IGNORE_INDEX).all()
+    assert torch.equal(labels[user_len:], ids[user_len:])
+    assert len(ids) == user_len + n_text + block_length(8, 8) + 1 and ids[-1] == vocab.end_of_turn
+    answer = split_answer(ids[user_len:], tokenizer, vocab)
+    assert answer.text == text and torch.equal(answer.codes, hq)
+    prompt, prompt_labels = conversation(tokenizer, vocab, lq)
+    assert torch.equal(prompt, ids[:user_len]) and (prompt_labels == IGNORE_INDEX).all()
+
+
+def test_reference_512_layout(reference_dir, vocab, tmp_path):
+    """lq512.png -> VQ codes -> 4164-token block equal to the reference's, except documented near-ties."""
+    ref = np.load(reference_dir / "layout" / "layout_512.npz")
+    meta = json.loads((reference_dir / "layout" / "layout_512.json").read_text())
+    shapes = json.loads((reference_dir / "vq8" / "state_dict_shapes.json").read_text())
+    seed = json.loads((reference_dir / "vq8" / "vq8.json").read_text())["weights_seed"]
+    torch.save({"model": det_state_dict(shapes, seed)}, tmp_path / "vq.pt")
+    vq = load_vq(str(tmp_path / "vq.pt"))
+    lq512 = Image.open(reference_dir / "layout" / "lq512.png")
+    with torch.no_grad():
+        codes = vq.encode(image_to_tensor(lq512)[None])[0]
+    tie = torch.from_numpy(ref["code_margin"] < 1e-5)
+    assert int(tie.sum()) == meta["code_margin_squared_distance"]["n_below_1e_5"]
+    assert torch.equal(codes[~tie], torch.from_numpy(ref["codes"])[~tie])
+    tokens = image_block(codes, vocab)
+    assert len(tokens) == meta["n_tokens"] == 4164
+    assert tokens[:3].tolist() == meta["head"] and tokens[-1:].tolist() == meta["tail"]
+    body_tie = torch.cat([tie, torch.zeros(64, 1, dtype=torch.bool)], 1).flatten()
+    same = tokens[3:-1] == torch.from_numpy(ref["tokens"][3:-1])
+    assert bool(same[~body_tie].all())
+    with torch.no_grad():
+        decoded = np.asarray(tensor_to_image(vq.decode(torch.from_numpy(ref["codes"])[None])[0]))
+    crop = decoded[:128, :128].astype(int) - ref["decoded_crop_uint8"].astype(int)
+    assert np.abs(crop).max() <= 1 and (crop != 0).mean() < 1e-3
+    sums = decoded.reshape(-1, 3).sum(0).astype(np.int64)
+    assert np.abs(sums - ref["decoded_channel_sum"].astype(np.int64)).max() <= 64

@@ -16,16 +16,18 @@ import tempfile
 import time
 
 import torch
+from torch.nn.attention import sdpa_kernel
 from transformers import DynamicCache
 
 from pure.config import SamplingConfig
-from pure.generate import generate
+from pure.generate import DECODE_ATTENTION, generate
 from pure.model import load_backbone, load_tokenizer, load_vocab
 from pure.sequence import block_length, conversation
 from pure.tiny import write_tiny_checkpoint
 
 
 @torch.inference_mode()
+@sdpa_kernel(DECODE_ATTENTION)  # the same attention kernels as our loop, for a fair comparison
 def reference_style(model, prompt, vocab, sampling, steps, generator):
     """The straightforward loop: two model calls per guided step, Python-side processors."""
     device = model.device

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DynamicCache
 
 from pure.config import SamplingConfig
@@ -57,17 +58,23 @@ def _mask(active: torch.Tensor, queries: int, dtype: torch.dtype) -> torch.Tenso
     )[:, None]
 
 
+DECODE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+"""SDPA kernels for the loop. cuDNN's is left out: with a custom mask it builds a new graph for every
+key length, which cost about 3 ms of CPU per attention call (60% of a 7B step) in our H100 profile."""
+
+
 def _forward(model, ids, active, positions, cache) -> torch.Tensor:
     """Feed ``ids`` ``[R, q]``; return the last position's fp32 logits ``[R, V]``."""
     mask = _mask(active, ids.shape[1], model.dtype)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    with sdpa_kernel(DECODE_ATTENTION):
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
     return out.logits[:, -1].float()
 
 

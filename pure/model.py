@@ -16,6 +16,7 @@ device, so a 7B checkpoint never needs a second copy in memory.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbedding
+from transformers.models.chameleon.modeling_chameleon import ChameleonModel, ChameleonRotaryEmbedding
 
 from pure.sequence import IGNORE_INDEX
 from pure.vocab import Vocab, VocabError, image_names_from_files
@@ -40,6 +41,8 @@ CHECKPOINT_FILES = [
     "text_tokenizer.json",
     "*.model",
 ]
+CACHE_ARG = "cache" if "cache" in inspect.signature(ChameleonModel.forward).parameters else "past_key_values"
+"""transformers 5.2x renamed ``past_key_values`` to ``cache``; we accept and pass on either."""
 IGNORED_PREFIXES = ("model.vqmodel.",)
 """Checkpoint entries we drop: Chameleon's ds-16 VQGAN, which PURE does not use (it uses LlamaGen VQ-8)."""
 
@@ -66,15 +69,16 @@ class PureChameleon(ChameleonForConditionalGeneration):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        past_key_values=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **{CACHE_ARG: cache if cache is not None else past_key_values},
             **kwargs,
         )
         hidden = outputs.last_hidden_state
@@ -85,7 +89,10 @@ class PureChameleon(ChameleonForConditionalGeneration):
         if labels is not None:
             loss = causal_lm_loss(logits, labels, getattr(self.config, "z_loss_weight", 0.0) or 0.0)
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, cache=outputs.cache, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            **{CACHE_ARG: getattr(outputs, CACHE_ARG, None)},
         )
 
 

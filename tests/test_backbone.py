@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from pure.model import CheckpointError, causal_lm_loss, load_backbone, load_tokenizer, load_vocab, z_loss
+from pure.model import (
+    CACHE_ARG,
+    CheckpointError,
+    causal_lm_loss,
+    load_backbone,
+    load_tokenizer,
+    load_vocab,
+    z_loss,
+)
 from pure.tiny import det_state_dict, write_backbone_checkpoint, write_tiny_checkpoint
 
 
@@ -84,7 +92,7 @@ def test_kv_cache_matches_full_forward(reference_model):
     with torch.no_grad():
         full = model(input_ids=ids).logits[0]
         first = model(input_ids=ids[:, :100], use_cache=True)
-        cache = first.cache
+        cache = getattr(first, CACHE_ARG)
         steps = [first.logits[0, -1]]
         for t in range(100, ids.shape[1]):
             out = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True)

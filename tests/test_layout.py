@@ -125,3 +125,19 @@ def test_reference_512_layout(reference_dir, vocab, tmp_path):
     assert np.abs(crop).max() <= 1 and (crop != 0).mean() < 1e-3
     sums = decoded.reshape(-1, 3).sum(0).astype(np.int64)
     assert np.abs(sums - ref["decoded_channel_sum"].astype(np.int64)).max() <= 64
+
+
+def test_image_codes_block_round_trip(vocab):
+    """image -> codes -> block -> codes -> image, with a tiny VQ."""
+    from pure.config import VQConfig
+
+    vq = load_vq("tiny", cfg=VQConfig(source="tiny", channels=32, z_channels=64))
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    x = image_to_tensor(Image.fromarray(pixels))[None]
+    with torch.no_grad():
+        codes = vq.encode(x)[0]
+        block = image_block(codes, vocab)
+        back = parse_image_block(block, vocab)
+        image = tensor_to_image(vq.decode(back[None])[0])
+    assert torch.equal(back, codes) and codes.shape == (8, 12)
+    assert len(block) == block_length(8, 12) and image.size == (96, 64)

@@ -162,3 +162,267 @@ def load_config(
 def to_yaml(cfg: object) -> str:
     """The resolved config as YAML text (saved next to checkpoints and outputs)."""
     return OmegaConf.to_yaml(cfg)
+
+
+def _kernel_types() -> list[str]:
+    return ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]
+
+
+@dataclass
+class DegradationStageConfig:
+    """One order of Real-ESRGAN's degradation: blur, resize, noise, JPEG (defaults: x4plus's first)."""
+
+    blur_prob: float = 1.0
+    """Probability of blurring at all (1.0 in the first order, 0.8 in the second)."""
+    kernel_list: list[str] = field(default_factory=_kernel_types)
+    """Blur kernel types: iso, aniso, generalized_iso, generalized_aniso, plateau_iso, plateau_aniso."""
+    kernel_prob: list[float] = field(default_factory=lambda: [0.45, 0.25, 0.12, 0.03, 0.12, 0.03])
+    """Probability of each entry of ``kernel_list``."""
+    sinc_prob: float = 0.1
+    """Probability that the blur is a 2-D sinc (ringing) kernel instead of one of ``kernel_list``."""
+    blur_sigma: list[float] = field(default_factory=lambda: [0.2, 3.0])
+    """Range of the kernels' standard deviations along each axis (pixels at this order's input resolution)."""
+    betag_range: list[float] = field(default_factory=lambda: [0.5, 4.0])
+    """Shape range of generalised Gaussian kernels (1 = Gaussian)."""
+    betap_range: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    """Shape range of plateau kernels."""
+    resize_prob: list[float] = field(default_factory=lambda: [0.2, 0.7, 0.1])
+    """Probabilities of resizing up, down, or keeping the size."""
+    resize_range: list[float] = field(default_factory=lambda: [0.15, 1.5])
+    """Range of the resize factor (down draws from [low, 1], up from [1, high])."""
+    gaussian_noise_prob: float = 0.5
+    """Probability of Gaussian noise (else Poisson noise)."""
+    noise_range: list[float] = field(default_factory=lambda: [1.0, 30.0])
+    """Range of the Gaussian noise sigma, in 8-bit levels."""
+    poisson_scale_range: list[float] = field(default_factory=lambda: [0.05, 3.0])
+    """Range of the Poisson noise scale."""
+    gray_noise_prob: float = 0.4
+    """Probability that the noise is the same in all three channels."""
+    jpeg_range: list[float] = field(default_factory=lambda: [30.0, 95.0])
+    """Range of the JPEG quality (drawn, then rounded to an integer)."""
+
+
+def _second_stage() -> DegradationStageConfig:
+    return DegradationStageConfig(
+        blur_prob=0.8,
+        blur_sigma=[0.2, 1.5],
+        resize_prob=[0.3, 0.4, 0.3],
+        resize_range=[0.3, 1.2],
+        noise_range=[1.0, 25.0],
+        poisson_scale_range=[0.05, 2.5],
+    )
+
+
+@dataclass
+class DegradationConfig:
+    """Real-ESRGAN's second-order degradation pipeline; the defaults are RealESRGAN_x4plus's."""
+
+    scale: int = 4
+    """Integer down-scaling factor from HQ to LQ (4: 512 -> 128)."""
+    kernel_sizes: list[int] = field(default_factory=lambda: [7, 9, 11, 13, 15, 17, 19, 21])
+    """Odd blur kernel sizes, drawn uniformly for every kernel."""
+    usm_sharpen: bool = True
+    """Degrade an unsharp-masked copy of the HQ image, as Real-ESRGAN does (the HQ target stays as is)."""
+    first: DegradationStageConfig = field(default_factory=DegradationStageConfig)
+    """The first order."""
+    second: DegradationStageConfig = field(default_factory=_second_stage)
+    """The second order (its JPEG is the final one)."""
+    final_sinc_prob: float = 0.8
+    """Probability of a sinc filter after the final resize to the LQ size."""
+    sinc_before_jpeg_prob: float = 0.5
+    """Probability that [final resize + sinc] comes before the last JPEG (else after it)."""
+    resize_modes: list[str] = field(default_factory=lambda: ["area", "bilinear", "bicubic"])
+    """Interpolation modes drawn uniformly for every resize."""
+
+
+@dataclass
+class LabelConfig:
+    """How drawn degradation parameters become severities in [0, 1] (see pure/data/labels.py)."""
+
+    blur_range: list[float] = field(default_factory=lambda: [0.35, 1.1])
+    """Effective extra blur (Gaussian sigma, LQ pixels) that scores severity 0 and 1; linear in between."""
+    noise_range: list[float] = field(default_factory=lambda: [0.5, 14.5])
+    """Effective noise left in the LQ image (std, 8-bit levels) that scores severity 0 and 1."""
+
+
+@dataclass
+class CaptionConfig:
+    """Where content descriptions come from."""
+
+    manifest: str = ""
+    """JSONL or CSV file mapping images (paths relative to their HQ folder) to descriptions."""
+    model: str = ""
+    """Image-to-text model (hub id or folder) that describes images the manifest lacks; empty: none."""
+    prompt: str = "Describe this image in detail."
+    """Instruction given to the captioning model."""
+    batch_size: int = 8
+    """Images captioned together."""
+    max_new_tokens: int = 160
+    """Longest description the captioning model may write, in its tokens."""
+    allow_missing: bool = False
+    """Train label-free where a description is missing (the answer is the degradation sentence only)."""
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of ``scripts/prepare_data.py``: HQ folders -> degraded pairs -> token shards."""
+
+    hq_dirs: list[str] = field(default_factory=list)
+    """Folders of high-quality images (searched recursively)."""
+    out_dir: str = "data/prepared"
+    """Output folder: shards, index files and the resolved config."""
+    hq_size: int = 512
+    """Side of the square HQ crop, a multiple of 32 and of ``degradation.scale`` (512 in PURE)."""
+    shrink: bool = True
+    """Shrink images to a short side of ``hq_size`` before cropping, as the reference does (false: no)."""
+    crop: str = "random"
+    """Where the square HQ crop is taken: random (seeded per image) or center."""
+    seed: int = 0
+    """Seed of the per-image draws (crop, degradation); each image's generator also depends on its path."""
+    shard_size: int = 256
+    """Examples per shard file."""
+    batch_size: int = 8
+    """Images encoded by the VQ at once."""
+    workers: int = 0
+    """Worker processes that read, crop and degrade images while the VQ encodes (0: the main process)."""
+    device: str = "auto"
+    """Device of the VQ and the degradations: auto, cpu, cuda (under accelerate: each process's own GPU)."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    """The checkpoint whose tokenizer writes the text (its weights are not loaded)."""
+    vq: VQConfig = field(default_factory=VQConfig)
+    """The image tokenizer."""
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    """The synthetic degradation."""
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    """Degradation parameters -> severities."""
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    """Content descriptions."""
+
+
+@dataclass
+class LoRAConfig:
+    """Low-rank adapters (peft) on the frozen backbone, used when ``method`` is ``lora``."""
+
+    rank: int = 32
+    """Rank r of every adapter."""
+    alpha: float = 32.0
+    """Adapter scale numerator: a layer adds ``alpha / rank * B @ A`` to its frozen weight."""
+    dropout: float = 0.05
+    """Dropout on each adapter's input."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Linear layers that get adapters (default: every attention and MLP projection)."""
+    token_rows: str = "auto"
+    """Embedding and output-layer rows trained with the adapters: auto (the rows added when the vocabulary
+    is extended to ``tokenizer``'s, none otherwise), image (all 16,384 image-token rows) or none."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, linear warm-up then cosine decay, gradient clipping (defaults: the released recipe)."""
+
+    lr: float = 4e-4
+    """Peak learning rate, reached at the end of warm-up."""
+    min_lr: float = 0.0
+    """Learning rate at the end of the cosine decay."""
+    warmup_epochs: float = 0.5
+    """Length of the linear warm-up, in epochs (fractions allowed)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW (beta1, beta2)."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay, on matrices only (not on norms or biases)."""
+    grad_clip: float = 4.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+
+
+@dataclass
+class TrainDataConfig:
+    """Training examples from a folder of high-quality images (:mod:`pure.examples`)."""
+
+    hq_folder: str = ""
+    """Folder of HQ images; each gives one example: its HQ crop and that crop's bicubic LQ."""
+    captions: str = ""
+    """Optional JSONL manifest, one ``{"image": file name, "text": answer text}`` per line."""
+    default_text: str = "Medium blur, small noise."
+    """Answer text of images the manifest does not list (a placeholder, not a real label)."""
+    size: int = 512
+    """HQ side in pixels (a multiple of 32): images are resized (shorter side) and centre-cropped to it."""
+    scale: int = 4
+    """LQ = HQ downscaled by this factor, then upscaled back to ``size`` (both bicubic)."""
+    max_images: int = 0
+    """Use the first this many images in name order; 0 uses all."""
+    shards: str = ""
+    """Folder of pre-tokenised shards from ``scripts/prepare_data.py``; when set, ``hq_folder`` is unused."""
+    num_workers: int = 0
+    """DataLoader worker processes per training process."""
+
+
+@dataclass
+class LogConfig:
+    """Where training progress goes: always ``output_dir/log.jsonl``, optionally Weights & Biases."""
+
+    every: int = 10
+    """Write a record every this many optimizer steps."""
+    wandb: bool = False
+    """Also log to Weights & Biases."""
+    wandb_project: str = "pure"
+    """Weights & Biases project."""
+    wandb_mode: str = "online"
+    """online, or offline (runs stay in ``output_dir/wandb``; upload later with ``wandb sync``)."""
+    run_name: str = ""
+    """Run name for Weights & Biases; empty: the name of ``output_dir``."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``scripts/train.py``."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    """The transformer to fine-tune."""
+    vq: VQConfig = field(default_factory=VQConfig)
+    """The image tokenizer that turns the training images into codes."""
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    """Training examples."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """Adapters, when ``method`` is ``lora``."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimizer and learning-rate schedule."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Logging."""
+    method: str = "lora"
+    """lora (frozen backbone plus trainable adapters) or full (every weight is trained)."""
+    tokenizer: str = ""
+    """Tokenizer folder or repo id when it differs from the backbone's; the backbone's vocabulary is
+    extended to it (e.g. PURE's 73,728 entries over a smaller base)."""
+    output_dir: str = "outputs/train"
+    """Folder for checkpoints, the resolved config and logs."""
+    epochs: float = 2.0
+    """Passes over the data (fractions allowed)."""
+    max_steps: int = 0
+    """Optimizer steps in all; 0 derives them from ``epochs``. The schedule spans exactly these steps."""
+    batch_size: int = 1
+    """Sequences per process in one micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step; global batch = batch_size * grad_accum * processes."""
+    max_seq_len: int = 11776
+    """Sequences are truncated to this many tokens (the released recipe's 11,776)."""
+    mixed_precision: str = "bf16"
+    """no, bf16 or fp16: accelerate's autocast; with LoRA also the dtype of the frozen base weights."""
+    gradient_checkpointing: bool = True
+    """Recompute each decoder layer's activations in the backward pass instead of storing them."""
+    residual_dropout: float = 0.0
+    """Dropout on every attention and MLP output before it is added to the residual stream (PURE: 0.05)."""
+    z_loss_weight: float = 0.0
+    """Weight of the z-loss, mean logsumexp(logits)**2 over answer positions (PURE: 0)."""
+    seed: int = 0
+    """Seed of data order, adapter initialisation and dropout."""
+    save_every: int = 500
+    """Write a checkpoint every this many optimizer steps, and after the last one."""
+    keep_last: int = 3
+    """Checkpoints kept in ``output_dir/checkpoints`` (older ones are deleted); 0 keeps all."""
+    resume: str = ""
+    """Continue a run: latest (the newest checkpoint in ``output_dir``, or a fresh start when there is
+    none), or a checkpoint folder; empty starts fresh and refuses an ``output_dir`` with checkpoints."""

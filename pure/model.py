@@ -177,6 +177,12 @@ def weight_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"no model.safetensors or model.safetensors.index.json in {folder}")
 
 
+def _safetensors_device(device: str | torch.device) -> str:
+    """safetensors takes "cpu" or "cuda:N", not "cpu:0" (which accelerate hands out)."""
+    device = torch.device(device)
+    return "cpu" if device.type == "cpu" else str(device)
+
+
 def _adapt(name: str, tensor: torch.Tensor, expected: torch.Size) -> torch.Tensor:
     """Map one checkpoint tensor onto the parameter transformers expects (qk-norm: repeat over heads)."""
     if (".q_norm." in name or ".k_norm." in name) and tensor.ndim == 2 and tensor.shape != expected:
@@ -204,7 +210,7 @@ def load_backbone(
     unexpected: list[str] = []
     for file in files:
         state = {}
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
+        with safe_open(str(file), framework="pt", device=_safetensors_device(device)) as f:
             for name in f.keys():  # noqa: SIM118  (safe_open is not a dict)
                 if name.startswith(IGNORED_PREFIXES):
                     continue

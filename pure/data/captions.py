@@ -1,0 +1,174 @@
+"""Content descriptions of HQ images: a manifest, filled in by a captioning model when one is named.
+
+A manifest maps images to descriptions, keyed by the image's path relative to its HQ folder
+(``sub/dir/name.png``), in one of two formats:
+
+    manifest.jsonl    {"image": "Canon_001_LR4.png", "description": "A red brick building ..."}
+    manifest.csv      image,description  (a header row, then one row per image)
+
+With ``caption.model`` set, images missing from the manifest are described by that model (any
+image-text-to-text model transformers loads from a hub id or a local folder: LLaVA-1.5 as in the
+paper, BLIP, Florence-2, ...) in batches, and every finished batch is appended to the manifest at
+once, so an interrupted or repeated run only describes what is still missing. Each image is
+described whole, before cropping, so one description serves any crop settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from pure.config import CaptionConfig
+
+Captioner = Callable[[list[Image.Image]], list[str]]
+"""Describes a batch of RGB images, one string each."""
+
+
+class ManifestError(ValueError):
+    """A manifest file cannot be read."""
+
+
+class MissingDescriptionsError(ValueError):
+    """Some images have no description and label-free training was not allowed."""
+
+
+def read_manifest(path: str | Path) -> dict[str, str]:
+    """Image key -> description from a ``.jsonl`` or ``.csv`` manifest ({} when the file does not exist).
+
+    Later entries win, so appending a corrected line overrides an earlier one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"image", "description"} <= set(reader.fieldnames):
+                raise ManifestError(
+                    f"{path}: a CSV manifest needs a header row with columns image,description"
+                )
+            return {row["image"]: row["description"] for row in reader}
+    if path.suffix.lower() != ".jsonl":
+        raise ManifestError(f"{path}: a manifest must be a .jsonl or .csv file")
+    entries = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            entries[str(item["image"])] = str(item["description"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ManifestError(
+                f'{path}:{number}: expected {{"image": ..., "description": ...}}, got {line[:80]!r} ({err})'
+            ) from err
+    return entries
+
+
+def append_manifest(path: str | Path, entries: Mapping[str, str]) -> None:
+    """Append ``entries`` to a ``.jsonl`` or ``.csv`` manifest, creating it (and a CSV header) if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file() or path.stat().st_size == 0
+    with path.open("a", newline="", encoding="utf-8") as f:
+        if path.suffix.lower() == ".csv":
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["image", "description"])
+            writer.writerows(entries.items())
+        else:
+            f.writelines(
+                json.dumps({"image": k, "description": v}, ensure_ascii=False) + "\n"
+                for k, v in entries.items()
+            )
+
+
+def load_captioner(cfg: CaptionConfig, device: str = "cpu") -> Captioner:
+    """A batched :data:`Captioner` around transformers' image-text-to-text pipeline for ``cfg.model``.
+
+    Models whose processor has a chat template (LLaVA, Qwen-VL, ...) get ``cfg.prompt`` as a user
+    message next to the image; others (BLIP, ...) get it as the text their caption continues.
+    """
+    from transformers import pipeline
+
+    try:
+        pipe = pipeline("image-text-to-text", model=cfg.model, device=device)
+    except Exception as err:  # missing files, unknown architectures and hub errors have many types
+        raise ValueError(
+            f"cannot load the captioning model {cfg.model!r}: {err}. Set caption.model to a hub id "
+            "or a local folder of an image-text-to-text model, or fill caption.manifest"
+        ) from err
+    chat = getattr(pipe.processor, "chat_template", None) is not None
+    kwargs = {"max_new_tokens": cfg.max_new_tokens, "return_full_text": False, "batch_size": cfg.batch_size}
+
+    def describe(images: list[Image.Image]) -> list[str]:
+        if chat:
+            messages = [
+                [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image", "image": image}, {"type": "text", "text": cfg.prompt}],
+                    }
+                ]
+                for image in images
+            ]
+            outputs = pipe(text=messages, **kwargs)
+        else:
+            outputs = pipe(images=images, text=[cfg.prompt] * len(images), **kwargs)
+        return [(out[0] if isinstance(out, list) else out)["generated_text"].strip() for out in outputs]
+
+    return describe
+
+
+def describe_missing(
+    images: Mapping[str, Path],
+    manifest: str | Path,
+    captioner: Captioner,
+    batch_size: int,
+    progress: bool = True,
+) -> dict[str, str]:
+    """Describe the ``images`` (key -> file) that ``manifest`` lacks, appending each batch to it.
+
+    Returns the new descriptions. Empty answers are not stored (those images stay missing), and an
+    unreadable image is left out with a warning.
+    """
+    done = read_manifest(manifest)
+    todo = [key for key in images if key not in done]
+    new: dict[str, str] = {}
+    bar = tqdm(total=len(todo), desc="describing", unit="img", disable=not progress or not todo)
+    for start in range(0, len(todo), batch_size):
+        keys, batch = [], []
+        for key in todo[start : start + batch_size]:
+            try:
+                with Image.open(images[key]) as image:
+                    batch.append(image.convert("RGB"))
+                keys.append(key)
+            except OSError as err:
+                tqdm.write(f"warning: cannot describe {images[key]}: {err}")
+        answers = captioner(batch) if batch else []
+        found = {key: text for key, text in zip(keys, answers, strict=True) if text}
+        if found:
+            append_manifest(manifest, found)
+            new.update(found)
+        bar.update(len(todo[start : start + batch_size]))
+    bar.close()
+    return new
+
+
+def check_descriptions(keys: Sequence[str], descriptions: Mapping[str, str], cfg: CaptionConfig) -> None:
+    """Raise :class:`MissingDescriptionsError` listing ``keys`` without a description (unless allowed)."""
+    missing = [key for key in keys if not descriptions.get(key)]
+    if not missing or cfg.allow_missing:
+        return
+    shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+    where = cfg.manifest or "(no caption.manifest set)"
+    raise MissingDescriptionsError(
+        f"{len(missing)} images have no description in {where}:\n  {shown}\n"
+        "Add them to the manifest (keys are paths relative to their HQ folder), set caption.model to a "
+        "captioning model that describes them, or set caption.allow_missing=true to train those images "
+        "with the degradation sentence alone."
+    )

@@ -1,0 +1,508 @@
+"""Pre-tokenisation: HQ folders -> degraded LQ -> VQ codes -> PURE token sequences in shards.
+
+For every HQ image (``prepare(cfg)``, or ``scripts/prepare_data.py --config ...``):
+
+    read -> shrink + crop to hq_size -> degrade (its own generator: seed + path) -> label
+    LQ bicubic-upsampled to hq_size; VQ codes of LQ and HQ
+    conversation(instruction + LQ | "{label} {description}" + HQ) -> ids, labels
+
+The output folder holds::
+
+    shards/RRR-NNNNNN.safetensors   ids, labels (int32, all examples concatenated), offsets (int64, n + 1)
+    journal/rank-RRR.jsonl         one record per example, appended after its shard is on disk
+    index.jsonl                    the current record of every source image, in source order
+    prepare.yaml                   the settings that produced the tokens
+
+A record names its shard and row, the source file (path, size, mtime, sha256), the crop, every drawn
+degradation parameter, the two severities, the label sentence, the description and the lengths.
+Reruns are resumable: an image whose record matches its file (same size and mtime, or else the same
+sha256) and its description is skipped, so an interrupted run continues where its last shard ended
+and a second run does nothing; a changed file or description is done again and its new record wins.
+Under ``accelerate launch`` every process takes every n-th pending image and writes its own shards
+and journal; the main process writes ``index.jsonl`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from pure.config import ConfigError, PrepareConfig, load_config, to_yaml
+from pure.data.captions import (
+    MissingDescriptionsError,
+    append_manifest,
+    check_descriptions,
+    describe_missing,
+    load_captioner,
+    read_manifest,
+)
+from pure.data.degradations import DegradationParams, degrade
+from pure.data.labels import Label, label_from_params
+from pure.vq import image_to_tensor
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+"""Files of the HQ folders that are read as images."""
+TOKEN_FIELDS = ("hq_size", "shrink", "crop", "seed", "degradation", "labels", "vq", "backbone")
+"""Settings that change the tokens: a rerun into the same folder must keep them."""
+
+
+class PrepareError(RuntimeError):
+    """The inputs or the output folder do not allow preparing data."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One HQ image file."""
+
+    key: str
+    """Path relative to its HQ folder, with ``/`` separators (the manifest key)."""
+    path: Path
+    """The file."""
+    size: int
+    """Bytes."""
+    mtime_ns: int
+    """Modification time."""
+
+
+@dataclass
+class Pair:
+    """One degraded training pair before tokenisation."""
+
+    source: Source
+    """Where the HQ image came from."""
+    sha256: str
+    """Checksum of the source file."""
+    hq: torch.Tensor
+    """``[3, S, S]`` float32 in [0, 1]."""
+    lq: torch.Tensor
+    """``[3, S / scale, S / scale]`` float32 in [0, 1], on 8-bit levels."""
+    crop: list[int]
+    """``[top, left, size]`` of the crop in the (shrunk) image."""
+    params: DegradationParams
+    """The drawn degradation."""
+    label: Label
+    """Its severities and sentence."""
+
+
+@dataclass
+class Summary:
+    """What one run did (counts over all processes)."""
+
+    prepared: int = 0
+    """Images tokenised in this run."""
+    up_to_date: int = 0
+    """Images whose record was already current."""
+    skipped: list[str] = field(default_factory=list)
+    """``path: reason`` of every image that could not be used."""
+    examples: int = 0
+    """Records in ``index.jsonl`` after the run."""
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_sources(hq_dirs: list[str]) -> list[Source]:
+    """Image files under ``hq_dirs`` (recursively, hidden files skipped), sorted by key."""
+    if not hq_dirs:
+        raise PrepareError("no HQ folders: set hq_dirs in the config or pass --hq-dir")
+    found: dict[str, Source] = {}
+    for folder in map(Path, hq_dirs):
+        if not folder.is_dir():
+            raise PrepareError(f"HQ folder {folder} does not exist")
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if path.suffix.lower() not in IMAGE_SUFFIXES or any(p.startswith(".") for p in rel.parts):
+                continue
+            key = rel.as_posix()
+            if key in found:
+                raise PrepareError(
+                    f"{found[key].path} and {path} have the same key {key!r}: descriptions and "
+                    "records are keyed by the path inside an HQ folder; rename one"
+                )
+            stat = path.stat()
+            found[key] = Source(key, path, stat.st_size, stat.st_mtime_ns)
+    if not found:
+        raise PrepareError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(hq_dirs)}")
+    return [found[key] for key in sorted(found)]
+
+
+def _opens(path: Path) -> bool:
+    """Whether PIL recognises the file as an image (reads the header only)."""
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def image_generator(seed: int, key: str) -> torch.Generator:
+    """The generator of one image: it depends on the seed and the key only, never on the processing order."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+# ----------------------------------------------------------------------------- one pair
+
+
+def crop_square(
+    image: Image.Image, size: int, shrink: bool, mode: str, generator: torch.Generator
+) -> tuple[Image.Image, list[int]]:
+    """A ``size`` x ``size`` crop of ``image`` -> (crop, ``[top, left, size]``).
+
+    With ``shrink`` the image is first halved (box filter) while both sides stay >= 2 * size, then
+    resized (bicubic) so its short side is ``size``.
+    """
+    if mode not in ("random", "center"):
+        raise ValueError(f"crop must be random or center, got {mode!r}")
+    if min(image.size) < size:
+        raise ValueError(f"{image.width}x{image.height} is smaller than hq_size={size}")
+    if shrink:
+        while min(image.size) >= 2 * size:
+            image = image.resize((image.width // 2, image.height // 2), Image.BOX)
+        scale = size / min(image.size)
+        image = image.resize(
+            (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC
+        )
+    spare_h, spare_w = image.height - size, image.width - size
+    if mode == "random":
+        top, left = (int(torch.randint(0, n + 1, (), generator=generator)) for n in (spare_h, spare_w))
+    else:
+        top, left = spare_h // 2, spare_w // 2
+    return image.crop((left, top, left + size, top + size)), [top, left, size]
+
+
+def make_pair(source: Source, cfg: PrepareConfig) -> Pair:
+    """Read, crop, degrade and label one image; ``ValueError`` when the image cannot be used."""
+    from pure.pipeline import read_image
+
+    image, _ = read_image(source.path)
+    generator = image_generator(cfg.seed, source.key)
+    crop, box = crop_square(image, cfg.hq_size, cfg.shrink, cfg.crop, generator)
+    hq = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    lq, params = degrade(hq, cfg.degradation, generator)
+    return Pair(source, file_sha256(source.path), hq, lq, box, params, label_from_params(params, cfg.labels))
+
+
+def vq_inputs(pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's view of a pair: (LQ bicubic-upsampled to the HQ size, HQ), each [3, S, S] in [-1, 1]."""
+    size = pair.hq.shape[-1]
+    lq = Image.fromarray((pair.lq * 255).round().byte().permute(1, 2, 0).numpy())
+    hq = Image.fromarray((pair.hq * 255).round().byte().permute(1, 2, 0).numpy())
+    return image_to_tensor(lq.resize((size, size), Image.BICUBIC)), image_to_tensor(hq)
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """Pairs made in DataLoader workers; a failure comes back as ``(source, message)``."""
+
+    def __init__(self, sources: list[Source], cfg: PrepareConfig) -> None:
+        self.sources, self.cfg = sources, cfg
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, i: int) -> Pair | tuple[Source, str]:
+        try:
+            return make_pair(self.sources[i], self.cfg)
+        except (ValueError, OSError) as err:
+            return self.sources[i], str(err)
+
+
+# ----------------------------------------------------------------------------- shards and records
+
+
+def read_journals(out_dir: Path) -> dict[str, dict]:
+    """key -> latest record over all journals, keeping only records whose shard exists."""
+    records: dict[str, dict] = {}
+    for journal in sorted((out_dir / "journal").glob("*.jsonl")):
+        for line in journal.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by an interruption: its example is redone
+                continue
+            if record["key"] not in records or record["written"] >= records[record["key"]]["written"]:
+                records[record["key"]] = record
+    return {k: r for k, r in records.items() if (out_dir / "shards" / r["shard"]).is_file()}
+
+
+def is_current(record: dict | None, source: Source, description: str) -> bool:
+    """Whether ``record`` holds ``source`` with ``description`` (hashing only when size or mtime moved)."""
+    if record is None or record["description"] != description:
+        return False
+    if (record["size"], record["mtime_ns"]) == (source.size, source.mtime_ns):
+        return True
+    return record["size"] == source.size and record["sha256"] == file_sha256(source.path)
+
+
+class ShardWriter:
+    """Buffers examples of one process; :meth:`flush` writes a shard, then its journal lines."""
+
+    def __init__(self, out_dir: Path, rank: int, shard_size: int) -> None:
+        self.out_dir, self.rank, self.shard_size = out_dir, rank, shard_size
+        self.ids: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.records: list[dict] = []
+        (out_dir / "shards").mkdir(parents=True, exist_ok=True)
+        (out_dir / "journal").mkdir(parents=True, exist_ok=True)
+
+    def add(self, ids: torch.Tensor, labels: torch.Tensor, record: dict) -> None:
+        self.ids.append(ids.to(torch.int32))
+        self.labels.append(labels.to(torch.int32))
+        self.records.append(record)
+        if len(self.records) >= self.shard_size:
+            self.flush()
+
+    def _next_name(self) -> str:
+        taken = [
+            int(p.stem.split("-")[1])
+            for p in (self.out_dir / "shards").glob(f"{self.rank:03d}-*.safetensors")
+        ]
+        return f"{self.rank:03d}-{max(taken, default=-1) + 1:06d}.safetensors"
+
+    def flush(self) -> None:
+        if not self.records:
+            return
+        name = self._next_name()
+        lengths = torch.tensor([0] + [len(x) for x in self.ids])
+        tensors = {"ids": torch.cat(self.ids), "labels": torch.cat(self.labels), "offsets": lengths.cumsum(0)}
+        handle, temp = tempfile.mkstemp(dir=self.out_dir / "shards", prefix=".", suffix=".tmp")
+        os.close(handle)
+        save_file(tensors, temp, metadata={"format": "pure-shard-v1"})
+        os.replace(temp, self.out_dir / "shards" / name)  # the shard exists whole or not at all
+        with (self.out_dir / "journal" / f"rank-{self.rank:03d}.jsonl").open("a", encoding="utf-8") as f:
+            for row, record in enumerate(self.records):
+                f.write(json.dumps({**record, "shard": name, "row": row, "written": time.time_ns()}) + "\n")
+        self.ids, self.labels, self.records = [], [], []
+
+
+def write_index(out_dir: Path, sources: list[Source]) -> int:
+    """Write ``index.jsonl``: the current record of every source that has one, in order; return the count."""
+    records = read_journals(out_dir)
+    lines = [json.dumps(records[s.key]) + "\n" for s in sources if s.key in records]
+    handle, temp = tempfile.mkstemp(dir=out_dir, prefix=".index.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    os.replace(temp, out_dir / "index.jsonl")
+    return len(lines)
+
+
+def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
+    """Refuse to add tokens made with other settings to ``out_dir``; record the settings on first use."""
+    from omegaconf import OmegaConf
+
+    saved = out_dir / "prepare.yaml"
+    if saved.is_file():
+        old, new = (
+            OmegaConf.to_container(OmegaConf.load(saved)),
+            OmegaConf.to_container(OmegaConf.structured(cfg)),
+        )
+        changed = [name for name in TOKEN_FIELDS if old.get(name) != new.get(name)]
+        if changed:
+            raise PrepareError(
+                f"{out_dir} was prepared with other {', '.join(changed)} settings (see {saved}); "
+                "use a new out_dir, or delete that folder to start again"
+            )
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(to_yaml(cfg))
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _descriptions(sources: list[Source], cfg: PrepareConfig, state, progress: bool) -> dict[str, str]:
+    """Descriptions of ``sources`` from the manifest, after the named model described the missing ones.
+
+    Every process describes every n-th missing image into its own part file next to the manifest; the
+    main process then appends the parts to the manifest (also parts left by an interrupted run).
+    """
+    caption = cfg.caption
+    if not caption.manifest:
+        if caption.model:
+            raise PrepareError(
+                "caption.model is set but caption.manifest is not: name the file that caches the descriptions"
+            )
+        return {}
+    manifest = Path(caption.manifest)
+    parts = lambda: sorted(manifest.parent.glob(f"{manifest.stem}.part-*.jsonl"))  # noqa: E731
+
+    def merge() -> None:
+        if state.is_main_process:
+            for part in parts():
+                append_manifest(manifest, read_manifest(part))
+                part.unlink()
+        state.wait_for_everyone()
+
+    merge()
+    if caption.model:
+        known = read_manifest(manifest)
+        missing = [s for s in sources if not known.get(s.key)][state.process_index :: state.num_processes]
+        if missing:
+            target = (
+                manifest
+                if state.num_processes == 1
+                else (manifest.parent / f"{manifest.stem}.part-{state.process_index:03d}.jsonl")
+            )
+            captioner = load_captioner(caption, device=str(state.device))
+            describe_missing(
+                {s.key: s.path for s in missing}, target, captioner, caption.batch_size, progress
+            )
+        state.wait_for_everyone()
+        merge()
+    return read_manifest(manifest)
+
+
+def _record(pair: Pair, description: str, ids: torch.Tensor, labels: torch.Tensor) -> dict:
+    source = pair.source
+    return {
+        "key": source.key,
+        "source": str(source.path),
+        "size": source.size,
+        "mtime_ns": source.mtime_ns,
+        "sha256": pair.sha256,
+        "crop": pair.crop,
+        "degradation": pair.params.to_dict(),
+        "blur": pair.label.blur,
+        "noise": pair.label.noise,
+        "label": pair.label.text,
+        "description": description,
+        "length": len(ids),
+        "prompt_length": int((labels < 0).sum()),
+    }
+
+
+def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
+    """Bring ``cfg.out_dir`` up to date with ``cfg.hq_dirs`` (see the module docstring)."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from pure.model import load_tokenizer, load_vocab
+    from pure.pipeline import backbone_folder
+    from pure.sequence import conversation
+    from pure.vq import load_vq
+
+    state = PartialState(cpu=cfg.device == "cpu")  # several CPU processes (torchrun) then talk over gloo
+    rank, world, main = state.process_index, state.num_processes, state.is_main_process
+    if cfg.hq_size % 32 or cfg.hq_size % cfg.degradation.scale:
+        raise PrepareError(f"hq_size={cfg.hq_size} must be a multiple of 32 and of degradation.scale")
+    out_dir = Path(cfg.out_dir)
+    sources = list_sources(list(cfg.hq_dirs))
+    if main:
+        check_settings(out_dir, cfg)
+    state.wait_for_everyone()
+    descriptions = _descriptions(sources, cfg, state, progress and main)
+    records = read_journals(out_dir)
+    pending = [s for s in sources if not is_current(records.get(s.key), s, descriptions.get(s.key, ""))]
+    # files that are not images at all are skipped (with a warning) later, description or not
+    check_descriptions([s.key for s in pending if _opens(s.path)], descriptions, cfg.caption)
+    mine = pending[rank::world]
+    summary = Summary(up_to_date=len(sources) - len(pending))
+
+    skipped: list[str] = []
+    if mine:
+        # auto and cuda mean this process's own device under accelerate (cuda:<local rank>)
+        device = state.device if cfg.device in ("auto", "cuda") else torch.device(cfg.device)
+        if cfg.device == "cuda" and device.type != "cuda":
+            raise PrepareError("device=cuda but no CUDA device is visible: use device=auto or device=cpu")
+        folder = backbone_folder(cfg.backbone)
+        tokenizer = load_tokenizer(str(folder))
+        vocab = load_vocab(tokenizer, str(folder))
+        vq = load_vq(cfg.vq.source, device=device, cfg=cfg.vq)
+        writer = ShardWriter(out_dir, rank, cfg.shard_size)
+        loader = torch.utils.data.DataLoader(
+            _Pairs(mine, cfg), batch_size=cfg.batch_size, collate_fn=list, num_workers=cfg.workers
+        )
+        bar = tqdm(
+            total=len(mine),
+            desc=f"preparing (process {rank + 1}/{world})",
+            unit="img",
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]",
+            disable=not (progress and main),
+        )
+        for batch in loader:
+            pairs = [item for item in batch if isinstance(item, Pair)]
+            for source, message in (item for item in batch if not isinstance(item, Pair)):
+                skipped.append(f"{source.path}: {message}")
+                tqdm.write(f"warning: skipped {source.path}: {message}")
+            if pairs:
+                lq, hq = (torch.stack(x) for x in zip(*map(vq_inputs, pairs), strict=True))
+                codes = vq.encode(torch.cat([lq, hq])).cpu()
+                for i, pair in enumerate(pairs):
+                    description = descriptions.get(pair.source.key, "")
+                    answer = f"{pair.label.text} {description}".strip()
+                    ids, labels = conversation(tokenizer, vocab, codes[i], answer, codes[len(pairs) + i])
+                    writer.add(ids, labels, _record(pair, description, ids, labels))
+            bar.update(len(batch))
+        writer.flush()
+        bar.close()
+    summary.prepared = len(mine) - len(skipped)
+    state.wait_for_everyone()
+    if world > 1:
+        counts = gather_object([(summary.prepared, skipped)])
+        summary.prepared = sum(c[0] for c in counts)
+        skipped = [s for c in counts for s in c[1]]
+    summary.skipped = skipped
+    if main:
+        summary.examples = write_index(out_dir, sources)
+    return summary
+
+
+def prepare_main(argv: list[str] | None = None) -> int:
+    """``scripts/prepare_data.py``: 0 when done, 1 when images were skipped, 2 when nothing could start."""
+    p = argparse.ArgumentParser(
+        prog="scripts/prepare_data.py",
+        description="Turn HQ image folders into PURE training shards: Real-ESRGAN degradation, degradation "
+        "labels, descriptions, VQ tokens. Rerunning continues where the last run stopped; run it under "
+        "`accelerate launch` to use several processes or GPUs.",
+    )
+    p.add_argument("--config", help="YAML file overriding the defaults (e.g. configs/prepare_tiny.yaml)")
+    p.add_argument("--hq-dir", action="append", help="HQ image folder (repeatable; replaces hq_dirs)")
+    p.add_argument("--out", help="output folder (out_dir)")
+    p.add_argument("--manifest", help="description manifest, .jsonl or .csv (caption.manifest)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
+    args = p.parse_args(argv)
+    flags = []
+    if args.hq_dir:
+        flags.append(f"hq_dirs={json.dumps(args.hq_dir)}")
+    if args.out:
+        flags.append(f"out_dir={json.dumps(args.out)}")
+    if args.manifest:
+        flags.append(f"caption.manifest={json.dumps(args.manifest)}")
+    try:
+        cfg = load_config(PrepareConfig, args.config, flags + args.overrides)
+        summary = prepare(cfg, progress=not args.no_progress)
+    except (ConfigError, PrepareError, MissingDescriptionsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        done = "nothing to do, " if not summary.prepared and not summary.skipped else ""
+        print(
+            f"{done}{summary.prepared} images prepared, {summary.up_to_date} already up to date, "
+            f"{len(summary.skipped)} skipped; {summary.examples} examples in {cfg.out_dir}/index.jsonl"
+        )
+        for line in summary.skipped:
+            print(f"  skipped {line}")
+    return 1 if summary.skipped else 0

@@ -1,0 +1,86 @@
+"""Training examples built directly from a folder of high-quality images.
+
+Each image gives one conversation (:func:`pure.sequence.conversation`):
+
+    HQ = the image resized (shorter side) and centre-cropped to ``size x size``
+    LQ = HQ downscaled by ``scale`` then upscaled back to ``size`` (both bicubic)
+    [BOS] instruction LQ_BLOCK EOT answer_text HQ_BLOCK EOT     labels: -100 over the user turn
+
+The answer text comes from an optional JSONL manifest ``{"image": file name, "text": ...}``, else
+from a fixed placeholder sentence. This is the simple source the trainer owns, for small runs and
+tests; the released recipe's Real-ESRGAN degradations, real labels and pre-tokenised shards are the
+job of ``scripts/prepare_data.py``. Every image is encoded once, when the dataset is built (by each
+training process).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+
+from pure.config import TrainDataConfig
+from pure.sequence import TextTokenizer, conversation
+from pure.vocab import GRID_PX, Vocab
+from pure.vq import VQModel, image_to_tensor
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def hq_lq_pair(image: Image.Image, size: int, scale: int) -> tuple[Image.Image, Image.Image]:
+    """An RGB image -> (HQ ``size x size`` centre crop, its bicubic x``scale`` down-then-up LQ)."""
+    hq = ImageOps.fit(image.convert("RGB"), (size, size), Image.BICUBIC)
+    small = hq.resize((size // scale, size // scale), Image.BICUBIC)
+    return hq, small.resize((size, size), Image.BICUBIC)
+
+
+def read_captions(path: str | Path) -> dict[str, str]:
+    """A JSONL manifest -> ``{image file name: answer text}``; bad lines raise naming file and line."""
+    captions = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            captions[str(record["image"])] = str(record["text"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(
+                f'{path}:{number}: expected {{"image": ..., "text": ...}}, got {line[:80]!r}'
+            ) from err
+    return captions
+
+
+class ImageFolderExamples(Dataset):
+    """Map-style dataset of ``{"ids": [T] int64, "labels": [T] int64}``, one per HQ image."""
+
+    def __init__(self, cfg: TrainDataConfig, tokenizer: TextTokenizer, vocab: Vocab, vq: VQModel) -> None:
+        if cfg.size % GRID_PX or cfg.size % cfg.scale:
+            raise ValueError(
+                f"data.size={cfg.size} must be a multiple of {GRID_PX} and of data.scale={cfg.scale}"
+            )
+        folder = Path(cfg.hq_folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data.hq_folder={cfg.hq_folder!r} is not a folder of HQ images")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = files[: cfg.max_images] if cfg.max_images else files
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in data.hq_folder={folder}")
+        captions = read_captions(cfg.captions) if cfg.captions else {}
+        self.examples = []
+        for file in files:
+            with Image.open(file) as opened:
+                hq, lq = hq_lq_pair(ImageOps.exif_transpose(opened), cfg.size, cfg.scale)
+            codes = vq.encode(torch.stack([image_to_tensor(lq), image_to_tensor(hq)])).cpu()
+            ids, labels = conversation(
+                tokenizer, vocab, codes[0], captions.get(file.name, cfg.default_text), codes[1]
+            )
+            self.examples.append({"ids": ids, "labels": labels})
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.examples[index]

@@ -1,0 +1,564 @@
+"""Fine-tuning on accelerate: LoRA adapters (peft) or every weight, from one GPU to many nodes.
+
+    python scripts/train.py --config configs/train_lora_x4.yaml                     # one GPU, LoRA
+    accelerate launch --config_file configs/accelerate/fsdp_8gpu.yaml \\
+        scripts/train.py --config configs/train_full_x4.yaml grad_accum=16          # 8 GPUs, full
+
+accelerate owns devices, mixed precision, gradient accumulation and distribution: nothing here
+picks a device. The loss is the reference's (:func:`pure.model.causal_lm_loss`): next-token
+cross-entropy over the assistant turn (the user turn is labelled -100), plus the optional z-loss.
+LoRA follows the diffusers recipe: frozen base in the mixed-precision dtype, trainable adapters
+(and embedding rows) in fp32.
+
+A checkpoint ``output_dir/checkpoints/step-000500/`` holds:
+
+    adapter/      LoRA: the peft adapter (safetensors)       -> scripts/infer.py --adapter DIR
+    model/        full: a standalone model folder              -> scripts/infer.py --model DIR
+    state/        accelerate's optimizer, RNG and sampler state (plus FSDP/DeepSpeed model shards)
+    trainer.json  optimizer step, epoch and micro-batches done in that epoch
+    config.yaml   the resolved config
+
+It is written as ``.step-000500.partial`` and renamed once complete, so an interrupted save never
+leaves a checkpoint that looks whole. ``resume=latest`` restores weights, optimizer, data position
+and RNG state, so the resumed run continues the uninterrupted one's losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import DistributedType, set_seed
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+from transformers.models.chameleon.modeling_chameleon import ChameleonDecoderLayer
+
+from pure.config import (
+    BackboneConfig,
+    ConfigError,
+    LogConfig,
+    LoRAConfig,
+    OptimConfig,
+    TrainConfig,
+    TrainDataConfig,
+    VQConfig,
+    load_config,
+    to_yaml,
+)
+from pure.data.datasets import ShardDataset, collate
+from pure.examples import ImageFolderExamples
+from pure.model import CheckpointError, load_backbone, load_tokenizer, load_vocab
+from pure.pipeline import backbone_folder
+from pure.tiny import write_backbone_checkpoint
+from pure.vocab import Vocab
+from pure.vq import VQCheckpointError, load_vq
+
+PAD_ID = 0
+"""Id that right-pads input_ids, as the reference (labels are -100 there, and causal attention never
+lets a real token see the padding after it)."""
+DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SHARD_BYTES = 5 * 2**30
+"""Largest safetensors file of a saved full model."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+def build_dataset(
+    cfg: TrainDataConfig, vq_cfg: VQConfig, tokenizer, vocab: Vocab, device: torch.device
+) -> Dataset:
+    """The examples ``cfg`` names: HQ images encoded with the VQ ``vq_cfg`` on ``device``."""
+    if cfg.shards:
+        return ShardDataset(cfg.shards)
+    if not cfg.hq_folder:
+        raise ConfigError("data.hq_folder is empty: name a folder of high-quality training images")
+    vq = load_vq(vq_cfg.source, device=device, cfg=vq_cfg)
+    return ImageFolderExamples(cfg, tokenizer, vocab, vq)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+
+
+def load_tokenizer_and_vocab(backbone: BackboneConfig, tokenizer_source: str = ""):
+    """(tokenizer, :class:`Vocab`) of ``tokenizer_source``, or of the backbone's folder when empty."""
+    source = tokenizer_source or str(backbone_folder(backbone))
+    tokenizer = load_tokenizer(source)
+    return tokenizer, load_vocab(tokenizer, source)
+
+
+def load_for_training(
+    backbone: BackboneConfig, device, dtype: torch.dtype, vocab_size: int
+) -> tuple[nn.Module, range]:
+    """The backbone on ``device`` in ``dtype``, its vocabulary extended to ``vocab_size`` rows.
+
+    Returns the model and the range of rows the extension added (empty when the checkpoint already
+    has them); transformers initialises new rows from the mean and covariance of the old ones.
+    """
+    model = load_backbone(str(backbone_folder(backbone)), device=device, dtype=dtype)
+    old = model.get_input_embeddings().num_embeddings
+    if vocab_size > old:
+        model.resize_token_embeddings(vocab_size)
+    return model, range(old, max(old, vocab_size))
+
+
+def add_residual_dropout(model: nn.Module, p: float) -> None:
+    """Dropout on every decoder layer's attention and MLP output before it joins the residual stream.
+
+    Lumina-mGPT, which PURE trains with p = 0.05, computes ``h = x + dropout(attn(norm(x)))`` and
+    ``out = h + dropout(mlp(norm(h)))``. transformers' Chameleon has no such dropout, so a forward hook
+    on each ``self_attn`` and ``mlp`` applies it to exactly those outputs (in train mode only). Under
+    gradient checkpointing the recomputation replays the same masks (the RNG state is preserved).
+    """
+    if p <= 0:
+        return
+
+    def drop(module: nn.Module, args, output):
+        if isinstance(output, tuple):  # attention returns (output, weights)
+            return (F.dropout(output[0], p, module.training), *output[1:])
+        return F.dropout(output, p, module.training)
+
+    for layer in model.modules():
+        if isinstance(layer, ChameleonDecoderLayer):
+            layer.self_attn.register_forward_hook(drop)
+            layer.mlp.register_forward_hook(drop)
+
+
+def token_rows(choice: str, vocab: Vocab, added: range) -> list[int]:
+    """Embedding/output rows to train with LoRA: ``auto`` (rows added by extension), ``image``, ``none``."""
+    if choice == "none" and len(added):
+        raise ConfigError(
+            f"lora.token_rows=none, but extending the vocabulary added {len(added)} untrained rows "
+            f"({added.start}..{added.stop - 1}): use auto or image"
+        )
+    if choice == "image":
+        return sorted(set(vocab.image_ids.tolist()) | set(added))
+    return list(added) if choice == "auto" else []
+
+
+def apply_lora(model: nn.Module, cfg: LoRAConfig, rows: list[int]) -> nn.Module:
+    """Freeze ``model`` and wrap it with peft adapters (plus trainable ``rows`` of both vocabulary tables).
+
+    Trainable parameters are cast to fp32, whatever the frozen base's dtype.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        trainable_token_indices={"embed_tokens": rows, "lm_head": rows} if rows else None,
+    )
+    model = get_peft_model(model, config)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    return model
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; weight decay on matrices, none on norms and biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
+    )
+
+
+def learning_rate(step: int, total: int, warmup: int, cfg: OptimConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total``.
+
+    Linear warm-up over the first ``warmup`` steps, ``cfg.lr`` at step ``warmup``, then cosine decay to
+    ``cfg.min_lr`` at step ``total``.
+    """
+    if step < warmup:
+        return cfg.lr * (step + 1) / (warmup + 1)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    return sorted(root.glob("step-[0-9]*")) if root.is_dir() else []
+
+
+def find_resume(output_dir: str | Path, resume: str) -> Path | None:
+    """The checkpoint ``resume`` names (see :class:`TrainConfig`), or None for a fresh start."""
+    existing = checkpoints(output_dir)
+    if not resume:
+        if existing:
+            raise ConfigError(
+                f"{output_dir} already holds checkpoints ({existing[-1].name}): pass resume=latest "
+                "to continue that run, or choose another output_dir"
+            )
+        return None
+    if resume == "latest":
+        return existing[-1] if existing else None
+    path = Path(resume)
+    if not (path / "trainer.json").is_file():
+        raise ConfigError(f"resume={resume!r} is not a checkpoint folder (no trainer.json in it)")
+    return path
+
+
+def save_model_folder(state: dict[str, torch.Tensor], config: dict, tokenizer, folder: Path) -> Path:
+    """A standalone model folder (config.json, safetensors shards, tokenizer) that ``load_backbone`` reads."""
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    config = {
+        **config,
+        "vocab_size": state["model.embed_tokens.weight"].shape[0],
+        "torch_dtype": str(state["model.embed_tokens.weight"].dtype).removeprefix("torch."),
+    }
+    write_backbone_checkpoint(folder, config, state, shards=max(1, math.ceil(size / SHARD_BYTES)))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def source_config(backbone: BackboneConfig) -> dict:
+    """The backbone checkpoint's own config.json (Lumina/PURE fields included)."""
+    return json.loads((backbone_folder(backbone) / "config.json").read_text())
+
+
+def load_weights(model: nn.Module, checkpoint: Path, method: str) -> None:
+    """Load a checkpoint's ``adapter/`` (LoRA) or ``model/`` (full) into the (unwrapped) model."""
+    if method == "lora":
+        from peft import set_peft_model_state_dict
+
+        file = checkpoint / "adapter" / "adapter_model.safetensors"
+        if not file.is_file():
+            raise CheckpointError(f"{file} is missing: {checkpoint} is not a LoRA checkpoint (method=lora)")
+        result = set_peft_model_state_dict(model, load_file(str(file)))
+        if result.unexpected_keys:
+            raise CheckpointError(f"{file} does not fit the model: unexpected {result.unexpected_keys[:3]}")
+        return
+    files = sorted((checkpoint / "model").glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(
+            f"no model/*.safetensors in {checkpoint}: not a full fine-tune checkpoint (method=full)"
+        )
+    state = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    model.load_state_dict(state, strict=True)
+
+
+def export_weights(
+    accelerator: Accelerator, model: nn.Module, folder: Path, method: str, config: dict, tokenizer
+) -> None:
+    """Write ``folder/adapter`` (LoRA) or ``folder/model`` (full).
+
+    Every process must call it: under FSDP and DeepSpeed the full state dict is gathered collectively.
+    """
+    state = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return
+    if method == "lora":
+        accelerator.unwrap_model(model).save_pretrained(
+            str(folder / "adapter"), state_dict=state, save_embedding_layers=False
+        )
+    else:
+        save_model_folder(state, config, tokenizer, folder / "model")
+
+
+def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bfloat16") -> Path:
+    """A LoRA checkpoint -> a standalone model folder (adapters merged into the base) for ``--model``."""
+    from peft import PeftModel
+
+    checkpoint = Path(checkpoint)
+    cfg = load_config(TrainConfig, checkpoint / "config.yaml")
+    if cfg.method != "lora":
+        raise ConfigError(f"{checkpoint} is a full fine-tune: its model/ folder is already standalone")
+    tokenizer, vocab = load_tokenizer_and_vocab(cfg.backbone, cfg.tokenizer)
+    model, _ = load_for_training(cfg.backbone, "cpu", getattr(torch, dtype), vocab.size)
+    model = PeftModel.from_pretrained(model, str(checkpoint / "adapter")).merge_and_unload()
+    return save_model_folder(model.state_dict(), source_config(cfg.backbone), tokenizer, Path(output))
+
+
+# ----------------------------------------------------------------------------------------------
+# Logging
+
+
+class RunLog:
+    """Records to ``output_dir/log.jsonl`` (always, main process) and to the accelerate trackers (wandb)."""
+
+    def __init__(self, accelerator: Accelerator, path: Path, resumed_step: int) -> None:
+        self.accelerator, self.path = accelerator, path
+        if accelerator.is_main_process and path.is_file():  # forget records a resumed run will redo
+            lines = [
+                line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step
+            ]
+            path.write_text("".join(line + "\n" for line in lines))
+
+    def write(self, record: dict) -> None:
+        if self.accelerator.is_main_process:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        self.accelerator.log(record, step=record["step"])
+
+
+def start_trackers(accelerator: Accelerator, cfg: LogConfig, output_dir: Path, config: dict) -> None:
+    """Weights & Biases (online or offline) when ``cfg.wandb``."""
+    if cfg.wandb:
+        init = {"mode": cfg.wandb_mode, "name": cfg.run_name or output_dir.name, "dir": str(output_dir)}
+        accelerator.init_trackers(cfg.wandb_project, config=config, init_kwargs={"wandb": init})
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+
+
+def check(cfg: TrainConfig) -> None:
+    """Reject values the schema's types cannot."""
+    choices = {
+        "method": (cfg.method, ("lora", "full")),
+        "mixed_precision": (cfg.mixed_precision, tuple(DTYPES)),
+        "lora.token_rows": (cfg.lora.token_rows, ("auto", "image", "none")),
+        "log.wandb_mode": (cfg.log.wandb_mode, ("online", "offline")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+    for key, value in {
+        "batch_size": cfg.batch_size,
+        "grad_accum": cfg.grad_accum,
+        "save_every": cfg.save_every,
+        "log.every": cfg.log.every,
+        "max_seq_len": cfg.max_seq_len,
+    }.items():
+        if value < 1:
+            raise ConfigError(f"{key}={value}: must be at least 1")
+
+
+def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
+    """Train (or continue) the run ``cfg`` describes; returns its last checkpoint folder.
+
+    ``dataset``: any map-style dataset of ``{"ids": [T], "labels": [T]}`` int64 items (labels
+    -100 where no loss is taken); by default the examples ``cfg.data`` names.
+    """
+    check(cfg)
+    output = Path(cfg.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with="wandb" if cfg.log.wandb else None,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+    )
+    resume = find_resume(output, cfg.resume)
+    set_seed(cfg.seed)
+    tokenizer, vocab = load_tokenizer_and_vocab(cfg.backbone, cfg.tokenizer)
+    if dataset is None:
+        dataset = build_dataset(cfg.data, cfg.vq, tokenizer, vocab, accelerator.device)
+
+    # Frozen LoRA base in the autocast dtype; full fine-tunes keep fp32 master weights. Sharded runs
+    # load on the CPU and let accelerate place the shards.
+    dtype = DTYPES[cfg.mixed_precision] if cfg.method == "lora" else torch.float32
+    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    on_cpu = sharded or accelerator.device.type == "cpu"  # (safetensors rejects "cpu:0", multi-CPU's device)
+    model, added = load_for_training(cfg.backbone, "cpu" if on_cpu else accelerator.device, dtype, vocab.size)
+    model.config.z_loss_weight = cfg.z_loss_weight
+    add_residual_dropout(model, cfg.residual_dropout)
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    if cfg.method == "lora":
+        model = apply_lora(model, cfg.lora, token_rows(cfg.lora.token_rows, vocab, added))
+    model.train()
+    optimizer = make_optimizer(model, cfg.optim)
+    # The loader draws from its own generator: starting an iterator (as a resumed run does mid-epoch)
+    # must not advance the global RNG that dropout uses, or a resumed run would drift.
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=cfg.data.num_workers,
+        collate_fn=partial(collate, pad_id=PAD_ID, max_len=cfg.max_seq_len),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    # Weights live in our own safetensors export next to state/; accelerate keeps the rest.
+    accelerator.register_save_state_pre_hook(lambda models, weights, directory: weights.clear())
+
+    def load_hook(models: list, directory: str) -> None:
+        for m in models:
+            load_weights(accelerator.unwrap_model(m), Path(directory).parent, cfg.method)
+        models.clear()
+
+    accelerator.register_load_state_pre_hook(load_hook)
+
+    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+    total = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
+    step = epoch = done = 0  # optimizer steps, epochs, micro-batches done in this epoch
+    if resume is not None:
+        accelerator.load_state(str(resume / "state"))
+        position = json.loads((resume / "trainer.json").read_text())
+        step, epoch, done = position["step"], position["epoch"], position["batches_in_epoch"]
+        accelerator.print(f"resumed from {resume} at step {step}")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "config.yaml").write_text(to_yaml(cfg))
+    start_trackers(accelerator, cfg.log, output, config)
+    log = RunLog(accelerator, output / "log.jsonl", step)
+    base_config = source_config(cfg.backbone)
+    accelerator.print(
+        f"{cfg.method}: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable "
+        f"parameters; {len(dataset)} examples, {total} steps of {cfg.batch_size} x {cfg.grad_accum} "
+        f"x {accelerator.num_processes} sequences"
+    )
+
+    def save() -> Path:
+        position = {"step": step, "epoch": epoch, "batches_in_epoch": done, "total_steps": total}
+        return save_checkpoint(
+            accelerator,
+            output,
+            position,
+            cfg,
+            lambda folder: export_weights(accelerator, model, folder, cfg.method, base_config, tokenizer),
+        )
+
+    bar = tqdm(
+        total=total, initial=step, desc="train", unit="step", disable=not accelerator.is_local_main_process
+    )
+    losses, tokens, tick = [], torch.zeros((), device=accelerator.device), time.perf_counter()
+    last = resume
+    while step < total:
+        loader.set_epoch(epoch)
+        for batch in accelerator.skip_first_batches(loader, done) if done else loader:
+            with accelerator.accumulate(model):
+                lr = learning_rate(step, total, warmup, cfg.optim)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss = model(input_ids=batch["ids"], labels=batch["labels"], use_cache=False).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.optim.grad_clip > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            done += 1
+            losses.append(loss.detach())
+            tokens += batch["tokens"]
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            if step % cfg.log.every == 0 or step == total:
+                seconds, tick = time.perf_counter() - tick, time.perf_counter()
+                mean_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+                throughput = accelerator.reduce(tokens, "sum").item() / seconds
+                record = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "tokens_per_s": throughput,
+                }
+                log.write(record)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{throughput:.0f}", lr=f"{lr:.2e}")
+                losses, tokens = [], torch.zeros((), device=accelerator.device)
+            if step % cfg.save_every == 0 or step == total:
+                last = save()
+            if step >= total:
+                break
+        else:
+            epoch, done = epoch + 1, 0
+    bar.close()
+    accelerator.print(f"last checkpoint: {last}")
+    accelerator.end_training()
+    return last
+
+
+def save_checkpoint(accelerator: Accelerator, output: Path, position: dict, cfg: TrainConfig, export) -> Path:
+    """Write ``checkpoints/step-NNNNNN`` atomically (see the module docstring); prune to ``cfg.keep_last``."""
+    root = output / "checkpoints"
+    final = root / f"step-{position['step']:06d}"
+    partial_dir = root / f".{final.name}.partial"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        partial_dir.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial_dir / "state"))
+    export(partial_dir)
+    if accelerator.is_main_process:
+        (partial_dir / "trainer.json").write_text(json.dumps(position, indent=2))
+        (partial_dir / "config.yaml").write_text(to_yaml(cfg))
+        if final.exists():
+            shutil.rmtree(final)
+        partial_dir.rename(final)
+        for old in checkpoints(output)[: -cfg.keep_last] if cfg.keep_last else []:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ----------------------------------------------------------------------------------------------
+# Command lines
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """``scripts/train.py``: exit code 0 when training finished, 2 when it could not start."""
+    p = argparse.ArgumentParser(
+        prog="scripts/train.py",
+        description="Fine-tune PURE (LoRA or full). Settings: the schema in pure/config.py (TrainConfig), "
+        "then --config, then key=value overrides. Multi-GPU and multi-node: run it under "
+        "`accelerate launch` with a config from configs/accelerate/.",
+    )
+    p.add_argument(
+        "--config", help="YAML file, e.g. configs/train_tiny_lora.yaml or configs/train_lora_x4.yaml"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=1e-4 resume=latest")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+        train(cfg)
+    except (ValueError, CheckpointError, VQCheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def merge_main(argv: list[str] | None = None) -> int:
+    """``scripts/merge_lora.py``: a LoRA checkpoint -> a standalone model folder."""
+    p = argparse.ArgumentParser(
+        prog="scripts/merge_lora.py",
+        description="Merge a LoRA checkpoint's adapters into its base model and save a "
+        "standalone model folder for scripts/infer.py --model.",
+    )
+    p.add_argument("checkpoint", help="checkpoint folder, e.g. outputs/run/checkpoints/step-001000")
+    p.add_argument("output", help="folder for the merged model")
+    p.add_argument(
+        "--dtype",
+        choices=["bfloat16", "float16", "float32"],
+        default="bfloat16",
+        help="dtype of the saved weights (default bfloat16)",
+    )
+    args = p.parse_args(argv)
+    try:
+        folder = merge_adapter(args.checkpoint, args.output, args.dtype)
+    except (ConfigError, CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"merged model: {folder}")
+    return 0

@@ -1,0 +1,8 @@
+"""Merge a LoRA checkpoint into a standalone model: ``python scripts/merge_lora.py CHECKPOINT OUTPUT``."""
+
+import sys
+
+from pure.train import merge_main
+
+if __name__ == "__main__":
+    sys.exit(merge_main())

@@ -1,0 +1,8 @@
+"""Pre-tokenise HQ folders into training shards: ``python scripts/prepare_data.py --config ...``."""
+
+import sys
+
+from pure.data.prepare import prepare_main
+
+if __name__ == "__main__":
+    sys.exit(prepare_main())

@@ -1,0 +1,333 @@
+"""The trainer on CPU with the tiny backbone: what trains, resume, checkpoints, merge, shipped configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from pure.cli import infer_main
+from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config
+from pure.data.datasets import collate
+from pure.data.prepare import prepare_main
+from pure.model import load_backbone
+from pure.pipeline import backbone_folder
+from pure.sequence import IGNORE_INDEX
+from pure.tiny import (
+    det_state_dict,
+    reference_backbone_shapes,
+    tiny_backbone_config,
+    write_backbone_checkpoint,
+)
+from pure.train import (
+    add_residual_dropout,
+    apply_lora,
+    learning_rate,
+    merge_main,
+    train,
+    train_main,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_LORA = ROOT / "configs" / "train_tiny_lora.yaml"
+TINY_FULL = ROOT / "configs" / "train_tiny_full.yaml"
+SHARED_HR = Path(os.environ.get("PURE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "realsr-mini" / "hr"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each ``train()`` builds its own Accelerator; accelerate keeps process-wide singletons."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def hq_folder(tmp_path_factory) -> Path:
+    """Real HQ photos from ../shared/data when present, else smooth synthetic images."""
+    if SHARED_HR.is_dir():
+        return SHARED_HR
+    folder = tmp_path_factory.mktemp("hq")
+    ramp = np.linspace(0, 255, 96)
+    for i in range(6):
+        rgb = np.stack(
+            [
+                np.add.outer(ramp, ramp * (i + 1) / 6) / 2,
+                np.add.outer(ramp * i / 6, ramp) / 2,
+                np.full((96, 96), 40 * i),
+            ],
+            -1,
+        )
+        Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _cfg(base: Path, out: Path, hq: Path, *overrides: str) -> TrainConfig:
+    fast = [f"output_dir={out}", f"data.hq_folder={hq}", "data.size=32", "data.max_images=4", "log.every=1"]
+    return load_config(TrainConfig, base, fast + list(overrides))
+
+
+def _log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_shipped_training_configs_load():
+    files = sorted((ROOT / "configs").glob("train_*.yaml"))
+    assert {f.name for f in files} >= {
+        "train_tiny_lora.yaml",
+        "train_tiny_full.yaml",
+        "train_lora_x4.yaml",
+        "train_full_x4.yaml",
+    }
+    for file in files:
+        cfg = load_config(TrainConfig, file)
+        assert cfg.method in ("lora", "full"), file
+    released = load_config(TrainConfig, ROOT / "configs" / "train_full_x4.yaml")
+    assert (
+        released.method,
+        released.optim.lr,
+        released.optim.warmup_epochs,
+        released.optim.weight_decay,
+        released.optim.grad_clip,
+        released.residual_dropout,
+        released.max_seq_len,
+        released.mixed_precision,
+        list(released.optim.betas),
+    ) == ("full", 4e-4, 0.5, 0.1, 4.0, 0.05, 11776, "bf16", [0.9, 0.95])
+    for file in sorted((ROOT / "configs" / "accelerate").glob("*.yaml")):
+        launch = yaml.safe_load(file.read_text())
+        assert launch["distributed_type"] == "FSDP", file
+        assert launch["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"] == "ChameleonDecoderLayer"
+
+
+def test_collate_right_pads_and_truncates():
+    batch = collate(
+        [
+            {"ids": torch.arange(1, 6), "labels": torch.tensor([-100, -100, 3, 4, 5])},
+            {"ids": torch.arange(1, 3), "labels": torch.tensor([-100, 2])},
+        ],
+        max_len=4,
+    )
+    assert batch["ids"].tolist() == [[1, 2, 3, 4], [1, 2, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, -100, 3, 4], [-100, 2, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["tokens"].item() == 6
+
+
+def test_learning_rate_warms_up_then_decays_to_min():
+    cfg = OptimConfig(lr=1e-3, min_lr=1e-5)
+    lrs = [learning_rate(step, 10, 2, cfg) for step in range(10)]
+    assert lrs[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+    assert learning_rate(10, 10, 2, cfg) == pytest.approx(1e-5)
+
+
+def test_residual_dropout_acts_on_the_residual_branches():
+    model = load_backbone(str(backbone_folder(BackboneConfig(source="tiny"))), dtype=torch.float32)
+    ids = torch.randint(10000, 10200, (1, 12))
+    with torch.no_grad():
+        reference = model.model(input_ids=ids).last_hidden_state
+        add_residual_dropout(model, 1.0)  # drops every attention and MLP output: each layer is the identity
+        assert torch.equal(model.eval().model(input_ids=ids).last_hidden_state, reference)  # off in eval mode
+        hidden = model.train().model(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(hidden, model.model.norm(model.model.embed_tokens(ids)))
+
+
+def test_lora_trains_only_adapters_and_image_rows(tmp_path, hq_folder):
+    """Frozen base, fp32 adapters; after training, merged weights differ only where adapters act."""
+    folder = backbone_folder(BackboneConfig(source="tiny"))
+    peft_model = apply_lora(
+        load_backbone(str(folder), dtype=torch.bfloat16),
+        load_config(TrainConfig, TINY_LORA).lora,
+        rows=[4, 5],
+    )
+    trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all(
+        ("lora_" in n or "trainable_tokens_delta" in n) and p.dtype == torch.float32
+        for n, p in trainable.items()
+    )
+    assert {n.split(".")[-4] for n in trainable if "lora_" in n} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
+
+    last = train(_cfg(TINY_LORA, tmp_path / "run", hq_folder, "max_steps=2", "lora.token_rows=image"))
+    assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2]
+    assert (last / "config.yaml").is_file() and not (last / "model").exists()
+    saved = load_file(str(last / "adapter" / "adapter_model.safetensors"))
+    assert all("lora_" in k or "trainable_tokens_delta" in k for k in saved)
+
+    assert merge_main([str(last), str(tmp_path / "merged"), "--dtype", "float32"]) == 0
+    base = load_backbone(str(folder), dtype=torch.float32).state_dict()
+    merged = load_backbone(str(tmp_path / "merged"), dtype=torch.float32).state_dict()
+    assert merged.keys() == base.keys()
+    image_rows = torch.zeros(73728, dtype=torch.bool)
+    image_rows[4:8196] = image_rows[65536:] = True
+    for name, weight in base.items():
+        changed = (merged[name] != weight).flatten(1).any(1) if weight.ndim > 1 else (merged[name] != weight)
+        if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            assert changed.any() and not changed[~image_rows].any(), name
+        elif name.endswith("_proj.weight"):  # every attention and MLP projection has an adapter
+            assert changed.any(), name
+        else:
+            assert not changed.any(), name  # norms
+
+
+def test_full_fine_tune_overfits_one_batch(tmp_path, hq_folder):
+    cfg = _cfg(
+        TINY_FULL,
+        tmp_path / "run",
+        hq_folder,
+        "data.max_images=1",
+        "batch_size=1",
+        "max_steps=8",
+        "optim.lr=5e-3",
+        "optim.warmup_epochs=0",
+        "residual_dropout=0",
+        "save_every=100",
+        "gradient_checkpointing=false",
+    )
+    last = train(cfg)
+    losses = [r["loss"] for r in _log(tmp_path / "run")]
+    assert len(losses) == 8 and losses[-1] < 0.6 * losses[0], losses
+    model = load_backbone(str(last / "model"), dtype=torch.float32)  # a standalone folder, for --model
+    assert model.get_input_embeddings().num_embeddings == 73728
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, hq_folder):
+    """Interrupted after step 1 (mid-epoch: 2 of 4 micro-batches), then resume=latest; dropout on."""
+    run = [
+        "data.max_images=4",
+        "batch_size=1",
+        "grad_accum=2",
+        "max_steps=4",
+        "save_every=1",
+        "keep_last=0",
+        "residual_dropout=0.1",
+        "lora.dropout=0.1",
+    ]
+    whole = tmp_path / "whole"
+    train(_cfg(TINY_LORA, whole, hq_folder, *run))
+    position = json.loads((whole / "checkpoints" / "step-000001" / "trainer.json").read_text())
+    assert (position["epoch"], position["batches_in_epoch"]) == (0, 2)
+
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    for later in ("step-000002", "step-000003", "step-000004"):
+        shutil.rmtree(cut / "checkpoints" / later)
+    with pytest.raises(ConfigError, match="resume=latest"):
+        train(_cfg(TINY_LORA, cut, hq_folder, *run))
+    train(_cfg(TINY_LORA, cut, hq_folder, *run, "resume=latest"))
+
+    assert [(r["step"], r["loss"]) for r in _log(cut)] == [(r["step"], r["loss"]) for r in _log(whole)]
+    a = load_file(str(whole / "checkpoints" / "step-000004" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(cut / "checkpoints" / "step-000004" / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_script_then_infer_with_adapter(tmp_path, hq_folder):
+    out = tmp_path / "run"
+    assert (
+        train_main(
+            [
+                "--config",
+                str(TINY_LORA),
+                f"output_dir={out}",
+                f"data.hq_folder={hq_folder}",
+                "data.size=32",
+                "data.max_images=2",
+                "max_steps=2",
+                "save_every=1",
+                "keep_last=1",
+                "gradient_checkpointing=false",
+            ]
+        )
+        == 0
+    )
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000002"]  # pruned, no partial left
+    image = tmp_path / "lq.png"
+    Image.open(sorted(hq_folder.iterdir())[0]).convert("RGB").resize((32, 32)).save(image)
+    adapter = out / "checkpoints" / "step-000002" / "adapter"
+    code = infer_main(
+        [
+            "-i",
+            str(image),
+            "-o",
+            str(tmp_path / "sr"),
+            "--config",
+            str(ROOT / "configs" / "tiny.yaml"),
+            "--adapter",
+            str(adapter),
+            "--outscale",
+            "2",
+            "--no-progress",
+            "restore.tile=64",
+            "restore.tile_overlap=16",
+            "restore.max_text_tokens=4",
+        ]
+    )
+    assert code == 0
+    sidecar = json.loads((tmp_path / "sr" / "lq.json").read_text())
+    assert sidecar["adapter"] == str(adapter) and sidecar["output_size"] == [64, 64]
+
+
+def test_extended_vocabulary_trains_the_new_rows(tmp_path, hq_folder):
+    """A base with 65,536 rows and PURE's 73,728-entry tokenizer: rows 65536.. are added and trained."""
+    config = tiny_backbone_config()
+    config["vocab_size"] = 65536
+    small = write_backbone_checkpoint(
+        tmp_path / "base", config, det_state_dict(reference_backbone_shapes(config), 0)
+    )
+    tokenizer = str(backbone_folder(BackboneConfig(source="tiny")))
+    common = [f"backbone.source={small}", f"tokenizer={tokenizer}", "max_steps=1"]
+    with pytest.raises(ConfigError, match="token_rows=none"):
+        train(_cfg(TINY_LORA, tmp_path / "none", hq_folder, *common, "lora.token_rows=none"))
+    last = train(_cfg(TINY_LORA, tmp_path / "run", hq_folder, *common, "lora.token_rows=auto"))
+    saved = load_file(str(last / "adapter" / "adapter_model.safetensors"))
+    rows = saved["base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"]
+    assert rows.shape == (8192, 64)
+    assert merge_main([str(last), str(tmp_path / "merged"), "--dtype", "float32"]) == 0
+    merged = load_backbone(str(tmp_path / "merged"), dtype=torch.float32)
+    assert merged.get_input_embeddings().num_embeddings == 73728
+    torch.testing.assert_close(merged.get_input_embeddings().weight[65536:], rows)
+
+
+def test_trains_from_prepared_shards(tmp_path, hq_folder):
+    """scripts/prepare_data.py's shards feed the trainer directly (data.shards)."""
+    hq = tmp_path / "hq"
+    hq.mkdir()
+    for source in sorted(hq_folder.glob("*.png"))[:2]:
+        shutil.copy(source, hq / source.name)
+    code = prepare_main(
+        [
+            "--config",
+            str(ROOT / "configs" / "prepare_tiny.yaml"),
+            "--hq-dir",
+            str(hq),
+            "--out",
+            str(tmp_path / "shards"),
+            "--no-progress",
+            "hq_size=64",
+            "caption.allow_missing=true",
+        ]
+    )
+    assert code == 0
+    out = tmp_path / "run"
+    cfg = _cfg(TINY_LORA, out, hq, f"data.shards={tmp_path / 'shards'}", "batch_size=1", "epochs=1")
+    train(cfg)
+    log = _log(out)
+    assert len(log) == 2 and all(np.isfinite(row["loss"]) for row in log)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pure.config import ConfigError, InferConfig, load_config
+from pure.files import write_atomic, write_text_atomic
 from pure.model import CheckpointError
 from pure.pipeline import Restoration, Restorer, read_image
 from pure.vocab import VocabError
@@ -120,18 +119,6 @@ def output_path(source: Path, folder: Path, suffix: str, ext: str, has_alpha: bo
     return folder / f"{source.stem}{'_' + suffix if suffix else ''}{extension}"
 
 
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(temp_path)`` then move the result over ``path``: never a half-written file."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temp))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 def save_outputs(result: Restoration, source: Path, target: Path, sidecar: dict, entropy_map: bool) -> None:
     """The image, its JSON sidecar and optionally the entropy map, each written atomically."""
     image = (
@@ -141,7 +128,7 @@ def save_outputs(result: Restoration, source: Path, target: Path, sidecar: dict,
     write_atomic(
         target, lambda p: image.save(p, format="JPEG" if target.suffix == ".jpg" else "PNG", **kwargs)
     )
-    write_atomic(target.with_suffix(".json"), lambda p: p.write_text(json.dumps(sidecar, indent=2)))
+    write_text_atomic(target.with_suffix(".json"), json.dumps(sidecar, indent=2))
     if entropy_map:
         values = np.clip(result.entropy_map / 10.0, 0, 1) * 255
         heat = Image.fromarray(values.astype(np.uint8), "L")

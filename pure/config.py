@@ -345,7 +345,7 @@ class TrainDataConfig:
     hq_folder: str = ""
     """Folder of HQ images; each gives one example: its HQ crop and that crop's bicubic LQ."""
     captions: str = ""
-    """Optional JSONL manifest, one ``{"image": file name, "text": answer text}`` per line."""
+    """Optional manifest (JSONL or CSV) ``{"image": file name, "description": whole answer text}``."""
     default_text: str = "Medium blur, small noise."
     """Answer text of images the manifest does not list (a placeholder, not a real label)."""
     size: int = 512

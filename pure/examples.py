@@ -6,7 +6,8 @@ Each image gives one conversation (:func:`pure.sequence.conversation`):
     LQ = HQ downscaled by ``scale`` then upscaled back to ``size`` (both bicubic)
     [BOS] instruction LQ_BLOCK EOT answer_text HQ_BLOCK EOT     labels: -100 over the user turn
 
-The answer text comes from an optional JSONL manifest ``{"image": file name, "text": ...}``, else
+The answer text comes from an optional manifest ``{"image": file name, "description": ...}`` (JSONL or
+CSV, as ``scripts/prepare_data.py`` reads them), else
 from a fixed placeholder sentence. This is the simple source the trainer owns, for small runs and
 tests; the released recipe's Real-ESRGAN degradations, real labels and pre-tokenised shards are the
 job of ``scripts/prepare_data.py``. Every image is encoded once, when the dataset is built (by each
@@ -15,7 +16,6 @@ training process).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from pure.config import TrainDataConfig
+from pure.data.captions import read_manifest
 from pure.sequence import TextTokenizer, conversation
 from pure.vocab import GRID_PX, Vocab
 from pure.vq import VQModel, image_to_tensor
@@ -35,22 +36,6 @@ def hq_lq_pair(image: Image.Image, size: int, scale: int) -> tuple[Image.Image, 
     hq = ImageOps.fit(image.convert("RGB"), (size, size), Image.BICUBIC)
     small = hq.resize((size // scale, size // scale), Image.BICUBIC)
     return hq, small.resize((size, size), Image.BICUBIC)
-
-
-def read_captions(path: str | Path) -> dict[str, str]:
-    """A JSONL manifest -> ``{image file name: answer text}``; bad lines raise naming file and line."""
-    captions = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            captions[str(record["image"])] = str(record["text"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(
-                f'{path}:{number}: expected {{"image": ..., "text": ...}}, got {line[:80]!r}'
-            ) from err
-    return captions
 
 
 class ImageFolderExamples(Dataset):
@@ -68,7 +53,7 @@ class ImageFolderExamples(Dataset):
         files = files[: cfg.max_images] if cfg.max_images else files
         if not files:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in data.hq_folder={folder}")
-        captions = read_captions(cfg.captions) if cfg.captions else {}
+        captions = read_manifest(cfg.captions) if cfg.captions else {}
         self.examples = []
         for file in files:
             with Image.open(file) as opened:

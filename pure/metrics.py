@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from pure.files import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -442,21 +444,9 @@ def evaluate_folders(
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_json(evaluation: Evaluation, path: str | Path, extra: dict | None = None) -> None:
     """Write the means and run details (:meth:`Evaluation.as_dict`, plus ``extra``) as JSON."""
-    write_atomic(path, json.dumps({**evaluation.as_dict(), **(extra or {})}, indent=2) + "\n")
+    write_text_atomic(path, json.dumps({**evaluation.as_dict(), **(extra or {})}, indent=2) + "\n")
 
 
 def write_csv(evaluation: Evaluation, path: str | Path) -> None:
@@ -466,7 +456,7 @@ def write_csv(evaluation: Evaluation, path: str | Path) -> None:
     writer.writerow(["image", *evaluation.scores])
     for i, image in enumerate(evaluation.images):
         writer.writerow([image, *(f"{values[i]:.6f}" for values in evaluation.scores.values())])
-    write_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 @dataclass

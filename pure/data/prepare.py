@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +49,7 @@ from pure.data.captions import (
 )
 from pure.data.degradations import DegradationParams, degrade
 from pure.data.labels import Label, label_from_params
+from pure.files import write_atomic, write_text_atomic
 from pure.vq import image_to_tensor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -285,10 +284,11 @@ class ShardWriter:
         name = self._next_name()
         lengths = torch.tensor([0] + [len(x) for x in self.ids])
         tensors = {"ids": torch.cat(self.ids), "labels": torch.cat(self.labels), "offsets": lengths.cumsum(0)}
-        handle, temp = tempfile.mkstemp(dir=self.out_dir / "shards", prefix=".", suffix=".tmp")
-        os.close(handle)
-        save_file(tensors, temp, metadata={"format": "pure-shard-v1"})
-        os.replace(temp, self.out_dir / "shards" / name)  # the shard exists whole or not at all
+        # the shard exists whole or not at all
+        write_atomic(
+            self.out_dir / "shards" / name,
+            lambda temp: save_file(tensors, str(temp), metadata={"format": "pure-shard-v1"}),
+        )
         with (self.out_dir / "journal" / f"rank-{self.rank:03d}.jsonl").open("a", encoding="utf-8") as f:
             for row, record in enumerate(self.records):
                 f.write(json.dumps({**record, "shard": name, "row": row, "written": time.time_ns()}) + "\n")
@@ -299,10 +299,7 @@ def write_index(out_dir: Path, sources: list[Source]) -> int:
     """Write ``index.jsonl``: the current record of every source that has one, in order; return the count."""
     records = read_journals(out_dir)
     lines = [json.dumps(records[s.key]) + "\n" for s in sources if s.key in records]
-    handle, temp = tempfile.mkstemp(dir=out_dir, prefix=".index.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(temp, out_dir / "index.jsonl")
+    write_text_atomic(out_dir / "index.jsonl", "".join(lines))
     return len(lines)
 
 

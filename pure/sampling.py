@@ -76,6 +76,18 @@ def guidance(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Te
     return scale * (cond.float() - uncond.float()) + uncond.float()
 
 
+def force_tokens(scores: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Rows where ``rows`` (``[B]`` bool) get -inf everywhere and 0.0 at ``tokens[b]``: the model's own
+    logits are discarded, as the reference does. Other rows pass unchanged."""
+    if not rows.any():
+        return scores
+    out = scores.clone()
+    index = rows.nonzero()[:, 0]
+    out[index.to(scores.device)] = float("-inf")
+    out[index.to(scores.device), tokens[index].to(scores.device)] = 0.0
+    return out
+
+
 def image_grammar(scores: torch.Tensor, state: ImageState, vocab: Vocab) -> torch.Tensor:
     """Constrain rows inside an image body; other rows (text, size tokens) pass unchanged.
 
@@ -83,19 +95,15 @@ def image_grammar(scores: torch.Tensor, state: ImageState, vocab: Vocab) -> torc
     end-of-row, ``t + 1 == (w + 1) * h + 1`` forces image-end (score 0, all else -inf, the model's
     own logit discarded); otherwise only image tokens stay. ``scores``: ``[B, V]``.
     """
-    device = scores.device
-    body = state.in_body.to(device)
-    t1 = (state.n - 1).to(device)
-    w1, h = (state.w + 1).to(device), state.h.to(device)
+    body, t1, w1 = state.in_body, state.n - 1, state.w + 1
     force_row = body & (t1 % w1 == 0)
-    force_end = body & ~force_row & (t1 == w1 * h + 1)
+    force_end = body & ~force_row & (t1 == w1 * state.h + 1)
     inside = body & ~force_row & ~force_end
-    out = torch.where(inside[:, None] & ~vocab.is_image.to(device)[None], float("-inf"), scores)
-    for forced, token in ((force_row, vocab.end_of_row), (force_end, vocab.image_end)):
-        only = torch.full_like(scores, float("-inf"))
-        only[:, token] = 0.0
-        out = torch.where(forced[:, None], only, out)
-    return out
+    if inside.any():
+        outside = inside.to(scores.device)[:, None] & ~vocab.is_image.to(scores.device)[None]
+        scores = scores.masked_fill(outside, float("-inf"))
+    tokens = torch.where(force_row, vocab.end_of_row, vocab.image_end)
+    return force_tokens(scores, force_row | force_end, tokens)
 
 
 def force_image_layout(
@@ -111,15 +119,10 @@ def force_image_layout(
     ``max_text_tokens`` of text. An extension for tiled restoration; the reference samples the size
     tokens freely. ``text_len``: ``[B]`` answer tokens written so far.
     """
-    device = scores.device
-    forced = torch.full((scores.shape[0],), -1, dtype=torch.long)
-    forced[~state.open & (text_len >= max_text_tokens)] = image_start
-    forced[state.open & (state.n == 0)] = size_ids[0]
-    forced[state.open & (state.n == 1)] = size_ids[1]
-    rows = (forced >= 0).to(device)
-    only = torch.full_like(scores, float("-inf"))
-    only.scatter_(1, forced.clamp(min=0).to(device)[:, None], 0.0)
-    return torch.where(rows[:, None], only, scores)
+    opening = ~state.open & (text_len >= max_text_tokens)
+    first, second = state.open & (state.n == 0), state.open & (state.n == 1)
+    tokens = torch.where(first, size_ids[0], torch.where(second, size_ids[1], image_start))
+    return force_tokens(scores, opening | first | second, tokens)
 
 
 def entropy(scores: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,11 @@ CHECKPOINT_FILES = [
     "special_tokens_map.json",
     "text_tokenizer.json",
     "*.model",
+    "vocab*",
+    "merges.txt",
+    "added_tokens.json",
 ]
+"""What a model folder needs: weights, config and every file a tokenizer may be made of (no other weights)."""
 CACHE_ARG = "cache" if "cache" in inspect.signature(ChameleonModel.forward).parameters else "past_key_values"
 """transformers 5.2x renamed ``past_key_values`` to ``cache``; we accept and pass on either."""
 IGNORED_PREFIXES = ("model.vqmodel.",)

@@ -24,11 +24,10 @@ from torch.utils.data import Dataset
 
 from pure.config import TrainDataConfig
 from pure.data.captions import read_manifest
+from pure.files import IMAGE_SUFFIXES
 from pure.sequence import TextTokenizer, conversation
 from pure.vocab import GRID_PX, Vocab
 from pure.vq import VQModel, image_to_tensor
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def hq_lq_pair(image: Image.Image, size: int, scale: int) -> tuple[Image.Image, Image.Image]:

@@ -7,6 +7,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""File suffixes read as images when a folder is listed (lower case)."""
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(temporary path)`` beside ``path``, then rename the result over ``path``.

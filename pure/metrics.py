@@ -39,10 +39,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from pure.files import write_text_atomic
+from pure.files import IMAGE_SUFFIXES, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class EvaluationError(ValueError):

@@ -49,10 +49,9 @@ from pure.data.captions import (
 )
 from pure.data.degradations import DegradationParams, degrade
 from pure.data.labels import Label, label_from_params
-from pure.files import write_atomic, write_text_atomic
+from pure.files import IMAGE_SUFFIXES, write_atomic, write_text_atomic
 from pure.vq import image_to_tensor
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 """Files of the HQ folders that are read as images."""
 TOKEN_FIELDS = ("hq_size", "shrink", "crop", "seed", "degradation", "labels", "vq", "backbone")
 """Settings that change the tokens: a rerun into the same folder must keep them."""

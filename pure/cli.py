@@ -1,20 +1,46 @@
-"""Command-line entry points: ``scripts/infer.py`` (restore a file or folder)."""
+"""Argument parsing for the scripts: each ``*_main`` parses its command line, calls the library and
+returns the exit code.
+
+- ``infer_main``: ``scripts/infer.py`` (restore a file or a folder)
+- ``evaluate_main``, ``benchmark_main``: ``scripts/evaluate.py``, ``scripts/benchmark.py``
+- ``prepare_main``: ``scripts/prepare_data.py``
+- ``train_main``, ``merge_main``: ``scripts/train.py``, ``scripts/merge_lora.py``
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pure.config import ConfigError, InferConfig, load_config
+from pure.config import ConfigError, InferConfig, PrepareConfig, TrainConfig, load_config
+from pure.data.captions import MissingDescriptionsError
+from pure.data.prepare import PrepareError, prepare
 from pure.files import write_atomic, write_text_atomic
+from pure.metrics import (
+    DEFAULT_METRICS,
+    METRICS,
+    Evaluation,
+    EvaluationError,
+    evaluate_folders,
+    load_rows,
+    report,
+    run_benchmark,
+    weights_report,
+    write_csv,
+    write_json,
+)
 from pure.model import CheckpointError
 from pure.pipeline import Restoration, Restorer, read_image
+from pure.train import merge_adapter, train
 from pure.vocab import VocabError
 from pure.vq import VQCheckpointError, VQCheckpointNotFoundError
 
@@ -197,3 +223,243 @@ def infer_main(argv: list[str] | None = None) -> int:
         + (f"; {failed} failed" if failed else "")
     )
     return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        action="append",
+        metavar="A,B,...",
+        help=f"metrics to run, comma-separated (repeatable), or 'all'; choices: {', '.join(METRICS)} "
+        f"(default: {','.join(DEFAULT_METRICS)}; without --gt only the no-reference ones)",
+    )
+    parser.add_argument(
+        "--sr-name",
+        default="{stem}",
+        help="SR file name (without suffix) for GT '<stem>.*', e.g. '{stem}_out' (default: {stem})",
+    )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="JSON/CSV file of published results to add as table rows (repeatable), "
+        "e.g. data/published/pure_x4.json",
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device for the metrics (default: cuda if available, else cpu)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="let pyiqa download missing weight files (needs internet); without it, metrics "
+        "whose files are missing are reported unavailable with the file and folder",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _metric_list(values: Sequence[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    names = [n.strip() for value in values for n in value.split(",") if n.strip()]
+    return list(METRICS) if names == ["all"] else names
+
+
+def _evaluate_kwargs(args: argparse.Namespace) -> dict:
+    if not args.download:
+        # Every file a metric needs is checked on disk first, so the hub is never needed; offline
+        # mode stops huggingface_hub from checking for newer revisions (about 50 s without internet).
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return {
+        "metrics": _metric_list(args.metrics),
+        "sr_name": args.sr_name,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "download": args.download,
+        "progress": not args.no_progress,
+    }
+
+
+def _finish(evaluation: Evaluation, written: Sequence[Path]) -> int:
+    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
+    if not evaluation.mean:
+        print("error: no metric could run (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """``scripts/evaluate.py``: score an SR folder, write JSON and CSV, print a Markdown table."""
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Score super-resolved images with pyiqa (PSNR/SSIM on Y of YCbCr, no border crop; "
+        "LPIPS, DISTS, FID; NIQE, MUSIQ, MANIQA, CLIPIQA, TOPIQ), pairing files by name.",
+    )
+    parser.add_argument("--sr", help="folder of super-resolved images (required unless --check-weights)")
+    parser.add_argument(
+        "--gt",
+        help="folder of ground-truth images with the same names; without it only no-reference metrics run",
+    )
+    parser.add_argument("--name", help="row name in the table and JSON (default: the SR folder's name)")
+    parser.add_argument("--json", help="where to write the means (default: runs/eval/<name>/metrics.json)")
+    parser.add_argument(
+        "--csv", help="where to write per-image scores (default: runs/eval/<name>/per_image.csv)"
+    )
+    parser.add_argument(
+        "--check-weights",
+        action="store_true",
+        help="list every metric's weight files and where to put them, then exit",
+    )
+    _add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.check_weights:
+        print(weights_report())
+        return 0
+    if not args.sr:
+        parser.error("--sr DIR is required")
+    out = Path("runs") / "eval" / (args.name or Path(args.sr).name)
+    json_path, csv_path = Path(args.json or out / "metrics.json"), Path(args.csv or out / "per_image.csv")
+    try:
+        compare = [row for path in args.compare for row in load_rows(path)]
+        evaluation = evaluate_folders(args.sr, args.gt, name=args.name, **_evaluate_kwargs(args))
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report(evaluation, compare))
+    try:
+        write_json(evaluation, json_path, {"sr": args.sr, "gt": args.gt})
+        write_csv(evaluation, csv_path)
+    except OSError as error:
+        print(
+            f"error: cannot write results ({error}); pass --json FILE --csv FILE elsewhere", file=sys.stderr
+        )
+        return 1
+    return _finish(evaluation, [json_path, csv_path])
+
+
+def benchmark_main(argv: Sequence[str] | None = None) -> int:
+    """``scripts/benchmark.py``: inference on ``<root>/<name>/lr``, then evaluation against ``hr``."""
+    parser = argparse.ArgumentParser(
+        prog="benchmark.py",
+        description="Run scripts/infer.py on data/benchmarks/<name>/lr into RUN/sr, then score RUN/sr "
+        "against data/benchmarks/<name>/hr into RUN/metrics.json and RUN/per_image.csv. "
+        "Arguments not listed here (e.g. --config FILE, key=value) are passed to infer.py.",
+    )
+    parser.add_argument("name", help="test set name: a folder under --root with lr/ and hr/")
+    parser.add_argument(
+        "--root", default="data/benchmarks", help="folder of test sets (default: data/benchmarks)"
+    )
+    parser.add_argument("--run", help="run folder (default: runs/<name>/<date-time>)")
+    parser.add_argument("--skip-inference", action="store_true", help="score an existing RUN/sr again")
+    _add_common_arguments(parser)
+    args, infer_args = parser.parse_known_args(argv)
+    try:
+        compare = [row for path in args.compare for row in load_rows(path)]
+        evaluation, paths = run_benchmark(
+            args.name, args.root, args.run, infer_args, args.skip_inference, **_evaluate_kwargs(args)
+        )
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report(evaluation, compare))
+    return _finish(evaluation, [paths["json"], paths["csv"]])
+
+
+# ---------------------------------------------------------------------------- training data
+
+
+def prepare_main(argv: list[str] | None = None) -> int:
+    """``scripts/prepare_data.py``: 0 when done, 1 when images were skipped, 2 when nothing could start."""
+    p = argparse.ArgumentParser(
+        prog="scripts/prepare_data.py",
+        description="Turn HQ image folders into PURE training shards: Real-ESRGAN degradation, degradation "
+        "labels, descriptions, VQ tokens. Rerunning continues where the last run stopped; run it under "
+        "`accelerate launch` to use several processes or GPUs.",
+    )
+    p.add_argument("--config", help="YAML file overriding the defaults (e.g. configs/prepare_tiny.yaml)")
+    p.add_argument("--hq-dir", action="append", help="HQ image folder (repeatable; replaces hq_dirs)")
+    p.add_argument("--out", help="output folder (out_dir)")
+    p.add_argument("--manifest", help="description manifest, .jsonl or .csv (caption.manifest)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
+    args = p.parse_args(argv)
+    flags = []
+    if args.hq_dir:
+        flags.append(f"hq_dirs={json.dumps(args.hq_dir)}")
+    if args.out:
+        flags.append(f"out_dir={json.dumps(args.out)}")
+    if args.manifest:
+        flags.append(f"caption.manifest={json.dumps(args.manifest)}")
+    try:
+        cfg = load_config(PrepareConfig, args.config, flags + args.overrides)
+        summary = prepare(cfg, progress=not args.no_progress)
+    except (ConfigError, PrepareError, MissingDescriptionsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        done = "nothing to do, " if not summary.prepared and not summary.skipped else ""
+        print(
+            f"{done}{summary.prepared} images prepared, {summary.up_to_date} already up to date, "
+            f"{len(summary.skipped)} skipped; {summary.examples} examples in {cfg.out_dir}/index.jsonl"
+        )
+        for line in summary.skipped:
+            print(f"  skipped {line}")
+    return 1 if summary.skipped else 0
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """``scripts/train.py``: exit code 0 when training finished, 2 when it could not start."""
+    p = argparse.ArgumentParser(
+        prog="scripts/train.py",
+        description="Fine-tune PURE (LoRA or full). Settings: the schema in pure/config.py (TrainConfig), "
+        "then --config, then key=value overrides. Multi-GPU and multi-node: run it under "
+        "`accelerate launch` with a config from configs/accelerate/.",
+    )
+    p.add_argument(
+        "--config", help="YAML file, e.g. configs/train_tiny_lora.yaml or configs/train_lora_x4.yaml"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=1e-4 resume=latest")
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+        train(cfg)
+    except (ValueError, CheckpointError, VQCheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def merge_main(argv: list[str] | None = None) -> int:
+    """``scripts/merge_lora.py``: a LoRA checkpoint -> a standalone model folder."""
+    p = argparse.ArgumentParser(
+        prog="scripts/merge_lora.py",
+        description="Merge a LoRA checkpoint's adapters into its base model and save a "
+        "standalone model folder for scripts/infer.py --model.",
+    )
+    p.add_argument("checkpoint", help="checkpoint folder, e.g. outputs/run/checkpoints/step-001000")
+    p.add_argument("output", help="folder for the merged model")
+    p.add_argument(
+        "--dtype",
+        choices=["bfloat16", "float16", "float32"],
+        default="bfloat16",
+        help="dtype of the saved weights (default bfloat16)",
+    )
+    args = p.parse_args(argv)
+    try:
+        folder = merge_adapter(args.checkpoint, args.output, args.dtype)
+    except (ConfigError, CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"merged model: {folder}")
+    return 0

@@ -19,7 +19,6 @@ long for ``--help``), and ``HF_HUB_OFFLINE`` must be set before huggingface_hub 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -612,67 +611,6 @@ def run_benchmark(
     return evaluation, paths
 
 
-# ----------------------------------------------------------------------------- command lines
-
-
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--metrics",
-        action="append",
-        metavar="A,B,...",
-        help=f"metrics to run, comma-separated (repeatable), or 'all'; choices: {', '.join(METRICS)} "
-        f"(default: {','.join(DEFAULT_METRICS)}; without --gt only the no-reference ones)",
-    )
-    parser.add_argument(
-        "--sr-name",
-        default="{stem}",
-        help="SR file name (without suffix) for GT '<stem>.*', e.g. '{stem}_out' (default: {stem})",
-    )
-    parser.add_argument(
-        "--compare",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="JSON/CSV file of published results to add as table rows (repeatable), "
-        "e.g. data/published/pure_x4.json",
-    )
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="torch device for the metrics (default: cuda if available, else cpu)",
-    )
-    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
-    parser.add_argument(
-        "--download",
-        action="store_true",
-        help="let pyiqa download missing weight files (needs internet); without it, metrics "
-        "whose files are missing are reported unavailable with the file and folder",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def _metric_list(values: Sequence[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    names = [n.strip() for value in values for n in value.split(",") if n.strip()]
-    return list(METRICS) if names == ["all"] else names
-
-
-def _evaluate_kwargs(args: argparse.Namespace) -> dict:
-    if not args.download:
-        # Every file a metric needs is checked on disk first, so the hub is never needed; offline
-        # mode stops huggingface_hub from checking for newer revisions (about 50 s without internet).
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return {
-        "metrics": _metric_list(args.metrics),
-        "sr_name": args.sr_name,
-        "device": args.device,
-        "batch_size": args.batch_size,
-        "download": args.download,
-        "progress": not args.no_progress,
-    }
-
-
 def weights_report() -> str:
     """Each metric and whether its weight files are on disk (if not, where they go)."""
     lines = []
@@ -681,88 +619,3 @@ def weights_report() -> str:
         status = "ready" if not missing else "missing " + "; ".join(w.instruction() for w in missing)
         lines.append(f"{metric:13} {status}")
     return "\n".join(lines)
-
-
-def _finish(evaluation: Evaluation, written: Sequence[Path]) -> int:
-    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
-    if not evaluation.mean:
-        print("error: no metric could run (see above)", file=sys.stderr)
-        return 1
-    return 0
-
-
-def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    """``scripts/evaluate.py``: score an SR folder, write JSON and CSV, print a Markdown table."""
-    parser = argparse.ArgumentParser(
-        prog="evaluate.py",
-        description="Score super-resolved images with pyiqa (PSNR/SSIM on Y of YCbCr, no border crop; "
-        "LPIPS, DISTS, FID; NIQE, MUSIQ, MANIQA, CLIPIQA, TOPIQ), pairing files by name.",
-    )
-    parser.add_argument("--sr", help="folder of super-resolved images (required unless --check-weights)")
-    parser.add_argument(
-        "--gt",
-        help="folder of ground-truth images with the same names; without it only no-reference metrics run",
-    )
-    parser.add_argument("--name", help="row name in the table and JSON (default: the SR folder's name)")
-    parser.add_argument("--json", help="where to write the means (default: runs/eval/<name>/metrics.json)")
-    parser.add_argument(
-        "--csv", help="where to write per-image scores (default: runs/eval/<name>/per_image.csv)"
-    )
-    parser.add_argument(
-        "--check-weights",
-        action="store_true",
-        help="list every metric's weight files and where to put them, then exit",
-    )
-    _add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.check_weights:
-        print(weights_report())
-        return 0
-    if not args.sr:
-        parser.error("--sr DIR is required")
-    out = Path("runs") / "eval" / (args.name or Path(args.sr).name)
-    json_path, csv_path = Path(args.json or out / "metrics.json"), Path(args.csv or out / "per_image.csv")
-    try:
-        compare = [row for path in args.compare for row in load_rows(path)]
-        evaluation = evaluate_folders(args.sr, args.gt, name=args.name, **_evaluate_kwargs(args))
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(report(evaluation, compare))
-    try:
-        write_json(evaluation, json_path, {"sr": args.sr, "gt": args.gt})
-        write_csv(evaluation, csv_path)
-    except OSError as error:
-        print(
-            f"error: cannot write results ({error}); pass --json FILE --csv FILE elsewhere", file=sys.stderr
-        )
-        return 1
-    return _finish(evaluation, [json_path, csv_path])
-
-
-def benchmark_main(argv: Sequence[str] | None = None) -> int:
-    """``scripts/benchmark.py``: inference on ``<root>/<name>/lr``, then evaluation against ``hr``."""
-    parser = argparse.ArgumentParser(
-        prog="benchmark.py",
-        description="Run scripts/infer.py on data/benchmarks/<name>/lr into RUN/sr, then score RUN/sr "
-        "against data/benchmarks/<name>/hr into RUN/metrics.json and RUN/per_image.csv. "
-        "Arguments not listed here (e.g. --config FILE, key=value) are passed to infer.py.",
-    )
-    parser.add_argument("name", help="test set name: a folder under --root with lr/ and hr/")
-    parser.add_argument(
-        "--root", default="data/benchmarks", help="folder of test sets (default: data/benchmarks)"
-    )
-    parser.add_argument("--run", help="run folder (default: runs/<name>/<date-time>)")
-    parser.add_argument("--skip-inference", action="store_true", help="score an existing RUN/sr again")
-    _add_common_arguments(parser)
-    args, infer_args = parser.parse_known_args(argv)
-    try:
-        compare = [row for path in args.compare for row in load_rows(path)]
-        evaluation, paths = run_benchmark(
-            args.name, args.root, args.run, infer_args, args.skip_inference, **_evaluate_kwargs(args)
-        )
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(report(evaluation, compare))
-    return _finish(evaluation, [paths["json"], paths["csv"]])

@@ -25,11 +25,9 @@ and RNG state, so the resumed run continues the uninterrupted one's losses.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -63,7 +61,7 @@ from pure.model import CheckpointError, load_backbone, load_tokenizer, load_voca
 from pure.pipeline import backbone_folder
 from pure.tiny import write_backbone_checkpoint
 from pure.vocab import Vocab
-from pure.vq import VQCheckpointError, load_vq
+from pure.vq import load_vq
 
 PAD_ID = 0
 """Id that right-pads input_ids, as the reference (labels are -100 there, and causal attention never
@@ -511,54 +509,3 @@ def save_checkpoint(accelerator: Accelerator, output: Path, position: dict, cfg:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
-
-
-# ----------------------------------------------------------------------------------------------
-# Command lines
-
-
-def train_main(argv: list[str] | None = None) -> int:
-    """``scripts/train.py``: exit code 0 when training finished, 2 when it could not start."""
-    p = argparse.ArgumentParser(
-        prog="scripts/train.py",
-        description="Fine-tune PURE (LoRA or full). Settings: the schema in pure/config.py (TrainConfig), "
-        "then --config, then key=value overrides. Multi-GPU and multi-node: run it under "
-        "`accelerate launch` with a config from configs/accelerate/.",
-    )
-    p.add_argument(
-        "--config", help="YAML file, e.g. configs/train_tiny_lora.yaml or configs/train_lora_x4.yaml"
-    )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=1e-4 resume=latest")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(TrainConfig, args.config, args.overrides)
-        train(cfg)
-    except (ValueError, CheckpointError, VQCheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def merge_main(argv: list[str] | None = None) -> int:
-    """``scripts/merge_lora.py``: a LoRA checkpoint -> a standalone model folder."""
-    p = argparse.ArgumentParser(
-        prog="scripts/merge_lora.py",
-        description="Merge a LoRA checkpoint's adapters into its base model and save a "
-        "standalone model folder for scripts/infer.py --model.",
-    )
-    p.add_argument("checkpoint", help="checkpoint folder, e.g. outputs/run/checkpoints/step-001000")
-    p.add_argument("output", help="folder for the merged model")
-    p.add_argument(
-        "--dtype",
-        choices=["bfloat16", "float16", "float32"],
-        default="bfloat16",
-        help="dtype of the saved weights (default bfloat16)",
-    )
-    args = p.parse_args(argv)
-    try:
-        folder = merge_adapter(args.checkpoint, args.output, args.dtype)
-    except (ConfigError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"merged model: {folder}")
-    return 0

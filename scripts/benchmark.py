@@ -2,7 +2,7 @@
 
 import sys
 
-from pure.metrics import benchmark_main
+from pure.cli import benchmark_main
 
 if __name__ == "__main__":
     sys.exit(benchmark_main())

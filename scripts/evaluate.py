@@ -2,7 +2,7 @@
 
 import sys
 
-from pure.metrics import evaluate_main
+from pure.cli import evaluate_main
 
 if __name__ == "__main__":
     sys.exit(evaluate_main())

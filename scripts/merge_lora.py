@@ -2,7 +2,7 @@
 
 import sys
 
-from pure.train import merge_main
+from pure.cli import merge_main
 
 if __name__ == "__main__":
     sys.exit(merge_main())

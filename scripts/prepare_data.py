@@ -2,7 +2,7 @@
 
 import sys
 
-from pure.data.prepare import prepare_main
+from pure.cli import prepare_main
 
 if __name__ == "__main__":
     sys.exit(prepare_main())

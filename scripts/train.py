@@ -6,7 +6,7 @@ Several GPUs or nodes: run it under ``accelerate launch --config_file configs/ac
 
 import sys
 
-from pure.train import train_main
+from pure.cli import train_main
 
 if __name__ == "__main__":
     sys.exit(train_main())

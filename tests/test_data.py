@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pure.cli import prepare_main
 from pure.config import CaptionConfig, DegradationConfig, LabelConfig, PrepareConfig, load_config
 from pure.data import prepare as prep
 from pure.data.captions import (
@@ -432,7 +433,7 @@ def prepared(shared_data_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("prepared")
     hq = _sources(shared_data_dir, base / "hq", NAMES)
     (hq / "broken.png").write_bytes(b"not a png")
-    code = prep.prepare_main(
+    code = prepare_main(
         [
             "--config",
             str(ROOT / "configs" / "prepare_tiny.yaml"),

@@ -14,7 +14,9 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
+import pure.cli
 from pure import metrics as M
+from pure.cli import benchmark_main, evaluate_main
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may wait on the network
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,7 +313,7 @@ def test_evaluate_command(tmp_path, capsys, no_weights):
         "lpips",
     ]
     argv += ["--json", str(tmp_path / "m.json"), "--csv", str(tmp_path / "p.csv"), "--no-progress"]
-    assert M.evaluate_main(argv) == 0
+    assert evaluate_main(argv) == 0
     out, err = capsys.readouterr()
     assert out.startswith(
         "| method | images | PSNR ↑ | SSIM ↑ | LPIPS ↓ |\n|---|---|---|---|---|\n| sr | 2 |"
@@ -319,12 +321,12 @@ def test_evaluate_command(tmp_path, capsys, no_weights):
     assert "lpips unavailable: missing weights: put LPIPS_v0.1_alex-df73285e.pth into" in out
     assert json.loads((tmp_path / "m.json").read_text())["count"] == 2
     assert (
-        M.evaluate_main(["--sr", str(tmp_path / "sr"), "--metrics", "lpips", "--json", str(tmp_path / "x")])
+        evaluate_main(["--sr", str(tmp_path / "sr"), "--metrics", "lpips", "--json", str(tmp_path / "x")])
         == 1
     )
     assert "lpips need(s) ground truth" in capsys.readouterr().err
     assert (
-        M.evaluate_main(
+        evaluate_main(
             [
                 "--sr",
                 str(tmp_path / "sr"),
@@ -341,7 +343,7 @@ def test_evaluate_command(tmp_path, capsys, no_weights):
     )
     assert "no metric could run" in capsys.readouterr().err
     blocked = ["--json", str(tmp_path / "m.json" / "x.json"), "--metrics", "psnr", "--no-progress"]
-    assert M.evaluate_main(["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt"), *blocked]) == 1
+    assert evaluate_main(["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt"), *blocked]) == 1
     assert "cannot write results" in capsys.readouterr().err
 
 
@@ -384,9 +386,9 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch):
         calls.append((name, root, run, infer_args, kwargs["metrics"]))
         raise M.EvaluationError("stop here")
 
-    monkeypatch.setattr(M, "run_benchmark", fake_run_benchmark)
+    monkeypatch.setattr(pure.cli, "run_benchmark", fake_run_benchmark)
     argv = ["realsr", "--config", "c.yaml", "--metrics", "psnr", "sampling.top_k=1", "--run", "r"]
-    assert M.benchmark_main(argv) == 1
+    assert benchmark_main(argv) == 1
     assert calls == [("realsr", "data/benchmarks", "r", ["--config", "c.yaml", "sampling.top_k=1"], ["psnr"])]
 
 

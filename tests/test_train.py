@@ -14,10 +14,9 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from pure.cli import infer_main
+from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config
 from pure.data.datasets import collate
-from pure.data.prepare import prepare_main
 from pure.model import load_backbone
 from pure.pipeline import backbone_folder
 from pure.sequence import IGNORE_INDEX
@@ -31,9 +30,7 @@ from pure.train import (
     add_residual_dropout,
     apply_lora,
     learning_rate,
-    merge_main,
     train,
-    train_main,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

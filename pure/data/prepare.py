@@ -24,10 +24,8 @@ and journal; the main process writes ``index.jsonl`` at the end.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +36,8 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from pure.config import ConfigError, PrepareConfig, load_config, to_yaml
+from pure.config import PrepareConfig, to_yaml
 from pure.data.captions import (
-    MissingDescriptionsError,
     append_manifest,
     check_descriptions,
     describe_missing,
@@ -461,44 +458,3 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     if main:
         summary.examples = write_index(out_dir, sources)
     return summary
-
-
-def prepare_main(argv: list[str] | None = None) -> int:
-    """``scripts/prepare_data.py``: 0 when done, 1 when images were skipped, 2 when nothing could start."""
-    p = argparse.ArgumentParser(
-        prog="scripts/prepare_data.py",
-        description="Turn HQ image folders into PURE training shards: Real-ESRGAN degradation, degradation "
-        "labels, descriptions, VQ tokens. Rerunning continues where the last run stopped; run it under "
-        "`accelerate launch` to use several processes or GPUs.",
-    )
-    p.add_argument("--config", help="YAML file overriding the defaults (e.g. configs/prepare_tiny.yaml)")
-    p.add_argument("--hq-dir", action="append", help="HQ image folder (repeatable; replaces hq_dirs)")
-    p.add_argument("--out", help="output folder (out_dir)")
-    p.add_argument("--manifest", help="description manifest, .jsonl or .csv (caption.manifest)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
-    args = p.parse_args(argv)
-    flags = []
-    if args.hq_dir:
-        flags.append(f"hq_dirs={json.dumps(args.hq_dir)}")
-    if args.out:
-        flags.append(f"out_dir={json.dumps(args.out)}")
-    if args.manifest:
-        flags.append(f"caption.manifest={json.dumps(args.manifest)}")
-    try:
-        cfg = load_config(PrepareConfig, args.config, flags + args.overrides)
-        summary = prepare(cfg, progress=not args.no_progress)
-    except (ConfigError, PrepareError, MissingDescriptionsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        done = "nothing to do, " if not summary.prepared and not summary.skipped else ""
-        print(
-            f"{done}{summary.prepared} images prepared, {summary.up_to_date} already up to date, "
-            f"{len(summary.skipped)} skipped; {summary.examples} examples in {cfg.out_dir}/index.jsonl"
-        )
-        for line in summary.skipped:
-            print(f"  skipped {line}")
-    return 1 if summary.skipped else 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pure.cli import infer_main
@@ -193,3 +194,65 @@ def test_bad_settings_exit_2(tmp_path, bad, capsys):
     Image.new("RGB", (16, 16)).save(image)
     assert infer_main(["-i", str(image), "-o", str(tmp_path / "out"), *TINY, bad]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+class _BlockVQ(torch.nn.Module):
+    """A stand-in VQ that is exact on grey images made of 8x8 constant blocks: code = grey level."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        grey = (images[:, 0] + 1) / 2 * 255
+        return torch.nn.functional.avg_pool2d(grey[:, None], 8)[:, 0].round().long()
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        grey = (codes.float() + 0.5) / 255 * 2 - 1  # +0.5: survive truncation to 8 bits
+        return grey[:, None].repeat_interleave(8, 2).repeat_interleave(8, 3).expand(-1, 3, -1, -1)
+
+
+def test_tiling_an_identity_restorer_returns_the_input(monkeypatch):
+    """A model that answers with its input block: the tiled, blended result equals the input."""
+    import pure.pipeline as pipeline
+    from pure.generate import Generation
+    from pure.tiny import synthetic_vocabulary, tiny_tokenizer
+    from pure.vocab import Vocab
+
+    vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
+    tokenizer = tiny_tokenizer()
+
+    def echo(model, prompts, vocab, sampling, generators=None, **kwargs):
+        answers = []
+        for prompt in prompts:
+            start = int((prompt == vocab.image_start).nonzero()[0])
+            end = int((prompt == vocab.image_end).nonzero()[0])
+            text = torch.tensor(
+                tokenizer.encode("Small blur, small noise. Squares.", add_special_tokens=False)
+            )
+            answers.append(
+                torch.cat([text, prompt[start : end + 1].cpu(), torch.tensor([vocab.end_of_turn])])
+            )
+        zeros = [torch.zeros(len(a)) for a in answers]
+        return Generation(answers, zeros, [torch.ones(len(a), dtype=torch.long) for a in answers], zeros)
+
+    monkeypatch.setattr(pipeline, "generate", echo)
+    cfg = load_config(
+        InferConfig,
+        ROOT / "configs" / "tiny.yaml",
+        [
+            "restore.tile=64",
+            "restore.tile_overlap=16",
+            "restore.outscale=1",
+            "restore.color_fix=none",
+            "restore.batch_size=3",
+        ],
+    )
+    model = type("Model", (), {"device": torch.device("cpu")})()
+    restorer = Restorer(model, tokenizer, vocab, _BlockVQ(), cfg.sampling, cfg.restore)
+    levels = np.random.default_rng(0).integers(0, 256, (19, 25))  # 200 x 152 px: 4 x 3 overlapping tiles
+    grey = np.kron(levels, np.ones((8, 8))).astype(np.uint8)
+    result = restorer.restore(Image.fromarray(grey).convert("RGB"))
+    assert result.image.size == (200, 152)
+    assert np.array_equal(np.asarray(result.image)[..., 0], grey)
+    assert result.degradation == "Small blur, small noise." and len(result.tile_answers) == 12

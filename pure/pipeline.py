@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from pure.sequence import TextTokenizer, conversation, split_answer
 from pure.tiling import TileBlender, output_size, pad_to, padded_size, tile_boxes
 from pure.tiny import write_tiny_checkpoint
 from pure.vocab import GRID_PX, Vocab
-from pure.vq import VQModel, image_to_tensor, load_vq, tensor_to_image
+from pure.vq import VQModel, image_to_tensor, load_vq, tensor_to_image, to_rgb
 
 
 @dataclass
@@ -85,13 +85,7 @@ def read_image(path: str | Path) -> tuple[Image.Image, Image.Image | None]:
     if image.mode in ("RGBA", "LA", "PA"):
         rgba = image.convert("RGBA")
         alpha = rgba.getchannel("A")
-        if alpha.getextrema()[0] < 255:
-            return Image.fromarray(
-                np.asarray(
-                    image_to_tensor(rgba).add(1).div(2).mul(255).round().byte().permute(1, 2, 0).numpy()
-                )
-            ), alpha
-        return rgba.convert("RGB"), None
+        return to_rgb(rgba), (alpha if alpha.getextrema()[0] < 255 else None)
     return image.convert("RGB"), None
 
 
@@ -203,14 +197,8 @@ class Restorer:
 
     def settings_dict(self) -> dict:
         """The sampling and restore settings, for sidecars."""
-        return {
-            "sampling": asdict(OmegaConf.to_object(self.sampling))
-            if OmegaConf.is_config(self.sampling)
-            else asdict(self.sampling),
-            "restore": asdict(OmegaConf.to_object(self.settings))
-            if OmegaConf.is_config(self.settings)
-            else asdict(self.settings),
-        }
+        parts = {"sampling": self.sampling, "restore": self.settings}
+        return {name: OmegaConf.to_container(OmegaConf.structured(part)) for name, part in parts.items()}
 
 
 def _entropy_grid(ids: torch.Tensor, entropy: torch.Tensor, vocab: Vocab, tile: int) -> torch.Tensor:

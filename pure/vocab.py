@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -137,12 +138,12 @@ class Vocab:
             )
         return int(hits[0])
 
-    @property
+    @cached_property
     def image_ids(self) -> torch.Tensor:
         """``[16384]`` sorted token ids of all image tokens."""
         return self.code_to_id.sort().values
 
-    @property
+    @cached_property
     def is_image(self) -> torch.Tensor:
         """``[vocab_size]`` bool, True at image tokens."""
         return self.id_to_code >= 0

@@ -281,10 +281,20 @@ def export_weights(
 
 
 def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bfloat16") -> Path:
-    """A LoRA checkpoint -> a standalone model folder (adapters merged into the base) for ``--model``."""
+    """A LoRA checkpoint -> a standalone model folder (adapters merged into the base) for ``--model``.
+
+    ``checkpoint`` is a checkpoint folder (``checkpoints/step-NNNNNN``) or its ``adapter/`` folder.
+    """
     from peft import PeftModel
 
     checkpoint = Path(checkpoint)
+    if checkpoint.name == "adapter" and (checkpoint.parent / "config.yaml").is_file():
+        checkpoint = checkpoint.parent
+    if not (checkpoint / "config.yaml").is_file():
+        raise ConfigError(
+            f"{checkpoint} is not a training checkpoint (no config.yaml in it): pass a folder such as "
+            "outputs/RUN/checkpoints/step-001000 or its adapter/ folder"
+        )
     cfg = load_config(TrainConfig, checkpoint / "config.yaml")
     if cfg.method != "lora":
         raise ConfigError(f"{checkpoint} is a full fine-tune: its model/ folder is already standalone")

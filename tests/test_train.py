@@ -282,6 +282,13 @@ def test_train_script_then_infer_with_adapter(tmp_path, hq_folder):
     assert sidecar["adapter"] == str(adapter) and sidecar["output_size"] == [64, 64]
 
 
+def test_merge_names_a_folder_that_is_no_checkpoint(tmp_path, capsys):
+    assert merge_main([str(tmp_path), str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path} is not a training checkpoint") and "adapter/" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_extended_vocabulary_trains_the_new_rows(tmp_path, hq_folder):
     """A base with 65,536 rows and PURE's 73,728-entry tokenizer: rows 65536.. are added and trained."""
     config = tiny_backbone_config()
@@ -297,7 +304,8 @@ def test_extended_vocabulary_trains_the_new_rows(tmp_path, hq_folder):
     saved = load_file(str(last / "adapter" / "adapter_model.safetensors"))
     rows = saved["base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"]
     assert rows.shape == (8192, 64)
-    assert merge_main([str(last), str(tmp_path / "merged"), "--dtype", "float32"]) == 0
+    # the adapter/ folder (what infer.py --adapter takes) is accepted as well as the checkpoint
+    assert merge_main([str(last / "adapter"), str(tmp_path / "merged"), "--dtype", "float32"]) == 0
     merged = load_backbone(str(tmp_path / "merged"), dtype=torch.float32)
     assert merged.get_input_embeddings().num_embeddings == 73728
     torch.testing.assert_close(merged.get_input_embeddings().weight[65536:], rows)

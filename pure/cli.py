@@ -5,6 +5,10 @@ returns the exit code.
 - ``evaluate_main``, ``benchmark_main``: ``scripts/evaluate.py``, ``scripts/benchmark.py``
 - ``prepare_main``: ``scripts/prepare_data.py``
 - ``train_main``, ``merge_main``: ``scripts/train.py``, ``scripts/merge_lora.py``
+- ``download_main``: ``scripts/download.py`` (weights into one folder for ``--models``)
+
+Heavy libraries (torch, transformers, pyiqa) are imported after the arguments are parsed, so that
+``--help``, ``--help-config`` and ``--print-config`` answer at once.
 """
 
 from __future__ import annotations
@@ -15,15 +19,22 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pure.config import ConfigError, InferConfig, PrepareConfig, TrainConfig, load_config
-from pure.data.captions import MissingDescriptionsError
-from pure.data.prepare import PrepareError, prepare
+from pure.config import (
+    ConfigError,
+    InferConfig,
+    PrepareConfig,
+    TrainConfig,
+    load_config,
+    schema_help,
+    to_yaml,
+)
 from pure.files import write_atomic, write_text_atomic
 from pure.metrics import (
     DEFAULT_METRICS,
@@ -40,7 +51,6 @@ from pure.metrics import (
 )
 from pure.model import CheckpointError
 from pure.pipeline import Restoration, Restorer, read_image
-from pure.train import merge_adapter, train
 from pure.vocab import VocabError
 from pure.vq import VQCheckpointError, VQCheckpointNotFoundError
 
@@ -225,6 +235,84 @@ def infer_main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+# ---------------------------------------------------------------------------- shared settings flags
+
+
+class _HelpConfig(argparse.Action):
+    """``--help-config``: every key of the script's schema with its type, default and docstring, then exit."""
+
+    def __init__(self, option_strings: list[str], dest: str, schema: type, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.schema = schema
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(
+            f"Settings of {parser.prog} ({self.schema.__name__} in pure/config.py): set them in a --config "
+            "YAML file or as trailing key=value overrides.\n"
+        )
+        print(schema_help(self.schema))
+        parser.exit()
+
+
+def _add_settings_arguments(p: argparse.ArgumentParser, schema: type, config_help: str) -> None:
+    """``--config``, ``--models``, ``--threads``, ``--print-config`` and ``--help-config``."""
+    p.add_argument("--config", help=config_help)
+    p.add_argument(
+        "--models",
+        metavar="DIR",
+        help="folder written by scripts/download.py; hub weights are read from it (the models key)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads torch may use (default: torch's, one per core); 1 helps on a busy machine",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML and exit")
+    p.add_argument(
+        "--help-config",
+        action=_HelpConfig,
+        schema=schema,
+        help="list every settings key with its default and meaning, and exit",
+    )
+
+
+def _start(
+    schema: type, args: argparse.Namespace, flags: list[str], output_key: str = ""
+) -> tuple[Any, int | None]:
+    """Everything before the work: the settings (the schema's defaults, then ``--config``, the flags,
+    ``--models`` and the trailing overrides), ``--print-config``, the output folder (``output_key``:
+    one line when it, or a folder above it, is a file) and ``--threads``. Returns the settings and,
+    when the script should stop here, its exit code."""
+    models = [f"models={json.dumps(args.models)}"] if args.models else []
+    try:
+        cfg = load_config(schema, args.config, flags + models + args.overrides)
+        if not args.print_config and output_key:
+            _check_output_folder(str(getattr(cfg, output_key)), output_key)
+    except ConfigError as err:
+        return None, _error(err)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return cfg, 0
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return cfg, None
+
+
+def _check_output_folder(path: str, key: str) -> None:
+    for folder in (Path(path), *Path(path).parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"{key}={path}: {folder} is a file, not a folder; choose a folder")
+            return
+
+
+def _error(err: BaseException) -> int:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
 # ---------------------------------------------------------------------------- evaluation
 
 
@@ -375,14 +463,17 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
 
 
 def prepare_main(argv: list[str] | None = None) -> int:
-    """``scripts/prepare_data.py``: 0 when done, 1 when images were skipped, 2 when nothing could start."""
+    """``scripts/prepare_data.py``: 0 when done, 1 when images were skipped, 2 when nothing could start,
+    130 when interrupted."""
     p = argparse.ArgumentParser(
         prog="scripts/prepare_data.py",
         description="Turn HQ image folders into PURE training shards: Real-ESRGAN degradation, degradation "
         "labels, descriptions, VQ tokens. Rerunning continues where the last run stopped; run it under "
         "`accelerate launch` to use several processes or GPUs.",
     )
-    p.add_argument("--config", help="YAML file overriding the defaults (e.g. configs/prepare_tiny.yaml)")
+    _add_settings_arguments(
+        p, PrepareConfig, "YAML file overriding the defaults (e.g. configs/prepare_tiny.yaml)"
+    )
     p.add_argument("--hq-dir", action="append", help="HQ image folder (repeatable; replaces hq_dirs)")
     p.add_argument("--out", help="output folder (out_dir)")
     p.add_argument("--manifest", help="description manifest, .jsonl or .csv (caption.manifest)")
@@ -396,12 +487,25 @@ def prepare_main(argv: list[str] | None = None) -> int:
         flags.append(f"out_dir={json.dumps(args.out)}")
     if args.manifest:
         flags.append(f"caption.manifest={json.dumps(args.manifest)}")
+    cfg, code = _start(PrepareConfig, args, flags, output_key="out_dir")
+    if code is not None:
+        return code
+    from pure.data.captions import MissingDescriptionsError
+    from pure.data.prepare import PrepareError, prepare, read_journals
+    from pure.download import WeightsMissingError, locate
+
     try:
-        cfg = load_config(PrepareConfig, args.config, flags + args.overrides)
-        summary = prepare(cfg, progress=not args.no_progress)
-    except (ConfigError, PrepareError, MissingDescriptionsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        summary = prepare(locate(cfg, cfg.models, backbone_weights=False), progress=not args.no_progress)
+    except (WeightsMissingError, PrepareError, MissingDescriptionsError, ValueError) as err:
+        return _error(err)
+    except KeyboardInterrupt:
+        done = len(read_journals(Path(cfg.out_dir))) if Path(cfg.out_dir).is_dir() else 0
+        print(
+            f"\ninterrupted: {done} images are in complete shards in {cfg.out_dir}; run the same command "
+            "again to continue (finished images are skipped)",
+            file=sys.stderr,
+        )
+        return 130
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -419,24 +523,40 @@ def prepare_main(argv: list[str] | None = None) -> int:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """``scripts/train.py``: exit code 0 when training finished, 2 when it could not start."""
+    """``scripts/train.py``: 0 when training finished, 2 when it could not start, 130 when interrupted."""
     p = argparse.ArgumentParser(
         prog="scripts/train.py",
-        description="Fine-tune PURE (LoRA or full). Settings: the schema in pure/config.py (TrainConfig), "
-        "then --config, then key=value overrides. Multi-GPU and multi-node: run it under "
-        "`accelerate launch` with a config from configs/accelerate/.",
+        description="Fine-tune PURE (LoRA or full). Settings: the schema in pure/config.py (TrainConfig, "
+        "listed by --help-config), then --config, then key=value overrides. Multi-GPU and multi-node: "
+        "run it under `accelerate launch` with a config from configs/accelerate/.",
     )
-    p.add_argument(
-        "--config", help="YAML file, e.g. configs/train_tiny_lora.yaml or configs/train_lora_x4.yaml"
+    _add_settings_arguments(
+        p, TrainConfig, "YAML file, e.g. configs/train_tiny_lora.yaml or configs/train_lora_x4.yaml"
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=1e-4 resume=latest")
     args = p.parse_args(argv)
+    cfg, code = _start(TrainConfig, args, [], output_key="output_dir")
+    if code is not None:
+        return code
+    from pure.download import WeightsMissingError, locate
+    from pure.model import CheckpointError
+    from pure.train import checkpoints, train
+    from pure.vq import VQCheckpointError
+
     try:
-        cfg = load_config(TrainConfig, args.config, args.overrides)
-        train(cfg)
-    except (ValueError, CheckpointError, VQCheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        train(locate(cfg, cfg.models))
+    except (ValueError, CheckpointError, VQCheckpointError, FileNotFoundError, WeightsMissingError) as err:
+        return _error(err)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            saved = checkpoints(cfg.output_dir)
+            done = (
+                f"the last checkpoint is {saved[-1]}; continue with the same command and resume=latest"
+                if saved
+                else f"no checkpoint was written yet (save_every={cfg.save_every})"
+            )
+            print(f"\ninterrupted: {done}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -456,10 +576,60 @@ def merge_main(argv: list[str] | None = None) -> int:
         help="dtype of the saved weights (default bfloat16)",
     )
     args = p.parse_args(argv)
+    from pure.model import CheckpointError
+    from pure.train import merge_adapter
+
     try:
         folder = merge_adapter(args.checkpoint, args.output, args.dtype)
     except (ConfigError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(err)
     print(f"merged model: {folder}")
+    return 0
+
+
+def download_main(argv: list[str] | None = None) -> int:
+    """``scripts/download.py``: fetch the weights runs need into one folder; 0 done, 1 a download failed."""
+    p = argparse.ArgumentParser(
+        prog="scripts/download.py",
+        description="On a machine with internet access, download weights into one folder; copy it to "
+        "machines without access and pass it to any script as --models DIR (or models=DIR). Without "
+        "SOURCE or --config: what scripts/infer.py needs by default (nonwhy/PURE and the VQ tokenizer).",
+    )
+    p.add_argument("folder", help="the models folder, e.g. models")
+    p.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="a Hugging Face repo id (a whole model folder) or repo_id:filename (one file)",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="a YAML file of any script (e.g. configs/train_full_x4.yaml): fetch the weights it names",
+    )
+    p.add_argument("--list", action="store_true", help="print the equivalent hf download commands and exit")
+    args = p.parse_args(argv)
+    from pure.download import HubWeights, config_weights, download, hub_weights, parse_source
+
+    try:
+        wanted = [parse_source(source) for source in args.sources]
+        wanted += [w for path in args.config for w in config_weights(path)]
+        wanted = wanted or hub_weights(load_config(InferConfig))
+    except ValueError as err:
+        return _error(err)
+    chosen: dict[tuple[str, str], HubWeights] = {}
+    for weights in sorted(wanted, key=lambda w: -len(w.patterns)):  # a whole model covers its tokenizer
+        chosen.setdefault((weights.repo, weights.filename), weights)
+    unique = list(chosen.values())
+    if args.list:
+        print("\n".join(w.command(Path(args.folder)) for w in unique))
+        return 0
+    try:
+        paths = download(unique, args.folder)
+    except Exception as err:  # network, auth and not-found errors have different types
+        print(f"error: could not download ({type(err).__name__}: {err})", file=sys.stderr)
+        return 1
+    print("\n".join(f"{w.source} -> {path}" for w, path in zip(unique, paths, strict=True)))
+    print(f"copy {args.folder}/ to where the runs are and pass --models {args.folder}")
     return 0

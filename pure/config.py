@@ -10,6 +10,11 @@ Each component receives only its own slice (``cfg.sampling``, ``cfg.vq``, ...).
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -124,6 +129,9 @@ class InferConfig:
     """Device: auto (CUDA when available), cpu, cuda, cuda:N."""
     dtype: str = "bfloat16"
     """Backbone dtype on the GPU: bfloat16, float16 or float32 (CPU always uses float32)."""
+    models: str = ""
+    """Folder written by ``scripts/download.py`` (``DIR/<repo id>/...``): hub sources are read from it when it
+    holds them, else from the Hugging Face cache or the hub."""
 
 
 def load_config(
@@ -162,6 +170,38 @@ def load_config(
 def to_yaml(cfg: object) -> str:
     """The resolved config as YAML text (saved next to checkpoints and outputs)."""
     return OmegaConf.to_yaml(cfg)
+
+
+def field_docs(schema: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (the string literal that follows it in the source)."""
+    body = ast.parse(inspect.getsource(schema)).body[0].body
+    docs = {}
+    for statement, following in zip(body, body[1:], strict=False):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[statement.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def schema_help(schema: type, prefix: str = "") -> str:
+    """Every key of ``schema`` (dotted, as ``key=value`` overrides name them) with its type, default and
+    docstring: plain keys first, then each section: the text of ``--help-config``."""
+    docs, hints = field_docs(schema), typing.get_type_hints(schema)
+    keys, sections = [], []
+    for item in dataclasses.fields(schema):
+        key, kind = prefix + item.name, hints[item.name]
+        if dataclasses.is_dataclass(kind):
+            sections += ["", f"{key}: {docs.get(item.name, '')}", schema_help(kind, key + ".")]
+            continue
+        default = item.default if item.default_factory is dataclasses.MISSING else item.default_factory()
+        type_name = kind.__name__ if typing.get_origin(kind) is None else str(kind)
+        keys += [f"  {key} ({type_name}) = {json.dumps(default)}", f"      {docs.get(item.name, '')}"]
+    return "\n".join(keys + sections).strip("\n")
 
 
 def _kernel_types() -> list[str]:
@@ -297,6 +337,9 @@ class PrepareConfig:
     """Degradation parameters -> severities."""
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     """Content descriptions."""
+    models: str = ""
+    """Folder written by ``scripts/download.py`` (``DIR/<repo id>/...``): hub sources are read from it when it
+    holds them, else from the Hugging Face cache or the hub."""
 
 
 @dataclass
@@ -399,6 +442,9 @@ class TrainConfig:
     extended to it (e.g. PURE's 73,728 entries over a smaller base)."""
     output_dir: str = "outputs/train"
     """Folder for checkpoints, the resolved config and logs."""
+    models: str = ""
+    """Folder written by ``scripts/download.py`` (``DIR/<repo id>/...``): hub sources are read from it when it
+    holds them, else from the Hugging Face cache or the hub."""
     epochs: float = 2.0
     """Passes over the data (fractions allowed)."""
     max_steps: int = 0

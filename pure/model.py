@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,23 +31,11 @@ from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.chameleon.modeling_chameleon import ChameleonModel, ChameleonRotaryEmbedding
 
+from pure.download import CHECKPOINT_FILES
 from pure.sequence import IGNORE_INDEX
 from pure.vocab import Vocab, VocabError, image_names_from_files
 
 DEFAULT_SOURCE = "nonwhy/PURE"
-CHECKPOINT_FILES = [
-    "config.json",
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "tokenizer*",
-    "special_tokens_map.json",
-    "text_tokenizer.json",
-    "*.model",
-    "vocab*",
-    "merges.txt",
-    "added_tokens.json",
-]
-"""What a model folder needs: weights, config and every file a tokenizer may be made of (no other weights)."""
 CACHE_ARG = "cache" if "cache" in inspect.signature(ChameleonModel.forward).parameters else "past_key_values"
 """transformers 5.2x renamed ``past_key_values`` to ``cache``; we accept and pass on either."""
 IGNORED_PREFIXES = ("model.vqmodel.",)
@@ -138,12 +129,34 @@ def resolve_source(source: str, revision: str = "main") -> Path:
     except Exception as err:  # offline, no cache, network or auth errors all end here
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         raise CheckpointError(
-            f"could not obtain the model {source!r}{' (HF_HUB_OFFLINE is set)' if offline else ''}: {err}\n"
-            f"Download it on a machine with internet access:\n"
-            f"    huggingface-cli download {source} --local-dir models/{source.split('/')[-1]}\n"
-            f"then pass that folder (e.g. --model models/{source.split('/')[-1]}), "
-            f"or copy it into the Hugging Face cache."
+            f"could not obtain the model {source!r}{' (HF_HUB_OFFLINE is set)' if offline else ''}: "
+            f"{(str(err).splitlines() or [type(err).__name__])[0].rstrip('.')}. On a machine with internet "
+            f"access run `python scripts/download.py models {source}` (`--list` shows the hf download "
+            "commands), copy models/ here and pass --models models"
         ) from err
+
+
+@contextmanager
+def quiet_peft():
+    """Import and use peft without two notices that ask nothing of the user:
+
+    - peft imports bitsandbytes whenever it is installed (pyiqa requires it), and bitsandbytes logs on
+      CPUs with AVX512-BF16 that its 4-bit CPU kernels need ``pip install kernels``; nothing here uses
+      4-bit layers;
+    - peft reads ``model.is_gradient_checkpointing``, which transformers 5 deprecates with a
+      ``FutureWarning`` (ours is ``activation_checkpointing_enable``).
+    """
+    logger = logging.getLogger("bitsandbytes")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            import peft  # noqa: F401  (bitsandbytes logs while peft imports it)
+
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def read_config(folder: Path) -> ChameleonConfig:

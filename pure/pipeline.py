@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 from pure.colorfix import color_fix
 from pure.config import BackboneConfig, InferConfig, RestoreConfig, SamplingConfig
 from pure.generate import generate
-from pure.model import load_backbone, load_tokenizer, load_vocab, resolve_source
+from pure.model import load_backbone, load_tokenizer, load_vocab, quiet_peft, resolve_source
 from pure.sequence import TextTokenizer, conversation, split_answer
 from pure.tiling import TileBlender, output_size, pad_to, padded_size, tile_boxes
 from pure.tiny import write_tiny_checkpoint
@@ -116,9 +116,10 @@ class Restorer:
         folder = backbone_folder(cfg.backbone)
         model = load_backbone(str(folder), device=device, dtype=dtype)
         if cfg.backbone.adapter:
-            from peft import PeftModel
+            with quiet_peft():
+                from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, cfg.backbone.adapter).merge_and_unload()
+                model = PeftModel.from_pretrained(model, cfg.backbone.adapter).merge_and_unload()
         tokenizer = load_tokenizer(str(folder))
         vocab = load_vocab(tokenizer, str(folder))
         vq = load_vq(cfg.vq.source, device=device, cfg=cfg.vq)

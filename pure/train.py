@@ -57,7 +57,7 @@ from pure.config import (
 )
 from pure.data.datasets import ShardDataset, collate
 from pure.examples import ImageFolderExamples
-from pure.model import CheckpointError, load_backbone, load_tokenizer, load_vocab
+from pure.model import CheckpointError, load_backbone, load_tokenizer, load_vocab, quiet_peft
 from pure.pipeline import backbone_folder
 from pure.tiny import write_backbone_checkpoint
 from pure.vocab import Vocab
@@ -152,16 +152,17 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, rows: list[int]) -> nn.Module:
 
     Trainable parameters are cast to fp32, whatever the frozen base's dtype.
     """
-    from peft import LoraConfig, get_peft_model
+    with quiet_peft():
+        from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules),
-        trainable_token_indices={"embed_tokens": rows, "lm_head": rows} if rows else None,
-    )
-    model = get_peft_model(model, config)
+        config = LoraConfig(
+            r=cfg.rank,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=list(cfg.target_modules),
+            trainable_token_indices={"embed_tokens": rows, "lm_head": rows} if rows else None,
+        )
+        model = get_peft_model(model, config)
     for param in model.parameters():
         if param.requires_grad:
             param.data = param.data.float()
@@ -285,8 +286,6 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
 
     ``checkpoint`` is a checkpoint folder (``checkpoints/step-NNNNNN``) or its ``adapter/`` folder.
     """
-    from peft import PeftModel
-
     checkpoint = Path(checkpoint)
     if checkpoint.name == "adapter" and (checkpoint.parent / "config.yaml").is_file():
         checkpoint = checkpoint.parent
@@ -300,7 +299,10 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
         raise ConfigError(f"{checkpoint} is a full fine-tune: its model/ folder is already standalone")
     tokenizer, vocab = load_tokenizer_and_vocab(cfg.backbone, cfg.tokenizer)
     model, _ = load_for_training(cfg.backbone, "cpu", getattr(torch, dtype), vocab.size)
-    model = PeftModel.from_pretrained(model, str(checkpoint / "adapter")).merge_and_unload()
+    with quiet_peft():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(checkpoint / "adapter")).merge_and_unload()
     return save_model_folder(model.state_dict(), source_config(cfg.backbone), tokenizer, Path(output))
 
 

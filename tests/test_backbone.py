@@ -142,7 +142,7 @@ def test_missing_folder_and_offline_repo(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(CheckpointError, match="huggingface-cli download nonwhy/PURE"):
+    with pytest.raises(CheckpointError, match=r"run `python scripts/download.py models nonwhy/PURE`"):
         load_backbone("nonwhy/PURE")
 
 

@@ -150,7 +150,7 @@ def test_default_model_offline_fails_fast_with_instructions(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "huggingface-cli download nonwhy/PURE" in proc.stderr
+    assert "python scripts/download.py models nonwhy/PURE" in proc.stderr
 
 
 def test_help_explains_every_flag():

@@ -1,0 +1,180 @@
+"""Every weight file a run needs: which hub files, whether they are on this machine, and how to get them.
+
+A run names its weights by hub source (``backbone.source: nonwhy/PURE``, ``vq.source:
+FoundationVision/LlamaGen:vq_ds8_c2i.pt``, ``tokenizer``). Before anything loads, :func:`locate`
+finds each one in the models folder (``models=DIR``, written by ``scripts/download.py``), else in
+the Hugging Face cache, else downloads it; whatever cannot be had is reported in one
+:class:`WeightsMissingError` that lists every missing file and the commands that fetch them all.
+
+A models folder mirrors repo ids: ``DIR/nonwhy/PURE/`` (a model folder) and
+``DIR/FoundationVision/LlamaGen/vq_ds8_c2i.pt`` (a single file).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import OmegaConf
+
+T = TypeVar("T")
+TOKENIZER_FILES = [
+    "config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "text_tokenizer.json",
+    "*.model",
+    "vocab*",
+    "merges.txt",
+    "added_tokens.json",
+]
+"""Every file a tokenizer may be made of, and config.json (whose ``vocabulary_map`` may name image tokens)."""
+CHECKPOINT_FILES = [*TOKENIZER_FILES, "*.safetensors", "*.safetensors.index.json"]
+"""What a model folder needs: weights, config and tokenizer files (no other weights)."""
+
+
+class WeightsMissingError(FileNotFoundError):
+    """Some weights a run needs are neither in the models folder, nor cached, nor downloadable."""
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    """One thing to fetch from the Hugging Face hub: a whole model folder, or one file of a repo."""
+
+    key: str
+    """The config key that names it (``backbone.source``, ``vq.source``, ``tokenizer``)."""
+    repo: str
+    """The repo id."""
+    filename: str = ""
+    """The file, for a single-file source; empty for a folder (the files ``patterns`` match)."""
+    revision: str = "main"
+    """Branch, tag or commit."""
+    patterns: tuple[str, ...] = tuple(CHECKPOINT_FILES)
+    """Files of a folder source: a whole model, or only its tokenizer (:data:`TOKENIZER_FILES`)."""
+
+    @property
+    def source(self) -> str:
+        """The value the config holds: ``repo`` or ``repo:filename``."""
+        return f"{self.repo}:{self.filename}" if self.filename else self.repo
+
+    def local(self, models: Path) -> Path:
+        """Where it lies in a models folder."""
+        return models / self.repo / self.filename if self.filename else models / self.repo
+
+    def present(self, models: Path) -> bool:
+        """Whether the models folder holds it: the file, or a folder with config.json (and weights, when
+        they are wanted)."""
+        path = self.local(models)
+        if self.filename:
+            return path.is_file()
+        weights = ("model.safetensors", "model.safetensors.index.json")
+        wanted = "*.safetensors" in self.patterns
+        return (path / "config.json").is_file() and (not wanted or any((path / w).is_file() for w in weights))
+
+    def command(self, models: Path) -> str:
+        """The ``hf download`` command that puts it into ``models``."""
+        revision = f" --revision {self.revision}" if self.revision != "main" else ""
+        if self.filename:
+            return f"hf download {self.repo} {self.filename}{revision} --local-dir {models / self.repo}"
+        include = " ".join(f'--include "{pattern}"' for pattern in self.patterns)
+        return f"hf download {self.repo}{revision} {include} --local-dir {self.local(models)}"
+
+    def fetch(self, local_dir: Path | None = None) -> Path:
+        """Download it (into ``local_dir``, or the Hugging Face cache, where a cached copy is used as is)."""
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        target = {"local_dir": str(local_dir)} if local_dir is not None else {}
+        if self.filename:
+            return Path(hf_hub_download(self.repo, self.filename, revision=self.revision, **target))
+        return Path(
+            snapshot_download(self.repo, revision=self.revision, allow_patterns=list(self.patterns), **target)
+        )
+
+
+def _is_repo_id(source: str) -> bool:
+    return source.count("/") == 1 and not source.startswith((".", "/", "~")) and not Path(source).exists()
+
+
+def parse_source(source: str, key: str = "") -> HubWeights:
+    """``repo`` (a model folder) or ``repo:filename`` (one file) as :class:`HubWeights`."""
+    repo, _, filename = source.partition(":")
+    if repo.count("/") != 1:
+        raise ValueError(f"{source!r} is not a Hugging Face repo id (owner/name) or repo_id:filename")
+    return HubWeights(key or source, repo, filename)
+
+
+def hub_weights(cfg, backbone_weights: bool = True) -> list[HubWeights]:
+    """The hub sources a config names (``backbone``, ``vq`` and, for training, ``tokenizer``); local
+    paths and ``tiny`` need nothing. ``backbone_weights=False``: only the backbone's tokenizer files
+    (data preparation writes text with it, it loads no weights)."""
+    revision = cfg.backbone.revision
+    found = []
+    if _is_repo_id(cfg.backbone.source):
+        patterns = tuple(CHECKPOINT_FILES if backbone_weights else TOKENIZER_FILES)
+        found.append(HubWeights("backbone.source", cfg.backbone.source, revision=revision, patterns=patterns))
+    tokenizer = getattr(cfg, "tokenizer", "")
+    if tokenizer and _is_repo_id(tokenizer):
+        found.append(HubWeights("tokenizer", tokenizer, patterns=tuple(TOKENIZER_FILES)))
+    repo, sep, filename = cfg.vq.source.partition(":")
+    if sep and repo and filename and not Path(cfg.vq.source).exists():
+        found.append(HubWeights("vq.source", repo, filename))
+    return found
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no", "off")
+
+
+def missing_message(missing: list[HubWeights], models: Path) -> str:
+    """One message listing every missing file with the commands that fetch them all."""
+    why = " (HF_HUB_OFFLINE is set)" if _offline() else ""
+    lines = [f"the weights this run needs are not on this machine and could not be downloaded{why}:"]
+    lines += [f"  {w.key}: {w.source}" for w in missing]
+    lines += [
+        f"On a machine with internet access, fetch them into one folder ({models}/):",
+        f"  python scripts/download.py {models}" + "".join(f" {w.source}" for w in missing),
+        "or with the Hugging Face CLI:",
+        *(f"  {w.command(models)}" for w in missing),
+        f"then copy {models}/ to this machine and pass --models {models} (or models={models}).",
+    ]
+    return "\n".join(lines)
+
+
+def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
+    """``cfg`` with every hub source replaced by a local path: from ``models`` when it holds it, else
+    from the Hugging Face cache or a download. Raises :class:`WeightsMissingError` listing all that
+    could not be had, before anything is loaded (``backbone_weights``: see :func:`hub_weights`)."""
+    folder = Path(models) if models else None
+    found, missing = {}, []
+    for weights in hub_weights(cfg, backbone_weights):
+        if folder is not None and weights.present(folder):
+            found[weights.key] = weights.local(folder)
+            continue
+        try:
+            found[weights.key] = weights.fetch()
+        except Exception:  # offline, no cache, network, auth and not-found errors have different types
+            missing.append(weights)
+    if missing:
+        raise WeightsMissingError(missing_message(missing, folder or Path("models")))
+    located = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in found.items()]))
+    return located  # type: ignore[return-value]
+
+
+def config_weights(path: str | Path) -> list[HubWeights]:
+    """What a YAML file of any script names (infer, prepare_data or train: the first schema it fits)."""
+    from pure.config import ConfigError, InferConfig, PrepareConfig, TrainConfig, load_config
+
+    for schema, backbone_weights in ((InferConfig, True), (TrainConfig, True), (PrepareConfig, False)):
+        try:
+            return hub_weights(load_config(schema, path), backbone_weights)
+        except ConfigError:
+            continue
+    raise ConfigError(f"{path} fits none of the scripts' settings (see any script's --help-config)")
+
+
+def download(weights: list[HubWeights], models: str | Path) -> list[Path]:
+    """Fetch each into the models folder (what ``scripts/download.py`` does); returns the local paths."""
+    folder = Path(models)
+    return [w.fetch(w.local(folder).parent if w.filename else w.local(folder)) for w in weights]

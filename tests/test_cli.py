@@ -1,0 +1,170 @@
+"""What the scripts say before and around the work: --print-config,
+--help-config, weights that are missing offline (one message, commands that exist), scripts/download.py
+and --models, output folders that are files, Ctrl-C, and peft's start-up notices."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import yaml
+
+from pure.cli import download_main, prepare_main, train_main
+from pure.config import InferConfig, load_config
+from pure.download import CHECKPOINT_FILES, hub_weights, locate
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_LORA = str(ROOT / "configs" / "train_tiny_lora.yaml")
+PREPARE_TINY = str(ROOT / "configs" / "prepare_tiny.yaml")
+
+
+def test_print_config_prints_the_resolved_yaml(capsys):
+    assert train_main(["--config", TINY_LORA, "--print-config", "max_steps=3", "--models", "w"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["max_steps"] == 3 and printed["models"] == "w" and printed["backbone"]["source"] == "tiny"
+    assert prepare_main(["--config", PREPARE_TINY, "--out", "elsewhere", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["out_dir"] == "elsewhere"
+
+
+def test_help_config_lists_every_key_with_its_docstring(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--help-config"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert '  optim.lr (float) = 0.0004\n      Peak learning rate, reached at the end of warm-up.' in text
+    assert "  lora.target_modules (list[str]) = " in text and "  resume (str) = " in text
+
+
+def test_output_folder_that_is_a_file_is_one_line_before_loading(tmp_path, capsys):
+    afile = tmp_path / "restored.png"
+    afile.write_text("x")
+    assert train_main(["--config", TINY_LORA, f"output_dir={afile / 'run'}"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: output_dir={afile / 'run'}: {afile} is a file, not a folder; choose a folder\n"
+    )
+    assert prepare_main(["--config", PREPARE_TINY, "--out", str(afile)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_interrupted_train_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    import pure.train
+
+    def interrupted(cfg):
+        (Path(cfg.output_dir) / "checkpoints" / "step-000002").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pure.train, "train", interrupted)
+    assert train_main(["--config", TINY_LORA, f"output_dir={tmp_path}"]) == 130
+    last = tmp_path / "checkpoints" / "step-000002"
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted: the last checkpoint is {last}; continue with the same command and resume=latest"
+    )
+
+
+def test_interrupted_prepare_says_what_is_kept(tmp_path, monkeypatch, capsys):
+    import pure.data.prepare
+
+    def interrupted(cfg, progress):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pure.data.prepare, "prepare", interrupted)
+    assert prepare_main(["--config", PREPARE_TINY, "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted: 0 images are in complete shards in {tmp_path}; run the same command again to "
+        "continue (finished images are skipped)"
+    )
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """The real huggingface_hub, offline, with an empty cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """huggingface_hub's two download functions, writing small files where the real ones would."""
+    calls = []
+
+    def snapshot_download(repo_id, revision="main", allow_patterns=None, local_dir=None, **kwargs):
+        calls.append(("snapshot", repo_id, list(allow_patterns or []), local_dir))
+        folder = Path(local_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            (folder / name).write_text("{}")
+        return str(folder)
+
+    def hf_hub_download(repo_id, filename, revision="main", local_dir=None, **kwargs):
+        calls.append(("file", repo_id, filename, local_dir))
+        path = Path(local_dir) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights")
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    return calls
+
+
+def test_the_hf_commands_of_the_message_run_with_the_installed_cli(fake_hub, monkeypatch, tmp_path):
+    """Each printed ``hf download`` line parses with the installed huggingface_hub's own CLI and asks
+    for what scripts/download.py fetches."""
+    import huggingface_hub.cli.download as hf_download
+    from huggingface_hub.cli.hf import main as hf_main
+
+    monkeypatch.setattr(hf_download, "snapshot_download", huggingface_hub.snapshot_download)
+    monkeypatch.setattr(hf_download, "hf_hub_download", huggingface_hub.hf_hub_download)
+    monkeypatch.chdir(tmp_path)
+    for weights in hub_weights(load_config(InferConfig)):
+        monkeypatch.setattr(sys, "argv", shlex.split(weights.command(Path("models"))))
+        with pytest.raises(SystemExit) as exit_:
+            hf_main()
+        assert exit_.value.code in (0, None)
+    assert fake_hub == [
+        ("snapshot", "nonwhy/PURE", CHECKPOINT_FILES, "models/nonwhy/PURE"),
+        ("file", "FoundationVision/LlamaGen", "vq_ds8_c2i.pt", "models/FoundationVision/LlamaGen"),
+    ]
+
+
+def test_download_then_models_folder_is_used_offline(tmp_path, fake_hub, monkeypatch, capsys):
+    models = tmp_path / "models"
+    assert download_main([str(models)]) == 0
+    assert f"pass --models {models}" in capsys.readouterr().out
+    assert (models / "nonwhy" / "PURE" / "model.safetensors").is_file()
+    assert (models / "FoundationVision" / "LlamaGen" / "vq_ds8_c2i.pt").is_file()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", None)  # nothing may come from the hub now
+    cfg = locate(load_config(InferConfig, overrides=[f"models={models}"]), models)
+    assert cfg.backbone.source == str(models / "nonwhy" / "PURE")
+    assert cfg.vq.source == str(models / "FoundationVision" / "LlamaGen" / "vq_ds8_c2i.pt")
+
+
+def test_download_of_a_training_config_fetches_base_tokenizer_and_vq(tmp_path, fake_hub, capsys):
+    config = str(ROOT / "configs" / "train_full_x4.yaml")
+    assert download_main([str(tmp_path), "--config", config, "--list"]) == 0
+    lines = {line.split()[2]: line for line in capsys.readouterr().out.splitlines()}
+    assert sorted(lines) == ["Alpha-VLLM/Lumina-mGPT-7B-512", "FoundationVision/LlamaGen", "nonwhy/PURE"]
+    assert "*.safetensors" in lines["Alpha-VLLM/Lumina-mGPT-7B-512"]
+    assert "*.safetensors" not in lines["nonwhy/PURE"]  # the tokenizer only
+    assert fake_hub == []
+    assert download_main([str(tmp_path), "not-a-repo"]) == 2
+
+
+def test_peft_loads_without_notices():
+    """No "pip install kernels" from bitsandbytes, no FutureWarning about gradient checkpointing."""
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('error', FutureWarning)\n"
+        "from pure.config import BackboneConfig, LoRAConfig\n"
+        "from pure.model import load_backbone\n"
+        "from pure.pipeline import backbone_folder\n"
+        "from pure.train import apply_lora\n"
+        "apply_lora(load_backbone(str(backbone_folder(BackboneConfig(source='tiny')))), LoRAConfig(), [])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == ""

@@ -111,6 +111,9 @@ class RestoreConfig:
     """Optional description (or whole text answer) that steers restoration; empty = the model's own."""
     max_text_tokens: int = 512
     """Text tokens an answer may write before its image is opened (the image size is always the tile's)."""
+    compile: str = "auto"
+    """Capture each decoding step as a CUDA graph: auto (on CUDA), on, off. CPU runs are always eager;
+    the tokens are the same either way."""
 
 
 @dataclass

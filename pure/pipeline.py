@@ -104,6 +104,8 @@ class Restorer:
     ) -> None:
         if restore.tile % GRID_PX:
             raise ValueError(f"restore.tile={restore.tile} must be a multiple of {GRID_PX}")
+        if restore.compile not in ("auto", "on", "off"):
+            raise ValueError(f"restore.compile={restore.compile!r} must be auto, on or off")
         self.model, self.tokenizer, self.vocab, self.vq = model, tokenizer, vocab, vq
         self.sampling, self.settings = sampling, restore
         self.model_revision = model_revision
@@ -159,17 +161,17 @@ class Restorer:
             ]
             timings["encode"] += time.perf_counter() - tick
             tick = time.perf_counter()
-            generators = [torch.Generator(device).manual_seed(seed + first + i) for i in range(len(batch))]
             out = generate(
                 self.model,
                 [p.to(device) for p in prompts],
                 self.vocab,
                 self.sampling,
-                generators,
+                seeds=[seed + first + i for i in range(len(batch))],
                 on_step=on_step,
                 image_grids=(tile // GRID_PX, tile // GRID_PX),
                 max_text_tokens=settings.max_text_tokens,
                 stop_after_image=True,
+                cuda_graph=settings.compile == "on" or (settings.compile == "auto" and device.type == "cuda"),
             )
             timings["generate"] += time.perf_counter() - tick
             tick = time.perf_counter()

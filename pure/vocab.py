@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -84,6 +84,11 @@ class Vocab:
     code_to_id: torch.Tensor
     id_to_code: torch.Tensor
     grids_of_id: torch.Tensor
+    is_image: torch.Tensor = field(init=False, repr=False)
+    """``[vocab_size]`` bool, True at image tokens (derived from ``id_to_code``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_image", self.id_to_code >= 0)
 
     @classmethod
     def from_names(
@@ -129,9 +134,16 @@ class Vocab:
             grids_of_id=grids_of_id,
         )
 
+    def to(self, device: torch.device | str) -> Vocab:
+        """The same vocabulary with its tables on ``device`` (the decode loop keeps them there)."""
+        tables = {
+            name: getattr(self, name).to(device) for name in ("code_to_id", "id_to_code", "grids_of_id")
+        }
+        return replace(self, **tables)
+
     def size_token(self, n_grids: int) -> int:
         """Token id that says an image side is ``n_grids * 32`` pixels."""
-        hits = (self.grids_of_id == n_grids).nonzero()
+        hits = (self.grids_of_id.cpu() == n_grids).nonzero()
         if len(hits) != 1:
             raise VocabError(
                 f"no size token {size_token_name(n_grids)} for {n_grids} grids in the vocabulary"
@@ -143,10 +155,6 @@ class Vocab:
         """``[16384]`` sorted token ids of all image tokens."""
         return self.code_to_id.sort().values
 
-    @cached_property
-    def is_image(self) -> torch.Tensor:
-        """``[vocab_size]`` bool, True at image tokens."""
-        return self.id_to_code >= 0
 
     def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
         """VQ codes (any shape, int64) -> token ids (same shape)."""

@@ -12,13 +12,13 @@ from pure.sampling import (
     ImageState,
     adaptive_top_k,
     advance,
-    apply_temperature,
+    counter_uniform,
     draw,
     entropy,
     guidance,
     image_grammar,
     initial_state,
-    top_k_mask,
+    top_k_candidates,
 )
 from pure.tiny import synthetic_vocabulary
 from pure.vocab import Vocab
@@ -63,10 +63,15 @@ def test_every_reference_state(sampler, vocab):
             k = adaptive_top_k(h, state.open, text_top_k=text_k)
             if text_k == 1:
                 assert int(k[0]) == state_meta["k"], state_meta["name"]
-            kept = torch.isfinite(top_k_mask(mm, k))[0]
+            values, ids = top_k_candidates(mm, k, k_cap=2000)
+            kept = torch.zeros(73728, dtype=torch.bool)
+            kept[ids[0][torch.isfinite(values[0])]] = True
             assert torch.equal(kept, _keep(arrays, f"s{i:02d}_{key}") & torch.isfinite(mm[0])), state_meta[
                 "name"
             ]
+            torch.testing.assert_close(
+                values[0][torch.isfinite(values[0])], mm[0][ids[0]][torch.isfinite(values[0])]
+            )
 
 
 def test_entropy_to_k_table(reference_dir):
@@ -115,13 +120,16 @@ def test_guidance_formula_and_identity():
 
 def test_top_k_keeps_ties_and_per_row_k():
     scores = torch.tensor([[1.0, 3.0, 3.0, 2.0], [4.0, 1.0, 2.0, 3.0]])
-    out = top_k_mask(scores, torch.tensor([1, 3]))
-    assert torch.isfinite(out).tolist() == [[False, True, True, False], [True, False, True, True]]
+    values, ids = top_k_candidates(scores, torch.tensor([1, 3]), k_cap=4)
+    kept = [sorted(i[torch.isfinite(v)].tolist()) for v, i in zip(values, ids, strict=True)]
+    assert kept == [[1, 2], [0, 2, 3]]
 
 
 def test_draw_is_seeded_and_respects_mask():
-    scores = apply_temperature(torch.tensor([[0.0, float("-inf"), 1.0, float("-inf")]] * 2), 0.9)
-    a = draw(scores, [torch.Generator().manual_seed(s) for s in (1, 2)])
-    b = draw(scores, [torch.Generator().manual_seed(s) for s in (1, 2)])
-    assert torch.equal(a, b)
-    assert set(a.tolist()) <= {0, 2}
+    values, ids = top_k_candidates(
+        torch.tensor([[0.0, float("-inf"), 1.0, float("-inf")]] * 2), torch.tensor([4, 4]), 4
+    )
+    u = counter_uniform(torch.tensor([1, 2]), torch.tensor(7), ids)
+    assert torch.equal(u, counter_uniform(torch.tensor([1, 2]), 7, ids))
+    assert ((u > 0) & (u < 1)).all() and not torch.equal(u[0], u[1])
+    assert set(draw(values / 0.9, ids, u).tolist()) <= {0, 2}

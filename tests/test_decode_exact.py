@@ -1,0 +1,170 @@
+"""The static-cache decode loop is exact: same tokens as the former loop, same candidates and
+probabilities at every step, batch-independent rows, cached logits equal to full forwards, a draw
+with the right distribution, and a step with no host synchronisation (traceable as one graph)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from scipy.stats import chisquare
+from transformers import ChameleonConfig
+
+from pure.config import SamplingConfig
+from pure.generate import _start, _step, cache_lengths, generate, use_guided_attention
+from pure.kv_cache import GuidedKVCache
+from pure.model import load_backbone, load_tokenizer, load_vocab
+from pure.sampling import counter_uniform, draw
+from pure.sequence import block_length, conversation
+from pure.tiny import synthetic_vocabulary, tiny_backbone_config, tiny_tokenizer, write_tiny_checkpoint
+from pure.vocab import Vocab
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from baseline_generate import baseline_generate  # noqa: E402
+
+PIPELINE = dict(image_grids=(2, 2), max_text_tokens=5, stop_after_image=True)
+"""How the restoration pipeline calls the loop (a forced 64 px image after at most 5 text tokens)."""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = str(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=5))
+    tokenizer = load_tokenizer(folder)
+    return load_backbone(folder, dtype=torch.float32), tokenizer, load_vocab(tokenizer, folder)
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny):
+    """Two prompts of different lengths; the second has its own answer text (so starts elsewhere)."""
+    _, tokenizer, vocab = tiny
+    lq = torch.randint(0, 16384, (8, 8), generator=torch.Generator().manual_seed(1))
+    first, _ = conversation(tokenizer, vocab, lq)
+    second, _ = conversation(tokenizer, vocab, lq[:4, :4], answer_text="Small blur. A cat.")
+    return [first, second]
+
+
+@pytest.mark.parametrize("layout", [PIPELINE, dict(image_grids=(2, 2), max_text_tokens=3), {}])
+def test_same_tokens_as_the_former_loop(tiny, prompts, layout):
+    """fp32, guidance on, the same counter-based draw: every token identical, rules' outputs equal."""
+    model, _, vocab = tiny
+    sampling = SamplingConfig(max_new_tokens=90)
+    new = generate(model, prompts, vocab, sampling, seeds=[3, 4], **layout)
+    old = baseline_generate(model, prompts, vocab, sampling, seeds=[3, 4], draw_from="counter", **layout)
+    for b in range(2):
+        assert torch.equal(new.ids[b], old.ids[b])
+        assert torch.equal(new.kept[b], old.kept[b])
+        torch.testing.assert_close(new.entropy[b], old.entropy[b], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(new.p_token[b], old.p_token[b], rtol=1e-4, atol=1e-9)
+
+
+def test_same_candidates_and_probabilities_as_the_former_loop_at_every_step(tiny, prompts):
+    """Feeding both loops the same tokens (the former loop with its own per-row torch generators):
+    the rules keep the same candidates with the same probabilities at every step."""
+    model, _, vocab = tiny
+    sampling = SamplingConfig(max_new_tokens=90)
+    sampled = generate(model, prompts, vocab, sampling, seeds=[5, 6], **PIPELINE)
+    new = generate(model, prompts, vocab, sampling, teacher=sampled.ids, **PIPELINE)
+    old = baseline_generate(model, prompts, vocab, sampling, teacher=sampled.ids, **PIPELINE)
+    for b in range(2):
+        assert len(new.kept[b]) == len(sampled.ids[b]) > 60
+        assert torch.equal(new.kept[b], old.kept[b])
+        torch.testing.assert_close(new.p_token[b], old.p_token[b], rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(new.p_token[b], sampled.p_token[b], rtol=1e-5, atol=1e-9)
+        assert (new.p_token[b] > 0).all()
+
+
+def test_batched_rows_equal_single_rows(tiny, prompts):
+    model, _, vocab = tiny
+    sampling = SamplingConfig(max_new_tokens=90)
+    batched = generate(model, prompts, vocab, sampling, seeds=[7, 8], **PIPELINE)
+    for b, prompt in enumerate(prompts):
+        single = generate(model, [prompt], vocab, sampling, seeds=[7 + b], **PIPELINE)
+        assert torch.equal(batched.ids[b], single.ids[0])
+
+
+def test_static_cache_logits_equal_full_forward_logits(tiny, prompts):
+    """Rows at different grammar positions in one batch (one still writing text, one inside its
+    image): after every step, the conditional logits equal a full forward of the whole sequence and
+    the unconditional logits a full forward of the open image alone, positions from 0."""
+    model, _, vocab = tiny
+    sampling = SamplingConfig(max_new_tokens=40)
+    answer = generate(model, [prompts[0]], vocab, sampling, seeds=[1], **PIPELINE).ids[0]
+    start = int((answer == vocab.image_start).nonzero()[0])
+    rows = [prompts[0], torch.cat([prompts[1], answer[: start + 6]])]  # text phase / 3 codes into an image
+    teacher = [answer, answer[start + 6 :]]
+    with torch.inference_mode(), use_guided_attention(model):
+        cache, d, rules = _start(model, rows, vocab, sampling, [0, 0], teacher, None, 512, False)
+        for step in range(12):
+            for b, (prompt, tokens) in enumerate(zip(rows, teacher, strict=True)):
+                sequence = torch.cat([prompt, tokens[:step]])
+                full = model(input_ids=sequence[None]).logits[0, -1]
+                torch.testing.assert_close(d.logits[b], full, rtol=0, atol=1e-5)
+                opened = (sequence == vocab.image_start).nonzero()
+                if bool(d.state.open[b]):
+                    image = sequence[int(opened[-1]) :]
+                    full = model(input_ids=image[None]).logits[0, -1]
+                    torch.testing.assert_close(d.logits[2 + b], full, rtol=0, atol=1e-5)
+            _step(model, cache, d, rules, None)
+    assert bool(d.state.open[1]) and int(d.state.n[1]) > 10
+
+
+def test_counter_draw_samples_the_softmax():
+    """Chi-square over many seeds, and over many steps of one seed: the frequencies of a 6-token
+    vocabulary match softmax(values / T); a dropped candidate is never drawn."""
+    values = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0, float("-inf")]]) / 0.9
+    ids = torch.tensor([[11, 3, 7, 0, 5, 2]])
+    expected = torch.softmax(values, -1)[0, :5].double()
+    n = 20000
+    by_seed = draw(
+        values.expand(n, -1), ids.expand(n, -1), counter_uniform(torch.arange(n), 3, ids.expand(n, -1))
+    )
+    by_step = torch.cat(
+        [draw(values, ids, counter_uniform(torch.tensor([42]), step, ids)) for step in range(n // 4)]
+    )
+    for tokens in (by_seed, by_step):
+        counts = torch.stack([(tokens == i).sum() for i in ids[0, :5]]).double()
+        assert int(counts.sum()) == len(tokens)  # token 2 (dropped) never drawn
+        assert chisquare(counts.numpy(), (expected * len(tokens)).numpy()).pvalue > 1e-3
+
+
+def test_counter_uniform_is_uniform_and_independent_of_the_batch():
+    seeds = torch.tensor([0, 1, 2**40 + 5, -7])
+    tokens = torch.arange(4096).expand(4, -1)
+    u = counter_uniform(seeds, 9, tokens)
+    assert ((u > 0) & (u < 1)).all()
+    counts = torch.histc(u.float().flatten(), bins=16, min=0, max=1).double().numpy()
+    assert chisquare(counts).pvalue > 1e-3
+    assert torch.equal(u[2], counter_uniform(seeds[2:3], 9, tokens[:1])[0])  # rows do not interact
+
+
+def test_decoding_step_traces_as_one_graph(tiny, prompts):
+    """torch.compile with fullgraph=True fails on any host synchronisation or data-dependent shape,
+    the things a CUDA graph cannot hold; the traced step gives the eager step's tokens."""
+    model, _, vocab = tiny
+    sampling = SamplingConfig(max_new_tokens=30)
+    outputs = []
+    for step in (_step, torch.compile(_step, backend="eager", fullgraph=True, dynamic=False)):
+        with torch.inference_mode(), use_guided_attention(model):
+            cache, d, rules = _start(model, prompts, vocab, sampling, [1, 2], None, (2, 2), 3, True)
+            for _ in range(6):
+                step(model, cache, d, rules, None)
+        outputs.append(d.out_ids[:, :6].clone())
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_kv_cache_of_a_512_px_tile_on_the_7b():
+    """PURE's 7B (32 layers, hidden 4096, bf16) restoring a 512 px tile: at most 6.5 GiB of cache."""
+    config = ChameleonConfig(**tiny_backbone_config(4096, 11008, 32, 32))
+    vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
+    prompt, _ = conversation(tiny_tokenizer(), vocab, torch.zeros(64, 64, dtype=torch.long))
+    steps = 512 + block_length(64, 64)  # restore.max_text_tokens + the answer's image block
+    cond, uncond = cache_lengths(len(prompt), steps, 0, (16, 16))
+    assert uncond == block_length(64, 64) - 1
+    cache = GuidedKVCache(config, 1, cond, uncond, torch.bfloat16, torch.device("meta"))
+    gib = cache.nbytes / 2**30
+    former = 2 * 32 * 2 * 4096 * 2 * (len(prompt) + steps) / 2**30  # [cond; uncond] rows of equal length
+    assert gib <= 6.5 < former
+    assert math.isclose(gib, 2 * 32 * 4096 * 2 * (cond + uncond) / 2**30)

@@ -4,12 +4,14 @@ and --models, output folders that are files, Ctrl-C, and peft's start-up notices
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import huggingface_hub
+import huggingface_hub.constants
 import pytest
 import yaml
 
@@ -77,6 +79,26 @@ def test_interrupted_prepare_says_what_is_kept(tmp_path, monkeypatch, capsys):
         f"interrupted: 0 images are in complete shards in {tmp_path}; run the same command again to "
         "continue (finished images are skipped)"
     )
+
+
+def test_threads_flag_sets_torch_threads(tmp_path, monkeypatch):
+    import torch
+
+    import pure.data.prepare
+
+    seen = []
+
+    def record(cfg, progress):
+        seen.append(torch.get_num_threads())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pure.data.prepare, "prepare", record)
+    before = torch.get_num_threads()
+    try:
+        assert prepare_main(["--config", PREPARE_TINY, "--out", str(tmp_path), "--threads", "1"]) == 130
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
 
 
 @pytest.fixture
@@ -153,6 +175,12 @@ def test_download_of_a_training_config_fetches_base_tokenizer_and_vq(tmp_path, f
     assert "*.safetensors" not in lines["nonwhy/PURE"]  # the tokenizer only
     assert fake_hub == []
     assert download_main([str(tmp_path), "not-a-repo"]) == 2
+
+
+def test_one_opencv_and_a_hub_with_the_hf_cli():
+    dependencies = re.findall(r'^    "([^"]+)",$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert [d for d in dependencies if d.startswith("opencv")] == ["opencv-python-headless>=4.8"]
+    assert "huggingface_hub>=1.0" in dependencies
 
 
 def test_peft_loads_without_notices():

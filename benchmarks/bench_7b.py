@@ -1,16 +1,25 @@
-"""Speed and memory of a 512 px restoration at PURE's real size (Chameleon-7B, random weights) on a GPU.
+"""Speed and memory of 512 px restoration at PURE's real size (Chameleon-7B, random weights) on a GPU.
 
 Random weights give the same arithmetic per token as the released checkpoint, so per-step time and
-memory are those of the real model (the released weights never reach our machines). Measures, on
-the same prompt (instruction + a 64x64-code LQ block + answer text + image start and size tokens):
+memory are those of the real model (the released weights never reach our machines). Guidance on,
+bf16, the prompt of a 512 px tile (instruction + a 64x64-code LQ block + answer text + the image's
+start and size tokens), then the image body (4,161 tokens). In order:
 
-- the reference-style loop (two unbatched model calls per guided step, Python-side processors;
-  ``bench_generate.reference_style``) for ``--steps`` steps, batch 1;
-- our loop for ``--steps`` steps at each ``--batch`` size;
-- our loop over a whole 512 px image (4,161 body tokens) at batch 1, when the first measurement
-  says it fits in ``--full-budget`` seconds: the measured time per image and peak memory.
+1. ``graph_matches_eager``: a small fp32 model on the device writes the same tokens with and
+   without CUDA-graph capture (the check that capture changes nothing);
+2. ``copy_gbps``: the device's copy bandwidth (bytes read + written per second, a large ``copy_``);
+3. the reference-style loop (two unbatched model calls per guided step, Python processors;
+   ``bench_generate.reference_style``) for ``--reference-steps`` steps at batch 1;
+4. our loop at each ``--batch`` size, timed over ``--steps`` steps between two host reads (the cache
+   sized for the whole tile, as in a real run), with the warm-up (prefill + graph capture) reported;
+5. a whole 512 px tile at batch 1: seconds and peak memory;
+6. per batch size, the bandwidth floor: bytes read per step (weights except the embedding table, plus
+   every cache column attention reads) divided by the measured copy bandwidth.
 
-    python benchmarks/bench_7b.py --device cuda
+A batch size that does not fit in memory is reported as such. ``--dry-run`` runs every stage on a
+tiny model on the CPU (a check that the script works, not a measurement).
+
+    python benchmarks/bench_7b.py --json bench_7b.json          # on a GPU; about 4 minutes on an H200
 """
 
 from __future__ import annotations
@@ -25,10 +34,15 @@ from transformers import ChameleonConfig
 
 from pure.config import SamplingConfig
 from pure.generate import generate
+from pure.kv_cache import GuidedKVCache
 from pure.model import PureChameleon
 from pure.sequence import block_length, conversation
 from pure.tiny import synthetic_vocabulary, tiny_backbone_config, tiny_tokenizer
 from pure.vocab import Vocab
+
+
+class _Enough(Exception):
+    """Raised from ``on_step`` to end a timed window early."""
 
 
 def build_model(hidden: int, inter: int, layers: int, heads: int, device: str, dtype: torch.dtype):
@@ -43,81 +57,166 @@ def build_model(hidden: int, inter: int, layers: int, heads: int, device: str, d
     return model.eval()
 
 
+def copy_bandwidth(device: str, gib: float, sync) -> float:
+    """Bytes read plus written per second by ``dst.copy_(src)`` of ``gib`` GiB, best of 10."""
+    src = torch.empty(int(gib * 2**30), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(11):
+        sync()
+        start = time.perf_counter()
+        dst.copy_(src)
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() / best
+
+
+def windowed_rate(model, prompts, vocab, sampling, steps: int, sync) -> tuple[float, float]:
+    """Tokens/s of our loop over ``steps`` steps between two host reads, and the seconds before the
+    first read (prefill, graph capture and the first ``SYNC_EVERY`` steps)."""
+    marks: list[tuple[float, int]] = []
+    done = [0]
+
+    def clock(n: int) -> None:
+        sync()
+        done[0] += n
+        marks.append((time.perf_counter(), done[0]))
+        if done[0] >= steps + marks[0][1]:
+            raise _Enough
+
+    start = time.perf_counter()
+    try:
+        generate(model, prompts, vocab, sampling, on_step=clock, cuda_graph=True)
+    except _Enough:
+        pass
+    (t0, s0), (t1, s1) = marks[0], marks[-1]
+    return len(prompts) * (s1 - s0) / (t1 - t0), t0 - start
+
+
+def graph_matches_eager(device: str, shape: tuple[int, int, int, int]) -> bool:
+    """A small fp32 model writes the same tokens with and without CUDA-graph capture."""
+    model = build_model(*shape, device, torch.float32)
+    vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
+    prompt, _ = conversation(tiny_tokenizer(), vocab, torch.zeros(8, 8, dtype=torch.long), "A cat.")
+    runs = [
+        generate(
+            model,
+            [prompt, prompt[3:]],
+            vocab,
+            SamplingConfig(max_new_tokens=120),
+            image_grids=(2, 2),
+            max_text_tokens=4,
+            stop_after_image=True,
+            cuda_graph=graph,
+        ).ids
+        for graph in (False, True)
+    ]
+    return all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--hidden", type=int, default=4096)
-    parser.add_argument("--intermediate", type=int, default=11008)
-    parser.add_argument("--layers", type=int, default=32)
-    parser.add_argument("--heads", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=256, help="decoding steps per timed run")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4, 8, 16], help="batch sizes (tiles)")
+    parser.add_argument("--steps", type=int, default=256, help="timed decoding steps per batch size")
     parser.add_argument(
-        "--full-budget", type=float, default=150.0, help="seconds allowed for the whole image"
+        "--reference-steps", type=int, default=64, help="timed steps of the reference-style loop"
     )
+    parser.add_argument("--no-full-tile", action="store_true", help="skip the whole 512 px tile at batch 1")
+    parser.add_argument(
+        "--full-budget",
+        type=float,
+        default=200.0,
+        help="skip the whole tile when batch 1 predicts more seconds",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="every stage on a tiny model on the CPU")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    if args.dry_run:
+        args.device, shape, size, copy_gib = "cpu", (64, 128, 2, 1), 64, 0.01
+        args.steps, args.reference_steps, args.batch = 16, 4, [1, 2]
+    else:
+        shape, size, copy_gib = (4096, 11008, 32, 32), 512, 4.0
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    results: dict = {"device": args.device, "gpu": torch.cuda.get_device_name() if cuda else "cpu"}
+    results["graph_matches_eager"] = graph_matches_eager(args.device, (256, 512, 4, 4) if cuda else shape)
+    print(f"CUDA graph gives the eager loop's tokens: {results['graph_matches_eager']}")
+    results["copy_gbps"] = copy_bandwidth(args.device, copy_gib, sync) / 1e9
+    print(f"copy bandwidth: {results['copy_gbps']:.0f} GB/s (read + write)")
 
     tick = time.perf_counter()
-    model = build_model(args.hidden, args.intermediate, args.layers, args.heads, args.device, dtype)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"built {n_params / 1e9:.2f}B parameters in {time.perf_counter() - tick:.1f}s on {args.device}")
+    model = build_model(*shape, args.device, dtype)
+    results["params"] = sum(p.numel() for p in model.parameters())
+    print(f"built {results['params'] / 1e9:.2f}B parameters in {time.perf_counter() - tick:.1f}s")
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
-    tokenizer = tiny_tokenizer()
-    lq = torch.randint(0, 16384, (64, 64), generator=torch.Generator().manual_seed(0))
+    latent, grids = size // 8, size // 32
+    lq = torch.randint(0, 16384, (latent, latent), generator=torch.Generator().manual_seed(0))
     prompt, _ = conversation(
-        tokenizer, vocab, lq, "Medium blur, small noise. A photo of a lion in the grass."
+        tiny_tokenizer(), vocab, lq, "Medium blur, small noise. A photo of a lion in the grass."
     )
     prompt = torch.cat(
-        [prompt, torch.tensor([vocab.image_start, vocab.size_token(16), vocab.size_token(16)])]
+        [prompt, torch.tensor([vocab.image_start, vocab.size_token(grids), vocab.size_token(grids)])]
     )
-    results = {
-        "params": n_params,
-        "prompt_tokens": len(prompt),
-        "steps": args.steps,
-        "device": args.device,
-        "gpu": torch.cuda.get_device_name() if cuda else "cpu",
-    }
+    body = block_length(latent, latent) - 3
+    sampling = SamplingConfig(max_new_tokens=body)
+    results.update(prompt_tokens=len(prompt), image_tokens=body)
 
-    def timed(fn):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - start
-
-    sampling = SamplingConfig(max_new_tokens=args.steps)
-    generate(model, [prompt], vocab, SamplingConfig(max_new_tokens=8))  # warm-up
     generator = torch.Generator(args.device).manual_seed(0)
-    base = timed(lambda: reference_style(model, prompt, vocab, sampling, args.steps, generator))
-    results["reference_style_tokens_per_s"] = args.steps / base
-    base_rate = args.steps / base
-    print(f"reference-style loop, batch 1: {base_rate:7.1f} tokens/s ({1000 / base_rate:.1f} ms/token)")
-    for batch in args.batch:
-        ours = timed(lambda b=batch: generate(model, [prompt] * b, vocab, sampling))
-        rate = batch * args.steps / ours
-        results[f"ours_batch{batch}_tokens_per_s"] = rate
-        print(f"pure loop, batch {batch}:            {rate:7.1f} tokens/s   ratio {rate / base_rate:.2f}x")
+    sync()
+    start = time.perf_counter()
+    reference_style(model, prompt, vocab, sampling, args.reference_steps, generator)
+    sync()
+    reference = args.reference_steps / (time.perf_counter() - start)
+    results["reference_style_tokens_per_s"] = reference
+    print(f"reference-style loop, batch 1: {reference:7.1f} tokens/s")
 
-    per_step = 1 / results["ours_batch1_tokens_per_s"]
-    body = block_length(64, 64) - 3
-    if per_step * body < args.full_budget:
+    weight_bytes = sum(
+        p.numel() * p.element_size() for n, p in model.named_parameters() if "embed_tokens" not in n
+    )
+    for batch in args.batch:
+        cache = GuidedKVCache(model.config, batch, len(prompt) + body, 3 + body, dtype, "meta")
+        floor = batch / ((weight_bytes + cache.nbytes) / (results["copy_gbps"] * 1e9))
+        key = f"batch{batch}"
+        try:
+            rate, warmup = windowed_rate(model, [prompt] * batch, vocab, sampling, args.steps, sync)
+        except torch.OutOfMemoryError:
+            results[key] = {"fits": False, "kv_cache_gib": cache.nbytes / 2**30}
+            print(f"pure loop, batch {batch}: does not fit ({cache.nbytes / 2**30:.1f} GiB of cache)")
+            torch.cuda.empty_cache()
+            continue
+        results[key] = {
+            "tokens_per_s": rate,
+            "first_sync_s": warmup,
+            "ratio_to_reference_style": rate / reference,
+            "kv_cache_gib": cache.nbytes / 2**30,
+            "floor_tokens_per_s": floor,
+            "fraction_of_floor": rate / floor,
+        }
+        print(
+            f"pure loop, batch {batch}: {rate:7.1f} tokens/s ({rate / reference:.1f}x reference-style; floor "
+            f"{floor:.0f}, {100 * rate / floor:.0f}%), first sync after {warmup:.1f}s, "
+            f"cache {cache.nbytes / 2**30:.1f} GiB"
+        )
+
+    expected = body / results["batch1"]["tokens_per_s"] if "tokens_per_s" in results.get("batch1", {}) else 0
+    if not args.no_full_tile and expected < args.full_budget:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        full = timed(lambda: generate(model, [prompt], vocab, SamplingConfig(max_new_tokens=body)))
-        results["full_image_s"] = full
-        results["full_image_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+        sync()
+        start = time.perf_counter()
+        out = generate(model, [prompt], vocab, sampling, cuda_graph=True)
+        sync()
+        results["full_tile_s"] = time.perf_counter() - start
+        results["full_tile_tokens"] = len(out.ids[0])
+        results["full_tile_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
         print(
-            f"whole 512 px image, batch 1: {full:.1f}s, peak memory "
-            f"{results['full_image_peak_gib'] or 0:.1f} GiB (ours, guidance on)"
+            f"whole {size} px tile, batch 1: {results['full_tile_s']:.1f}s for {len(out.ids[0])} tokens "
+            f"(warm-up {out.warmup_s:.1f}s), peak memory {results['full_tile_peak_gib'] or 0:.1f} GiB"
         )
-    else:
-        print(f"whole image skipped: about {per_step * body:.0f}s expected")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -1,21 +1,33 @@
-"""Tokens per second of pure's decode loop against a reference-style loop, same model and prompt.
+"""Tokens per second of three decode loops on the same model, prompt and image, measured in one run.
 
-The baseline does what the reference's sampler does per step: a second, unbatched model call for
-the unconditional branch, and processors that re-derive the grammar state by scanning the ids in
-Python and rebuild full-vocabulary masks from a Python list of image ids; it draws over the whole
-vocabulary. Ours: one batched ``[cond; uncond]`` forward, incremental grammar state, tensor rules,
-a draw over the kept candidates only, and several images per batch.
+- ``pure``: the library's loop (:func:`pure.generate.generate`): a static two-part KV cache, a step
+  with no host synchronisation, one batched ``[cond; uncond]`` forward, several images per batch;
+- ``former``: the loop before it (``benchmarks/baseline_generate.py``): a growing ``DynamicCache``,
+  masks rebuilt per step, host-side grammar, Python loops over rows, one ``torch.Generator`` per row;
+- ``reference-style``: what the reference's sampler does per step (:func:`reference_style`): a
+  second, unbatched model call for the unconditional branch, processors that re-derive the grammar by
+  scanning the ids in Python, full-vocabulary masks from a Python list, a draw over the whole
+  vocabulary. It restores one image at a time, so its rate at batch B is its batch-1 rate.
 
-    python benchmarks/bench_generate.py [--device cuda] [--hidden 1024 --layers 8] [--size 256]
+Two models with PURE's full 73,728-entry vocabulary and random weights: ``tiny`` (4 layers, hidden
+256) and ``thin`` (32 layers, hidden 64: the per-step host overhead of a 32-layer model). The prompt
+is PURE's instruction, an LQ block of ``--size`` px, the answer text and the image's start and size
+tokens; every loop then writes the image body (guidance on). Runs alternate between the loops
+(A B C A B C ...) and the best of ``--repeats`` is reported, with ratios against the other two.
+
+    python benchmarks/bench_generate.py                     # both models, 128 px, batch 1 4 8
+    python benchmarks/bench_generate.py --models thin --size 512 --steps 256 --batch 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 
 import torch
+from baseline_generate import baseline_generate
 from torch.nn.attention import sdpa_kernel
 from transformers import DynamicCache
 
@@ -24,6 +36,9 @@ from pure.generate import DECODE_ATTENTION, generate
 from pure.model import load_backbone, load_tokenizer, load_vocab
 from pure.sequence import block_length, conversation
 from pure.tiny import write_tiny_checkpoint
+
+MODELS = {"tiny": dict(hidden=256, layers=4, heads=4), "thin": dict(hidden=64, layers=32, heads=1)}
+"""Model shapes: hidden size, decoder layers, attention heads (MLP 2x hidden)."""
 
 
 @torch.inference_mode()
@@ -88,60 +103,102 @@ def reference_style(model, prompt, vocab, sampling, steps, generator):
     return ids
 
 
+def image_prompt(tokenizer, vocab, size: int) -> torch.Tensor:
+    """PURE's prompt for a ``size`` px LQ tile, the answer text, and the HQ image opened with its sizes."""
+    latent, grids = size // 8, size // 32
+    lq = torch.randint(0, 16384, (latent, latent), generator=torch.Generator().manual_seed(0))
+    prompt, _ = conversation(tokenizer, vocab, lq, "Small blur, small noise. A photo.")
+    opened = torch.tensor([vocab.image_start, vocab.size_token(grids), vocab.size_token(grids)])
+    return torch.cat([prompt, opened])
+
+
+def bench_model(name: str, args) -> list[dict]:
+    shape = MODELS[name]
+    with tempfile.TemporaryDirectory() as folder:
+        write_tiny_checkpoint(
+            folder,
+            hidden_size=shape["hidden"],
+            intermediate_size=shape["hidden"] * 2,
+            num_layers=shape["layers"],
+            num_heads=shape["heads"],
+        )
+        model = load_backbone(folder, device=args.device, dtype=torch.float32)
+        tokenizer = load_tokenizer(folder)
+        vocab = load_vocab(tokenizer, folder)
+    prompt = image_prompt(tokenizer, vocab, args.size).to(args.device)
+    steps = args.steps or block_length(args.size // 8, args.size // 8) - 3
+    sampling = SamplingConfig(max_new_tokens=steps)
+    print(
+        f"\n{name}: {shape['layers']} layers, hidden {shape['hidden']}, {args.size} px image, "
+        f"prompt {len(prompt)} tokens, {steps} steps, guidance on, {torch.get_num_threads()} threads"
+    )
+
+    def loops(batch: int) -> dict:
+        prompts = [prompt] * batch
+        runs = {
+            "pure": lambda: generate(model, prompts, vocab, sampling),
+            "former": lambda: baseline_generate(model, prompts, vocab, sampling),
+        }
+        if batch == 1:
+            generator = torch.Generator(args.device).manual_seed(0)
+            runs["reference-style"] = lambda: reference_style(
+                model, prompt, vocab, sampling, steps, generator
+            )
+        return runs
+
+    def timed(fn) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    short = SamplingConfig(max_new_tokens=8)  # warm-up: first calls allocate and load kernels
+    generate(model, [prompt], vocab, short)
+    baseline_generate(model, [prompt], vocab, short)
+    rows, reference_rate = [], None
+    for batch in args.batch:
+        runs = loops(batch)
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(args.repeats):  # alternate A B C A B C
+            for loop, fn in runs.items():
+                best[loop] = min(best[loop], timed(fn))
+        rates = {loop: batch * steps / seconds for loop, seconds in best.items()}
+        reference_rate = rates.get("reference-style", reference_rate)
+        row = {"model": name, "batch": batch, "steps": steps, "size": args.size, **rates}
+        row["reference-style"] = reference_rate
+        row["pure/former"] = rates["pure"] / rates["former"]
+        row["pure/reference-style"] = rates["pure"] / reference_rate
+        rows.append(row)
+        print(
+            f"  batch {batch}: pure {rates['pure']:8.1f} tok/s   former {rates['former']:8.1f}   "
+            f"reference-style {reference_rate:8.1f}   pure/former {row['pure/former']:5.2f}x   "
+            f"pure/reference-style {row['pure/reference-style']:5.2f}x   "
+            f"({1000 * best['pure'] / steps:.1f} ms per step)"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size of the random model")
-    parser.add_argument("--layers", type=int, default=2, help="decoder layers of the random model")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 either way)")
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="which models"
+    )
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (multiple of 32)")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes for our loop")
+    parser.add_argument("--steps", type=int, default=0, help="decoding steps (0: the whole image body)")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 4, 8], help="batch sizes (1 must come first)"
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per loop (the best is kept)")
+    parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    with tempfile.TemporaryDirectory() as folder:
-        write_tiny_checkpoint(
-            folder,
-            hidden_size=args.hidden,
-            intermediate_size=args.hidden * 2,
-            num_layers=args.layers,
-            num_heads=max(1, args.hidden // 64),
-        )
-        model = load_backbone(folder, device=args.device, dtype=dtype)
-        tokenizer = load_tokenizer(folder)
-        vocab = load_vocab(tokenizer, folder)
-    latent, grids = args.size // 8, args.size // 32
-    lq = torch.randint(0, 16384, (latent, latent), generator=torch.Generator().manual_seed(0))
-    prompt, _ = conversation(tokenizer, vocab, lq, "Small blur, small noise. A photo.")
-    prompt = torch.cat(
-        [prompt, torch.tensor([vocab.image_start, vocab.size_token(grids), vocab.size_token(grids)])]
-    )
-    steps = block_length(latent, latent) - 3
-    sampling = SamplingConfig(max_new_tokens=steps)
-
-    def timed(fn):
-        fn()  # warm-up
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    generator = torch.Generator(args.device).manual_seed(0)
-    base = timed(lambda: reference_style(model, prompt, vocab, sampling, steps, generator))
-    print(
-        f"device={args.device} hidden={args.hidden} layers={args.layers} image={args.size}px "
-        f"steps={steps} dtype={dtype}"
-    )
-    print(f"reference-style loop, batch 1: {steps / base:8.1f} tokens/s")
-    for batch in args.batch:
-        ours = timed(lambda b=batch: generate(model, [prompt] * b, vocab, sampling))
-        rate = batch * steps / ours
-        print(
-            f"pure loop, batch {batch}:            {rate:8.1f} tokens/s   ratio {rate / (steps / base):5.2f}x"
-        )
+    if args.batch[0] != 1:
+        parser.error("--batch must start with 1 (the reference-style loop runs there)")
+    rows = [row for name in args.models for row in bench_model(name, args)]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
 
 
 if __name__ == "__main__":

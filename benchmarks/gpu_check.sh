@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the project in one run, written to ONE JSON (about 4 minutes on an H200;
+# the stages are listed in benchmarks/bench_7b.py). Whoever has a GPU runs it as it stands:
+#
+#   benchmarks/gpu_check.sh [OUT_DIR]     # default: $OUT, else runs/gpu_check
+#   benchmarks/gpu_check.sh --dry-run     # every stage on a tiny model on the CPU (checks the script)
+#
+# Needs the project's Python packages (pip install -e .); runs from the source tree without installing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dry=()
+if [[ "${1:-}" == "--dry-run" ]]; then
+    dry=(--dry-run)
+    shift
+fi
+out="${1:-${OUT:-runs/gpu_check}}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
+python -c "import torch, transformers, omegaconf, safetensors" 2>/dev/null || {
+    echo "gpu_check: the project's packages are missing; run: pip install -e ." >&2
+    exit 2
+}
+if [[ ${#dry[@]} -eq 0 ]]; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+fi
+python benchmarks/bench_7b.py "${dry[@]}" --json "$out/gpu_check.json" 2>&1 | tee "$out/gpu_check.log"
+echo "gpu_check: results in $out/gpu_check.json"

@@ -1,0 +1,26 @@
+"""The GPU check runs as it stands: ``benchmarks/gpu_check.sh --dry-run`` does every stage on the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_dry_run_writes_one_json(tmp_path):
+    run = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert results["graph_matches_eager"] is True
+    assert results["copy_gbps"] > 0 and results["reference_style_tokens_per_s"] > 0
+    for batch in (1, 2):
+        row = results[f"batch{batch}"]
+        assert row["tokens_per_s"] > 0 and 0 < row["fraction_of_floor"]
+    assert results["full_tile_tokens"] == results["image_tokens"]  # the whole image body was written

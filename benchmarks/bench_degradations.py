@@ -29,10 +29,10 @@ from basicsr.data.degradations import (
 )
 from basicsr.utils import DiffJPEG, USMSharp
 from basicsr.utils.img_process_util import filter2D
-from PIL import Image
 
 from pure.config import DegradationConfig, DegradationStageConfig
 from pure.data.degradations import degrade
+from pure.images import read_image
 
 KERNEL_RANGE = [2 * v + 1 for v in range(3, 11)]
 
@@ -130,9 +130,7 @@ def main() -> None:
     args = p.parse_args()
     paths = sorted(Path(args.hq).glob("*.png"))
     images = [
-        torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255)
-        .permute(2, 0, 1)
-        .contiguous()
+        torch.from_numpy(np.asarray(read_image(p).rgb, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
         for p in paths
     ]
     images = [x[:, : x.shape[1] // 4 * 4, : x.shape[2] // 4 * 4] for x in images]

@@ -19,12 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from PIL import Image
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from pure.config import (
     ConfigError,
@@ -35,26 +30,10 @@ from pure.config import (
     schema_help,
     to_yaml,
 )
-from pure.files import write_atomic, write_text_atomic
-from pure.metrics import (
-    DEFAULT_METRICS,
-    METRICS,
-    Evaluation,
-    EvaluationError,
-    evaluate_folders,
-    load_rows,
-    report,
-    run_benchmark,
-    weights_report,
-    write_csv,
-    write_json,
-)
-from pure.model import CheckpointError
-from pure.pipeline import Restoration, Restorer, read_image
-from pure.vocab import VocabError
-from pure.vq import VQCheckpointError, VQCheckpointNotFoundError
 
-ALPHA_NOTE = "RGB restored from the image composited on white; alpha upscaled bicubically and re-attached"
+if TYPE_CHECKING:
+    from pure.metrics import Evaluation
+
 FLAG_TO_KEY = {
     "outscale": "restore.outscale",
     "tile": "restore.tile",
@@ -80,12 +59,13 @@ def infer_parser() -> argparse.ArgumentParser:
         "restore the image. Settings come from the schema in pure/config.py, then --config, then the flags, "
         "then trailing key=value overrides (e.g. sampling.max_new_tokens=6000).",
     )
-    p.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
+    p.add_argument("-i", "--input", help="an image file or a folder of images (required)")
+    p.add_argument("-o", "--output", help="folder for the restored images and their sidecars (required)")
     p.add_argument(
-        "-o", "--output", required=True, help="folder for the restored images and their .json sidecars"
+        "-r", "--recursive", action="store_true", help="also restore the images in subfolders, mirrored in -o"
     )
-    p.add_argument(
-        "--config", help="YAML file overriding the defaults (e.g. configs/tiny.yaml, configs/pure_x4.yaml)"
+    _add_settings_arguments(
+        p, InferConfig, "YAML file overriding the defaults (e.g. configs/tiny.yaml, configs/pure_x4.yaml)"
     )
     p.add_argument(
         "--outscale", type=float, help="output scale relative to the input, any float > 0 (default 4)"
@@ -128,7 +108,7 @@ def infer_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--save-entropy-map",
         action="store_true",
-        help="also write NAME_entropy.png: each code's sampling entropy (white = 10 nats)",
+        help="also write entropy/NAME.png in -o: each code's sampling entropy (white = 10 nats)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
@@ -137,102 +117,80 @@ def infer_parser() -> argparse.ArgumentParser:
     return p
 
 
-def list_inputs(path: Path) -> list[Path]:
-    """The file itself, or the visible files of a folder in name order."""
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    raise FileNotFoundError(f"input {path} does not exist")
+def _existing_mode(args: argparse.Namespace) -> str:
+    return "skip" if args.skip_existing else "overwrite" if args.overwrite else "fail"
 
 
-def output_path(source: Path, folder: Path, suffix: str, ext: str, has_alpha: bool) -> Path:
-    """Where the restoration of ``source`` goes."""
-    if has_alpha or ext == "png" or (ext == "auto" and source.suffix.lower() not in (".jpg", ".jpeg")):
-        extension = ".png"
-    else:
-        extension = ".jpg"
-    return folder / f"{source.stem}{'_' + suffix if suffix else ''}{extension}"
-
-
-def save_outputs(result: Restoration, source: Path, target: Path, sidecar: dict, entropy_map: bool) -> None:
-    """The image, its JSON sidecar and optionally the entropy map, each written atomically."""
-    image = (
-        result.image if target.suffix == ".png" or result.image.mode == "RGB" else result.image.convert("RGB")
-    )
-    kwargs = {"quality": 95} if target.suffix == ".jpg" else {}
-    write_atomic(
-        target, lambda p: image.save(p, format="JPEG" if target.suffix == ".jpg" else "PNG", **kwargs)
-    )
-    write_text_atomic(target.with_suffix(".json"), json.dumps(sidecar, indent=2))
-    if entropy_map:
-        values = np.clip(result.entropy_map / 10.0, 0, 1) * 255
-        heat = Image.fromarray(values.astype(np.uint8), "L")
-        write_atomic(target.with_name(target.stem + "_entropy.png"), lambda p: heat.save(p, format="PNG"))
-
-
-def infer_main(argv: list[str] | None = None) -> int:
-    """Restore every input; returns the exit code (1 when any file failed, 2 when nothing could start)."""
-    args = infer_parser().parse_args(argv)
+def run_inference(args: argparse.Namespace) -> int:
+    """Plan, load the models, restore; the exit code: 0 done, 1 any input failed, 2 nothing could start,
+    130 interrupted. Everything that can be checked is checked before the models load."""
     overrides = [
         f"{FLAG_TO_KEY[k]}={json.dumps(v) if isinstance(v, str) else v}"
         for k, v in vars(args).items()
         if k in FLAG_TO_KEY and v is not None
     ]
+    cfg, code = _start(InferConfig, args, overrides)
+    if code is not None:
+        return code
+    from pure.download import WeightsMissingError, locate
+    from pure.infer import Summary, restore_plan
+    from pure.model import CheckpointError
+    from pure.pipeline import Restorer
+    from pure.plan import PlanError, plan_outputs
+    from pure.vocab import VocabError
+    from pure.vq import VQCheckpointError, VQCheckpointNotFoundError
+
     try:
-        cfg = load_config(InferConfig, args.config, overrides + args.overrides)
-        inputs = list_inputs(Path(args.input))
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
+        plan = plan_outputs(
+            Path(args.input),
+            Path(args.output),
+            args.suffix,
+            args.ext,
+            args.recursive,
+            _existing_mode(args),
+            args.save_entropy_map,
+        )
+    except PlanError as err:
+        return _error(err)
+    if plan.not_images:
+        names = ", ".join(str(p) for p in plan.not_images[:5]) + (" ..." if len(plan.not_images) > 5 else "")
+        print(f"skipped {len(plan.not_images)} file(s) that are not images: {names}", file=sys.stderr)
+    for line in plan.failed:
+        print(f"failed: {line}", file=sys.stderr)
+    summary = Summary.of(plan)
     try:
-        restorer = Restorer.from_config(cfg)
-    except (CheckpointError, VocabError, VQCheckpointError, VQCheckpointNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    failed = 0
-    bar = tqdm(inputs, desc="images", unit="img", disable=args.no_progress)
-    for source in bar:
-        bar.set_postfix_str(source.name)
-        try:
-            image, alpha = read_image(source)
-            target = output_path(source, out_dir, args.suffix, args.ext, alpha is not None)
-            if target.exists() and args.skip_existing:
-                tqdm.write(f"skipped {source}: {target} exists")
-                continue
-            if target.exists() and not args.overwrite:
-                raise FileExistsError(f"{target} exists; pass --overwrite to replace it or --skip-existing")
-            tokens = tqdm(desc="tokens", unit="tok", leave=False, disable=args.no_progress)
-            result = restorer.restore(image, alpha=alpha, on_step=tokens.update)
-            tokens.close()
-            sidecar = {
-                "input": str(source),
-                "output": str(target),
-                "input_size": list(image.size),
-                "output_size": list(result.image.size),
-                "degradation": result.degradation,
-                "description": result.description,
-                "tile_answers": result.tile_answers,
-                "seed": result.seed,
-                "model": restorer.model_revision,
-                "vq": cfg.vq.source,
-                "adapter": cfg.backbone.adapter or None,
-                "settings": restorer.settings_dict(),
-                "timings_s": result.timings,
-                "alpha": ALPHA_NOTE if alpha is not None else None,
-            }
-            save_outputs(result, source, target, sidecar, args.save_entropy_map)
-        except Exception as err:  # one bad file must not stop the run
-            failed += 1
-            message = str(err) if str(source) in str(err) else f"{source}: {err}"
-            tqdm.write(f"failed: {message}", file=sys.stderr)
-    print(
-        f"{len(inputs) - failed} of {len(inputs)} images restored into {out_dir}"
-        + (f"; {failed} failed" if failed else "")
-    )
-    return 1 if failed else 0
+        if plan.jobs:
+            restorer = Restorer.from_config(locate(cfg, cfg.models))
+            run_info = {"vq": cfg.vq.source, "adapter": cfg.backbone.adapter or None}
+            summary = restore_plan(plan, restorer, run_info, progress=not args.no_progress)
+    except (
+        WeightsMissingError,
+        CheckpointError,
+        VocabError,
+        VQCheckpointError,
+        VQCheckpointNotFoundError,
+        ValueError,
+    ) as err:
+        return _error(err)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    if summary.interrupted:
+        print(
+            f"interrupted: {summary.restored} of {len(plan.jobs)} images restored; run the same command "
+            "with --skip-existing to continue",
+            file=sys.stderr,
+        )
+    print(summary.line())
+    return summary.exit_code()
+
+
+def infer_main(argv: list[str] | None = None) -> int:
+    """``scripts/infer.py``: restore a file or a folder (see :func:`run_inference` for the exit codes)."""
+    parser = infer_parser()
+    args = parser.parse_args(argv)
+    if not args.print_config and not (args.input and args.output):
+        parser.error("the following arguments are required: -i/--input, -o/--output")
+    return run_inference(args)
 
 
 # ---------------------------------------------------------------------------- shared settings flags
@@ -317,6 +275,8 @@ def _error(err: BaseException) -> int:
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    from pure.metrics import DEFAULT_METRICS, METRICS
+
     parser.add_argument(
         "--metrics",
         action="append",
@@ -339,7 +299,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
+        default="cuda" if _cuda_available() else "cpu",
         help="torch device for the metrics (default: cuda if available, else cpu)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
@@ -352,7 +312,15 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _metric_list(values: Sequence[str] | None) -> list[str] | None:
+    from pure.metrics import METRICS
+
     if not values:
         return None
     names = [n.strip() for value in values for n in value.split(",") if n.strip()]
@@ -406,6 +374,16 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     )
     _add_common_arguments(parser)
     args = parser.parse_args(argv)
+    from pure.metrics import (
+        EvaluationError,
+        evaluate_folders,
+        load_rows,
+        report,
+        weights_report,
+        write_csv,
+        write_json,
+    )
+
     if args.check_weights:
         print(weights_report())
         return 0
@@ -435,9 +413,10 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     """``scripts/benchmark.py``: inference on ``<root>/<name>/lr``, then evaluation against ``hr``."""
     parser = argparse.ArgumentParser(
         prog="benchmark.py",
-        description="Run scripts/infer.py on data/benchmarks/<name>/lr into RUN/sr, then score RUN/sr "
-        "against data/benchmarks/<name>/hr into RUN/metrics.json and RUN/per_image.csv. "
-        "Arguments not listed here (e.g. --config FILE, key=value) are passed to infer.py.",
+        description="Restore data/benchmarks/<name>/lr into RUN/sr as scripts/infer.py does (in this "
+        "process, same input rules), then score RUN/sr against data/benchmarks/<name>/hr into "
+        "RUN/metrics.json and RUN/per_image.csv. Arguments not listed here (e.g. --config FILE, "
+        "key=value) are infer.py's.",
     )
     parser.add_argument("name", help="test set name: a folder under --root with lr/ and hr/")
     parser.add_argument(
@@ -447,14 +426,22 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-inference", action="store_true", help="score an existing RUN/sr again")
     _add_common_arguments(parser)
     args, infer_args = parser.parse_known_args(argv)
+    from pure.metrics import EvaluationError, load_rows, report, run_benchmark
+
+    def infer(lr: Path, sr: Path) -> int:
+        return run_inference(infer_parser().parse_args(["-i", str(lr), "-o", str(sr), *infer_args]))
+
     try:
         compare = [row for path in args.compare for row in load_rows(path)]
         evaluation, paths = run_benchmark(
-            args.name, args.root, args.run, infer_args, args.skip_inference, **_evaluate_kwargs(args)
+            args.name, args.root, args.run, None if args.skip_inference else infer, **_evaluate_kwargs(args)
         )
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(report(evaluation, compare))
     return _finish(evaluation, [paths["json"], paths["csv"]])
 

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from pure.config import TrainDataConfig
 from pure.data.captions import read_manifest
-from pure.files import IMAGE_SUFFIXES
+from pure.images import is_image_name, read_image
 from pure.sequence import TextTokenizer, conversation
 from pure.vocab import GRID_PX, Vocab
 from pure.vq import VQModel, image_to_tensor
@@ -48,15 +48,14 @@ class ImageFolderExamples(Dataset):
         folder = Path(cfg.hq_folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"data.hq_folder={cfg.hq_folder!r} is not a folder of HQ images")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
         files = files[: cfg.max_images] if cfg.max_images else files
         if not files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in data.hq_folder={folder}")
+            raise FileNotFoundError(f"no images (files of a format Pillow reads) in data.hq_folder={folder}")
         captions = read_manifest(cfg.captions) if cfg.captions else {}
         self.examples = []
         for file in files:
-            with Image.open(file) as opened:
-                hq, lq = hq_lq_pair(ImageOps.exif_transpose(opened), cfg.size, cfg.scale)
+            hq, lq = hq_lq_pair(read_image(file).rgb, cfg.size, cfg.scale)
             codes = vq.encode(torch.stack([image_to_tensor(lq), image_to_tensor(hq)])).cpu()
             ids, labels = conversation(
                 tokenizer, vocab, codes[0], captions.get(file.name, cfg.default_text), codes[1]

@@ -1,31 +1,65 @@
-"""Writing files so that an interruption never leaves half of one: temporary file, then rename."""
+"""Writing files so that an interruption never leaves half of one: a temporary file beside the
+target, then a rename. The result looks like a plain write: any name that is legal for the target
+can be written, a new file gets ``0o666`` minus the umask and a replaced file keeps its mode."""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-"""File suffixes read as images when a folder is listed (lower case)."""
+
+def _temporary_name(name: str, limit: int) -> str:
+    """A hidden name beside ``name`` that keeps its suffix and fits in ``limit`` bytes."""
+    suffix = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ""
+    tag = f".{secrets.token_hex(4)}.tmp"
+    room = limit - len(f".{tag}{suffix}".encode())
+    stem = name.encode()[:room].decode(errors="ignore")  # cut on a character boundary
+    return f".{stem}{tag}{suffix}"
+
+
+def _create_temporary(folder: Path, name: str) -> Path:
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    while True:
+        temp = folder / _temporary_name(name, limit)
+        try:
+            # 0o666 as open() uses: the umask applies exactly as to a plain write
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return temp
+        except FileExistsError:
+            continue
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(temporary path)`` beside ``path``, then rename the result over ``path``.
 
     The temporary file is hidden (a leading dot), keeps ``path``'s suffix (so writers that pick a
-    format from it still work), and is removed if ``write`` fails.
+    format from it still work), and is removed if ``write`` fails or is interrupted. A symbolic
+    link is written through, as a plain write does. An ``OSError`` names ``path``, never the
+    temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
+    if path.is_symlink():
+        path = path.resolve()
     try:
-        write(Path(temp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = _create_temporary(path.parent, path.name)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+    try:
+        write(temp)
+        if path.exists():
+            os.chmod(temp, path.stat().st_mode & 0o7777)
         os.replace(temp, path)
+    except OSError as err:
+        temp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 

@@ -24,23 +24,19 @@ import io
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from pure.files import IMAGE_SUFFIXES, write_text_atomic
-
-ROOT = Path(__file__).resolve().parents[1]
+from pure.files import write_text_atomic
+from pure.images import ImageReadError, is_image_name, read_image
 
 
 class EvaluationError(ValueError):
@@ -196,7 +192,7 @@ def list_images(folder: Path, role: str) -> dict[str, Path]:
         raise EvaluationError(f"{role} folder not found: {folder} (pass an existing folder of images)")
     images = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+        if is_image_name(path) and path.is_file():
             if path.stem in images:
                 raise EvaluationError(
                     f"two {role} images share the name {path.stem!r}: {images[path.stem].name} and "
@@ -204,8 +200,9 @@ def list_images(folder: Path, role: str) -> dict[str, Path]:
                 )
             images[path.stem] = path
     if not images:
-        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-        raise EvaluationError(f"no images ({suffixes}) in the {role} folder {folder}")
+        raise EvaluationError(
+            f"no images in the {role} folder {folder} (files of a format Pillow reads: .png, .jpg, .tif, ...)"
+        )
     return images
 
 
@@ -241,12 +238,12 @@ def pair_images(sr_dir: Path, gt_dir: Path | None = None, sr_name: str = "{stem}
 
 
 def load_image(path: Path) -> torch.Tensor:
-    """Read an image as RGB: ``[3, H, W]`` float32 in [0, 1] (greyscale and RGBA become RGB)."""
+    """Read an image with :func:`pure.images.read_image` (the reader inference uses: 8-bit sRGB RGB,
+    deep images rescaled, alpha composited on white): ``[3, H, W]`` float32 in [0, 1]."""
     try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as error:
-        raise EvaluationError(f"cannot read image {path}: {error}; replace or remove it") from error
+        array = np.asarray(read_image(path).rgb)
+    except ImageReadError as error:
+        raise EvaluationError(f"{error}; replace or remove it") from error
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 
@@ -330,15 +327,18 @@ def create_metrics(
 def folder_fid(metric: torch.nn.Module, pairs: Sequence[tuple[Path, Path | None]], batch_size: int) -> float:
     """FID between the paired SR images and their GT images (pyiqa's clean-fid, folder to folder).
 
-    Only the paired files are compared: they are linked into two temporary folders first.
+    Only the paired files are compared: they are read with :func:`pure.images.read_image` (as every
+    other metric reads them) and written as PNGs into two temporary folders first.
     """
     with tempfile.TemporaryDirectory(prefix="pure-fid-") as tmp:
         folders = [Path(tmp, "sr"), Path(tmp, "gt")]
         for side, folder in enumerate(folders):
             folder.mkdir()
             for index, pair in enumerate(pairs):
-                path = pair[side]
-                (folder / f"{index:06d}{path.suffix.lower()}").symlink_to(path.resolve())
+                try:
+                    read_image(pair[side]).rgb.save(folder / f"{index:06d}.png")
+                except ImageReadError as error:
+                    raise EvaluationError(f"{error}; replace or remove it") from error
         score = metric(str(folders[0]), str(folders[1]), num_workers=0, batch_size=batch_size, verbose=False)
     return float(score)
 
@@ -545,14 +545,6 @@ def report(evaluation: Evaluation, compare: Sequence[Row] = ()) -> str:
 # ----------------------------------------------------------------------------- benchmark
 
 
-def infer_command(
-    lr_dir: Path, sr_dir: Path, infer_args: Sequence[str] = (), script: Path | None = None
-) -> list[str]:
-    """The ``scripts/infer.py`` command line that super-resolves ``lr_dir`` into ``sr_dir``."""
-    script = script or ROOT / "scripts" / "infer.py"
-    return [sys.executable, str(script), "--input", str(lr_dir), "--output", str(sr_dir), *infer_args]
-
-
 def benchmark_paths(
     name: str, root: str | Path = "data/benchmarks", run: str | Path | None = None
 ) -> dict[str, Path]:
@@ -580,33 +572,25 @@ def run_benchmark(
     name: str,
     root: str | Path = "data/benchmarks",
     run: str | Path | None = None,
-    infer_args: Sequence[str] = (),
-    skip_inference: bool = False,
-    infer_script: Path | None = None,
+    infer: Callable[[Path, Path], int] | None = None,
     **evaluate_kwargs,
 ) -> tuple[Evaluation, dict[str, Path]]:
-    """Super-resolve ``root/name/lr`` with ``scripts/infer.py`` into ``run/sr``, then evaluate it
-    against ``root/name/hr`` and write ``run/metrics.json`` and ``run/per_image.csv``.
+    """Super-resolve ``root/name/lr`` into ``run/sr`` with ``infer(lr_dir, sr_dir)`` (in-process; it
+    returns an exit code), then evaluate ``run/sr`` against ``root/name/hr`` and write
+    ``run/metrics.json`` and ``run/per_image.csv``. Without ``infer`` an existing ``run/sr`` is scored.
 
-    ``infer_args`` are appended to the inference command (e.g. ``--config FILE``, ``key=value``);
     ``evaluate_kwargs`` go to :func:`evaluate_folders`.
     """
     paths = benchmark_paths(name, root, run)
     select_metrics(evaluate_kwargs.get("metrics"), has_gt=True)  # fail on a typo before inference
-    command = infer_command(paths["lr"], paths["sr"], infer_args, infer_script)
-    if not skip_inference:
-        if not Path(command[1]).is_file():
+    if infer is not None:
+        code = infer(paths["lr"], paths["sr"])
+        if code != 0:
             raise EvaluationError(
-                f"{command[1]} not found: run the benchmark from a checkout of the repository"
+                f"inference of {paths['lr']} into {paths['sr']} failed (exit {code}); see above"
             )
-        paths["run"].mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(command, check=False)
-        if result.returncode != 0:
-            raise EvaluationError(f"inference failed (exit {result.returncode}): {' '.join(command)}")
     evaluation = evaluate_folders(paths["sr"], paths["hr"], name=name, **evaluate_kwargs)
-    write_json(
-        evaluation, paths["json"], {"sr": str(paths["sr"]), "gt": str(paths["hr"]), "inference": command}
-    )
+    write_json(evaluation, paths["json"], {"sr": str(paths["sr"]), "gt": str(paths["hr"])})
     write_csv(evaluation, paths["csv"])
     return evaluation, paths
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from PIL import Image, ImageOps
+from PIL import Image
 
 from pure.colorfix import color_fix
 from pure.config import BackboneConfig, InferConfig, RestoreConfig, SamplingConfig
@@ -30,7 +30,7 @@ from pure.sequence import TextTokenizer, conversation, split_answer
 from pure.tiling import TileBlender, output_size, pad_to, padded_size, tile_boxes
 from pure.tiny import write_tiny_checkpoint
 from pure.vocab import GRID_PX, Vocab
-from pure.vq import VQModel, image_to_tensor, load_vq, tensor_to_image, to_rgb
+from pure.vq import VQModel, image_to_tensor, load_vq, tensor_to_image
 
 
 @dataclass
@@ -60,33 +60,6 @@ def split_text(answer: str) -> tuple[str, str]:
     if end < 0:
         return answer, ""
     return answer[: end + 1].strip(), answer[end + 1 :].strip()
-
-
-def read_image(path: str | Path) -> tuple[Image.Image, Image.Image | None]:
-    """Open any image a user has -> (RGB image, alpha channel or None).
-
-    EXIF orientation is applied; 16-bit and 32-bit greyscale are scaled to 8 bits; CMYK, palette
-    and greyscale become RGB. With transparency, RGB is alpha-composited on white (the
-    reference's rule) and the alpha channel is returned so it can be re-attached to the output.
-    Raises ``ValueError`` naming the file when it is not a readable image.
-    """
-    try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-    except Exception as err:  # PIL raises several types for corrupt or foreign files
-        raise ValueError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if values.max() > 255 else 255.0
-        image = Image.fromarray((values / peak * 255).round().clip(0, 255).astype(np.uint8), "L")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        alpha = rgba.getchannel("A")
-        return to_rgb(rgba), (alpha if alpha.getextrema()[0] < 255 else None)
-    return image.convert("RGB"), None
 
 
 class Restorer:
@@ -137,7 +110,7 @@ class Restorer:
         alpha: Image.Image | None = None,
         on_step=None,
     ) -> Restoration:
-        """Restore one RGB image (see :func:`read_image`); ``seed`` defaults to ``sampling.seed``."""
+        """Restore one RGB image (:func:`pure.images.read_image`); ``seed`` defaults to ``sampling.seed``."""
         settings, tile = self.settings, self.settings.tile
         seed = self.sampling.seed if seed is None else seed
         caption = self.settings.caption if caption is None else caption

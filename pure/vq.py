@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pure.config import VQConfig
+from pure.images import to_rgb
 from pure.tiny import det_state_dict
 
 DEFAULT_SOURCE = "FoundationVision/LlamaGen:vq_ds8_c2i.pt"
@@ -466,21 +467,9 @@ def load_vq(
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """The reference's RGB conversion: non-RGB images with any alpha < 255 are blended onto white,
-    ``(1 - a) * 255 + a * rgb`` in float64 and truncated to uint8; other modes use ``convert("RGB")``."""
-    if image.mode == "RGB":
-        return image
-    rgba = np.array(image.convert("RGBA"))
-    if (rgba[:, :, 3] < 255).any():
-        alpha = rgba[:, :, 3:4] / 255.0
-        return Image.fromarray(((1 - alpha) * 255 + alpha * rgba[:, :, :3]).astype(np.uint8))
-    return image.convert("RGB")
-
-
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL image -> [3, H, W] float32 in [-1, 1], as the reference's ``img_tokens_from_pil``:
-    :func:`to_rgb`, then ``uint8 / 255 * 2 - 1`` in float64."""
+    :func:`pure.images.to_rgb`, then ``uint8 / 255 * 2 - 1`` in float64."""
     pixels = np.array(to_rgb(image)) / 255.0 * 2 - 1  # [H, W, 3] float64
     return torch.from_numpy(pixels).permute(2, 0, 1).float()
 

@@ -15,7 +15,9 @@ from PIL import Image
 
 from pure.cli import infer_main
 from pure.config import InferConfig, load_config
-from pure.pipeline import Restorer, read_image, split_text
+from pure.images import read_image
+from pure.metrics import list_images
+from pure.pipeline import Restorer, split_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -29,7 +31,7 @@ TINY = [
 
 
 def _expected_size(path: Path, scale: float) -> tuple[int, int]:
-    image, _ = read_image(path)
+    image = read_image(path).rgb
     return max(1, round(image.width * scale)), max(1, round(image.height * scale))
 
 
@@ -41,10 +43,11 @@ def test_edge_cases_folder_end_to_end(shared_data_dir, tmp_path, capsys):
     out = tmp_path / "out"
     scale = 0.125
     code = infer_main(["-i", str(inputs), "-o", str(out), "--outscale", str(scale), *TINY])
-    assert code == 1  # two bad files
-    err = capsys.readouterr().err
-    assert "notes.txt" in err and "broken.jpg" in err and "not a readable image" in err
-    assert err.count("failed:") == 2
+    assert code == 1  # broken.jpg failed; notes.txt is not an image, so it is skipped, not failed
+    captured = capsys.readouterr()
+    assert "skipped 1 file(s) that are not images" in captured.err and "notes.txt" in captured.err
+    assert err_lines(captured.err, "failed:") == [f"failed: {inputs / 'broken.jpg'}: not a readable image"]
+    assert "9 restored, 0 skipped (output exists), 1 failed, 1 non-image file(s) ignored" in captured.out
     good = [p for p in sorted(inputs.iterdir()) if p.name not in ("notes.txt", "broken.jpg")]
     for source in good:
         ext = ".jpg" if source.suffix == ".jpg" else ".png"
@@ -57,9 +60,9 @@ def test_edge_cases_folder_end_to_end(shared_data_dir, tmp_path, capsys):
     assert Image.open(out / "children-alpha.png").mode == "RGBA"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left behind
 
-    # existing outputs are never silently overwritten
+    # existing outputs are never silently overwritten: refused before the models load
     code = infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), *TINY])
-    assert code == 1 and "--overwrite" in capsys.readouterr().err
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
     assert (
         infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), "--skip-existing", *TINY])
         == 0
@@ -67,6 +70,11 @@ def test_edge_cases_folder_end_to_end(shared_data_dir, tmp_path, capsys):
     assert (
         infer_main(["-i", str(good[0]), "-o", str(out), "--outscale", str(scale), "--overwrite", *TINY]) == 0
     )
+
+
+def err_lines(text: str, start: str) -> list[str]:
+    """The lines of ``text`` that begin with ``start``, cut before any parenthesised detail."""
+    return [line.split(" (")[0] for line in text.splitlines() if line.startswith(start)]
 
 
 def test_realsrset_images_at_4x(shared_data_dir, tmp_path):
@@ -79,8 +87,12 @@ def test_realsrset_images_at_4x(shared_data_dir, tmp_path):
     assert infer_main(["-i", str(inputs), "-o", str(out), "--save-entropy-map", *TINY]) == 0
     for name in ("chip", "comic1"):
         assert Image.open(out / f"{name}.png").size == (96, 80)
-        heat = Image.open(out / f"{name}_entropy.png")
+        heat = Image.open(out / "entropy" / f"{name}.png")
         assert heat.size == (96, 80) and np.asarray(heat).max() > 0
+        sidecar = json.loads((out / f"{name}.json").read_text())
+        assert sidecar["entropy_map"] == str(out / "entropy" / f"{name}.png")
+    # the maps stay out of the image set: evaluation scores the two restorations only (issue 12, item 6)
+    assert sorted(list_images(out, "SR")) == ["chip", "comic1"]
 
 
 def test_inputs_users_have(tmp_path):
@@ -93,10 +105,10 @@ def test_inputs_users_have(tmp_path):
     base.resize((8, 8)).save(tmp_path / "tiny.png")
     Image.new("RGB", (4000, 48), (120, 80, 40)).save(tmp_path / "wide.png")
 
-    image, alpha = read_image(tmp_path / "cmyk.jpg")
-    assert image.mode == "RGB" and alpha is None
-    assert read_image(tmp_path / "rotated.jpg")[0].size == (40, 30)
-    deep, _ = read_image(tmp_path / "deep.png")
+    read = read_image(tmp_path / "cmyk.jpg")
+    assert read.rgb.mode == "RGB" and read.alpha is None
+    assert read_image(tmp_path / "rotated.jpg").rgb.size == (40, 30)
+    deep = read_image(tmp_path / "deep.png").rgb
     expected = np.round(np.arange(400).reshape(20, 20) * 150 / 65535 * 255).astype(np.uint8)
     assert deep.mode == "RGB" and np.array_equal(np.asarray(deep)[..., 0], expected)
 

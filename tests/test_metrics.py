@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,20 @@ def test_identical_folders_give_ideal_values(tmp_path):
     assert result.images == ["0.png", "1.png", "2.png"]
     assert result.scores["psnr"] == pytest.approx([80.0] * 3, abs=1e-4)
     assert result.scores["ssim"] == pytest.approx([1.0] * 3, abs=1e-6)
+
+
+def test_16_bit_ground_truth_is_rescaled_not_clipped(tmp_path):
+    """Issue 11, case 3: a 16-bit greyscale GT and its 8-bit copy are the same picture (was 2.49 dB)."""
+    levels = (np.arange(48 * 40).reshape(40, 48) * 34 % 65536).astype(np.uint16)
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(levels).save(tmp_path / "gt" / "a.png")
+    assert Image.open(tmp_path / "gt" / "a.png").mode == "I;16"
+    eight = np.round(levels / 65535 * 255).astype(np.uint8)
+    _save(tmp_path / "sr", "a.png")
+    Image.fromarray(eight).save(tmp_path / "sr" / "a.png")
+    result = M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", ["psnr", "ssim"], progress=False)
+    assert result.scores["psnr"] == pytest.approx([80.0], abs=1e-4)
+    assert result.scores["ssim"] == pytest.approx([1.0], abs=1e-6)
 
 
 def _y_channel(path: Path) -> np.ndarray:
@@ -233,7 +248,7 @@ def test_fid_compares_only_the_paired_files(tmp_path):
 
     assert M.folder_fid(fake_fid, pairs, batch_size=2) == 1.5
     assert seen["sr"] == ["000000.png", "000001.png", "000002.png"]
-    assert seen["gt"] == ["000000.jpg", "000001.jpg", "000002.jpg"]
+    assert seen["gt"] == ["000000.png", "000001.png", "000002.png"]  # decoded by pure.images, as PNG
     assert seen["batch_size"] == 2
 
 
@@ -357,7 +372,7 @@ def test_evaluate_script_fails_with_a_clear_error(tmp_path):
     assert f"error: SR folder not found: {tmp_path / 'none'}" in result.stderr
 
 
-def test_benchmark_paths_and_inference_command(tmp_path):
+def test_benchmark_paths(tmp_path):
     with pytest.raises(M.EvaluationError, match=r"benchmark 'realsr' needs .*realsr/lr/"):
         M.benchmark_paths("realsr", tmp_path)
     (tmp_path / "realsr" / "lr").mkdir(parents=True)
@@ -365,67 +380,45 @@ def test_benchmark_paths_and_inference_command(tmp_path):
     paths = M.benchmark_paths("realsr", tmp_path, tmp_path / "run")
     assert paths["sr"] == tmp_path / "run" / "sr" and paths["json"] == tmp_path / "run" / "metrics.json"
     assert M.benchmark_paths("realsr", tmp_path)["run"].parent == Path("runs") / "realsr"
-    command = M.infer_command(paths["lr"], paths["sr"], ["--config", "c.yaml", "sampling.top_k=1"])
-    assert command == [
-        sys.executable,
-        str(ROOT / "scripts" / "infer.py"),
-        "--input",
-        str(paths["lr"]),
-        "--output",
-        str(paths["sr"]),
-        "--config",
-        "c.yaml",
-        "sampling.top_k=1",
-    ]
 
 
-def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch):
+def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tmp_path):
     calls = []
 
-    def fake_run_benchmark(name, root, run, infer_args, skip_inference, **kwargs):
-        calls.append((name, root, run, infer_args, kwargs["metrics"]))
-        raise M.EvaluationError("stop here")
+    def fake_run_inference(args):
+        calls.append((args.input, args.output, args.config, args.overrides))
+        return 0
 
-    monkeypatch.setattr(pure.cli, "run_benchmark", fake_run_benchmark)
-    argv = ["realsr", "--config", "c.yaml", "--metrics", "psnr", "sampling.top_k=1", "--run", "r"]
-    assert benchmark_main(argv) == 1
-    assert calls == [("realsr", "data/benchmarks", "r", ["--config", "c.yaml", "sampling.top_k=1"], ["psnr"])]
+    monkeypatch.setattr(pure.cli, "run_inference", fake_run_inference)
+    for sub in ("lr", "hr"):
+        _save(tmp_path / "realsr" / sub, "a.png", (8, 8), seed=0)
+    run = tmp_path / "run"
+    (run / "sr").mkdir(parents=True)
+    shutil.copy(tmp_path / "realsr" / "hr" / "a.png", run / "sr" / "a.png")
+    argv = ["realsr", "--root", str(tmp_path), "--config", "c.yaml", "--metrics", "psnr", "sampling.top_k=1"]
+    assert benchmark_main([*argv, "--run", str(run), "--no-progress"]) == 0
+    lr = str(tmp_path / "realsr" / "lr")
+    assert calls == [(lr, str(run / "sr"), "c.yaml", ["sampling.top_k=1"])]
 
 
 def test_benchmark_chains_inference_and_evaluation(tmp_path):
-    """With a stand-in for scripts/infer.py (a bicubic x4 upscale) so no model is needed."""
+    """With a stand-in for inference (a bicubic x4 upscale) so no model is needed."""
     for i in range(2):
         _save(tmp_path / "sets" / "tiny" / "lr", f"{i}.png", (12, 10), seed=i)
         _save(tmp_path / "sets" / "tiny" / "hr", f"{i}.png", (48, 40), seed=i)
-    fake_infer = tmp_path / "infer.py"
-    fake_infer.write_text(
-        "import sys\nfrom pathlib import Path\nfrom PIL import Image\n"
-        "a = sys.argv\nsrc, dst = Path(a[a.index('--input') + 1]), Path(a[a.index('--output') + 1])\n"
-        "assert a[-1] == 'k=v'\ndst.mkdir(parents=True)\n"
-        "for p in src.iterdir():\n    im = Image.open(p)\n"
-        "    im.resize((im.width * 4, im.height * 4), Image.BICUBIC).save(dst / p.name)\n"
-    )
+
+    def fake_infer(lr: Path, sr: Path) -> int:
+        sr.mkdir(parents=True)
+        for p in lr.iterdir():
+            im = Image.open(p)
+            im.resize((im.width * 4, im.height * 4), Image.BICUBIC).save(sr / p.name)
+        return 0
+
     evaluation, paths = M.run_benchmark(
-        "tiny",
-        tmp_path / "sets",
-        tmp_path / "run",
-        ["k=v"],
-        infer_script=fake_infer,
-        metrics=["psnr"],
-        progress=False,
+        "tiny", tmp_path / "sets", tmp_path / "run", fake_infer, metrics=["psnr"], progress=False
     )
     assert evaluation.images == ["0.png", "1.png"] and 0 < evaluation.mean["psnr"] < 80
-    data = json.loads(paths["json"].read_text())
-    assert data["inference"][1:] == [
-        str(fake_infer),
-        "--input",
-        str(paths["lr"]),
-        "--output",
-        str(paths["sr"]),
-        "k=v",
-    ]
+    assert json.loads(paths["json"].read_text())["sr"] == str(paths["sr"])
     assert paths["csv"].read_text().startswith("image,psnr\n0.png,")
-    with pytest.raises(M.EvaluationError, match=r"inference failed \(exit 1\)"):
-        M.run_benchmark(
-            "tiny", tmp_path / "sets", tmp_path / "run2", infer_script=fake_infer, metrics=["psnr"]
-        )
+    with pytest.raises(M.EvaluationError, match=r"failed \(exit 1\)"):
+        M.run_benchmark("tiny", tmp_path / "sets", tmp_path / "run2", lambda lr, sr: 1, metrics=["psnr"])

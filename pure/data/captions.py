@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pure.config import CaptionConfig
+from pure.images import ImageReadError, read_image
 
 Captioner = Callable[[list[Image.Image]], list[str]]
 """Describes a batch of RGB images, one string each."""
@@ -144,10 +145,9 @@ def describe_missing(
         keys, batch = [], []
         for key in todo[start : start + batch_size]:
             try:
-                with Image.open(images[key]) as image:
-                    batch.append(image.convert("RGB"))
+                batch.append(read_image(images[key]).rgb)
                 keys.append(key)
-            except OSError as err:
+            except ImageReadError as err:
                 tqdm.write(f"warning: cannot describe {images[key]}: {err}")
         answers = captioner(batch) if batch else []
         found = {key: text for key, text in zip(keys, answers, strict=True) if text}

@@ -46,7 +46,8 @@ from pure.data.captions import (
 )
 from pure.data.degradations import DegradationParams, degrade
 from pure.data.labels import Label, label_from_params
-from pure.files import IMAGE_SUFFIXES, write_atomic, write_text_atomic
+from pure.files import write_atomic, write_text_atomic
+from pure.images import ImageReadError, is_image_name, read_header, read_image
 from pure.vq import image_to_tensor
 
 """Files of the HQ folders that are read as images."""
@@ -127,7 +128,7 @@ def list_sources(hq_dirs: list[str]) -> list[Source]:
             raise PrepareError(f"HQ folder {folder} does not exist")
         for path in sorted(folder.rglob("*")):
             rel = path.relative_to(folder)
-            if path.suffix.lower() not in IMAGE_SUFFIXES or any(p.startswith(".") for p in rel.parts):
+            if not is_image_name(path) or any(p.startswith(".") for p in rel.parts):
                 continue
             key = rel.as_posix()
             if key in found:
@@ -138,16 +139,16 @@ def list_sources(hq_dirs: list[str]) -> list[Source]:
             stat = path.stat()
             found[key] = Source(key, path, stat.st_size, stat.st_mtime_ns)
     if not found:
-        raise PrepareError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(hq_dirs)}")
+        raise PrepareError(f"no images (files of a format Pillow reads) in {', '.join(hq_dirs)}")
     return [found[key] for key in sorted(found)]
 
 
 def _opens(path: Path) -> bool:
-    """Whether PIL recognises the file as an image (reads the header only)."""
+    """Whether the file is a still image the reader takes (reads the header only)."""
     try:
-        with Image.open(path):
-            return True
-    except (OSError, ValueError):
+        read_header(path)
+        return True
+    except ImageReadError:
         return False
 
 
@@ -189,9 +190,7 @@ def crop_square(
 
 def make_pair(source: Source, cfg: PrepareConfig) -> Pair:
     """Read, crop, degrade and label one image; ``ValueError`` when the image cannot be used."""
-    from pure.pipeline import read_image
-
-    image, _ = read_image(source.path)
+    image = read_image(source.path).rgb
     generator = image_generator(cfg.seed, source.key)
     crop, box = crop_square(image, cfg.hq_size, cfg.shrink, cfg.crop, generator)
     hq = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()

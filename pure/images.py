@@ -1,0 +1,236 @@
+"""The one image reader: every file a user has -> an 8-bit sRGB RGB image (+ alpha), read one way
+by inference, evaluation, data preparation and training alike.
+
+:func:`read_image` handles every Pillow mode (1, L, LA, P with or without transparency, RGB, RGBA,
+CMYK, YCbCr, I;16*, I, F), applies the EXIF orientation, converts embedded ICC profiles to sRGB
+(littlecms through ``PIL.ImageCms``) and records every step it took in :attr:`ReadImage.info`, for
+sidecars. Deep images are rescaled, never clipped: 16-bit levels / 65535, float images in 0-1 x 255.
+With transparency, the RGB is composited on white (the reference's rule, :func:`to_rgb`) and
+the alpha channel is returned. What it cannot do (animated images, a profile that does not fit the
+pixels, float values outside 0-255) raises :class:`ImageReadError` with one line naming the file.
+
+:func:`scan_folder` is the one lister: images by suffix, everything else reported as skipped.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps
+
+Image.init()
+UNREADABLE_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF", "EPS"})
+"""Formats Pillow names but cannot decode here: stubs without a decoder, or Ghostscript's."""
+IMAGE_SUFFIXES = frozenset(
+    suffix
+    for suffix, fmt in Image.registered_extensions().items()
+    if fmt in Image.OPEN and fmt not in UNREADABLE_FORMATS
+)
+"""File suffixes (lower case) of every format Pillow reads here: a folder's files with these are images."""
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+ORIENTATION_TAG = 0x0112
+
+
+class ImageReadError(ValueError):
+    """A file that is not an image this reader can use; the message is one line naming the file."""
+
+
+@dataclass
+class ReadImage:
+    """What :func:`read_image` made of a file."""
+
+    rgb: Image.Image
+    """RGB, 8 bits per channel, sRGB; with transparency, composited on white."""
+    alpha: Image.Image | None
+    """The alpha channel (mode L) when any pixel is not opaque, else None."""
+    info: dict = field(default_factory=dict)
+    """The file's format, mode and stored size, and the ``steps`` taken to read it (for sidecars)."""
+    icc_profile: str | None = None
+    """Description of the ICC profile the file carried (its pixels are now sRGB), or None."""
+
+
+@dataclass
+class Header:
+    """What opening a file tells without decoding its pixels."""
+
+    format: str
+    mode: str
+    size: tuple[int, int]
+    has_alpha: bool
+
+
+@dataclass
+class Scan:
+    """A folder's files sorted into images and everything else."""
+
+    images: list[Path]
+    skipped: list[Path]
+    """Files that are not images (by suffix) or are hidden."""
+    subfolders: list[Path]
+    """Subfolders that were not searched (without ``recursive``)."""
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether a folder lister takes ``path`` as an image: a known suffix and no leading dot."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def scan_folder(folder: Path, recursive: bool = False, exclude: tuple[Path, ...] = ()) -> Scan:
+    """The files of ``folder`` (and, with ``recursive``, of its subfolders) in name order.
+
+    Hidden folders and the folders in ``exclude`` (e.g. an output folder inside the input) are
+    never entered.
+    """
+    excluded = {p.resolve() for p in exclude}
+    images: list[Path] = []
+    skipped: list[Path] = []
+    subfolders: list[Path] = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            if path.name.startswith(".") or path.resolve() in excluded:
+                continue
+            if recursive:
+                inner = scan_folder(path, True, exclude)
+                images += inner.images
+                skipped += inner.skipped
+            else:
+                subfolders.append(path)
+        elif is_image_name(path):
+            images.append(path)
+        else:
+            skipped.append(path)
+    return Scan(images, skipped, subfolders)
+
+
+def read_header(path: str | Path) -> Header:
+    """Open ``path`` and check what can be checked without decoding: a known format, one frame."""
+    try:
+        with Image.open(path) as opened:
+            _check_frames(opened, path)
+            return Header(opened.format or "", opened.mode, opened.size, _has_alpha(opened))
+    except ImageReadError:
+        raise
+    except Exception as err:  # Pillow raises several types for corrupt or foreign files
+        raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
+
+
+def read_image(path: str | Path) -> ReadImage:
+    """Read any image file -> 8-bit sRGB RGB (+ alpha); raises :class:`ImageReadError` naming the file."""
+    try:
+        with Image.open(path) as opened:
+            _check_frames(opened, path)
+            info = {"format": opened.format, "mode": opened.mode, "size": list(opened.size), "steps": []}
+            orientation = opened.getexif().get(ORIENTATION_TAG, 1)
+            icc = opened.info.get("icc_profile")
+            transparent = "transparency" in opened.info
+            image = ImageOps.exif_transpose(opened)
+    except ImageReadError:
+        raise
+    except Exception as err:  # Pillow raises several types for corrupt or foreign files
+        raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
+    steps = info["steps"]
+    if orientation not in (1, None):
+        steps.append(f"EXIF orientation {orientation} applied")
+    if info["format"] == "MPO":
+        steps.append("multi-picture JPEG: the primary picture read")
+    if image.mode in DEEP_MODES:
+        image = _deep_to_8bit(image, path, steps)
+    if image.mode == "1":
+        image = image.convert("L")
+    if transparent or image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if transparent or image.mode == "PA" else "RGB")
+    alpha = image.getchannel("A") if image.mode in ALPHA_MODES else None
+    colour = image.convert({"LA": "L", "La": "L"}.get(image.mode, "RGB")) if alpha is not None else image
+    description = None
+    if icc:
+        colour, description = _to_srgb(colour, icc, path, steps)
+    rgb = colour.convert("RGB")
+    if alpha is None or alpha.getextrema()[0] == 255:
+        return ReadImage(rgb, None, info, description)
+    steps.append("RGB composited on white; alpha kept")
+    rgba = rgb.copy()
+    rgba.putalpha(alpha)
+    return ReadImage(to_rgb(rgba), alpha, info, description)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The reference's RGB conversion: non-RGB images with any alpha < 255 are blended onto white,
+    ``(1 - a) * 255 + a * rgb`` in float64 and truncated to uint8; other modes use ``convert("RGB")``."""
+    if image.mode == "RGB":
+        return image
+    rgba = np.array(image.convert("RGBA"))
+    if (rgba[:, :, 3] < 255).any():
+        alpha = rgba[:, :, 3:4] / 255.0
+        return Image.fromarray(((1 - alpha) * 255 + alpha * rgba[:, :, :3]).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def srgb_profile() -> bytes:
+    """An sRGB ICC profile, for outputs of colour-managed inputs."""
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _check_frames(opened: Image.Image, path: str | Path) -> None:
+    frames = getattr(opened, "n_frames", 1)
+    if frames > 1 and opened.format != "MPO":
+        raise ImageReadError(
+            f"{path}: {opened.format} with {frames} frames; pure restores still images: save the frames "
+            f"as separate files (e.g. ffmpeg -i {Path(path).name} frame_%03d.png) and restore those"
+        )
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ALPHA_MODES or "transparency" in image.info
+
+
+def _deep_to_8bit(image: Image.Image, path: str | Path, steps: list[str]) -> Image.Image:
+    """16-bit, 32-bit integer and float greyscale -> L, rescaled (never clipped at 255)."""
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ImageReadError(f"{path}: mode {image.mode} holds NaN or infinite values; save it without them")
+    low, high = float(values.min()), float(values.max())
+    if image.mode == "F":
+        if low < 0 or high > 255:
+            raise ImageReadError(
+                f"{path}: float image with values in [{low:g}, {high:g}]; save it with values in 0-1"
+            )
+        peak = 1.0 if high <= 1 else 255.0
+        steps.append(f"float values read as 0-{peak:g}, scaled to 8 bits")
+    elif image.mode.startswith("I;16"):
+        peak = 65535.0
+        steps.append("16-bit levels scaled to 8 bits (/ 65535 x 255)")
+    else:
+        if low < 0:
+            raise ImageReadError(f"{path}: 32-bit integer image with negative values; save it as 16 bits")
+        peak = 255.0 if high <= 255 else 65535.0 if high <= 65535 else 2.0**31 - 1
+        steps.append(f"32-bit integer levels read as 0-{peak:g}, scaled to 8 bits")
+    return Image.fromarray((values / peak * 255).round().clip(0, 255).astype(np.uint8), "L")
+
+
+def _to_srgb(image: Image.Image, icc: bytes, path: str | Path, steps: list[str]) -> tuple[Image.Image, str]:
+    """Convert ``image`` (L, RGB, CMYK, YCbCr) from its embedded profile to sRGB; -> (RGB, description)."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        description = ImageCms.getProfileDescription(source).strip()
+        if description.lower().startswith("srgb"):
+            steps.append(f"ICC profile {description!r} is sRGB: values kept")
+            return image, description
+        if image.mode not in ("L", "RGB", "CMYK"):
+            image = image.convert("RGB")
+        converted = ImageCms.profileToProfile(
+            image,
+            source,
+            ImageCms.createProfile("sRGB"),
+            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+            outputMode="RGB",
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError) as err:
+        raise ImageReadError(
+            f"{path}: cannot apply its embedded ICC profile ({err}); convert it to sRGB or remove the profile"
+        ) from err
+    steps.append(f"ICC profile {description!r} converted to sRGB (relative colorimetric)")
+    return converted, description

@@ -1,0 +1,121 @@
+"""Restore the files of a :class:`pure.plan.Plan`: read each with :func:`pure.images.read_image`,
+restore it, write the image, its JSON sidecar and optionally its entropy map, and count what was
+restored, skipped and failed. Used by ``scripts/infer.py`` and ``scripts/benchmark.py``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from pure.files import write_atomic, write_text_atomic
+from pure.images import read_image, srgb_profile
+from pure.pipeline import Restoration, Restorer
+from pure.plan import Job, Plan
+
+ALPHA_NOTE = "RGB restored from the image composited on white; alpha upscaled bicubically and re-attached"
+
+
+@dataclass
+class Summary:
+    """What a run did; restored, skipped and failed are counted separately."""
+
+    output: Path
+    restored: int = 0
+    skipped: int = 0
+    """Inputs whose output already existed (``--skip-existing``)."""
+    failed: list[str] = field(default_factory=list)
+    not_images: int = 0
+    """Files of the input folder that are not images."""
+    interrupted: bool = False
+
+    @classmethod
+    def of(cls, plan: Plan) -> Summary:
+        """The counts a plan starts with: its skipped inputs and the files that failed at planning."""
+        return cls(
+            plan.output, skipped=len(plan.existing), failed=list(plan.failed), not_images=len(plan.not_images)
+        )
+
+    def line(self) -> str:
+        parts = [
+            f"{self.restored} restored",
+            f"{self.skipped} skipped (output exists)",
+            f"{len(self.failed)} failed",
+        ]
+        if self.not_images:
+            parts.append(f"{self.not_images} non-image file(s) ignored")
+        return ", ".join(parts) + f"; outputs in {self.output}"
+
+    def exit_code(self) -> int:
+        """130 when interrupted, 1 when any input failed, else 0."""
+        return 130 if self.interrupted else 1 if self.failed else 0
+
+
+def save_outputs(result: Restoration, job: Job, sidecar: dict, icc_profile: bytes | None) -> None:
+    """The image (sRGB; the profile embedded when given), its sidecar and the entropy map, each atomically."""
+    jpeg = job.image.suffix == ".jpg"
+    image = result.image.convert("RGB") if jpeg else result.image
+    options = {"quality": 95} if jpeg else {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    write_atomic(job.image, lambda p: image.save(p, format="JPEG" if jpeg else "PNG", **options))
+    write_text_atomic(job.sidecar, json.dumps(sidecar, indent=2))
+    if job.entropy is not None and result.entropy_map is not None:
+        values = np.clip(result.entropy_map / 10.0, 0, 1) * 255
+        heat = Image.fromarray(values.astype(np.uint8), "L")
+        write_atomic(job.entropy, lambda p: heat.save(p, format="PNG"))
+
+
+def restore_plan(plan: Plan, restorer: Restorer, run_info: dict, progress: bool = True) -> Summary:
+    """Restore every job of ``plan``; one bad file never stops the run, Ctrl-C stops it cleanly.
+
+    ``run_info`` (model, VQ source, ...) is added to every sidecar. A file being written when the
+    run is interrupted is removed, never left half written.
+    """
+    summary = Summary.of(plan)
+    bar = tqdm(plan.jobs, desc="images", unit="img", disable=not progress)
+    try:
+        for job in bar:
+            bar.set_postfix_str(job.source.name)
+            try:
+                _restore_one(job, restorer, run_info, progress)
+                summary.restored += 1
+            except Exception as err:  # one bad file must not stop the run
+                message = str(err) if str(job.source) in str(err) else f"{job.source}: {err}"
+                summary.failed.append(message)
+                tqdm.write(f"failed: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        bar.close()
+    return summary
+
+
+def _restore_one(job: Job, restorer: Restorer, run_info: dict, progress: bool) -> None:
+    read = read_image(job.source)
+    with tqdm(desc="tokens", unit="tok", leave=False, disable=not progress) as tokens:
+        result = restorer.restore(read.rgb, alpha=read.alpha, on_step=tokens.update)
+    sidecar = {
+        "input": str(job.source),
+        "output": str(job.image),
+        "input_size": list(read.rgb.size),
+        "output_size": list(result.image.size),
+        "read": read.info,
+        "color_profile": f"{read.icc_profile!r} -> sRGB; sRGB profile embedded" if read.icc_profile else None,
+        "degradation": result.degradation,
+        "description": result.description,
+        "tile_answers": result.tile_answers,
+        "seed": result.seed,
+        "model": restorer.model_revision,
+        **run_info,
+        "settings": restorer.settings_dict(),
+        "timings_s": result.timings,
+        "alpha": ALPHA_NOTE if read.alpha is not None else None,
+        "entropy_map": str(job.entropy) if job.entropy else None,
+    }
+    save_outputs(result, job, sidecar, srgb_profile() if read.icc_profile else None)

@@ -1,0 +1,197 @@
+"""Plan a restoration run before any model loads: which files are inputs, where each output goes,
+and everything that would go wrong later (collisions, an output replacing an input, existing
+outputs, an output folder that cannot be written, files that are not readable images).
+
+Naming: ``INPUT_DIR/sub/NAME.EXT`` -> ``OUTPUT_DIR/sub/NAME[_SUFFIX].png|jpg`` with the sidecar
+``NAME[_SUFFIX].json`` beside it and the entropy map in ``OUTPUT_DIR/entropy/sub/`` (a subfolder,
+so that no image lister takes the maps for restorations). When two inputs would share any output
+file (``holiday.jpg`` and ``holiday.png`` share ``holiday.json``), both keep their extension in
+the name: ``holiday.jpg.jpg`` + ``holiday.jpg.json`` and ``holiday.png.png`` + ``holiday.png.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pure.images import IMAGE_SUFFIXES, ImageReadError, read_header, scan_folder
+
+ENTROPY_FOLDER = "entropy"
+"""Subfolder of the output folder that holds the entropy maps."""
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+
+
+class PlanError(ValueError):
+    """The run cannot start; the message says why and what to do."""
+
+
+@dataclass
+class Job:
+    """One input and the files its restoration writes."""
+
+    source: Path
+    image: Path
+    sidecar: Path
+    entropy: Path | None = None
+
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.image, self.sidecar, self.entropy) if p is not None]
+
+
+@dataclass
+class Plan:
+    """Every input sorted into work to do, work already done and files that cannot be used."""
+
+    output: Path
+    jobs: list[Job] = field(default_factory=list)
+    existing: list[Job] = field(default_factory=list)
+    """Inputs skipped because their output exists (``--skip-existing``)."""
+    failed: list[str] = field(default_factory=list)
+    """One line per input that is not a readable still image."""
+    not_images: list[Path] = field(default_factory=list)
+    """Files of the input folder that are not images (skipped, not failed)."""
+
+
+def check_output_folder(output: Path) -> None:
+    """Raise :class:`PlanError` unless ``output`` is, or can become, a writable folder."""
+    if output.exists() and not output.is_dir():
+        raise PlanError(f"-o {output} is a file; -o takes a folder (outputs are named after their inputs)")
+    if not output.exists() and output.suffix.lower() in IMAGE_SUFFIXES:
+        raise PlanError(
+            f"-o {output} looks like an image file name, but -o takes a folder (outputs are named after "
+            f"their inputs); pass a folder, e.g. -o {output.with_suffix('')}"
+        )
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as err:
+        raise PlanError(
+            f"cannot write into the output folder {output} ({err.strerror or err}); pass another -o"
+        ) from err
+
+
+def _output_names(relative: Path, suffix: str, ext: str, has_alpha: bool, keep_ext: bool) -> tuple[str, str]:
+    """-> (output stem relative to the output folder, output extension)."""
+    source_ext = relative.suffix.lower()
+    if has_alpha or ext == "png" or (ext == "auto" and source_ext not in JPEG_SUFFIXES):
+        extension = ".png"
+    else:
+        extension = ".jpg"
+    name = relative.name if keep_ext else relative.stem
+    stem = (relative.parent / f"{name}{'_' + suffix if suffix else ''}").as_posix()
+    return stem, extension
+
+
+def _job(source: Path, output: Path, stem: str, extension: str, entropy: bool) -> Job:
+    return Job(
+        source,
+        output / f"{stem}{extension}",
+        output / f"{stem}.json",
+        output / ENTROPY_FOLDER / f"{stem}.png" if entropy else None,
+    )
+
+
+def _key(path: Path) -> str:
+    """Collision key: the same file through symbolic links and on case-insensitive file systems too."""
+    return os.path.normcase(os.path.realpath(path)).casefold()
+
+
+def plan_outputs(
+    source: Path,
+    output: Path,
+    suffix: str = "",
+    ext: str = "auto",
+    recursive: bool = False,
+    existing: str = "fail",
+    entropy: bool = False,
+) -> Plan:
+    """Plan the run that restores ``source`` (a file or a folder) into the folder ``output``.
+
+    ``existing`` says what to do with outputs already on disk: ``fail`` (a :class:`PlanError`
+    listing them), ``skip`` or ``overwrite``. Raises :class:`PlanError` when the run cannot start:
+    a missing input, no images, an unwritable output folder, outputs that collide, or an output that
+    would replace an input.
+    """
+    if existing not in ("fail", "skip", "overwrite"):
+        raise ValueError(f"existing must be fail, skip or overwrite, got {existing!r}")
+    if source.is_file():
+        root, files, not_images = source.parent, [source], []
+    elif source.is_dir():
+        root = source
+        scan = scan_folder(source, recursive, exclude=(output,))
+        files, not_images = scan.images, scan.skipped
+        if not files:
+            raise PlanError(_no_images(source, scan.skipped, scan.subfolders))
+    else:
+        raise PlanError(f"input {source} does not exist")
+    check_output_folder(output)
+    plan = Plan(output, not_images=not_images)
+    headers = {}
+    for path in files:
+        try:
+            headers[path] = read_header(path)
+        except ImageReadError as err:
+            plan.failed.append(str(err))
+    names = {
+        path: _output_names(path.relative_to(root), suffix, ext, header.has_alpha, keep_ext=False)
+        for path, header in headers.items()
+    }
+    jobs = {path: _job(path, output, *names[path], entropy) for path in headers}
+    clashing = _collisions(jobs.values())
+    for path in clashing:  # keep the input's extension in every name of colliding inputs
+        stem, extension = _output_names(path.relative_to(root), suffix, ext, headers[path].has_alpha, True)
+        jobs[path] = _job(path, output, stem, extension, entropy)
+    still = _collisions(jobs.values())
+    if still:
+        listed = ", ".join(str(p) for p in sorted(still)[:6])
+        raise PlanError(
+            f"inputs whose outputs would collide even with their extensions kept: {listed}; rename them"
+        )
+    inputs = {_key(path) for path in files}
+    replacing = [(job.source, out) for job in jobs.values() for out in job.outputs() if _key(out) in inputs]
+    if replacing:
+        source_path, out = replacing[0]
+        raise PlanError(
+            f"the output {out} of {source_path} would replace an input; pass another -o or a --suffix"
+        )
+    present = [out for job in jobs.values() for out in job.outputs() if out.exists()]
+    if present and existing == "fail":
+        shown = ", ".join(map(str, present[:3])) + (" ..." if len(present) > 3 else "")
+        raise PlanError(
+            f"{len(present)} output file(s) already exist ({shown}); pass --overwrite to replace them "
+            "or --skip-existing to keep them"
+        )
+    for job in jobs.values():
+        done = existing == "skip" and job.image.exists()
+        (plan.existing if done else plan.jobs).append(job)
+    return plan
+
+
+def _collisions(jobs) -> set[Path]:
+    """Sources of jobs that share an output file with another job."""
+    owners: dict[str, Path] = {}
+    clashing: set[Path] = set()
+    for job in jobs:
+        for out in job.outputs():
+            other = owners.setdefault(_key(out), job.source)
+            if other != job.source:
+                clashing |= {other, job.source}
+    return clashing
+
+
+def _no_images(folder: Path, others: list[Path], subfolders: list[Path]) -> str:
+    found = []
+    if subfolders:
+        found.append(
+            f"{len(subfolders)} subfolder(s) ({_names(subfolders)}; pass --recursive to restore their images)"
+        )
+    if others:
+        found.append(f"{len(others)} other file(s) ({_names(others)})")
+    return f"no images in {folder}: found {' and '.join(found) if found else 'nothing'}"
+
+
+def _names(paths: list[Path], limit: int = 4) -> str:
+    return ", ".join(p.name for p in paths[:limit]) + (", ..." if len(paths) > limit else "")

@@ -1,0 +1,81 @@
+"""The atomic writer (pure/files.py) behaves like a plain write: any legal name, the same permissions,
+never half a file, errors that name the target."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from pure.files import write_atomic, write_text_atomic
+
+
+def _plain_write_mode(folder) -> int:
+    plain = folder / "plain.txt"
+    plain.write_text("x")
+    return stat.S_IMODE(plain.stat().st_mode)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a" * 250 + ".json",
+        "é" * 120 + ".png",
+        ".hidden",
+        ".DS_Store.json",
+        "no_suffix",
+        "x" * 255,
+        "two.dots.png",
+    ],
+)
+def test_any_legal_name_can_be_written(tmp_path, name):
+    write_text_atomic(tmp_path / name, "content")
+    assert (tmp_path / name).read_text() == "content"
+    assert os.listdir(tmp_path) == [name]  # no temporary file left
+
+
+def test_permissions_are_those_of_a_plain_write(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "new.json", "{}")
+        assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == _plain_write_mode(tmp_path) == 0o644
+        os.umask(0o002)
+        write_text_atomic(tmp_path / "group.json", "{}")
+        assert stat.S_IMODE((tmp_path / "group.json").stat().st_mode) == 0o664
+        os.chmod(tmp_path / "new.json", 0o600)  # a replaced file keeps its mode, as with open("w")
+        write_text_atomic(tmp_path / "new.json", "[]")
+        assert stat.S_IMODE((tmp_path / "new.json").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_a_symlink_is_written_through(tmp_path):
+    (tmp_path / "real.json").write_text("old")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    write_text_atomic(tmp_path / "link.json", "new")
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "real.json").read_text() == "new"
+
+
+def test_never_half_a_file(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_text("previous")
+
+    def interrupted(path):
+        path.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, interrupted)
+    assert target.read_text() == "previous" and os.listdir(tmp_path) == ["out.png"]
+
+
+def test_errors_name_the_target_not_the_temporary_file(tmp_path):
+    (tmp_path / "taken").mkdir()  # a folder where the file should go
+    with pytest.raises(OSError) as failed:
+        write_text_atomic(tmp_path / "taken", "x")
+    assert f"cannot write {tmp_path / 'taken'}" in str(failed.value) and ".tmp" not in str(failed.value)
+    assert os.listdir(tmp_path) == ["taken"]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError, match=f"cannot write {tmp_path / 'file' / 'x.json'}"):
+        write_text_atomic(tmp_path / "file" / "x.json", "x")

@@ -1,0 +1,265 @@
+"""The one image reader (pure/images.py) as a matrix: modes x formats x with/without an ICC profile,
+EXIF orientations x formats x profile; and what it refuses, in one line naming the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pure.images import IMAGE_SUFFIXES, ImageReadError, read_header, read_image, scan_folder
+from tests.icc import adobe_rgb_profile, adobe_to_srgb, png_rgba16
+
+W, H = 8, 6
+_y, _x = np.mgrid[0:H, 0:W]
+TRUTH = np.stack([_x * 30 + 20, _y * 40 + 10, 200 - _x * 10 - _y * 12], -1).astype(np.uint8)
+"""[H, W, 3]: smooth (lossy formats keep it) and asymmetric (every orientation differs)."""
+GREY = (TRUTH.astype(np.float64) @ [0.299, 0.587, 0.114]).round().astype(np.uint8)
+ALPHA = np.where(_x < 2, 0, np.where(_y < 2, 128, 255)).astype(np.uint8)
+
+# format -> (suffix, save options, tolerance in levels)
+FORMATS = {
+    "PNG": (".png", {}, 0),
+    "JPEG": (".jpg", {"quality": 100, "subsampling": 0}, 6),
+    "BMP": (".bmp", {}, 0),
+    "TIFF": (".tif", {}, 0),
+    "WEBP": (".webp", {"lossless": True}, 0),
+    "GIF": (".gif", {}, 0),
+    "PPM": (".ppm", {}, 0),
+    "TGA": (".tga", {}, 0),
+    "SGI": (".sgi", {}, 0),
+    "PCX": (".pcx", {}, 0),
+    "QOI": (".qoi", {}, 0),
+    "JPEG2000": (".jp2", {"irreversible": False}, 0),
+    "AVIF": (".avif", {"quality": 100, "subsampling": "4:4:4"}, 4),
+    "DDS": (".dds", {}, 0),
+    "SPIDER": (".spi", {}, 0),
+    "ICO": (".ico", {"sizes": [(W, H)]}, 0),
+    "BLP": (".blp", {}, 0),
+}
+PROFILE_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP")
+"""Formats whose files carry an ICC profile and EXIF orientation here."""
+
+
+def _composite(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The reference's rule, written out: (1 - a) * 255 + a * rgb, truncated."""
+    a = alpha[..., None] / 255.0
+    return ((1 - a) * 255 + a * rgb).astype(np.uint8)
+
+
+def _palette(transparent: bool) -> tuple[Image.Image, np.ndarray, np.ndarray | None]:
+    index = (_x + W * _y).astype(np.uint8)  # 48 entries, one per pixel
+    colours = TRUTH.reshape(-1, 3)
+    image = Image.fromarray(index, "P")
+    image.putpalette(colours.tobytes())
+    if not transparent:
+        return image, TRUTH, None
+    image.info["transparency"] = 0
+    alpha = np.where(index == 0, 0, 255).astype(np.uint8)
+    return image, _composite(TRUTH, alpha), alpha
+
+
+def mode_image(mode: str) -> tuple[Image.Image, np.ndarray, np.ndarray | None]:
+    """An image of ``mode`` -> (image, the RGB the reader must return, the alpha or None)."""
+    grey3 = np.repeat(GREY[..., None], 3, -1)
+    if mode == "1":
+        bits = GREY > 100
+        return Image.fromarray(bits), np.repeat(bits[..., None] * 255, 3, -1).astype(np.uint8), None
+    if mode == "L":
+        return Image.fromarray(GREY), grey3, None
+    if mode == "LA":
+        return Image.fromarray(np.stack([GREY, ALPHA], -1), "LA"), _composite(grey3, ALPHA), ALPHA
+    if mode in ("P", "P+transparency"):
+        return _palette(mode != "P")
+    if mode == "RGB":
+        return Image.fromarray(TRUTH), TRUTH, None
+    if mode == "RGBA":
+        return Image.fromarray(np.dstack([TRUTH, ALPHA]), "RGBA"), _composite(TRUTH, ALPHA), ALPHA
+    if mode == "CMYK":
+        cmyk = np.dstack([255 - TRUTH, np.zeros((H, W), np.uint8)])
+        return Image.fromarray(cmyk, "CMYK"), TRUTH, None
+    if mode == "YCbCr":
+        return Image.fromarray(TRUTH).convert("YCbCr"), TRUTH, None
+    if mode == "I;16":
+        return Image.fromarray(GREY.astype(np.uint16) * 257), grey3, None
+    if mode == "I":
+        return Image.fromarray(GREY.astype(np.int32) * 257, "I"), grey3, None
+    if mode == "F":
+        return Image.fromarray(GREY.astype(np.float32) / 255, "F"), grey3, None
+    raise AssertionError(mode)
+
+
+MODES = ("1", "L", "LA", "P", "P+transparency", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I", "F")
+
+
+def _save(image: Image.Image, path, fmt: str, options: dict) -> bool:
+    """Save as ``fmt``; False when the format cannot hold the mode or the transparency (no such file)."""
+    try:
+        image.save(path, format=fmt, **options)
+        with Image.open(path) as back:
+            return back.mode == image.mode and ("transparency" in back.info) == ("transparency" in image.info)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _check(path, expected: np.ndarray, alpha: np.ndarray | None, tolerance: int, label: str) -> None:
+    read = read_image(path)
+    got = np.asarray(read.rgb, dtype=np.int32)
+    assert read.rgb.mode == "RGB" and got.shape == expected.shape, label
+    error = np.abs(got - expected).max()
+    assert error <= tolerance, f"{label}: off by {error} levels"
+    if alpha is None or alpha.min() == 255:
+        assert read.alpha is None, label
+    else:
+        assert np.abs(np.asarray(read.alpha, dtype=np.int32) - alpha).max() <= tolerance, label
+
+
+def test_every_mode_in_every_format_with_and_without_a_profile(tmp_path):
+    written = 0
+    for mode in MODES:
+        for fmt, (suffix, options, tolerance) in FORMATS.items():
+            for profile in (None, "adobe") if fmt in PROFILE_FORMATS else (None,):
+                image, expected, alpha = mode_image(mode)  # fresh: some writers change the image they save
+                path = tmp_path / f"{mode.replace(';', '')}-{fmt}-{profile}{suffix}"
+                extra = {"icc_profile": adobe_rgb_profile()} if profile else {}
+                if not _save(image, path, fmt, {**options, **extra}):
+                    continue
+                written += 1
+                label = f"{mode} as {fmt}, profile {profile}"
+                if profile and image.mode in ("RGB", "RGBA", "P", "YCbCr"):
+                    with Image.open(path) as back:
+                        if "icc_profile" not in back.info:
+                            continue  # this writer dropped the profile: the plain case covers it
+                    srgb = adobe_to_srgb(np.asarray(image.convert("RGB")))
+                    srgb = srgb if alpha is None else _composite(srgb, alpha)
+                    _check(path, srgb, alpha, tolerance + 2, label)
+                elif profile:
+                    with Image.open(path) as back:
+                        carried = "icc_profile" in back.info
+                    if carried:  # an RGB profile on grey, CMYK or YCbCr pixels cannot be applied
+                        with pytest.raises(ImageReadError) as refused:
+                            read_image(path)
+                        assert str(path) in str(refused.value) and "\n" not in str(refused.value), label
+                else:
+                    _check(path, expected, alpha, tolerance + (3 if mode == "YCbCr" else 0), label)
+    assert written >= 90  # the matrix really ran (94 mode x format x profile files here)
+
+
+# EXIF orientation -> how the stored pixels must be turned to be seen upright (numpy, not Pillow)
+UPRIGHT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+@pytest.mark.parametrize("fmt", PROFILE_FORMATS)
+def test_every_orientation_with_and_without_a_profile(tmp_path, fmt):
+    suffix, options, tolerance = FORMATS[fmt]
+    for orientation, upright in UPRIGHT.items():
+        for profile in (None, adobe_rgb_profile()):
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            path = tmp_path / f"o{orientation}-{profile is not None}{suffix}"
+            extra = {"icc_profile": profile} if profile else {}
+            Image.fromarray(TRUTH).save(path, format=fmt, exif=exif, **options, **extra)
+            expected = upright(adobe_to_srgb(TRUTH) if profile else TRUTH)
+            _check(path, np.ascontiguousarray(expected), None, tolerance + (2 if profile else 0), path.name)
+            steps = " ".join(read_image(path).info["steps"])
+            assert (f"EXIF orientation {orientation} applied" in steps) == (orientation != 1)
+            assert ("'Adobe RGB (1998)' converted to sRGB" in steps) == (profile is not None)
+
+
+def test_16_bit_rgba_png_with_adobe_rgb_profile_becomes_srgb(tmp_path):
+    """Issue 11, case 1 (the reader's half): Adobe RGB numbers are converted, not passed through."""
+    pixels = np.zeros((H, W, 4), np.uint16)
+    pixels[..., :3] = TRUTH.astype(np.uint16) * 257
+    pixels[..., 3] = ALPHA.astype(np.uint16) * 257
+    path = tmp_path / "tree_alpha_16bit.png"
+    path.write_bytes(png_rgba16(pixels, adobe_rgb_profile()))
+    read = read_image(path)
+    expected = _composite(adobe_to_srgb(TRUTH), ALPHA)
+    assert np.abs(np.asarray(read.rgb, dtype=np.int32) - expected).max() <= 2
+    assert np.array_equal(np.asarray(read.alpha), ALPHA)
+    assert read.icc_profile == "Adobe RGB (1998)"
+    assert "ICC profile 'Adobe RGB (1998)' converted to sRGB (relative colorimetric)" in read.info["steps"]
+    assert np.abs(adobe_to_srgb(TRUTH) - TRUTH).max() > 20  # the conversion matters for this picture
+
+
+def test_float_greyscale_tiff_is_not_black(tmp_path):
+    """Issue 11, case 2 (the reader's half): mode F with values 0-1 is scaled, not clipped to 0/1."""
+    path = tmp_path / "float.tif"
+    Image.fromarray(GREY.astype(np.float32) / 255, "F").save(path)
+    read = read_image(path)
+    assert np.array_equal(np.asarray(read.rgb)[..., 1], GREY)
+    assert read.info["mode"] == "F" and "float values read as 0-1, scaled to 8 bits" in read.info["steps"]
+
+
+def test_dark_16_bit_image_is_not_brightened(tmp_path):
+    path = tmp_path / "dark.png"
+    Image.fromarray(np.full((4, 4), 200, np.uint16)).save(path)  # 200 of 65535: nearly black
+    assert np.asarray(read_image(path).rgb).max() == 1
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("not an image"), "not a readable image"),
+        (lambda p: p.write_bytes(b""), "not a readable image"),
+        (
+            lambda p: Image.new("RGB", (4, 4)).save(
+                p,
+                format="GIF",
+                save_all=True,
+                append_images=[Image.new("RGB", (4, 4), c) for c in ("red", "blue")],
+            ),
+            "GIF with 3 frames; pure restores still images",
+        ),
+        (lambda p: Image.fromarray(np.full((2, 2), np.nan, np.float32), "F").save(p, format="TIFF"), "NaN"),
+        (lambda p: Image.fromarray(np.full((2, 2), 900.0, np.float32), "F").save(p, format="TIFF"), "0-1"),
+    ],
+)
+def test_what_the_reader_cannot_do_is_one_line_naming_the_file(tmp_path, make, message):
+    path = tmp_path / "input.gif"
+    make(path)
+    with pytest.raises(ImageReadError) as refused:
+        read_image(path)
+    text = str(refused.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+    if "frames" in message:
+        with pytest.raises(ImageReadError, match="3 frames"):
+            read_header(path)
+
+
+def test_every_format_pillow_reads_is_an_image_suffix_and_nothing_else():
+    assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif", ".bmp", ".avif", ".jp2", ".qoi"} <= (
+        IMAGE_SUFFIXES
+    )
+    assert not {".json", ".ini", ".db", ".md", ".txt", ".mp4", ".pdf", ""} & IMAGE_SUFFIXES
+
+
+def test_scan_folder_sorts_images_from_the_rest(tmp_path):
+    for name in ("b.png", "a.JPG", "desktop.ini", "Thumbs.db", ".DS_Store", "a.json", "._a.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.tif").write_bytes(b"")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "d.png").write_bytes(b"")
+    flat = scan_folder(tmp_path)
+    assert [p.name for p in flat.images] == ["a.JPG", "b.png"]
+    assert sorted(p.name for p in flat.skipped) == sorted(
+        [".DS_Store", "._a.png", "Thumbs.db", "a.json", "desktop.ini"]
+    )
+    assert flat.subfolders == [tmp_path / "sub"]
+    deep = scan_folder(tmp_path, recursive=True, exclude=(tmp_path / "sub",))
+    assert [p.name for p in deep.images] == ["a.JPG", "b.png"]
+    assert [p.relative_to(tmp_path).as_posix() for p in scan_folder(tmp_path, recursive=True).images] == [
+        "a.JPG",
+        "b.png",
+        "sub/c.tif",
+    ]

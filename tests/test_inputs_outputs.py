@@ -1,0 +1,287 @@
+"""Issue 11's cases end to end through scripts/infer.py's entry point (and issue 12's items 2, 4, 5
+and 6 for inference): what is read, what is written where, what is refused before the models load,
+and honest counts and exit codes. Most tests use a stand-in restorer (bicubic x2) so that they test
+the files, not the model; case 1 also runs the tiny random model."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+import pure.pipeline
+from pure.cli import benchmark_main, infer_main
+from pure.pipeline import Restoration
+from pure.plan import plan_outputs
+from tests.icc import adobe_rgb_profile, adobe_to_srgb, png_rgba16
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress"]
+"""Every run names the tiny models, so that no run looks for the released weights."""
+
+
+class StandIn:
+    """A restorer without a model: bicubic x2, alpha re-attached; can be told to stop like Ctrl-C."""
+
+    loads = 0
+    interrupt_at: int | None = None
+
+    def __init__(self) -> None:
+        self.model_revision, self.calls = "stand-in", 0
+
+    @classmethod
+    def from_config(cls, cfg) -> StandIn:
+        cls.loads += 1
+        return cls()
+
+    def restore(self, image: Image.Image, alpha=None, on_step=None) -> Restoration:
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        size = (image.width * 2, image.height * 2)
+        result = image.resize(size, Image.BICUBIC)
+        if alpha is not None:
+            result.putalpha(alpha.resize(size, Image.BICUBIC))
+        return Restoration(
+            result, "Small blur, small noise.", "A test.", ["Small blur."], 0, {}, np.zeros(size[::-1])
+        )
+
+    def settings_dict(self) -> dict:
+        return {}
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    monkeypatch.setattr(StandIn, "loads", 0)
+    monkeypatch.setattr(StandIn, "interrupt_at", None)
+    monkeypatch.setattr(pure.pipeline, "Restorer", StandIn)
+    return StandIn
+
+
+def _image(path: Path, size=(6, 4), colour=(120, 80, 40), **save) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, **save)
+    return path
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = infer_main([*TINY, *argv])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out, captured.err
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_case_1_adobe_rgb_16_bit_rgba_png_comes_out_srgb(tmp_path, capsys):
+    """Tiny random model, AdaIN colour fix (the output's channel means are the input's): the output's
+    colour is the sRGB conversion of the Adobe RGB numbers, tagged sRGB, with the alpha kept."""
+    adobe = (200, 60, 60)
+    pixels = np.zeros((16, 16, 4), np.uint16)
+    pixels[..., :3] = np.array(adobe, np.uint16) * 257
+    pixels[4:, :, 3] = 65535  # rows 0-3 transparent: white once composited
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "tree_alpha_16bit.png").write_bytes(png_rgba16(pixels, adobe_rgb_profile()))
+    out = tmp_path / "out"
+    argv = [
+        "-i",
+        str(tmp_path / "in"),
+        "-o",
+        str(out),
+        "--outscale",
+        "1",
+        "--color-fix",
+        "adain",
+        "restore.tile=64",
+    ]
+    code, stdout, _ = _run(capsys, *argv)
+    assert code == 0 and "1 restored, 0 skipped (output exists), 0 failed" in stdout
+    srgb = adobe_to_srgb(np.array(adobe))
+    assert np.abs(srgb - adobe).max() > 20  # shown without conversion, the colour is far off
+    with Image.open(out / "tree_alpha_16bit.png") as tree:
+        assert tree.mode == "RGBA"
+        assert np.array_equal(np.asarray(tree)[..., 3], pixels[..., 3] // 257)
+        mean = np.asarray(tree, dtype=float)[..., :3].mean((0, 1))
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(tree.info["icc_profile"]))
+        assert ImageCms.getProfileDescription(profile).startswith("sRGB")
+    # Red tells the two apart (sRGB 231 against Adobe RGB 200; green and blue differ by 3 levels only);
+    # clipping of the random model's texture moves the means by a few levels.
+    expected, unconverted = (4 * 255 + 12 * srgb[0]) / 16, (4 * 255 + 12 * adobe[0]) / 16
+    assert abs(mean[0] - expected) <= 4 and abs(mean[0] - unconverted) > 15
+    sidecar = json.loads((out / "tree_alpha_16bit.json").read_text())
+    assert sidecar["color_profile"] == "'Adobe RGB (1998)' -> sRGB; sRGB profile embedded"
+    steps = sidecar["read"]["steps"]
+    assert "ICC profile 'Adobe RGB (1998)' converted to sRGB (relative colorimetric)" in steps
+    assert sidecar["alpha"] and sidecar["read"]["mode"] == "RGBA"
+
+
+def test_case_1_every_pixel_is_srgb_through_the_whole_run(tmp_path, capsys, stand_in):
+    """The same file through the stand-in restorer (bicubic x2): the written pixels are the sRGB ones."""
+    pixels = np.zeros((16, 16, 4), np.uint16)
+    pixels[..., :3] = np.array([200, 60, 60], np.uint16) * 257
+    pixels[4:, :, 3] = 65535
+    (tmp_path / "tree_alpha_16bit.png").write_bytes(png_rgba16(pixels, adobe_rgb_profile()))
+    code, _, _ = _run(capsys, "-i", str(tmp_path / "tree_alpha_16bit.png"), "-o", str(tmp_path / "out"))
+    assert code == 0
+    with Image.open(tmp_path / "out" / "tree_alpha_16bit.png") as tree:
+        assert tree.mode == "RGBA" and "icc_profile" in tree.info
+        restored = np.asarray(tree, dtype=int)
+    assert np.abs(restored[12:, :, :3] - adobe_to_srgb(np.array([200, 60, 60]))).max() <= 1
+    assert (restored[:6, :, 3] == 0).all() and (restored[10:, :, 3] == 255).all()
+
+
+def test_case_2_float_tiff_is_restored_from_its_values(tmp_path, capsys, stand_in):
+    grey = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
+    Image.fromarray(grey, "F").save(tmp_path / "float.tif")
+    code, stdout, _ = _run(capsys, "-i", str(tmp_path / "float.tif"), "-o", str(tmp_path / "out"))
+    assert code == 0 and "1 restored" in stdout
+    restored = np.asarray(Image.open(tmp_path / "out" / "float.png"), dtype=float)
+    assert abs(restored.mean() - grey.mean() * 255) < 2 and restored.max() > 200  # not black
+    assert json.loads((tmp_path / "out" / "float.json").read_text())["read"]["mode"] == "F"
+
+
+def test_case_4_animated_gif_is_refused_in_one_line_before_the_models_load(tmp_path, capsys, stand_in):
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "green", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    code, stdout, stderr = _run(capsys, "-i", str(tmp_path / "anim.gif"), "-o", str(tmp_path / "out"))
+    assert code == 1 and stand_in.loads == 0
+    assert stderr.count("GIF with 3 frames; pure restores still images") == 1
+    assert "0 restored, 0 skipped (output exists), 1 failed" in stdout
+    assert _files(tmp_path / "out") == []
+
+
+# ----------------------------------------------------------------------------- writing and folders
+
+
+def test_case_5_same_name_different_extensions_never_share_an_output(tmp_path, capsys, stand_in):
+    _image(tmp_path / "in" / "holiday.jpg", colour=(200, 0, 0))
+    _image(tmp_path / "in" / "holiday.png", colour=(0, 0, 200))
+    out = tmp_path / "out"
+    assert _run(capsys, "-i", str(tmp_path / "in"), "-o", str(out))[0] == 0
+    assert _files(out) == ["holiday.jpg.jpg", "holiday.jpg.json", "holiday.png.json", "holiday.png.png"]
+    for name in ("holiday.jpg", "holiday.png"):
+        assert json.loads((out / f"{name}.json").read_text())["input"] == str(tmp_path / "in" / name)
+
+    png = tmp_path / "png"
+    assert _run(capsys, "-i", str(tmp_path / "in"), "-o", str(png), "--ext", "png")[0] == 0
+    assert _files(png) == ["holiday.jpg.json", "holiday.jpg.png", "holiday.png.json", "holiday.png.png"]
+    code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(png), "--ext", "png")
+    assert code == 2 and "pass --overwrite" in stderr and stand_in.loads == 2  # refused before loading
+    assert _run(capsys, "-i", str(tmp_path / "in"), "-o", str(png), "--ext", "png", "--overwrite")[0] == 0
+    red = np.asarray(Image.open(png / "holiday.jpg.png"))[..., 0].mean()
+    blue = np.asarray(Image.open(png / "holiday.png.png"))[..., 2].mean()
+    assert red > 150 and blue > 150  # each output is still its own input's
+
+
+def test_case_6_non_image_files_are_skipped_not_failed(tmp_path, capsys, stand_in):
+    inputs = tmp_path / "in"
+    _image(inputs / "a.png")
+    for name in ("desktop.ini", "Thumbs.db", ".DS_Store", "a.json", "LICENSE.md"):
+        (inputs / name).write_text("not an image")
+    code, stdout, stderr = _run(capsys, "-i", str(inputs), "-o", str(tmp_path / "out"))
+    assert code == 0
+    assert "1 restored, 0 skipped (output exists), 0 failed, 5 non-image file(s) ignored" in stdout
+    assert "skipped 5 file(s) that are not images" in stderr and "failed" not in stderr
+
+
+def test_readme_samples_folder_plans_its_license_as_skipped(tmp_path):
+    """Issue 12, item 2: the README's first command on data/samples has nothing to fail."""
+    plan = plan_outputs(ROOT / "data" / "samples", tmp_path / "out")
+    assert [p.name for p in plan.not_images] == ["LICENSE.md"] and plan.failed == []
+    assert len(plan.jobs) == 4
+
+
+def test_counts_are_separate_and_exit_codes_honest(tmp_path, capsys, stand_in):
+    inputs = tmp_path / "in"
+    _image(inputs / "done.png")
+    _image(tmp_path / "out" / "done.png")
+    _image(inputs / "new.png")
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (inputs / "notes.txt").write_text("")
+    code, stdout, stderr = _run(capsys, "-i", str(inputs), "-o", str(tmp_path / "out"), "--skip-existing")
+    assert code == 1
+    assert "1 restored, 1 skipped (output exists), 1 failed, 1 non-image file(s) ignored" in stdout
+    assert f"failed: {inputs / 'broken.png'}: not a readable image" in stderr
+
+
+def test_benchmark_runs_inference_in_process_with_the_same_input_rules(tmp_path, capsys, stand_in):
+    for side, size in (("lr", (6, 4)), ("hr", (12, 8))):
+        _image(tmp_path / "sets" / "mini" / side / "a.png", size)
+    for name in ("desktop.ini", "Thumbs.db", ".DS_Store"):
+        (tmp_path / "sets" / "mini" / "lr" / name).write_text("")
+    run = tmp_path / "run"
+    argv = ["mini", "--root", str(tmp_path / "sets"), "--run", str(run), "--metrics", "psnr", *TINY]
+    assert benchmark_main([*argv, "--save-entropy-map"]) == 0
+    assert stand_in.loads == 1
+    assert json.loads((run / "metrics.json").read_text())["count"] == 1  # entropy maps are not scored
+    assert (run / "sr" / "entropy" / "a.png").is_file()
+    assert "1 restored" in capsys.readouterr().out
+
+
+def test_case_7_images_only_in_subfolders(tmp_path, capsys, stand_in):
+    inputs = tmp_path / "in"
+    _image(inputs / "2023" / "x.png")
+    _image(inputs / "2024" / "y.jpg")
+    code, _, stderr = _run(capsys, "-i", str(inputs), "-o", str(tmp_path / "out"))
+    assert code == 2 and stand_in.loads == 0
+    assert f"no images in {inputs}: found 2 subfolder(s) (2023, 2024; pass --recursive" in stderr
+    out = inputs / "restored"  # inside the input folder: never read back as input
+    code, stdout, _ = _run(capsys, "-i", str(inputs), "-o", str(out), "--recursive")
+    assert code == 0 and "2 restored" in stdout
+    assert _files(out) == ["2023/x.json", "2023/x.png", "2024/y.jpg", "2024/y.json"]
+    code, stdout, _ = _run(capsys, "-i", str(inputs), "-o", str(out), "--recursive", "--skip-existing")
+    assert code == 0 and "0 restored, 2 skipped (output exists), 0 failed" in stdout
+
+
+def test_case_8_bad_output_folders_fail_in_one_line_before_the_models_load(tmp_path, capsys, stand_in):
+    image = _image(tmp_path / "a.png")
+    (tmp_path / "file.txt").write_text("")
+    cases = {
+        str(tmp_path / "file.txt"): "is a file; -o takes a folder",
+        str(tmp_path / "restored.png"): "looks like an image file name, but -o takes a folder",
+        str(tmp_path / "file.txt" / "out"): "cannot write into the output folder",
+    }
+    for output, message in cases.items():
+        code, _, stderr = _run(capsys, "-i", str(image), "-o", output)
+        assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, output
+    assert stand_in.loads == 0 and not (tmp_path / "restored.png").exists()
+
+
+def test_an_output_never_replaces_its_input(tmp_path, capsys, stand_in):
+    image = _image(tmp_path / "a.png")
+    before = image.read_bytes()
+    for flags in ([], ["--overwrite"], ["--skip-existing"]):
+        code, _, stderr = _run(capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--ext", "png", *flags)
+        assert code == 2 and "would replace an input" in stderr
+    assert image.read_bytes() == before and stand_in.loads == 0
+
+
+def test_ctrl_c_prints_one_line_and_the_summary(tmp_path, capsys, stand_in):
+    for name in ("a.png", "b.png", "c.png"):
+        _image(tmp_path / "in" / name)
+    stand_in.interrupt_at = 2
+    code, stdout, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"))
+    assert code == 130
+    assert stderr.strip().splitlines() == [
+        "interrupted: 1 of 3 images restored; run the same command with --skip-existing to continue"
+    ]
+    assert "1 restored, 0 skipped (output exists), 0 failed" in stdout
+    assert _files(tmp_path / "out") == ["a.json", "a.png"]  # nothing half written
+
+
+def test_ctrl_c_while_the_models_load(tmp_path, capsys, monkeypatch):
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pure.pipeline.Restorer, "from_config", interrupted)
+    code, stdout, stderr = _run(capsys, "-i", str(_image(tmp_path / "a.png")), "-o", str(tmp_path / "out"))
+    assert code == 130 and "interrupted: 0 of 1 images restored" in stderr and "0 restored" in stdout

@@ -149,11 +149,12 @@ def _prefill(model, prompts, state: ImageState, cache: GuidedKVCache, rules: _Ru
         ids[b, pad[b] :] = prompt.cpu()
     column = torch.arange(cols)
     positions = (column[None] - pad[:, None]).clamp(min=0)
-    causal = column[None, :] <= column[:, None]
-    mask = (causal[None] & (column[None, None] >= pad[:, None, None])) | torch.eye(cols, dtype=torch.bool)
-    cache.plan = KVWrite(
-        batch, cond_cols=column.to(device), cond_mask=mask[:, None].to(device), cond_limit=cols
-    )
+    mask = None  # prompts of one length: plain causal attention
+    if int(pad.max()):
+        causal = column[None, :] <= column[:, None]
+        mask = (causal[None] & (column[None, None] >= pad[:, None, None])) | torch.eye(cols, dtype=torch.bool)
+        mask = mask[:, None].to(device)
+    cache.plan = KVWrite(batch, cond_cols=column.to(device), cond_mask=mask, cond_limit=cols)
     logits = _forward(model, ids.to(device), positions.to(device), cache)
     if not rules.guided:
         return logits
@@ -169,13 +170,7 @@ def _prefill(model, prompts, state: ImageState, cache: GuidedKVCache, rules: _Ru
     for b, tail in enumerate(tails):
         ids[b, : len(tail)] = tail
     column = torch.arange(width)
-    causal = (column[None, :] <= column[:, None]).expand(batch, 1, width, width)
-    cache.plan = KVWrite(
-        0,
-        uncond_cols=column.expand(batch, width).to(device),
-        uncond_mask=causal.to(device),
-        uncond_limit=width,
-    )
+    cache.plan = KVWrite(0, uncond_cols=column.expand(batch, width).to(device), uncond_limit=width)
     hidden = model.model(
         input_ids=ids.to(device),
         position_ids=column.expand(batch, width).to(device),

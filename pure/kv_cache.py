@@ -37,9 +37,10 @@ class KVWrite:
     """The new tokens of one forward over ``R = cond_rows + uncond rows`` rows of ``q`` tokens each.
 
     ``cond_cols``: ``[q]`` cache columns of the conditional rows' tokens (shared by all of them).
-    ``cond_mask``: ``[cond_rows, 1, q, cond_limit]`` bool, True where a query may attend.
+    ``cond_mask``: ``[cond_rows, 1, q, cond_limit]`` bool, True where a query may attend; None for a
+    plain causal prefill (``q == cond_limit``), which lets SDPA skip the masked half.
     ``uncond_cols``: ``[R - cond_rows, q]`` columns of the unconditional rows' tokens, per row.
-    ``uncond_mask``: ``[R - cond_rows, 1, q, uncond_limit]`` bool.
+    ``uncond_mask``: ``[R - cond_rows, 1, q, uncond_limit]`` bool; None for a plain causal prefill.
     ``cond_limit``/``uncond_limit``: how many leading columns attention reads (the full length when
     the step is captured as a graph; only the written ones in eager mode).
     """
@@ -110,7 +111,15 @@ def guided_attention(module, query, key, value, attention_mask, dropout: float =
     if c:
         k, v = cache.cond_k[layer][:, :, : plan.cond_limit], cache.cond_v[layer][:, :, : plan.cond_limit]
         parts.append(
-            F.scaled_dot_product_attention(query[:c], k, v, plan.cond_mask, scale=scaling, enable_gqa=gqa)
+            F.scaled_dot_product_attention(
+                query[:c],
+                k,
+                v,
+                plan.cond_mask,
+                is_causal=plan.cond_mask is None,
+                scale=scaling,
+                enable_gqa=gqa,
+            )
         )
     if plan.uncond_cols is not None:
         k, v = (
@@ -118,7 +127,15 @@ def guided_attention(module, query, key, value, attention_mask, dropout: float =
             cache.uncond_v[layer][:, :, : plan.uncond_limit],
         )
         parts.append(
-            F.scaled_dot_product_attention(query[c:], k, v, plan.uncond_mask, scale=scaling, enable_gqa=gqa)
+            F.scaled_dot_product_attention(
+                query[c:],
+                k,
+                v,
+                plan.uncond_mask,
+                is_causal=plan.uncond_mask is None,
+                scale=scaling,
+                enable_gqa=gqa,
+            )
         )
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     return out.transpose(1, 2).contiguous(), None

@@ -1,4 +1,4 @@
-"""What the scripts say before and around the work: --print-config,
+"""What the scripts say before and around the work: --help without heavy imports, --print-config,
 --help-config, weights that are missing offline (one message, commands that exist), scripts/download.py
 and --models, output folders that are files, Ctrl-C, and peft's start-up notices."""
 
@@ -14,14 +14,41 @@ import huggingface_hub
 import huggingface_hub.constants
 import pytest
 import yaml
+from PIL import Image
 
-from pure.cli import download_main, prepare_main, train_main
+from pure.cli import download_main, infer_main, prepare_main, train_main
 from pure.config import InferConfig, load_config
 from pure.download import CHECKPOINT_FILES, hub_weights, locate
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LORA = str(ROOT / "configs" / "train_tiny_lora.yaml")
 PREPARE_TINY = str(ROOT / "configs" / "prepare_tiny.yaml")
+HEAVY = ("torch", "transformers", "pyiqa", "accelerate", "peft", "basicsr", "bitsandbytes")
+
+
+def test_help_imports_no_heavy_library():
+    """--help of every script answers without importing torch, transformers, pyiqa, ..."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from pure import cli\n"
+        "for main in (cli.infer_main, cli.prepare_main, cli.train_main, cli.merge_main, cli.download_main):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(['--help'])\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_inference_path_imports_no_metric_or_training_library():
+    """Restoring needs no pyiqa, bitsandbytes, peft (without --adapter) or basicsr: none is imported."""
+    code = (
+        "import sys\n"
+        "import pure.cli, pure.download, pure.model, pure.pipeline, pure.vq\n"
+        "print(sorted(m for m in ('pyiqa', 'bitsandbytes', 'peft', 'basicsr') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]" and result.stderr == ""
 
 
 def test_print_config_prints_the_resolved_yaml(capsys):
@@ -30,6 +57,9 @@ def test_print_config_prints_the_resolved_yaml(capsys):
     assert printed["max_steps"] == 3 and printed["models"] == "w" and printed["backbone"]["source"] == "tiny"
     assert prepare_main(["--config", PREPARE_TINY, "--out", "elsewhere", "--print-config"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["out_dir"] == "elsewhere"
+    assert infer_main(["--print-config", "--outscale", "2", "--models", "w"]) == 0  # no -i/-o needed
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["restore"]["outscale"] == 2.0 and printed["models"] == "w"
 
 
 def test_help_config_lists_every_key_with_its_docstring(capsys):
@@ -39,6 +69,9 @@ def test_help_config_lists_every_key_with_its_docstring(capsys):
     text = capsys.readouterr().out
     assert '  optim.lr (float) = 0.0004\n      Peak learning rate, reached at the end of warm-up.' in text
     assert "  lora.target_modules (list[str]) = " in text and "  resume (str) = " in text
+    with pytest.raises(SystemExit):
+        infer_main(["--help-config"])
+    assert "  restore.tile (int) = 512\n      Model tile size" in capsys.readouterr().out
 
 
 def test_output_folder_that_is_a_file_is_one_line_before_loading(tmp_path, capsys):
@@ -132,6 +165,19 @@ def fake_hub(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
     return calls
+
+
+def test_offline_without_weights_lists_every_file_once(tmp_path, offline_hub, capsys):
+    image = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert infer_main(["-i", str(image), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the weights this run needs are not on this machine")
+    assert "HF_HUB_OFFLINE is set" in err
+    assert "  backbone.source: nonwhy/PURE\n  vq.source: FoundationVision/LlamaGen:vq_ds8_c2i.pt\n" in err
+    assert "  python scripts/download.py models nonwhy/PURE FoundationVision/LlamaGen:vq_ds8_c2i.pt\n" in err
+    assert "huggingface-cli" not in err and "--models models" in err
+    assert "Traceback" not in err
 
 
 def test_the_hf_commands_of_the_message_run_with_the_installed_cli(fake_hub, monkeypatch, tmp_path):

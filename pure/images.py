@@ -137,6 +137,19 @@ def read_image(path: str | Path) -> ReadImage:
         steps.append(f"EXIF orientation {orientation} applied")
     if info["format"] == "MPO":
         steps.append("multi-picture JPEG: the primary picture read")
+    try:
+        rgb, alpha, description = _to_rgb8(image, icc, transparent, path, steps)
+    except ImageReadError:
+        raise
+    except (ValueError, OSError) as err:  # a mode Pillow cannot convert, e.g. LAB or HSV
+        raise ImageReadError(f"{path}: cannot convert mode {info['mode']} to RGB ({err})") from err
+    return ReadImage(rgb, alpha, info, description)
+
+
+def _to_rgb8(
+    image: Image.Image, icc: bytes | None, transparent: bool, path: str | Path, steps: list[str]
+) -> tuple[Image.Image, Image.Image | None, str | None]:
+    """Any mode -> (8-bit sRGB RGB, alpha or None, ICC profile description or None)."""
     if image.mode in DEEP_MODES:
         image = _deep_to_8bit(image, path, steps)
     if image.mode == "1":
@@ -150,11 +163,11 @@ def read_image(path: str | Path) -> ReadImage:
         colour, description = _to_srgb(colour, icc, path, steps)
     rgb = colour.convert("RGB")
     if alpha is None or alpha.getextrema()[0] == 255:
-        return ReadImage(rgb, None, info, description)
+        return rgb, None, description
     steps.append("RGB composited on white; alpha kept")
     rgba = rgb.copy()
     rgba.putalpha(alpha)
-    return ReadImage(to_rgb(rgba), alpha, info, description)
+    return to_rgb(rgba), alpha, description
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

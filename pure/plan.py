@@ -150,6 +150,13 @@ def plan_outputs(
         raise PlanError(
             f"inputs whose outputs would collide even with their extensions kept: {listed}; rename them"
         )
+    limit = _name_max(output)
+    too_long = [out for job in jobs.values() for out in job.outputs() if len(out.name.encode()) > limit]
+    if too_long:
+        raise PlanError(
+            f"the output name {too_long[0].name!r} is longer than this file system allows ({limit} bytes); "
+            "shorten the input's name or the --suffix"
+        )
     inputs = {_key(path) for path in files}
     replacing = [(job.source, out) for job in jobs.values() for out in job.outputs() if _key(out) in inputs]
     if replacing:
@@ -168,6 +175,14 @@ def plan_outputs(
         done = existing == "skip" and job.image.exists()
         (plan.existing if done else plan.jobs).append(job)
     return plan
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` allows."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def _collisions(jobs) -> set[Path]:

@@ -256,6 +256,14 @@ def test_case_8_bad_output_folders_fail_in_one_line_before_the_models_load(tmp_p
     assert stand_in.loads == 0 and not (tmp_path / "restored.png").exists()
 
 
+def test_an_output_name_too_long_for_the_file_system_fails_before_the_models_load(tmp_path, capsys, stand_in):
+    image = _image(tmp_path / ("a" * 251 + ".png"))
+    code, _, stderr = _run(capsys, "-i", str(image), "-o", str(tmp_path / "out"), "--suffix", "x4")
+    assert (
+        code == 2 and "is longer than this file system allows (255 bytes)" in stderr and stand_in.loads == 0
+    )
+
+
 def test_an_output_never_replaces_its_input(tmp_path, capsys, stand_in):
     image = _image(tmp_path / "a.png")
     before = image.read_bytes()

@@ -236,6 +236,17 @@ def test_what_the_reader_cannot_do_is_one_line_naming_the_file(tmp_path, make, m
             read_header(path)
 
 
+@pytest.mark.parametrize(
+    "fmt, suffix", [("GIF", ".gif"), ("PNG", ".png"), ("WEBP", ".webp"), ("TIFF", ".tif")]
+)
+def test_several_frames_or_pages_are_refused_in_every_format(tmp_path, fmt, suffix):
+    frames = [Image.new("RGB", (4, 4), c) for c in ("red", "green", "blue")]
+    path = tmp_path / f"anim{suffix}"
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageReadError, match=f"^{path}: {fmt} with 3 frames; pure restores still images"):
+        read_image(path)
+
+
 def test_every_format_pillow_reads_is_an_image_suffix_and_nothing_else():
     assert {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".gif", ".bmp", ".avif", ".jp2", ".qoi"} <= (
         IMAGE_SUFFIXES

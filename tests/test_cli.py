@@ -218,6 +218,7 @@ def test_one_opencv_and_a_hub_with_the_hf_cli():
     assert "huggingface_hub>=1.0" in dependencies
 
 
+@pytest.mark.slow
 def test_inference_imports_no_metric_library_and_peft_says_nothing():
     """Restoring imports no pyiqa, bitsandbytes, peft (without --adapter) or basicsr; peft, when used,
     prints no "pip install kernels" (bitsandbytes) and no FutureWarning about gradient checkpointing."""

@@ -71,6 +71,7 @@ def test_replay_batched_equals_single(reference_model, reference_dir):
         assert torch.equal(batched.kept[b], single.kept[0])
 
 
+@pytest.mark.slow
 def test_tiny_model_writes_a_complete_512_answer(tiny):
     model, tokenizer, vocab = tiny
     lq = torch.randint(0, 16384, (64, 64), generator=torch.Generator().manual_seed(0))

@@ -99,6 +99,7 @@ def test_conversation_layout_and_labels(vocab, tokenizer):
     assert torch.equal(prompt, ids[:user_len]) and (prompt_labels == IGNORE_INDEX).all()
 
 
+@pytest.mark.slow
 def test_reference_512_layout(reference_dir, vocab, tmp_path):
     """lq512.png -> VQ codes -> 4164-token block equal to the reference's, except documented near-ties."""
     ref = np.load(reference_dir / "layout" / "layout_512.npz")

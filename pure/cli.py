@@ -299,8 +299,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device",
-        default="cuda" if _cuda_available() else "cpu",
-        help="torch device for the metrics (default: cuda if available, else cpu)",
+        default="auto",
+        help="torch device for the metrics: auto (cuda if available, else cpu), cpu, cuda, cuda:N "
+        "(default: auto)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
     parser.add_argument(
@@ -335,7 +336,7 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict:
     return {
         "metrics": _metric_list(args.metrics),
         "sr_name": args.sr_name,
-        "device": args.device,
+        "device": ("cuda" if _cuda_available() else "cpu") if args.device == "auto" else args.device,
         "batch_size": args.batch_size,
         "download": args.download,
         "progress": not args.no_progress,

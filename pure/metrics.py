@@ -31,12 +31,15 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pure.files import write_text_atomic
 from pure.images import ImageReadError, is_image_name, read_image
+
+if TYPE_CHECKING:  # torch is imported where it is used, so `evaluate.py --help` stays fast
+    import torch
 
 
 class EvaluationError(ValueError):
@@ -62,6 +65,8 @@ class WeightFile:
             from huggingface_hub import constants
 
             return Path(constants.HF_HUB_CACHE) / ("models--" + self.store[3:].replace("/", "--"))
+        import torch
+
         return Path(torch.hub.get_dir()) / self.store
 
     def present(self) -> bool:
@@ -244,6 +249,8 @@ def load_image(path: Path) -> torch.Tensor:
         array = np.asarray(read_image(path).rgb)
     except ImageReadError as error:
         raise EvaluationError(f"{error}; replace or remove it") from error
+    import torch
+
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 
@@ -291,6 +298,8 @@ def _batches(
 
 
 def _stack(batch: list[tuple[torch.Tensor, torch.Tensor | None]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    import torch
+
     sr = torch.stack([s for s, _ in batch])
     return sr, None if batch[0][1] is None else torch.stack([g for _, g in batch])
 
@@ -309,6 +318,7 @@ def create_metrics(
     to download them) and its reason lists each file with its folder and URL.
     """
     import pyiqa
+    import torch
 
     metrics, unavailable = {}, {}
     for name in names:

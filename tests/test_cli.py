@@ -31,7 +31,9 @@ def test_help_imports_no_heavy_library():
     code = (
         "import contextlib, io, sys\n"
         "from pure import cli\n"
-        "for main in (cli.infer_main, cli.prepare_main, cli.train_main, cli.merge_main, cli.download_main):\n"
+        "mains = (cli.infer_main, cli.prepare_main, cli.train_main, cli.merge_main, cli.download_main,\n"
+        "         cli.evaluate_main, cli.benchmark_main)\n"
+        "for main in mains:\n"
         "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "        main(['--help'])\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"

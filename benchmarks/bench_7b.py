@@ -19,7 +19,7 @@ start and size tokens), then the image body (4,161 tokens). In order:
 A batch size that does not fit in memory is reported as such. ``--dry-run`` runs every stage on a
 tiny model on the CPU (a check that the script works, not a measurement).
 
-    python benchmarks/bench_7b.py --json bench_7b.json          # on a GPU; about 4 minutes on an H200
+    python benchmarks/bench_7b.py --json bench_7b.json          # on a GPU (not yet run on one)
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the project in one run, written to ONE JSON (about 4 minutes on an H200;
+# Every GPU measurement of the project in one run, written to ONE JSON (sized to finish well inside 8
+# minutes on an H100/H200 by estimate, not yet run on one;
 # the stages are listed in benchmarks/bench_7b.py). Whoever has a GPU runs it as it stands:
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]     # default: $OUT, else runs/gpu_check

@@ -79,10 +79,6 @@ class GuidedKVCache:
             t.numel() * t.element_size() for t in (self.cond_k, self.cond_v, self.uncond_k, self.uncond_v)
         )
 
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Unused (the loop passes position ids); present for transformers' cache protocol."""
-        return 0
-
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
         """Write the new ``key``/``value`` ``[R, heads, q, head_dim]`` where ``self.plan`` says."""
         plan, c = self.plan, self.plan.cond_rows

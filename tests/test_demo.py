@@ -1,0 +1,286 @@
+"""The web demo (pure/demo.py, scripts/app.py): per-job settings, the input limit, progress, --help and a
+missing Gradio; one job through scripts/infer.py's writer (slow); the page in-process through
+gradio_client (slow) and in headless Chromium (browser: ``python -m pytest -q -m browser``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pure.cli import app_main
+from pure.config import BackboneConfig, ConfigError, InferConfig, load_config
+from pure.demo import (
+    TINY_NOTICE,
+    DemoError,
+    JobProgress,
+    JobSettings,
+    Models,
+    check_upload,
+    job_settings,
+    quantize_choices,
+    restore_upload,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+SMALL = ["restore.tile=64", "restore.tile_overlap=16", "restore.outscale=2"]
+"""Tiny models, 64 px tiles: a 40x24 input at x2 is two tiles, restored in about a second on the CPU."""
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+pytestmark = [  # Gradio 6.31's queue calls pandas in ways pandas 3 deprecates
+    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+
+
+def settings(**changes) -> JobSettings:
+    base = JobSettings(outscale=2, tile=64, seed=3, cfg_scale=0.8, temperature=0.9, color_fix="wavelet")
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture
+def small_input(tmp_path: Path) -> Path:
+    """A 40x24 crop of data/samples/chip.png."""
+    path = tmp_path / "chip crop.png"
+    with Image.open(ROOT / "data" / "samples" / "chip.png") as image:
+        image.crop((40, 40, 80, 64)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models() -> Models:
+    from pure.pipeline import Restorer
+
+    cfg = load_config(InferConfig, TINY, SMALL)
+    return Models(cfg, Restorer.from_config(cfg), Restorer.from_config)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------- without models
+
+
+def test_job_settings_are_checked_copies():
+    cfg = load_config(InferConfig, TINY, SMALL)
+    before = dataclasses.asdict(cfg)
+    sampling, restore = job_settings(cfg, settings(outscale=3, tile=96, seed=7, caption="  a cat. "))
+    assert (restore.outscale, restore.tile, restore.caption, sampling.seed) == (3.0, 96, "a cat.", 7)
+    assert restore.tile_overlap == 16 and sampling.max_new_tokens == cfg.sampling.max_new_tokens
+    assert dataclasses.asdict(cfg) == before  # the shared settings are never changed
+    with pytest.raises(DemoError, match=r"tile 48 px: choose a multiple of 32 px of at least 32"):
+        job_settings(cfg, settings(tile=48))
+    with pytest.raises(DemoError, match=r"at least 64 \(restore.tile_overlap=32\)"):
+        job_settings(load_config(InferConfig, TINY), settings(tile=32))
+    with pytest.raises(ConfigError, match=r"restore.color_fix='sharpen': expected one of wavelet"):
+        job_settings(cfg, settings(color_fix="sharpen"))
+    with pytest.raises(ConfigError, match=r"sampling.temperature=0.0: must be at least"):
+        job_settings(cfg, settings(temperature=0))
+
+
+def test_an_input_over_the_limit_is_one_line_naming_the_file_and_the_flag(small_input: Path, tmp_path: Path):
+    assert check_upload(small_input, 40) == (40, 24)
+    with pytest.raises(DemoError) as err:
+        check_upload(small_input, 32)
+    message = str(err.value)
+    assert message == (
+        "chip crop.png is 40x24 px; this page restores images up to 32 px on the longer side "
+        "(scripts/app.py --max-side): crop or shrink it first, or use scripts/infer.py"
+    )
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(DemoError, match=r"^anim.gif: ") as err:
+        check_upload(tmp_path / "anim.gif", 64)
+    assert str(tmp_path) not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_progress_counts_tiles_and_tokens():
+    cfg = load_config(InferConfig, TINY, SMALL)
+    reports: list[tuple[float, str]] = []
+    progress = JobProgress(lambda fraction, line: reports.append((fraction, line)), cfg.restore)
+    assert progress.answer_bound == 16 + 4 + 8 * 9  # max_text_tokens + the 64 px tile's image block
+    progress.start(3)
+    progress.batch_started(2)
+    progress.step(46)
+    progress.step(46)
+    progress.batch_done()
+    progress.batch_started(1)
+    progress.step(92)
+    progress.batch_done()
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and fractions[0] == 0 and fractions[-1] == 1
+    assert reports[1] == (pytest.approx(1 / 3), "tiles 1-2 of 3: 92 tokens")
+    assert reports[3] == (2 / 3, "2 of 3 tile(s) restored")
+    assert progress.tokens == 2 * 92 + 92
+    assert reports[-1][1] == "3 of 3 tile(s) restored; colour fix and writing the files"
+
+
+def test_quantisation_choices_follow_the_schema():
+    fields = {f.name: f for f in dataclasses.fields(BackboneConfig)}
+    expected = fields["quantize"].metadata["choices"] if "quantize" in fields else None
+    assert quantize_choices() == expected
+
+
+def test_app_help_imports_no_heavy_library():
+    code = (
+        "import contextlib, io, sys\n"
+        "from pure.cli import app_main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    app_main(['--help'])\n"
+        "heavy = ('torch', 'transformers', 'gradio', 'gradio_client', 'pyiqa', 'peft')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), '--max-side' in out.getvalue())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[] True"
+
+
+def test_app_without_gradio_says_how_to_install_it(monkeypatch, capsys):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name)
+    )
+    assert app_main(["--config", TINY]) == 2
+    assert capsys.readouterr().err == 'error: the web demo needs Gradio: pip install -e ".[demo]"\n'
+
+
+def test_app_refuses_bad_settings_in_one_line(capsys):
+    assert app_main(["--config", TINY, "restore.color_fix=sharpen"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "restore.color_fix" in err
+
+
+# ---------------------------------------------------------------------------- one job, tiny models
+
+
+@pytest.mark.slow
+def test_a_job_writes_what_infer_writes(models: Models, small_input: Path, tmp_path: Path):
+    lines: list[str] = []
+    result = restore_upload(
+        small_input, settings(entropy_map=True), models, tmp_path, 64, lambda f, line: lines.append(line)
+    )
+    with Image.open(result.image) as restored:
+        assert restored.size == (80, 48) and result.before.size == (80, 48)
+    sidecar = json.loads(result.sidecar.read_text())
+    assert sidecar["input_size"] == [40, 24] and sidecar["output_size"] == [80, 48] and sidecar["seed"] == 3
+    assert sidecar["settings"]["restore"]["tile"] == 64 and sidecar["settings"]["restore"]["outscale"] == 2
+    assert (sidecar["degradation"], sidecar["description"]) == (result.degradation, result.description)
+    assert sidecar["entropy_map"] == str(result.entropy) and result.entropy.is_file()
+    assert result.summary.startswith("40x24 -> 80x48 px (x2), 2 tile(s) of 64 px, 184 tokens, ")
+    assert lines[0] == "0 of 2 tile(s) restored" and lines[-1].startswith("2 of 2 tile(s) restored; ")
+    assert models.cfg.sampling.seed == 0 and models.current.sampling.seed == 0  # the job used a copy
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+@pytest.fixture(scope="module")
+def page(models: Models, tmp_path_factory):
+    """The demo served in this process on a free port (not blocking)."""
+    pytest.importorskip("gradio", reason='the demo extra is not installed: pip install -e ".[demo]"')
+    from pure.demo import build_demo, launch
+
+    output = tmp_path_factory.mktemp("demo")
+    demo = launch(build_demo(models, output, 64), port=free_port(), folders=[output], block=False)
+    yield demo
+    demo.close()
+
+
+@pytest.mark.slow
+def test_the_page_restores_through_its_api(page, small_input: Path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(page.local_url, verbose=False)
+    (before, after), degradation, description, summary, entropy, files = client.predict(
+        handle_file(str(small_input)), 2, 64, 3, 0.8, 0.9, "wavelet", "", True, "none", api_name="/restore"
+    )
+    for path in (before, after):
+        with Image.open(path) as image:
+            assert image.size == (80, 48)
+    png, sidecar = sorted(files, key=lambda p: Path(p).suffix != ".png")
+    assert Path(png).name == "chip crop.png" and Path(sidecar).name == "chip crop.json"
+    record = json.loads(Path(sidecar).read_text())
+    assert (record["degradation"], record["description"]) == (degradation, description)
+    assert record["input_size"] == [40, 24] and record["seed"] == 3 and record["model"]
+    assert summary.startswith("40x24 -> 80x48 px (x2), 2 tile(s)") and Path(entropy["value"]).is_file()
+    large = small_input.with_name("large.png")
+    Image.new("RGB", (96, 40)).save(large)
+    with pytest.raises(AppError, match=r"large.png is 96x40 px; this page restores images up to 64 px"):
+        client.predict(
+            handle_file(str(large)), 2, 64, 0, 0.8, 0.9, "wavelet", "", False, "none", api_name="/restore"
+        )
+    assert [fn.concurrency_limit for fn in page.fns.values()] == [1]
+    assert TINY_NOTICE in json.dumps(page.config)
+
+
+# ---------------------------------------------------------------------------- a real browser
+
+
+def chromium_driver():
+    """Headless Debian Chromium through Selenium, or a skip naming what is missing."""
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed: pip install selenium"
+    )
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not path.is_file():
+            pytest.skip(f"{path} not found: apt-get install -y {package}")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", "--window-size=1400,1400",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    profile = Path(os.environ.get("TMPDIR", "/tmp")) / f"pure-chromium-{os.getpid()}"
+    options.add_argument(f"--user-data-dir={profile}")
+    try:
+        return webdriver.Chrome(options=options, service=webdriver.ChromeService(str(CHROMEDRIVER))), profile
+    except Exception as err:  # no display libraries, a driver of another version, ...
+        shutil.rmtree(profile, ignore_errors=True)
+        pytest.skip(f"Chromium did not start: {str(err).splitlines()[0]}")
+
+
+@pytest.mark.browser
+def test_the_page_in_chromium(page, tmp_path: Path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    source = tmp_path / "chip.png"
+    with Image.open(ROOT / "data" / "samples" / "chip.png") as image:
+        image.crop((28, 28, 92, 92)).save(source)  # 64 x 64 px: nine 64 px tiles at x2
+    driver, profile = chromium_driver()
+    try:
+        driver.get(page.local_url)
+        wait = WebDriverWait(driver, 120)
+        upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#upload input[type=file]"))
+        upload.send_keys(str(source))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload img"))
+        driver.find_element(By.ID, "restore").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#status").text.startswith("64x64 -> 128x128"))
+        degradation = driver.find_element(By.CSS_SELECTOR, "#degradation textarea").get_attribute("value")
+        assert degradation, "the perceived degradation is empty"
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#compare img")) == 2
+        assert "tiny random model is loaded" in driver.find_element(By.ID, "tiny-notice").text
+        driver.execute_script("window.scrollTo(0, 0)")
+        screenshot = ROOT / "docs" / "demo.png"
+        screenshot.parent.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(screenshot))
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -17,7 +17,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from pure.config import (
     schema_help,
     to_yaml,
 )
+from pure.errors import PureError
 
 if TYPE_CHECKING:
     from pure.metrics import Evaluation
@@ -46,10 +47,16 @@ FLAG_TO_KEY = {
     "temperature": "sampling.temperature",
     "model": "backbone.source",
     "adapter": "backbone.adapter",
+    "quantize": "backbone.quantize",
     "vq": "vq.source",
     "dtype": "dtype",
     "device": "device",
 }
+
+
+def batch_size(value: str) -> int | str:
+    """``--batch-size``: the word auto, or an integer (the schema checks that it is positive)."""
+    return value if value == "auto" else int(value)
 
 
 def infer_parser() -> argparse.ArgumentParser:
@@ -72,7 +79,11 @@ def infer_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile", type=int, help="model tile size in pixels, a multiple of 32 (default 512)")
     p.add_argument("--tile-overlap", type=int, help="overlap between tiles in output pixels (default 64)")
-    p.add_argument("--batch-size", type=int, help="tiles generated together in one batch (default 1)")
+    p.add_argument(
+        "--batch-size",
+        type=batch_size,
+        help="tiles generated together in one batch, or auto: as many as fit in free GPU memory (default 1)",
+    )
     p.add_argument("--suffix", default="", help="appended to output names: NAME_SUFFIX.ext (default: none)")
     p.add_argument(
         "--ext",
@@ -101,6 +112,12 @@ def infer_parser() -> argparse.ArgumentParser:
         help="VQ tokenizer: .pt file or repo_id:filename (default FoundationVision/LlamaGen:vq_ds8_c2i.pt)",
     )
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="GPU dtype (CPU runs float32)")
+    p.add_argument(
+        "--quantize",
+        choices=["none", "int8", "int4"],
+        help="weight-only quantisation of the backbone's linear layers: int8 halves the weights, int4 "
+        "(GPU: bfloat16, Ampere or newer) quarters them (default none)",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
@@ -132,26 +149,20 @@ def run_inference(args: argparse.Namespace) -> int:
     cfg, code = _start(InferConfig, args, overrides)
     if code is not None:
         return code
-    from pure.download import WeightsMissingError, locate
+    from pure.download import locate
     from pure.infer import Summary, restore_plan
-    from pure.model import CheckpointError
     from pure.pipeline import Restorer
-    from pure.plan import PlanError, plan_outputs
-    from pure.vocab import VocabError
-    from pure.vq import VQCheckpointError, VQCheckpointNotFoundError
+    from pure.plan import plan_outputs
 
-    try:
-        plan = plan_outputs(
-            Path(args.input),
-            Path(args.output),
-            args.suffix,
-            args.ext,
-            args.recursive,
-            _existing_mode(args),
-            args.save_entropy_map,
-        )
-    except PlanError as err:
-        return _error(err)
+    plan = plan_outputs(
+        Path(args.input),
+        Path(args.output),
+        args.suffix,
+        args.ext,
+        args.recursive,
+        _existing_mode(args),
+        args.save_entropy_map,
+    )
     if plan.not_images:
         names = ", ".join(str(p) for p in plan.not_images[:5]) + (" ..." if len(plan.not_images) > 5 else "")
         print(f"skipped {len(plan.not_images)} file(s) that are not images: {names}", file=sys.stderr)
@@ -161,17 +172,12 @@ def run_inference(args: argparse.Namespace) -> int:
     try:
         if plan.jobs:
             restorer = Restorer.from_config(locate(cfg, cfg.models))
-            run_info = {"vq": cfg.vq.source, "adapter": cfg.backbone.adapter or None}
+            run_info = {
+                "vq": cfg.vq.source,
+                "adapter": cfg.backbone.adapter or None,
+                "quantize": cfg.backbone.quantize,
+            }
             summary = restore_plan(plan, restorer, run_info, progress=not args.no_progress)
-    except (
-        WeightsMissingError,
-        CheckpointError,
-        VocabError,
-        VQCheckpointError,
-        VQCheckpointNotFoundError,
-        ValueError,
-    ) as err:
-        return _error(err)
     except KeyboardInterrupt:
         summary.interrupted = True
     if summary.interrupted:
@@ -190,7 +196,7 @@ def infer_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.print_config and not (args.input and args.output):
         parser.error("the following arguments are required: -i/--input, -o/--output")
-    return run_inference(args)
+    return _run(lambda: run_inference(args))
 
 
 # ---------------------------------------------------------------------------- shared settings flags
@@ -242,12 +248,9 @@ def _start(
     one line when it, or a folder above it, is a file) and ``--threads``. Returns the settings and,
     when the script should stop here, its exit code."""
     models = [f"models={json.dumps(args.models)}"] if args.models else []
-    try:
-        cfg = load_config(schema, args.config, flags + models + args.overrides)
-        if not args.print_config and output_key:
-            _check_output_folder(str(getattr(cfg, output_key)), output_key)
-    except ConfigError as err:
-        return None, _error(err)
+    cfg = load_config(schema, args.config, flags + models + args.overrides)
+    if not args.print_config and output_key:
+        _check_output_folder(str(getattr(cfg, output_key)), output_key)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return cfg, 0
@@ -264,6 +267,15 @@ def _check_output_folder(path: str, key: str) -> None:
             if not folder.is_dir():
                 raise ConfigError(f"{key}={path}: {folder} is a file, not a folder; choose a folder")
             return
+
+
+def _run(work: Callable[[], int]) -> int:
+    """Run one command: the one place a user's mistake (:class:`~pure.errors.PureError`) is caught; it is
+    printed as one line and the exit code is 2."""
+    try:
+        return work()
+    except PureError as err:
+        return _error(err)
 
 
 def _error(err: BaseException) -> int:
@@ -313,12 +325,6 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _metric_list(values: Sequence[str] | None) -> list[str] | None:
     from pure.metrics import METRICS
 
@@ -329,6 +335,8 @@ def _metric_list(values: Sequence[str] | None) -> list[str] | None:
 
 
 def _evaluate_kwargs(args: argparse.Namespace) -> dict:
+    from pure.model import pick_device
+
     if not args.download:
         # Every file a metric needs is checked on disk first, so the hub is never needed; offline
         # mode stops huggingface_hub from checking for newer revisions (about 50 s without internet).
@@ -336,7 +344,7 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict:
     return {
         "metrics": _metric_list(args.metrics),
         "sr_name": args.sr_name,
-        "device": ("cuda" if _cuda_available() else "cpu") if args.device == "auto" else args.device,
+        "device": pick_device(args.device),
         "batch_size": args.batch_size,
         "download": args.download,
         "progress": not args.no_progress,
@@ -352,7 +360,10 @@ def _finish(evaluation: Evaluation, written: Sequence[Path]) -> int:
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    """``scripts/evaluate.py``: score an SR folder, write JSON and CSV, print a Markdown table."""
+    """``scripts/evaluate.py``: score an SR folder, write JSON and CSV, print a Markdown table.
+
+    Exit codes: 0 scored, 1 no metric could run or the results could not be written, 2 a wrong folder,
+    file or argument."""
     parser = argparse.ArgumentParser(
         prog="evaluate.py",
         description="Score super-resolved images with pyiqa (PSNR/SSIM on Y of YCbCr, no border crop; "
@@ -375,15 +386,12 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     )
     _add_common_arguments(parser)
     args = parser.parse_args(argv)
-    from pure.metrics import (
-        EvaluationError,
-        evaluate_folders,
-        load_rows,
-        report,
-        weights_report,
-        write_csv,
-        write_json,
-    )
+    return _run(lambda: _evaluate(parser, args))
+
+
+def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pure.metrics import evaluate_folders, weights_report
+    from pure.reports import load_rows, report, write_csv, write_json
 
     if args.check_weights:
         print(weights_report())
@@ -392,12 +400,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         parser.error("--sr DIR is required")
     out = Path("runs") / "eval" / (args.name or Path(args.sr).name)
     json_path, csv_path = Path(args.json or out / "metrics.json"), Path(args.csv or out / "per_image.csv")
-    try:
-        compare = [row for path in args.compare for row in load_rows(path)]
-        evaluation = evaluate_folders(args.sr, args.gt, name=args.name, **_evaluate_kwargs(args))
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    compare = [row for path in args.compare for row in load_rows(path)]
+    evaluation = evaluate_folders(args.sr, args.gt, name=args.name, **_evaluate_kwargs(args))
     print(report(evaluation, compare))
     try:
         write_json(evaluation, json_path, {"sr": args.sr, "gt": args.gt})
@@ -427,7 +431,12 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-inference", action="store_true", help="score an existing RUN/sr again")
     _add_common_arguments(parser)
     args, infer_args = parser.parse_known_args(argv)
-    from pure.metrics import EvaluationError, load_rows, report, run_benchmark
+    return _run(lambda: _benchmark(args, infer_args))
+
+
+def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
+    from pure.benchmark import run_benchmark
+    from pure.reports import load_rows, report
 
     def infer(lr: Path, sr: Path) -> int:
         return run_inference(infer_parser().parse_args(["-i", str(lr), "-o", str(sr), *infer_args]))
@@ -437,9 +446,6 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
         evaluation, paths = run_benchmark(
             args.name, args.root, args.run, None if args.skip_inference else infer, **_evaluate_kwargs(args)
         )
-    except EvaluationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -475,17 +481,18 @@ def prepare_main(argv: list[str] | None = None) -> int:
         flags.append(f"out_dir={json.dumps(args.out)}")
     if args.manifest:
         flags.append(f"caption.manifest={json.dumps(args.manifest)}")
+    return _run(lambda: _prepare(args, flags))
+
+
+def _prepare(args: argparse.Namespace, flags: list[str]) -> int:
     cfg, code = _start(PrepareConfig, args, flags, output_key="out_dir")
     if code is not None:
         return code
-    from pure.data.captions import MissingDescriptionsError
-    from pure.data.prepare import PrepareError, prepare, read_journals
-    from pure.download import WeightsMissingError, locate
+    from pure.data.prepare import prepare, read_journals
+    from pure.download import locate
 
     try:
         summary = prepare(locate(cfg, cfg.models, backbone_weights=False), progress=not args.no_progress)
-    except (WeightsMissingError, PrepareError, MissingDescriptionsError, ValueError) as err:
-        return _error(err)
     except KeyboardInterrupt:
         done = len(read_journals(Path(cfg.out_dir))) if Path(cfg.out_dir).is_dir() else 0
         print(
@@ -523,18 +530,19 @@ def train_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=1e-4 resume=latest")
     args = p.parse_args(argv)
+    return _run(lambda: _train(args))
+
+
+def _train(args: argparse.Namespace) -> int:
     cfg, code = _start(TrainConfig, args, [], output_key="output_dir")
     if code is not None:
         return code
-    from pure.download import WeightsMissingError, locate
-    from pure.model import CheckpointError
-    from pure.train import checkpoints, train
-    from pure.vq import VQCheckpointError
+    from pure.checkpoint import checkpoints
+    from pure.download import locate
+    from pure.train import train
 
     try:
         train(locate(cfg, cfg.models))
-    except (ValueError, CheckpointError, VQCheckpointError, FileNotFoundError, WeightsMissingError) as err:
-        return _error(err)
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":
             saved = checkpoints(cfg.output_dir)
@@ -564,14 +572,13 @@ def merge_main(argv: list[str] | None = None) -> int:
         help="dtype of the saved weights (default bfloat16)",
     )
     args = p.parse_args(argv)
-    from pure.model import CheckpointError
-    from pure.train import merge_adapter
+    return _run(lambda: _merge(args))
 
-    try:
-        folder = merge_adapter(args.checkpoint, args.output, args.dtype)
-    except (ConfigError, CheckpointError, FileNotFoundError) as err:
-        return _error(err)
-    print(f"merged model: {folder}")
+
+def _merge(args: argparse.Namespace) -> int:
+    from pure.checkpoint import merge_adapter
+
+    print(f"merged model: {merge_adapter(args.checkpoint, args.output, args.dtype)}")
     return 0
 
 
@@ -598,14 +605,15 @@ def download_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--list", action="store_true", help="print the equivalent hf download commands and exit")
     args = p.parse_args(argv)
+    return _run(lambda: _download(args))
+
+
+def _download(args: argparse.Namespace) -> int:
     from pure.download import HubWeights, config_weights, download, hub_weights, parse_source
 
-    try:
-        wanted = [parse_source(source) for source in args.sources]
-        wanted += [w for path in args.config for w in config_weights(path)]
-        wanted = wanted or hub_weights(load_config(InferConfig))
-    except ValueError as err:
-        return _error(err)
+    wanted = [parse_source(source) for source in args.sources]
+    wanted += [w for path in args.config for w in config_weights(path)]
+    wanted = wanted or hub_weights(load_config(InferConfig))
     chosen: dict[tuple[str, str], HubWeights] = {}
     for weights in sorted(wanted, key=lambda w: -len(w.patterns)):  # a whole model covers its tokenizer
         chosen.setdefault((weights.repo, weights.filename), weights)
@@ -620,4 +628,72 @@ def download_main(argv: list[str] | None = None) -> int:
         return 1
     print("\n".join(f"{w.source} -> {path}" for w, path in zip(unique, paths, strict=True)))
     print(f"copy {args.folder}/ to where the runs are and pass --models {args.folder}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- web demo
+
+
+def app_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scripts/app.py",
+        description="Serve a web page (Gradio) that restores one uploaded photo at a time with the models "
+        "and settings of scripts/infer.py: before and after, the perceived degradation, the description, "
+        "the entropy map, downloads. Needs the demo extra: pip install -e '.[demo]'. Settings: the schema "
+        "in pure/config.py, then --config, then trailing key=value overrides; the page sets scale, tile, "
+        "seed, guidance, temperature, colour fix, caption and quantisation per job.",
+    )
+    _add_settings_arguments(
+        p, InferConfig, "YAML file overriding the defaults (e.g. configs/tiny.yaml: tiny random models, CPU)"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 serves every network interface (default 127.0.0.1: this machine)",
+    )
+    p.add_argument("--port", type=int, help="port to listen on (default: 7860 or the next free one)")
+    p.add_argument(
+        "--share", action="store_true", help="also open a temporary public gradio.live link (needs internet)"
+    )
+    p.add_argument(
+        "--max-side",
+        type=int,
+        default=1024,
+        help="largest input the page accepts, in pixels on the longer side (default 1024)",
+    )
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        help="keep every job's PNG, sidecar and entropy map in DIR/<name>-<id>/ (default: a temporary "
+        "folder removed when the server stops)",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. restore.tile=64")
+    return p
+
+
+def app_main(argv: list[str] | None = None) -> int:
+    """``scripts/app.py``: load the models, serve the page until Ctrl-C; 2 when it cannot start."""
+    args = app_parser().parse_args(argv)
+    return _run(lambda: _serve_app(args))
+
+
+def _serve_app(args: argparse.Namespace) -> int:
+    cfg, code = _start(InferConfig, args, [])
+    if code is not None:
+        return code
+    if args.output:
+        _check_output_folder(args.output, "--output")
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        print('error: the web demo needs Gradio: pip install -e ".[demo]"', file=sys.stderr)
+        return 2
+    from pure.demo import Models, serve
+    from pure.download import locate
+    from pure.pipeline import Restorer
+
+    located = locate(cfg, cfg.models)
+    models = Models(located, Restorer.from_config(located), Restorer.from_config)
+    output = Path(args.output) if args.output else None
+    serve(models, args.host, args.port, args.share, max_side=args.max_side, output=output)
     return 0

@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,40 @@ from typing import TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pure.errors import PureError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(PureError, ValueError):
     """A YAML file or an override does not fit the schema."""
+
+
+def choice(default: str, *allowed: str):
+    """A closed-choice field: ``default``, one of ``allowed`` (checked once, by :func:`load_config`)."""
+    return field(default=default, metadata={"choices": (default, *allowed)})
+
+
+def at_least(default: int | float, low: int | float):
+    """A numeric field that must be ``>= low`` (checked once, by :func:`load_config`)."""
+    return field(default=default, metadata={"min": low})
+
+
+def auto_or_at_least(default: int | str, low: int):
+    """An integer field that must be ``>= low``, or the word ``auto`` (checked by :func:`load_config`)."""
+    return field(default=default, metadata={"min": low, "auto": True})
+
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+"""What a ``device`` field accepts (``cuda:N``: any GPU index)."""
+RENAMED = {
+    "backbone.hidden_size": "backbone.tiny.hidden_size",
+    "backbone.intermediate_size": "backbone.tiny.intermediate_size",
+    "backbone.num_layers": "backbone.tiny.num_layers",
+    "backbone.num_heads": "backbone.tiny.num_heads",
+    "backbone.seed": "backbone.tiny.seed",
+}
+"""Keys that moved: an old key in a YAML file or override raises a "renamed" error naming the new one."""
 
 
 @dataclass
@@ -52,6 +82,22 @@ class VQConfig:
 
 
 @dataclass
+class TinyBackboneConfig:
+    """The random Chameleon built for tests and CPU trials (``backbone.source: tiny``); full vocabulary."""
+
+    seed: int = 0
+    """Seed of the deterministic weights."""
+    hidden_size: int = at_least(64, 8)
+    """Hidden size."""
+    intermediate_size: int = at_least(128, 8)
+    """MLP size."""
+    num_layers: int = at_least(2, 1)
+    """Decoder layers."""
+    num_heads: int = at_least(4, 1)
+    """Attention heads (must divide ``hidden_size``)."""
+
+
+@dataclass
 class BackboneConfig:
     """The Chameleon/Lumina-mGPT transformer and its text tokenizer."""
 
@@ -61,16 +107,12 @@ class BackboneConfig:
     """Hub revision (branch, tag or commit) when ``source`` is a repo id."""
     adapter: str = ""
     """Optional LoRA adapter folder (peft format) applied on top of the backbone."""
-    seed: int = 0
-    """Seed of the deterministic weights when ``source`` is ``tiny``."""
-    hidden_size: int = 64
-    """Hidden size of the ``tiny`` model (ignored for real checkpoints)."""
-    intermediate_size: int = 128
-    """MLP size of the ``tiny`` model (ignored for real checkpoints)."""
-    num_layers: int = 2
-    """Decoder layers of the ``tiny`` model (ignored for real checkpoints)."""
-    num_heads: int = 4
-    """Attention heads of the ``tiny`` model (ignored for real checkpoints)."""
+    quantize: str = choice("none", "int8", "int4")
+    """Weight-only quantisation of the decoder's linear layers at load time (pure/quantize.py): none, int8
+    (about half the weight memory; any device) or int4 (about a third; CUDA needs bfloat16 and compute
+    capability 8.0+). Embeddings, output head and norms keep the model dtype. Inference only."""
+    tiny: TinyBackboneConfig = field(default_factory=lambda: TinyBackboneConfig())
+    """Sizes and seed of the random model built when ``source`` is ``tiny`` (ignored otherwise)."""
 
 
 @dataclass
@@ -79,15 +121,15 @@ class SamplingConfig:
 
     cfg_scale: float = 0.8
     """Classifier-free guidance g in ``g * (cond - uncond) + uncond``; 1.0 disables guidance."""
-    temperature: float = 0.9
+    temperature: float = at_least(0.9, 1e-6)
     """Softmax temperature applied after top-k."""
-    text_top_k: int = 1
+    text_top_k: int = at_least(1, 1)
     """Top-k for text tokens (1 = greedy text, as PURE)."""
-    image_top_k_min: int = 1
+    image_top_k_min: int = at_least(1, 1)
     """Smallest k of the entropy-adaptive top-k inside an image."""
-    image_top_k_max: int = 2000
+    image_top_k_max: int = at_least(2000, 1)
     """Largest k of the entropy-adaptive top-k inside an image."""
-    max_new_tokens: int = 8192
+    max_new_tokens: int = at_least(8192, 1)
     """Token budget of one answer."""
     seed: int = 0
     """Seed of the sampling generator; tile i of every image uses seed + i."""
@@ -97,21 +139,22 @@ class SamplingConfig:
 class RestoreConfig:
     """How an image is prepared for the model and put back together."""
 
-    outscale: float = 4.0
+    outscale: float = at_least(4.0, 1e-6)
     """Output scale relative to the input (any float > 0)."""
-    tile: int = 512
+    tile: int = at_least(512, 32)
     """Model tile size in pixels (a multiple of 32; the released model works at 512)."""
-    tile_overlap: int = 64
+    tile_overlap: int = at_least(64, 0)
     """Overlap between neighbouring tiles, in output pixels."""
-    batch_size: int = 1
-    """Tiles restored together in one batched generation."""
-    color_fix: str = "wavelet"
+    batch_size: int | str = auto_or_at_least(1, 1)
+    """Tiles restored together in one batched generation, or auto: the most whose KV cache fits in the
+    device's free memory (pure/memory.py); an out-of-memory batch is halved and retried."""
+    color_fix: str = choice("wavelet", "adain", "none")
     """Colour correction against the bicubic upsampled input: wavelet, adain or none."""
     caption: str = ""
     """Optional description (or whole text answer) that steers restoration; empty = the model's own."""
-    max_text_tokens: int = 512
+    max_text_tokens: int = at_least(512, 0)
     """Text tokens an answer may write before its image is opened (the image size is always the tile's)."""
-    compile: str = "auto"
+    compile: str = choice("auto", "on", "off")
     """Capture each decoding step as a CUDA graph: auto (on CUDA), on, off. CPU runs are always eager;
     the tokens are the same either way."""
 
@@ -128,9 +171,9 @@ class InferConfig:
     """The sampler."""
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     """Tiling, scale and colour fix."""
-    device: str = "auto"
+    device: str = choice("auto", "cpu", "cuda", "cuda:N")
     """Device: auto (CUDA when available), cpu, cuda, cuda:N."""
-    dtype: str = "bfloat16"
+    dtype: str = choice("bfloat16", "float16", "float32")
     """Backbone dtype on the GPU: bfloat16, float16 or float32 (CPU always uses float32)."""
     models: str = ""
     """Folder written by ``scripts/download.py`` (``DIR/<repo id>/...``): hub sources are read from it when it
@@ -140,10 +183,12 @@ class InferConfig:
 def load_config(
     schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None
 ) -> T:
-    """Return ``schema``'s defaults overridden by a YAML file, then by ``key=value`` strings.
+    """Return ``schema``'s defaults overridden by a YAML file, then by ``key=value`` strings, as a
+    ``schema`` instance (real dataclasses all the way down).
 
-    Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key and the
-    file (or the override) it came from.
+    Unknown keys, values of the wrong type, closed choices outside their list and numbers below their
+    minimum raise :class:`ConfigError` naming the key and the file (or the override) it came from; a
+    key that moved (:data:`RENAMED`) names its new place.
     """
     cfg: DictConfig = OmegaConf.structured(schema)
     OmegaConf.set_struct(cfg, True)
@@ -161,13 +206,51 @@ def load_config(
             raise ConfigError(f"override {item!r} is not of the form key=value")
         sources.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
     for origin, part in sources:
+        for key in _dotted_keys(OmegaConf.to_container(part)):
+            if key in RENAMED:
+                raise ConfigError(f"{origin}: {key} was renamed to {RENAMED[key]}; use the new key")
         try:
             cfg = OmegaConf.merge(cfg, part)
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
             reason = str(err).splitlines()[0]
             raise ConfigError(f"{origin}: bad key {key!r} for {schema.__name__}: {reason}") from err
-    return cfg  # type: ignore[return-value]
+    result = OmegaConf.to_object(cfg)
+    check_fields(result)
+    return result  # type: ignore[return-value]
+
+
+def check_fields(cfg: object, prefix: str = "") -> None:
+    """Check every :func:`choice` and :func:`at_least` field of the dataclass ``cfg``, recursively: the one
+    place closed choices and minimums are validated. Raises :class:`ConfigError` (``key=value: ...``)."""
+    for item in dataclasses.fields(cfg):
+        key, value = prefix + item.name, getattr(cfg, item.name)
+        if dataclasses.is_dataclass(value):
+            check_fields(value, key + ".")
+        allowed = item.metadata.get("choices")
+        if allowed is not None and not _is_choice(value, allowed):
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+        if item.metadata.get("auto") and value != "auto" and not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r}: expected auto or an integer")
+        low = item.metadata.get("min")
+        if low is not None and isinstance(value, int | float) and value < low:
+            raise ConfigError(f"{key}={value!r}: must be at least {low}")
+
+
+def _is_choice(value: object, allowed: tuple[str, ...]) -> bool:
+    if value in allowed:
+        return True
+    return "cuda:N" in allowed and isinstance(value, str) and re.fullmatch(r"cuda:\d+", value) is not None
+
+
+def _dotted_keys(tree: object, prefix: str = "") -> list[str]:
+    """``{"a": {"b": 1}}`` -> ``["a", "a.b"]``."""
+    if not isinstance(tree, dict):
+        return []
+    keys = []
+    for name, value in tree.items():
+        keys += [prefix + str(name), *_dotted_keys(value, f"{prefix}{name}.")]
+    return keys
 
 
 def to_yaml(cfg: object) -> str:
@@ -318,17 +401,17 @@ class PrepareConfig:
     """Side of the square HQ crop, a multiple of 32 and of ``degradation.scale`` (512 in PURE)."""
     shrink: bool = True
     """Shrink images to a short side of ``hq_size`` before cropping, as the reference does (false: no)."""
-    crop: str = "random"
+    crop: str = choice("random", "center")
     """Where the square HQ crop is taken: random (seeded per image) or center."""
     seed: int = 0
     """Seed of the per-image draws (crop, degradation); each image's generator also depends on its path."""
-    shard_size: int = 256
+    shard_size: int = at_least(256, 1)
     """Examples per shard file."""
     batch_size: int = 8
     """Images encoded by the VQ at once."""
-    workers: int = 0
+    workers: int = at_least(0, 0)
     """Worker processes that read, crop and degrade images while the VQ encodes (0: the main process)."""
-    device: str = "auto"
+    device: str = choice("auto", "cpu", "cuda", "cuda:N")
     """Device of the VQ and the degradations: auto, cpu, cuda (under accelerate: each process's own GPU)."""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     """The checkpoint whose tokenizer writes the text (its weights are not loaded)."""
@@ -359,7 +442,7 @@ class LoRAConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     """Linear layers that get adapters (default: every attention and MLP projection)."""
-    token_rows: str = "auto"
+    token_rows: str = choice("auto", "image", "none")
     """Embedding and output-layer rows trained with the adapters: auto (the rows added when the vocabulary
     is extended to ``tokenizer``'s, none otherwise), image (all 16,384 image-token rows) or none."""
 
@@ -410,13 +493,13 @@ class TrainDataConfig:
 class LogConfig:
     """Where training progress goes: always ``output_dir/log.jsonl``, optionally Weights & Biases."""
 
-    every: int = 10
+    every: int = at_least(10, 1)
     """Write a record every this many optimizer steps."""
     wandb: bool = False
     """Also log to Weights & Biases."""
     wandb_project: str = "pure"
     """Weights & Biases project."""
-    wandb_mode: str = "online"
+    wandb_mode: str = choice("online", "offline")
     """online, or offline (runs stay in ``output_dir/wandb``; upload later with ``wandb sync``)."""
     run_name: str = ""
     """Run name for Weights & Biases; empty: the name of ``output_dir``."""
@@ -438,7 +521,7 @@ class TrainConfig:
     """Optimizer and learning-rate schedule."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging."""
-    method: str = "lora"
+    method: str = choice("lora", "full")
     """lora (frozen backbone plus trainable adapters) or full (every weight is trained)."""
     tokenizer: str = ""
     """Tokenizer folder or repo id when it differs from the backbone's; the backbone's vocabulary is
@@ -450,15 +533,15 @@ class TrainConfig:
     holds them, else from the Hugging Face cache or the hub."""
     epochs: float = 2.0
     """Passes over the data (fractions allowed)."""
-    max_steps: int = 0
+    max_steps: int = at_least(0, 0)
     """Optimizer steps in all; 0 derives them from ``epochs``. The schedule spans exactly these steps."""
-    batch_size: int = 1
+    batch_size: int = at_least(1, 1)
     """Sequences per process in one micro-batch."""
-    grad_accum: int = 1
+    grad_accum: int = at_least(1, 1)
     """Micro-batches per optimizer step; global batch = batch_size * grad_accum * processes."""
-    max_seq_len: int = 11776
+    max_seq_len: int = at_least(11776, 1)
     """Sequences are truncated to this many tokens (the released recipe's 11,776)."""
-    mixed_precision: str = "bf16"
+    mixed_precision: str = choice("bf16", "no", "fp16")
     """no, bf16 or fp16: accelerate's autocast; with LoRA also the dtype of the frozen base weights."""
     gradient_checkpointing: bool = True
     """Recompute each decoder layer's activations in the backward pass instead of storing them."""
@@ -468,9 +551,14 @@ class TrainConfig:
     """Weight of the z-loss, mean logsumexp(logits)**2 over answer positions (PURE: 0)."""
     seed: int = 0
     """Seed of data order, adapter initialisation and dropout."""
-    save_every: int = 500
+    eval_examples: int = at_least(0, 0)
+    """Examples held out of training (a fixed, seeded choice) whose mean loss is logged as ``val_loss``;
+    0: no validation."""
+    eval_every: int = at_least(100, 1)
+    """Compute the held-out loss every this many optimizer steps, and after the last one."""
+    save_every: int = at_least(500, 1)
     """Write a checkpoint every this many optimizer steps, and after the last one."""
-    keep_last: int = 3
+    keep_last: int = at_least(3, 0)
     """Checkpoints kept in ``output_dir/checkpoints`` (older ones are deleted); 0 keeps all."""
     resume: str = ""
     """Continue a run: latest (the newest checkpoint in ``output_dir``, or a fresh start when there is

@@ -19,6 +19,8 @@ from typing import TypeVar
 
 from omegaconf import OmegaConf
 
+from pure.errors import PureError
+
 T = TypeVar("T")
 TOKENIZER_FILES = [
     "config.json",
@@ -35,7 +37,7 @@ CHECKPOINT_FILES = [*TOKENIZER_FILES, "*.safetensors", "*.safetensors.index.json
 """What a model folder needs: weights, config and tokenizer files (no other weights)."""
 
 
-class WeightsMissingError(FileNotFoundError):
+class WeightsMissingError(PureError, FileNotFoundError):
     """Some weights a run needs are neither in the models folder, nor cached, nor downloadable."""
 
 
@@ -101,7 +103,7 @@ def parse_source(source: str, key: str = "") -> HubWeights:
     """``repo`` (a model folder) or ``repo:filename`` (one file) as :class:`HubWeights`."""
     repo, _, filename = source.partition(":")
     if repo.count("/") != 1:
-        raise ValueError(f"{source!r} is not a Hugging Face repo id (owner/name) or repo_id:filename")
+        raise PureError(f"{source!r} is not a Hugging Face repo id (owner/name) or repo_id:filename")
     return HubWeights(key or source, repo, filename)
 
 
@@ -158,8 +160,10 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
             missing.append(weights)
     if missing:
         raise WeightsMissingError(missing_message(missing, folder or Path("models")))
-    located = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{k}={v}" for k, v in found.items()]))
-    return located  # type: ignore[return-value]
+    located = OmegaConf.merge(
+        OmegaConf.structured(cfg), OmegaConf.from_dotlist([f"{k}={v}" for k, v in found.items()])
+    )
+    return OmegaConf.to_object(located)  # type: ignore[return-value]
 
 
 def config_weights(path: str | Path) -> list[HubWeights]:

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
+from pure.errors import PureError
+
 Image.init()
 UNREADABLE_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF", "EPS"})
 """Formats Pillow names but cannot decode here: stubs without a decoder, or Ghostscript's."""
@@ -35,7 +37,7 @@ DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 ORIENTATION_TAG = 0x0112
 
 
-class ImageReadError(ValueError):
+class ImageReadError(PureError, ValueError):
     """A file that is not an image this reader can use; the message is one line naming the file."""
 
 

@@ -17,6 +17,7 @@ from pure.files import write_atomic, write_text_atomic
 from pure.images import read_image, srgb_profile
 from pure.pipeline import Restoration, Restorer
 from pure.plan import Job, Plan
+from pure.sampling import ENTROPY_CEILING
 
 ALPHA_NOTE = "RGB restored from the image composited on white; alpha upscaled bicubically and re-attached"
 
@@ -66,7 +67,7 @@ def save_outputs(result: Restoration, job: Job, sidecar: dict, icc_profile: byte
     write_atomic(job.image, lambda p: image.save(p, format="JPEG" if jpeg else "PNG", **options))
     write_text_atomic(job.sidecar, json.dumps(sidecar, indent=2))
     if job.entropy is not None and result.entropy_map is not None:
-        values = np.clip(result.entropy_map / 10.0, 0, 1) * 255
+        values = np.clip(result.entropy_map / ENTROPY_CEILING, 0, 1) * 255
         heat = Image.fromarray(values.astype(np.uint8), "L")
         write_atomic(job.entropy, lambda p: heat.save(p, format="PNG"))
 
@@ -104,17 +105,10 @@ def _restore_one(job: Job, restorer: Restorer, run_info: dict, progress: bool) -
         "input": str(job.source),
         "output": str(job.image),
         "input_size": list(read.rgb.size),
-        "output_size": list(result.image.size),
         "read": read.info,
         "color_profile": f"{read.icc_profile!r} -> sRGB; sRGB profile embedded" if read.icc_profile else None,
-        "degradation": result.degradation,
-        "description": result.description,
-        "tile_answers": result.tile_answers,
-        "seed": result.seed,
-        "model": restorer.model_revision,
+        **result.sidecar(),
         **run_info,
-        "settings": restorer.settings_dict(),
-        "timings_s": result.timings,
         "alpha": ALPHA_NOTE if read.alpha is not None else None,
         "entropy_map": str(job.entropy) if job.entropy else None,
     }

@@ -1,4 +1,5 @@
-"""Image-quality metrics over folders paired by file name, through pyiqa, with the field's protocol.
+"""Image-quality metrics over folders paired by file name (:mod:`pure.pairing`), through pyiqa, with
+the field's protocol. Tables and files of the results: :mod:`pure.reports`.
 
 The protocol (as in the OSEDiff / SeeSR evaluation scripts): images are read as RGB in [0, 1];
 PSNR and SSIM are computed on the Y channel of YCbCr (BT.601, ``Y = 16 + 65.481 R + 128.553 G +
@@ -19,31 +20,21 @@ long for ``--help``), and ``HF_HUB_OFFLINE`` must be set before huggingface_hub 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import statistics
 import tempfile
-import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from pure.files import write_text_atomic
-from pure.images import ImageReadError, is_image_name, read_image
+from pure.images import ImageReadError, read_image
+from pure.pairing import EvaluationError, load_image, pair_images
 
 if TYPE_CHECKING:  # torch is imported where it is used, so `evaluate.py --help` stays fast
     import torch
-
-
-class EvaluationError(ValueError):
-    """A problem with the user's folders, files or arguments; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -179,79 +170,7 @@ def lower_better(metric: str) -> bool:
     return bool(DEFAULT_CONFIGS[METRICS[metric].pyiqa_name].get("lower_better", False))
 
 
-# ----------------------------------------------------------------------------- pairing
-
-
-@dataclass
-class Pairing:
-    """SR images matched to GT images by name; GT images with no SR (``missing``) and the reverse."""
-
-    pairs: list[tuple[Path, Path | None]]
-    missing: list[str]
-    extra: list[str]
-
-
-def list_images(folder: Path, role: str) -> dict[str, Path]:
-    """Image files directly in ``folder`` by stem (``a.png`` -> ``a``), sorted by name."""
-    if not folder.is_dir():
-        raise EvaluationError(f"{role} folder not found: {folder} (pass an existing folder of images)")
-    images = {}
-    for path in sorted(folder.iterdir()):
-        if is_image_name(path) and path.is_file():
-            if path.stem in images:
-                raise EvaluationError(
-                    f"two {role} images share the name {path.stem!r}: {images[path.stem].name} and "
-                    f"{path.name} in {folder}; keep one"
-                )
-            images[path.stem] = path
-    if not images:
-        raise EvaluationError(
-            f"no images in the {role} folder {folder} (files of a format Pillow reads: .png, .jpg, .tif, ...)"
-        )
-    return images
-
-
-def pair_images(sr_dir: Path, gt_dir: Path | None = None, sr_name: str = "{stem}") -> Pairing:
-    """Match each GT image ``<stem>.*`` to the SR image named ``sr_name.format(stem=<stem>)`` + any suffix.
-
-    ``sr_name`` such as ``"{stem}_out"`` matches outputs that carry a suffix. Without ``gt_dir``
-    every SR image is returned unpaired. Extensions may differ (``a.png`` against ``a.jpg``).
-    """
-    if "{stem}" not in sr_name:
-        raise EvaluationError(f"--sr-name {sr_name!r} must contain {{stem}}, e.g. '{{stem}}_out'")
-    sr = list_images(Path(sr_dir), "SR")
-    if gt_dir is None:
-        return Pairing([(path, None) for path in sr.values()], [], [])
-    pairs, missing, used = [], [], set()
-    for stem, gt_path in list_images(Path(gt_dir), "GT").items():
-        key = sr_name.format(stem=stem)
-        if key in sr:
-            pairs.append((sr[key], gt_path))
-            used.add(key)
-        else:
-            missing.append(gt_path.name)
-    extra = [path.name for key, path in sr.items() if key not in used]
-    if not pairs:
-        raise EvaluationError(
-            f"no SR image in {sr_dir} matches a GT image in {gt_dir} by name (SR names expected as "
-            f"{sr_name!r} + suffix); check the folders or pass --sr-name"
-        )
-    return Pairing(pairs, missing, extra)
-
-
 # ----------------------------------------------------------------------------- running metrics
-
-
-def load_image(path: Path) -> torch.Tensor:
-    """Read an image with :func:`pure.images.read_image` (the reader inference uses: 8-bit sRGB RGB,
-    deep images rescaled, alpha composited on white): ``[3, H, W]`` float32 in [0, 1]."""
-    try:
-        array = np.asarray(read_image(path).rgb)
-    except ImageReadError as error:
-        raise EvaluationError(f"{error}; replace or remove it") from error
-    import torch
-
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def _load_pair(pair: tuple[Path, Path | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -447,162 +366,6 @@ def evaluate_folders(
         missing=pairing.missing,
         extra=pairing.extra,
     )
-
-
-# ----------------------------------------------------------------------------- outputs
-
-
-def write_json(evaluation: Evaluation, path: str | Path, extra: dict | None = None) -> None:
-    """Write the means and run details (:meth:`Evaluation.as_dict`, plus ``extra``) as JSON."""
-    write_text_atomic(path, json.dumps({**evaluation.as_dict(), **(extra or {})}, indent=2) + "\n")
-
-
-def write_csv(evaluation: Evaluation, path: str | Path) -> None:
-    """Write one row per image: ``image`` then one column per per-image metric."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", *evaluation.scores])
-    for i, image in enumerate(evaluation.images):
-        writer.writerow([image, *(f"{values[i]:.6f}" for values in evaluation.scores.values())])
-    write_text_atomic(path, buffer.getvalue())
-
-
-@dataclass
-class Row:
-    """One line of a results table: a method's (or a published paper's) mean scores."""
-
-    name: str
-    mean: dict[str, float]
-    count: int | None = None
-
-
-def _check_row(row: Row, path: Path) -> Row:
-    unknown = [m for m in row.mean if m not in METRICS]
-    if unknown:
-        raise EvaluationError(f"{path}: unknown metric(s) {', '.join(unknown)}; use {', '.join(METRICS)}")
-    return row
-
-
-def load_rows(path: str | Path) -> list[Row]:
-    """Rows of published (or earlier) results from a JSON or CSV file.
-
-    JSON: ``{"rows": [{"name": ..., "mean": {"psnr": ...}, "count": N}, ...]}`` or a
-    ``metrics.json`` written by this module. CSV: a ``name`` column, an optional ``count`` column,
-    one column per metric (empty cells are skipped).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"compare file not found: {path}")
-    try:
-        if path.suffix.lower() == ".csv":
-            with open(path, newline="", encoding="utf-8") as file:
-                records = list(csv.DictReader(file))
-            rows = [
-                Row(
-                    r.pop("name"),
-                    {k.lower(): float(v) for k, v in r.items() if k != "count" and v},
-                    int(r["count"]) if r.get("count") else None,
-                )
-                for r in records
-            ]
-        else:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            records = data["rows"] if "rows" in data else [{"name": data.get("name", path.stem), **data}]
-            rows = [
-                Row(r["name"], {k.lower(): float(v) for k, v in r["mean"].items()}, r.get("count"))
-                for r in records
-            ]
-    except (KeyError, ValueError, TypeError, AttributeError) as error:
-        raise EvaluationError(
-            f"cannot read results from {path} ({type(error).__name__}: {error}); expected "
-            'JSON {"rows": [{"name": ..., "mean": {"psnr": ...}}]} or CSV with a name column'
-        ) from error
-    return [_check_row(row, path) for row in rows]
-
-
-def markdown_table(rows: Sequence[Row], metrics: Sequence[str]) -> str:
-    """A Markdown table: one line per ``Row``, one column per metric, headed with its direction."""
-    header = ["method", "images"] + [f"{m.upper()} {'↓' if lower_better(m) else '↑'}" for m in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row.name, "–" if row.count is None else str(row.count)]
-        cells += [f"{row.mean[m]:.4f}" if m in row.mean else "–" for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def report(evaluation: Evaluation, compare: Sequence[Row] = ()) -> str:
-    """The results table (this run first, then ``compare``) and notes on unavailable metrics and files.
-
-    Columns: the metrics asked for, and any other metric a ``compare`` row has, in ``METRICS`` order.
-    """
-    rows = [Row(evaluation.name, evaluation.mean, len(evaluation.images)), *compare]
-    columns = [m for m in METRICS if m in evaluation.metrics or any(m in row.mean for row in compare)]
-    lines = [markdown_table(rows, columns)]
-    for metric, reason in evaluation.unavailable.items():
-        lines.append(f"- {metric} unavailable: {reason}")
-    if evaluation.missing:
-        lines.append(
-            f"- {len(evaluation.missing)} GT image(s) without an SR image: {', '.join(evaluation.missing)}"
-        )
-    if evaluation.extra:
-        lines.append(
-            f"- {len(evaluation.extra)} SR image(s) without a GT image: {', '.join(evaluation.extra)}"
-        )
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- benchmark
-
-
-def benchmark_paths(
-    name: str, root: str | Path = "data/benchmarks", run: str | Path | None = None
-) -> dict[str, Path]:
-    """The folders of benchmark ``name``: ``lr``/``hr`` under ``root/name``; ``run`` (default
-    ``runs/<name>/<date-time>``) with ``sr``, ``metrics.json`` and ``per_image.csv`` in it."""
-    base = Path(root) / name
-    for sub in ("lr", "hr"):
-        if not (base / sub).is_dir():
-            raise EvaluationError(
-                f"benchmark {name!r} needs {base / sub}/: lay it out as {root}/{name}/lr and "
-                f"{root}/{name}/hr (same file names), or pass --root"
-            )
-    run = Path(run) if run else Path("runs") / name / time.strftime("%Y%m%d-%H%M%S")
-    return {
-        "lr": base / "lr",
-        "hr": base / "hr",
-        "run": run,
-        "sr": run / "sr",
-        "json": run / "metrics.json",
-        "csv": run / "per_image.csv",
-    }
-
-
-def run_benchmark(
-    name: str,
-    root: str | Path = "data/benchmarks",
-    run: str | Path | None = None,
-    infer: Callable[[Path, Path], int] | None = None,
-    **evaluate_kwargs,
-) -> tuple[Evaluation, dict[str, Path]]:
-    """Super-resolve ``root/name/lr`` into ``run/sr`` with ``infer(lr_dir, sr_dir)`` (in-process; it
-    returns an exit code), then evaluate ``run/sr`` against ``root/name/hr`` and write
-    ``run/metrics.json`` and ``run/per_image.csv``. Without ``infer`` an existing ``run/sr`` is scored.
-
-    ``evaluate_kwargs`` go to :func:`evaluate_folders`.
-    """
-    paths = benchmark_paths(name, root, run)
-    select_metrics(evaluate_kwargs.get("metrics"), has_gt=True)  # fail on a typo before inference
-    if infer is not None:
-        code = infer(paths["lr"], paths["sr"])
-        if code != 0:
-            raise EvaluationError(
-                f"inference of {paths['lr']} into {paths['sr']} failed (exit {code}); see above"
-            )
-    evaluation = evaluate_folders(paths["sr"], paths["hr"], name=name, **evaluate_kwargs)
-    write_json(evaluation, paths["json"], {"sr": str(paths["sr"]), "gt": str(paths["hr"])})
-    write_csv(evaluation, paths["csv"])
-    return evaluation, paths
 
 
 def weights_report() -> str:

@@ -16,10 +16,13 @@ device, so a 7B checkpoint never needs a second copy in memory.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,9 +34,13 @@ from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.chameleon.modeling_chameleon import ChameleonModel, ChameleonRotaryEmbedding
 
+from pure.config import BackboneConfig
 from pure.download import CHECKPOINT_FILES
+from pure.errors import PureError
+from pure.quantize import QUANTIZED_WEIGHT, check_quantize, load_quantized_
 from pure.sequence import IGNORE_INDEX
-from pure.vocab import Vocab, VocabError, image_names_from_files
+from pure.tiny import write_tiny_checkpoint
+from pure.vocab import CODEBOOK_SIZE, IMAGE_PREFIX, Vocab, VocabError, image_names_from_files
 
 DEFAULT_SOURCE = "nonwhy/PURE"
 CACHE_ARG = "cache" if "cache" in inspect.signature(ChameleonModel.forward).parameters else "past_key_values"
@@ -42,7 +49,7 @@ IGNORED_PREFIXES = ("model.vqmodel.",)
 """Checkpoint entries we drop: Chameleon's ds-16 VQGAN, which PURE does not use (it uses LlamaGen VQ-8)."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PureError, RuntimeError):
     """A checkpoint is missing, incomplete or does not fit the model."""
 
 
@@ -214,8 +221,15 @@ def load_backbone(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.bfloat16,
     revision: str = "main",
+    quantize: str = "none",
 ) -> PureChameleon:
-    """Load a Lumina-mGPT/PURE checkpoint (repo id or local folder) as :class:`PureChameleon` (eval mode)."""
+    """Load a Lumina-mGPT/PURE checkpoint (repo id or local folder) as :class:`PureChameleon` (eval mode).
+
+    ``quantize``: none, int8 or int4 (:mod:`pure.quantize`): each decoder projection is quantised on
+    ``device`` as soon as it is read. Raises :class:`pure.quantize.QuantizeError` before reading
+    anything when the mode cannot run on ``device`` with ``dtype``.
+    """
+    check_quantize(quantize, device, dtype)
     folder = resolve_source(source, revision)
     config = read_config(folder)
     files = weight_files(folder)
@@ -240,6 +254,11 @@ def load_backbone(
                         f"{file.name}: {name} has shape {tuple(tensor.shape)}, the model "
                         f"built from config.json expects {tuple(expected[name])}"
                     )
+                if quantize != "none" and QUANTIZED_WEIGHT.fullmatch(name):
+                    load_quantized_(model, name, tensor.to(dtype), quantize)
+                    del tensor  # one full-precision projection at a time
+                    loaded.add(name)
+                    continue
                 state[name] = tensor.to(dtype)
         model.load_state_dict(state, strict=False, assign=True)
         loaded.update(state)
@@ -253,6 +272,17 @@ def load_backbone(
     return model.eval()
 
 
+def load_text_side(source: str | Path = DEFAULT_SOURCE, revision: str = "main") -> tuple[object, Vocab]:
+    """(text tokenizer, :class:`Vocab`) of a checkpoint: what every command loads before it tokenises.
+
+    Raises :class:`CheckpointError` when the source cannot be found, :class:`VocabError` when the
+    tokenizer lacks a BOS token or image names.
+    """
+    folder = resolve_source(str(source), revision)
+    tokenizer = load_tokenizer(str(folder))
+    return tokenizer, load_vocab(tokenizer, str(folder))
+
+
 def load_tokenizer(source: str = DEFAULT_SOURCE, revision: str = "main"):
     """The text tokenizer of a checkpoint (``AutoTokenizer`` over the same folder or repo)."""
     from transformers import AutoTokenizer
@@ -264,9 +294,73 @@ def load_vocab(tokenizer, source: str = DEFAULT_SOURCE, revision: str = "main") 
     """The :class:`Vocab` of a checkpoint: special ids from its tokenizer, image names from whichever
     of the tokenizer, ``text_tokenizer.json`` or ``config.json``'s ``vocabulary_map`` lists all 16,384."""
     names = dict(tokenizer.get_vocab())
-    if sum(n.startswith("IMGIMG") for n in names) < 16384:
+    if sum(n.startswith(IMAGE_PREFIX) for n in names) < CODEBOOK_SIZE:
         names.update(image_names_from_files(resolve_source(source, revision)))
     bos = tokenizer.bos_token_id
     if bos is None:
         raise VocabError(f"the tokenizer of {source} has no BOS token")
     return Vocab.from_names(names, bos=bos, size=max(len(tokenizer), max(names.values()) + 1))
+
+
+def pick_device(name: str, default: torch.device | None = None) -> torch.device:
+    """The one device rule of every command: ``auto`` -> ``default`` when given (accelerate's device for
+    this process), else CUDA when available, else CPU; ``cpu``, ``cuda`` and ``cuda:N`` as given.
+
+    Raises :class:`PureError` for ``cuda`` when no CUDA device is visible.
+    """
+    if name == "auto":
+        if default is not None:
+            return default
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PureError(f"device={name} but no CUDA device is visible: use device=auto or device=cpu")
+    return device
+
+
+def backbone_folder(cfg: BackboneConfig) -> Path:
+    """The checkpoint folder for ``cfg``: resolved from the hub or disk, or a cached tiny model.
+
+    Tiny models (``source: tiny``) are written once per size and seed under ``$PURE_CACHE``
+    (default ``~/.cache/pure``), atomically, so parallel processes share one copy.
+    """
+    if cfg.source != "tiny":
+        return resolve_source(cfg.source, cfg.revision)
+    tiny = cfg.tiny
+    sizes = dict(
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_layers=tiny.num_layers,
+        num_heads=tiny.num_heads,
+    )
+    key = hashlib.sha1(repr((tiny.seed, sorted(sizes.items()))).encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("PURE_CACHE", Path.home() / ".cache" / "pure")) / f"tiny-{key}"
+    if not (cache / "model.safetensors.index.json").is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tiny-"))
+        write_tiny_checkpoint(scratch, seed=tiny.seed, **sizes)
+        try:
+            scratch.rename(cache)
+        except OSError:  # another process finished first
+            shutil.rmtree(scratch, ignore_errors=True)
+    return cache
+
+
+def describe_source(folder: Path) -> str:
+    """A model folder's revision for sidecars: the hub snapshot hash, or the folder path."""
+    return f"{folder.parent.parent.name}@{folder.name}" if folder.parent.name == "snapshots" else str(folder)
+
+
+def load_for_training(
+    backbone: BackboneConfig, device: str | torch.device, dtype: torch.dtype, vocab_size: int
+) -> tuple[PureChameleon, range]:
+    """The backbone on ``device`` in ``dtype``, its vocabulary extended to ``vocab_size`` rows.
+
+    Returns the model and the range of rows the extension added (empty when the checkpoint already
+    has them); transformers initialises new rows from the mean and covariance of the old ones.
+    """
+    model = load_backbone(str(backbone_folder(backbone)), device=device, dtype=dtype)
+    old = model.get_input_embeddings().num_embeddings
+    if vocab_size > old:
+        model.resize_token_embeddings(vocab_size)
+    return model, range(old, max(old, vocab_size))

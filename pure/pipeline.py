@@ -1,21 +1,24 @@
 """Perceive -> understand -> restore, for one image of any size.
 
 The model answers in one turn: a sentence perceiving the degradation, a description of the
-content, then the restored image as VQ tokens. For an image larger than the model's tile, the
-bicubic-upsampled input is cut into overlapping tiles (:mod:`pure.tiling`), several tiles go
-through one batched generation, and the restored tiles are blended back and colour-fixed
-against the upsampled input (:mod:`pure.colorfix`).
+content, then the restored image as VQ tokens. :meth:`Restorer.restore` runs four named stages:
+
+1. **prepare tiles**: bicubic-upsample the input to the output size, pad it, cut overlapping
+   tiles (:mod:`pure.tiling`) and turn each into a prompt of VQ codes (:mod:`pure.vq`,
+   :mod:`pure.sequence`);
+2. **answer**: one batched generation per group of tiles writes each tile's perceived
+   degradation, description and restored image tokens (:mod:`pure.generate`);
+3. **decode**: the VQ decoder turns each answer's image tokens into pixels;
+4. **blend and colour fix**: the tiles are blended back and colour-fixed against the upsampled
+   input (:mod:`pure.colorfix`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,14 +26,25 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from pure.colorfix import color_fix
-from pure.config import BackboneConfig, InferConfig, RestoreConfig, SamplingConfig
-from pure.generate import generate
-from pure.model import load_backbone, load_tokenizer, load_vocab, quiet_peft, resolve_source
+from pure.config import InferConfig, RestoreConfig, SamplingConfig
+from pure.errors import PureError
+from pure.generate import Generation, generate
+from pure.model import (
+    backbone_folder,
+    describe_source,
+    load_backbone,
+    load_text_side,
+    pick_device,
+    quiet_peft,
+)
+from pure.quantize import check_adapter
 from pure.sequence import TextTokenizer, conversation, split_answer
-from pure.tiling import TileBlender, output_size, pad_to, padded_size, tile_boxes
-from pure.tiny import write_tiny_checkpoint
-from pure.vocab import GRID_PX, Vocab
+from pure.tiling import Box, TileBlender, output_size, pad_to, padded_size, tile_boxes
+from pure.vocab import CODE_PX, GRID_PX, Vocab
 from pure.vq import VQModel, image_to_tensor, load_vq, tensor_to_image
+
+STAGES = ("prepare", "answer", "decode", "blend")
+"""The stages of :meth:`Restorer.restore`, as named in ``Restoration.timings``."""
 
 
 @dataclass
@@ -48,9 +62,61 @@ class Restoration:
     seed: int
     """Seed of the first tile's sampler (tile i uses seed + i)."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent per stage: encode, generate, decode, colorfix, total."""
+    """Seconds spent per stage (:data:`STAGES`) and in all (``total``)."""
     entropy_map: np.ndarray | None = None
     """``[H, W]`` float32: each pixel's latent token entropy (nats), blended like the tiles."""
+    batch_size: int = 1
+    """Tiles generated together in one batch."""
+    settings: dict = field(default_factory=dict)
+    """The sampling and restore settings used (plain values)."""
+    model: str = ""
+    """The backbone's revision (hub snapshot) or folder."""
+
+    def sidecar(self) -> dict:
+        """What the JSON sidecar records of this result (the writer adds file names and read details)."""
+        return {
+            "output_size": list(self.image.size),
+            "degradation": self.degradation,
+            "description": self.description,
+            "tile_answers": self.tile_answers,
+            "seed": self.seed,
+            "model": self.model,
+            "batch_size": self.batch_size,
+            "settings": self.settings,
+            "timings_s": self.timings,
+        }
+
+
+@dataclass
+class Tiles:
+    """One image prepared for the model (stage 1)."""
+
+    upsampled: Image.Image
+    """The bicubic-upsampled input at the output size: the colour fix's reference."""
+    canvas: torch.Tensor
+    """``[3, H, W]`` in [-1, 1]: ``upsampled`` padded to whole tiles."""
+    boxes: list[Box]
+    """The tiles, in row-major order."""
+
+
+class StageClock:
+    """Seconds per named stage: ``with clock("decode"): ...`` adds the block's time to that stage."""
+
+    def __init__(self, stages: tuple[str, ...] = STAGES) -> None:
+        self.timings = dict.fromkeys(stages, 0.0)
+        self.start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] += time.perf_counter() - tick
+
+    def result(self) -> dict[str, float]:
+        """The stage timings plus ``total`` (since the clock was made)."""
+        return {**self.timings, "total": time.perf_counter() - self.start}
 
 
 def split_text(answer: str) -> tuple[str, str]:
@@ -76,9 +142,7 @@ class Restorer:
         model_revision: str = "",
     ) -> None:
         if restore.tile % GRID_PX:
-            raise ValueError(f"restore.tile={restore.tile} must be a multiple of {GRID_PX}")
-        if restore.compile not in ("auto", "on", "off"):
-            raise ValueError(f"restore.compile={restore.compile!r} must be auto, on or off")
+            raise PureError(f"restore.tile={restore.tile} must be a multiple of {GRID_PX}")
         self.model, self.tokenizer, self.vocab, self.vq = model, tokenizer, vocab, vq
         self.sampling, self.settings = sampling, restore
         self.model_revision = model_revision
@@ -88,15 +152,15 @@ class Restorer:
         """Load backbone, tokenizer and VQ as ``cfg`` says (``tiny`` sources build random models)."""
         device = pick_device(cfg.device)
         dtype = torch.float32 if device.type == "cpu" else getattr(torch, cfg.dtype)
+        check_adapter(cfg.backbone.quantize, cfg.backbone.adapter)
         folder = backbone_folder(cfg.backbone)
-        model = load_backbone(str(folder), device=device, dtype=dtype)
+        model = load_backbone(str(folder), device=device, dtype=dtype, quantize=cfg.backbone.quantize)
         if cfg.backbone.adapter:
             with quiet_peft():
                 from peft import PeftModel
 
                 model = PeftModel.from_pretrained(model, cfg.backbone.adapter).merge_and_unload()
-        tokenizer = load_tokenizer(str(folder))
-        vocab = load_vocab(tokenizer, str(folder))
+        tokenizer, vocab = load_text_side(folder)
         vq = load_vq(cfg.vq.source, device=device, cfg=cfg.vq)
         return cls(
             model, tokenizer, vocab, vq, cfg.sampling, cfg.restore, model_revision=describe_source(folder)
@@ -108,68 +172,108 @@ class Restorer:
         seed: int | None = None,
         caption: str | None = None,
         alpha: Image.Image | None = None,
-        on_step=None,
+        on_step: Callable[[int], object] | None = None,
     ) -> Restoration:
-        """Restore one RGB image (:func:`pure.images.read_image`); ``seed`` defaults to ``sampling.seed``."""
-        settings, tile = self.settings, self.settings.tile
+        """Restore one RGB image (:func:`pure.images.read_image`) through the four stages.
+
+        ``seed`` defaults to ``sampling.seed`` (tile i uses ``seed + i``); ``caption`` (default
+        ``restore.caption``) steers the answer; ``alpha`` (``L``, input size) is upscaled bicubically
+        and re-attached; ``on_step(n)`` is called with the number of new tokens as generation goes.
+        """
         seed = self.sampling.seed if seed is None else seed
         caption = self.settings.caption if caption is None else caption
-        timings = dict.fromkeys(("encode", "generate", "decode", "colorfix"), 0.0)
-        start = time.perf_counter()
-        out_w, out_h = output_size(image.width, image.height, settings.outscale)
-        upsampled = image.resize((out_w, out_h), Image.BICUBIC)
-        canvas = pad_to(image_to_tensor(upsampled), *padded_size(out_h, out_w, tile))
-        boxes = tile_boxes(out_h, out_w, tile, settings.tile_overlap)
-        blender = TileBlender(out_h, out_w, tile, settings.tile_overlap)
-        entropy_blender = TileBlender(out_h, out_w, tile, settings.tile_overlap, channels=1)
+        clock = StageClock()
+        with clock("prepare"):
+            tiles = self.prepare_tiles(image)
+        tile, overlap, batch = self.settings.tile, self.settings.tile_overlap, self.settings.batch_size
+        height, width = tiles.upsampled.height, tiles.upsampled.width
+        pixels = TileBlender(height, width, tile, overlap)
+        entropy = TileBlender(height, width, tile, overlap, channels=1)
         answers: list[str] = []
-        device = self.model.device
-        for first in range(0, len(boxes), settings.batch_size):
-            batch = boxes[first : first + settings.batch_size]
-            tick = time.perf_counter()
-            lq = torch.stack([box.crop(canvas) for box in batch]).to(device)
-            codes = self.vq.encode(lq.to(next(self.vq.parameters()).dtype))
-            prompts = [
-                conversation(self.tokenizer, self.vocab, c.cpu(), answer_text=caption)[0] for c in codes
-            ]
-            timings["encode"] += time.perf_counter() - tick
-            tick = time.perf_counter()
-            out = generate(
-                self.model,
-                [p.to(device) for p in prompts],
-                self.vocab,
-                self.sampling,
-                seeds=[seed + first + i for i in range(len(batch))],
-                on_step=on_step,
-                image_grids=(tile // GRID_PX, tile // GRID_PX),
-                max_text_tokens=settings.max_text_tokens,
-                stop_after_image=True,
-                cuda_graph=settings.compile == "on" or (settings.compile == "auto" and device.type == "cuda"),
-            )
-            timings["generate"] += time.perf_counter() - tick
-            tick = time.perf_counter()
-            for i, box in enumerate(batch):
-                answer = split_answer(out.ids[i], self.tokenizer, self.vocab)
-                if answer.codes is None:
-                    raise RuntimeError(
-                        f"tile {first + i}: the answer ended before a complete image "
-                        f"(sampling.max_new_tokens={self.sampling.max_new_tokens} is too small?)"
-                    )
-                answers.append((caption + " " + answer.text).strip() if caption else answer.text)
-                restored = self.vq.decode(answer.codes[None].to(device))[0]
-                blender.add(restored.float().cpu(), box)
-                entropy_blender.add(_entropy_grid(out.ids[i], out.entropy[i], self.vocab, tile), box)
-            timings["decode"] += time.perf_counter() - tick
-        tick = time.perf_counter()
-        result = color_fix(tensor_to_image(blender.result()), upsampled, settings.color_fix)
-        if alpha is not None:
-            result.putalpha(alpha.resize((out_w, out_h), Image.BICUBIC))
-        timings["colorfix"] = time.perf_counter() - tick
-        timings["total"] = time.perf_counter() - start
+        for first in range(0, len(tiles.boxes), batch):
+            boxes = tiles.boxes[first : first + batch]
+            with clock("prepare"):
+                prompts = self.prompts(tiles, boxes, caption)
+            with clock("answer"):
+                out = self.answer(prompts, [seed + first + i for i in range(len(boxes))], on_step)
+            with clock("decode"):
+                for i, box in enumerate(boxes):
+                    text, restored = self.decode(out, i, first + i, caption)
+                    answers.append(text)
+                    pixels.add(restored, box)
+                    entropy.add(_entropy_grid(out.ids[i], out.entropy[i], self.vocab, tile), box)
+        with clock("blend"):
+            result = self.blend(pixels, tiles.upsampled, alpha)
         degradation, description = split_text(answers[0])
         return Restoration(
-            result, degradation, description, answers, seed, timings, entropy_blender.result()[0].numpy()
+            result,
+            degradation,
+            description,
+            answers,
+            seed,
+            clock.result(),
+            entropy.result()[0].numpy(),
+            batch_size=batch,
+            settings=self.settings_dict(),
+            model=self.model_revision,
         )
+
+    # ------------------------------------------------------------------------------ the stages
+
+    def prepare_tiles(self, image: Image.Image) -> Tiles:
+        """Stage 1: upsample ``image`` to the output size (bicubic), pad it and cut the tiles."""
+        settings = self.settings
+        out_w, out_h = output_size(image.width, image.height, settings.outscale)
+        upsampled = image.resize((out_w, out_h), Image.BICUBIC)
+        canvas = pad_to(image_to_tensor(upsampled), *padded_size(out_h, out_w, settings.tile))
+        return Tiles(upsampled, canvas, tile_boxes(out_h, out_w, settings.tile, settings.tile_overlap))
+
+    def prompts(self, tiles: Tiles, boxes: list[Box], caption: str) -> list[torch.Tensor]:
+        """Stage 1, per batch: each tile's LQ codes in the instruction prompt -> ``[T]`` int64 ids each."""
+        lq = torch.stack([box.crop(tiles.canvas) for box in boxes]).to(self.model.device)
+        codes = self.vq.encode(lq.to(next(self.vq.parameters()).dtype))
+        return [
+            conversation(self.tokenizer, self.vocab, c.cpu(), answer_text=caption)[0].to(self.model.device)
+            for c in codes
+        ]
+
+    def answer(
+        self, prompts: list[torch.Tensor], seeds: list[int], on_step: Callable[[int], object] | None = None
+    ) -> Generation:
+        """Stage 2: perceive, understand and restore: one batched generation of every tile's answer."""
+        settings, side = self.settings, self.settings.tile // GRID_PX
+        return generate(
+            self.model,
+            prompts,
+            self.vocab,
+            self.sampling,
+            seeds=seeds,
+            on_step=on_step,
+            image_grids=(side, side),
+            max_text_tokens=settings.max_text_tokens,
+            stop_after_image=True,
+            cuda_graph=settings.compile == "on"
+            or (settings.compile == "auto" and self.model.device.type == "cuda"),
+        )
+
+    def decode(self, out: Generation, row: int, tile: int, caption: str) -> tuple[str, torch.Tensor]:
+        """Stage 3: row ``row`` of ``out`` -> (its answer text, its tile ``[3, T, T]`` in [-1, 1])."""
+        answer = split_answer(out.ids[row], self.tokenizer, self.vocab)
+        if answer.codes is None:
+            raise PureError(
+                f"tile {tile}: the answer ended before a complete image "
+                f"(sampling.max_new_tokens={self.sampling.max_new_tokens} is too small?)"
+            )
+        text = (caption + " " + answer.text).strip() if caption else answer.text
+        restored = self.vq.decode(answer.codes[None].to(self.model.device))[0]
+        return text, restored.float().cpu()
+
+    def blend(self, pixels: TileBlender, upsampled: Image.Image, alpha: Image.Image | None) -> Image.Image:
+        """Stage 4: the blended tiles, colour-fixed against ``upsampled``; ``alpha`` re-attached if given."""
+        result = color_fix(tensor_to_image(pixels.result()), upsampled, self.settings.color_fix)
+        if alpha is not None:
+            result.putalpha(alpha.resize(upsampled.size, Image.BICUBIC))
+        return result
 
     def settings_dict(self) -> dict:
         """The sampling and restore settings, for sidecars."""
@@ -181,43 +285,8 @@ def _entropy_grid(ids: torch.Tensor, entropy: torch.Tensor, vocab: Vocab, tile: 
     """Per-code entropies of an answer's image, as ``[1, tile, tile]`` (each code covers 8x8 pixels)."""
     body = vocab.is_image[ids] & (torch.cumsum(ids == vocab.image_start, 0) > 0)
     values = entropy[body].float()
-    side = tile // 8
+    side = tile // CODE_PX
     if len(values) < side * side:
         values = torch.cat([values, torch.zeros(side * side - len(values))])
     grid = values[: side * side].view(1, 1, side, side)
-    return torch.nn.functional.interpolate(grid, scale_factor=8, mode="nearest")[0]
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def backbone_folder(cfg: BackboneConfig) -> Path:
-    """The checkpoint folder for ``cfg``: resolved from the hub or disk, or a cached tiny model."""
-    if cfg.source != "tiny":
-        return resolve_source(cfg.source, cfg.revision)
-    sizes = dict(
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_layers=cfg.num_layers,
-        num_heads=cfg.num_heads,
-    )
-    key = hashlib.sha1(repr((cfg.seed, sorted(sizes.items()))).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("PURE_CACHE", Path.home() / ".cache" / "pure")) / f"tiny-{key}"
-    if not (cache / "model.safetensors.index.json").is_file():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tiny-"))
-        write_tiny_checkpoint(scratch, seed=cfg.seed, **sizes)
-        try:
-            scratch.rename(cache)
-        except OSError:  # another process finished first
-            shutil.rmtree(scratch, ignore_errors=True)
-    return cache
-
-
-def describe_source(folder: Path) -> str:
-    """A model folder's revision for sidecars: the hub snapshot hash, or the folder path."""
-    return f"{folder.parent.parent.name}@{folder.name}" if folder.parent.name == "snapshots" else str(folder)
+    return torch.nn.functional.interpolate(grid, scale_factor=CODE_PX, mode="nearest")[0]

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pure.errors import PureError
 from pure.images import IMAGE_SUFFIXES, ImageReadError, read_header, scan_folder
 
 ENTROPY_FOLDER = "entropy"
@@ -23,7 +24,7 @@ ENTROPY_FOLDER = "entropy"
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 
 
-class PlanError(ValueError):
+class PlanError(PureError, ValueError):
     """The run cannot start; the message says why and what to do."""
 
 

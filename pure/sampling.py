@@ -24,6 +24,10 @@ from pure.vocab import CODES_PER_GRID, Vocab
 
 ENTROPY_EPS = 1e-10
 """``H = -sum p log(p + eps)``, as the reference computes it."""
+ENTROPY_CEILING = 10.0
+"""Entropies (nats) above this count as this in the adaptive top-k (the reference's clip)."""
+ENTROPY_CENTRE = 5.0
+"""Entropy (nats) at which the adaptive k is halfway between k_min and k_max (the sigmoid's centre)."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,8 @@ def adaptive_top_k(
 ) -> torch.Tensor:
     """``[B]`` k: inside an image ``round(k_min + (k_max - k_min) * sigmoid(clip(H, 0, 10) - 5))``
     (half to even, as the reference), in text ``text_top_k``."""
-    k_image = torch.round(k_min + (k_max - k_min) * torch.sigmoid(h.double().clamp(0, 10) - 5)).long()
+    weight = torch.sigmoid(h.double().clamp(0, ENTROPY_CEILING) - ENTROPY_CENTRE)
+    k_image = torch.round(k_min + (k_max - k_min) * weight).long()
     k_image = k_image.clamp(k_min, k_max)
     return torch.where(image_open.to(h.device), k_image, torch.full_like(k_image, text_top_k))
 

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import torch
 
+from pure.errors import PureError
 from pure.vocab import CODES_PER_GRID, Vocab
 
 INSTRUCTION = (
@@ -32,7 +33,7 @@ class TextTokenizer(Protocol):
     def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
 
 
-class LayoutError(ValueError):
+class LayoutError(PureError, ValueError):
     """A token sequence does not follow PURE's layout."""
 
 

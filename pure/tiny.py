@@ -58,7 +58,25 @@ def det_state_dict(shapes: Mapping[str, Sequence[int]], seed: int) -> dict[str, 
 # shapes, and a tokenizer whose 73,728-entry vocabulary is laid out like PURE's.
 
 TINY_VOCAB_SIZE = 73728
+"""Entries of PURE's vocabulary (Chameleon's 65,536 plus the second 8,192 image tokens)."""
+SPECIAL_IDS = {"<s>": 0, "</s>": 1, "<pad>": 2, "<unk>": 3, "<eoss>": 8196, "<racm3:break>": 8197}
+"""Chameleon's special tokens at their ids in PURE's vocabulary."""
+FIRST_IMAGE_ID = 4
+"""Id of the image token of code 0; codes below ``HALF_CODEBOOK`` follow it."""
+SECOND_IMAGE_ID = 65536
+"""Id of the image token of code ``HALF_CODEBOOK``; PURE appended the codebook's second half here."""
+HALF_CODEBOOK = 8192
+"""Image tokens in each of the two id ranges."""
+RESERVED_OFFSET = 4
+"""``<reservedNNNNN>`` has id ``NNNNN + RESERVED_OFFSET`` (Chameleon's layout)."""
+FIRST_RESERVED_ID = 8198
+"""Id of the first reserved token, right after ``<racm3:break>``."""
 BYTE_TOKENS_START = 10000
+"""Id of the first byte-level text piece of the tiny tokenizer (an illustrative place)."""
+END_OF_TURN_ID = 8706 + RESERVED_OFFSET
+"""Id of ``<reserved08706>``, the end of a turn (config.json's ``eos_token_id``)."""
+IMAGE_PLACEHOLDER_ID = 8711
+"""Id of Chameleon's ``<image>`` placeholder in ``vocabulary_map`` (unused by PURE)."""
 
 
 def synthetic_vocabulary() -> dict[str, int]:
@@ -71,14 +89,16 @@ def synthetic_vocabulary() -> dict[str, int]:
 
     from pure.vocab import image_token_name
 
-    names = {"<s>": 0, "</s>": 1, "<pad>": 2, "<unk>": 3, "<eoss>": 8196, "<racm3:break>": 8197}
-    for code in range(16384):
-        names[image_token_name(code)] = 4 + code if code < 8192 else 65536 + code - 8192
-    for idx in range(8198, BYTE_TOKENS_START):
-        names[f"<reserved{idx - 4:05d}>"] = idx
+    names = dict(SPECIAL_IDS)
+    for code in range(2 * HALF_CODEBOOK):
+        names[image_token_name(code)] = (
+            FIRST_IMAGE_ID + code if code < HALF_CODEBOOK else SECOND_IMAGE_ID + code - HALF_CODEBOOK
+        )
+    for idx in range(FIRST_RESERVED_ID, BYTE_TOKENS_START):
+        names[f"<reserved{idx - RESERVED_OFFSET:05d}>"] = idx
     for offset, char in enumerate(sorted(ByteLevel.alphabet())):
         names[char] = BYTE_TOKENS_START + offset
-    for idx in range(BYTE_TOKENS_START + 256, 65536):
+    for idx in range(BYTE_TOKENS_START + 256, SECOND_IMAGE_ID):
         names[f"<unused{idx}>"] = idx
     assert len(names) == TINY_VOCAB_SIZE
     return names
@@ -125,9 +145,9 @@ def tiny_backbone_config(
         "dropout": 0.0,
         "apply_lora": False,
         "tie_word_embeddings": False,
-        "vocabulary_map": {"<image>": 8711},
-        "bos_token_id": 0,
-        "eos_token_id": 8710,
+        "vocabulary_map": {"<image>": IMAGE_PLACEHOLDER_ID},
+        "bos_token_id": SPECIAL_IDS["<s>"],
+        "eos_token_id": END_OF_TURN_ID,
         "torch_dtype": "float32",
     }
 

@@ -10,24 +10,16 @@ cross-entropy over the assistant turn (the user turn is labelled -100), plus the
 LoRA follows the diffusers recipe: frozen base in the mixed-precision dtype, trainable adapters
 (and embedding rows) in fp32.
 
-A checkpoint ``output_dir/checkpoints/step-000500/`` holds:
-
-    adapter/      LoRA: the peft adapter (safetensors)       -> scripts/infer.py --adapter DIR
-    model/        full: a standalone model folder              -> scripts/infer.py --model DIR
-    state/        accelerate's optimizer, RNG and sampler state (plus FSDP/DeepSpeed model shards)
-    trainer.json  optimizer step, epoch and micro-batches done in that epoch
-    config.yaml   the resolved config
-
-It is written as ``.step-000500.partial`` and renamed once complete, so an interrupted save never
-leaves a checkpoint that looks whole. ``resume=latest`` restores weights, optimizer, data position
-and RNG state, so the resumed run continues the uninterrupted one's losses.
+Checkpoints (layout, atomic saves, export, merge) live in :mod:`pure.checkpoint`. ``resume=latest``
+restores weights, optimizer, data position and RNG state, so the resumed run continues the
+uninterrupted one's losses. With ``eval_examples`` > 0 those examples are held out and their mean loss
+is logged as ``val_loss`` every ``eval_every`` steps.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -37,14 +29,13 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import DistributedType, set_seed
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 from transformers.models.chameleon.modeling_chameleon import ChameleonDecoderLayer
 
+from pure.checkpoint import export_weights, find_resume, load_weights, save_checkpoint, source_config
 from pure.config import (
-    BackboneConfig,
     ConfigError,
     LogConfig,
     LoRAConfig,
@@ -52,14 +43,12 @@ from pure.config import (
     TrainConfig,
     TrainDataConfig,
     VQConfig,
-    load_config,
+    check_fields,
     to_yaml,
 )
 from pure.data.datasets import ShardDataset, collate
-from pure.examples import ImageFolderExamples
-from pure.model import CheckpointError, load_backbone, load_tokenizer, load_vocab, quiet_peft
-from pure.pipeline import backbone_folder
-from pure.tiny import write_backbone_checkpoint
+from pure.data.image_folder import ImageFolderExamples
+from pure.model import backbone_folder, load_for_training, load_text_side, quiet_peft
 from pure.vocab import Vocab
 from pure.vq import load_vq
 
@@ -67,8 +56,7 @@ PAD_ID = 0
 """Id that right-pads input_ids, as the reference (labels are -100 there, and causal attention never
 lets a real token see the padding after it)."""
 DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-SHARD_BYTES = 5 * 2**30
-"""Largest safetensors file of a saved full model."""
+"""``mixed_precision`` -> the dtype of a LoRA run's frozen base."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -89,28 +77,6 @@ def build_dataset(
 
 # ----------------------------------------------------------------------------------------------
 # Model
-
-
-def load_tokenizer_and_vocab(backbone: BackboneConfig, tokenizer_source: str = ""):
-    """(tokenizer, :class:`Vocab`) of ``tokenizer_source``, or of the backbone's folder when empty."""
-    source = tokenizer_source or str(backbone_folder(backbone))
-    tokenizer = load_tokenizer(source)
-    return tokenizer, load_vocab(tokenizer, source)
-
-
-def load_for_training(
-    backbone: BackboneConfig, device, dtype: torch.dtype, vocab_size: int
-) -> tuple[nn.Module, range]:
-    """The backbone on ``device`` in ``dtype``, its vocabulary extended to ``vocab_size`` rows.
-
-    Returns the model and the range of rows the extension added (empty when the checkpoint already
-    has them); transformers initialises new rows from the mean and covariance of the old ones.
-    """
-    model = load_backbone(str(backbone_folder(backbone)), device=device, dtype=dtype)
-    old = model.get_input_embeddings().num_embeddings
-    if vocab_size > old:
-        model.resize_token_embeddings(vocab_size)
-    return model, range(old, max(old, vocab_size))
 
 
 def add_residual_dropout(model: nn.Module, p: float) -> None:
@@ -194,119 +160,6 @@ def learning_rate(step: int, total: int, warmup: int, cfg: OptimConfig) -> float
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    root = Path(output_dir) / "checkpoints"
-    return sorted(root.glob("step-[0-9]*")) if root.is_dir() else []
-
-
-def find_resume(output_dir: str | Path, resume: str) -> Path | None:
-    """The checkpoint ``resume`` names (see :class:`TrainConfig`), or None for a fresh start."""
-    existing = checkpoints(output_dir)
-    if not resume:
-        if existing:
-            raise ConfigError(
-                f"{output_dir} already holds checkpoints ({existing[-1].name}): pass resume=latest "
-                "to continue that run, or choose another output_dir"
-            )
-        return None
-    if resume == "latest":
-        return existing[-1] if existing else None
-    path = Path(resume)
-    if not (path / "trainer.json").is_file():
-        raise ConfigError(f"resume={resume!r} is not a checkpoint folder (no trainer.json in it)")
-    return path
-
-
-def save_model_folder(state: dict[str, torch.Tensor], config: dict, tokenizer, folder: Path) -> Path:
-    """A standalone model folder (config.json, safetensors shards, tokenizer) that ``load_backbone`` reads."""
-    state = {k: v.detach().contiguous() for k, v in state.items()}
-    size = sum(t.numel() * t.element_size() for t in state.values())
-    config = {
-        **config,
-        "vocab_size": state["model.embed_tokens.weight"].shape[0],
-        "torch_dtype": str(state["model.embed_tokens.weight"].dtype).removeprefix("torch."),
-    }
-    write_backbone_checkpoint(folder, config, state, shards=max(1, math.ceil(size / SHARD_BYTES)))
-    tokenizer.save_pretrained(str(folder))
-    return folder
-
-
-def source_config(backbone: BackboneConfig) -> dict:
-    """The backbone checkpoint's own config.json (Lumina/PURE fields included)."""
-    return json.loads((backbone_folder(backbone) / "config.json").read_text())
-
-
-def load_weights(model: nn.Module, checkpoint: Path, method: str) -> None:
-    """Load a checkpoint's ``adapter/`` (LoRA) or ``model/`` (full) into the (unwrapped) model."""
-    if method == "lora":
-        from peft import set_peft_model_state_dict
-
-        file = checkpoint / "adapter" / "adapter_model.safetensors"
-        if not file.is_file():
-            raise CheckpointError(f"{file} is missing: {checkpoint} is not a LoRA checkpoint (method=lora)")
-        result = set_peft_model_state_dict(model, load_file(str(file)))
-        if result.unexpected_keys:
-            raise CheckpointError(f"{file} does not fit the model: unexpected {result.unexpected_keys[:3]}")
-        return
-    files = sorted((checkpoint / "model").glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(
-            f"no model/*.safetensors in {checkpoint}: not a full fine-tune checkpoint (method=full)"
-        )
-    state = {}
-    for file in files:
-        state.update(load_file(str(file)))
-    model.load_state_dict(state, strict=True)
-
-
-def export_weights(
-    accelerator: Accelerator, model: nn.Module, folder: Path, method: str, config: dict, tokenizer
-) -> None:
-    """Write ``folder/adapter`` (LoRA) or ``folder/model`` (full).
-
-    Every process must call it: under FSDP and DeepSpeed the full state dict is gathered collectively.
-    """
-    state = accelerator.get_state_dict(model)
-    if not accelerator.is_main_process:
-        return
-    if method == "lora":
-        accelerator.unwrap_model(model).save_pretrained(
-            str(folder / "adapter"), state_dict=state, save_embedding_layers=False
-        )
-    else:
-        save_model_folder(state, config, tokenizer, folder / "model")
-
-
-def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bfloat16") -> Path:
-    """A LoRA checkpoint -> a standalone model folder (adapters merged into the base) for ``--model``.
-
-    ``checkpoint`` is a checkpoint folder (``checkpoints/step-NNNNNN``) or its ``adapter/`` folder.
-    """
-    checkpoint = Path(checkpoint)
-    if checkpoint.name == "adapter" and (checkpoint.parent / "config.yaml").is_file():
-        checkpoint = checkpoint.parent
-    if not (checkpoint / "config.yaml").is_file():
-        raise ConfigError(
-            f"{checkpoint} is not a training checkpoint (no config.yaml in it): pass a folder such as "
-            "outputs/RUN/checkpoints/step-001000 or its adapter/ folder"
-        )
-    cfg = load_config(TrainConfig, checkpoint / "config.yaml")
-    if cfg.method != "lora":
-        raise ConfigError(f"{checkpoint} is a full fine-tune: its model/ folder is already standalone")
-    tokenizer, vocab = load_tokenizer_and_vocab(cfg.backbone, cfg.tokenizer)
-    model, _ = load_for_training(cfg.backbone, "cpu", getattr(torch, dtype), vocab.size)
-    with quiet_peft():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(checkpoint / "adapter")).merge_and_unload()
-    return save_model_folder(model.state_dict(), source_config(cfg.backbone), tokenizer, Path(output))
-
-
-# ----------------------------------------------------------------------------------------------
 # Logging
 
 
@@ -339,26 +192,26 @@ def start_trackers(accelerator: Accelerator, cfg: LogConfig, output_dir: Path, c
 # The loop
 
 
-def check(cfg: TrainConfig) -> None:
-    """Reject values the schema's types cannot."""
-    choices = {
-        "method": (cfg.method, ("lora", "full")),
-        "mixed_precision": (cfg.mixed_precision, tuple(DTYPES)),
-        "lora.token_rows": (cfg.lora.token_rows, ("auto", "image", "none")),
-        "log.wandb_mode": (cfg.log.wandb_mode, ("online", "offline")),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
-    for key, value in {
-        "batch_size": cfg.batch_size,
-        "grad_accum": cfg.grad_accum,
-        "save_every": cfg.save_every,
-        "log.every": cfg.log.every,
-        "max_seq_len": cfg.max_seq_len,
-    }.items():
-        if value < 1:
-            raise ConfigError(f"{key}={value}: must be at least 1")
+def split_held_out(dataset: Dataset, count: int, seed: int) -> tuple[Dataset, Dataset | None]:
+    """(training examples, ``count`` held-out examples or None): a seeded, fixed choice of examples.
+
+    Raises :class:`ConfigError` when ``count`` leaves no example to train on.
+    """
+    if count <= 0:
+        return dataset, None
+    if count >= len(dataset):
+        raise ConfigError(f"eval_examples={count} leaves none of the {len(dataset)} examples to train on")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, sorted(order[count:])), Subset(dataset, sorted(order[:count]))
+
+
+@torch.no_grad()
+def held_out_loss(model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> float:
+    """Mean loss over the held-out batches of every process, in eval mode (no dropout)."""
+    model.eval()
+    losses = [model(input_ids=b["ids"], labels=b["labels"], use_cache=False).loss for b in loader]
+    model.train()
+    return accelerator.reduce(torch.stack(losses).mean(), "mean").item()
 
 
 def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
@@ -367,7 +220,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     ``dataset``: any map-style dataset of ``{"ids": [T], "labels": [T]}`` int64 items (labels
     -100 where no loss is taken); by default the examples ``cfg.data`` names.
     """
-    check(cfg)
+    check_fields(cfg)  # (load_config has already done this for configs read from files)
     output = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
@@ -377,9 +230,11 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     )
     resume = find_resume(output, cfg.resume)
     set_seed(cfg.seed)
-    tokenizer, vocab = load_tokenizer_and_vocab(cfg.backbone, cfg.tokenizer)
+    tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
     if dataset is None:
         dataset = build_dataset(cfg.data, cfg.vq, tokenizer, vocab, accelerator.device)
+    # A fixed held-out split (the same on every process and on resume) measures generalisation.
+    dataset, held_out = split_held_out(dataset, cfg.eval_examples, cfg.seed)
 
     # Frozen LoRA base in the autocast dtype; full fine-tunes keep fp32 master weights. Sharded runs
     # load on the CPU and let accelerate place the shards.
@@ -406,6 +261,10 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    val_loader = None
+    if held_out is not None:
+        pad = partial(collate, pad_id=PAD_ID, max_len=cfg.max_seq_len)
+        val_loader = accelerator.prepare(DataLoader(held_out, batch_size=cfg.batch_size, collate_fn=pad))
 
     # Weights live in our own safetensors export next to state/; accelerate keeps the rest.
     accelerator.register_save_state_pre_hook(lambda models, weights, directory: weights.clear())
@@ -426,7 +285,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
         position = json.loads((resume / "trainer.json").read_text())
         step, epoch, done = position["step"], position["epoch"], position["batches_in_epoch"]
         accelerator.print(f"resumed from {resume} at step {step}")
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.yaml").write_text(to_yaml(cfg))
@@ -488,6 +347,10 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
                 log.write(record)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{throughput:.0f}", lr=f"{lr:.2e}")
                 losses, tokens = [], torch.zeros((), device=accelerator.device)
+            if val_loader is not None and (step % cfg.eval_every == 0 or step == total):
+                val_loss = held_out_loss(model, val_loader, accelerator)
+                log.write({"step": step, "epoch": epoch, "val_loss": val_loss})
+                bar.set_postfix(loss=f"{mean_loss:.4f}", val_loss=f"{val_loss:.4f}")
             if step % cfg.save_every == 0 or step == total:
                 last = save()
             if step >= total:
@@ -498,26 +361,3 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     accelerator.print(f"last checkpoint: {last}")
     accelerator.end_training()
     return last
-
-
-def save_checkpoint(accelerator: Accelerator, output: Path, position: dict, cfg: TrainConfig, export) -> Path:
-    """Write ``checkpoints/step-NNNNNN`` atomically (see the module docstring); prune to ``cfg.keep_last``."""
-    root = output / "checkpoints"
-    final = root / f"step-{position['step']:06d}"
-    partial_dir = root / f".{final.name}.partial"
-    if accelerator.is_main_process:
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        partial_dir.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial_dir / "state"))
-    export(partial_dir)
-    if accelerator.is_main_process:
-        (partial_dir / "trainer.json").write_text(json.dumps(position, indent=2))
-        (partial_dir / "config.yaml").write_text(to_yaml(cfg))
-        if final.exists():
-            shutil.rmtree(final)
-        partial_dir.rename(final)
-        for old in checkpoints(output)[: -cfg.keep_last] if cfg.keep_last else []:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final

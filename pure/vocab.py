@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from pure.errors import PureError
+
 IMAGE_START = "<racm3:break>"
 """Opens an image block."""
 IMAGE_END = "<eoss>"
@@ -33,8 +35,12 @@ GRID_PX = 32
 """Size tokens count the image's height and width in grids of this many pixels."""
 CODES_PER_GRID = 4
 """Latent rows (or columns) per grid with the ds-8 tokenizer: 32 px / 8 px."""
+CODE_PX = GRID_PX // CODES_PER_GRID
+"""Pixels covered by one latent code along each side (8: the VQ-8 tokenizer downsamples 8x)."""
 CODEBOOK_SIZE = 16384
 """VQ-8 codebook entries, i.e. image tokens in the vocabulary."""
+SIZE_TOKEN_BASE = 8800
+"""The size token of n grids is ``<reserved{SIZE_TOKEN_BASE + n}>`` (SPEC section 1)."""
 
 VOCAB_HELP = (
     "PURE reads image-token names from a Chameleon-style vocabulary. Provide one of: the tokenizer of "
@@ -44,13 +50,13 @@ VOCAB_HELP = (
 )
 
 
-class VocabError(ValueError):
+class VocabError(PureError, ValueError):
     """The vocabulary lacks a special token or does not map every VQ code."""
 
 
 def size_token_name(n_grids: int) -> str:
     """Name of the size token for an image ``n_grids * 32`` pixels high (or wide)."""
-    return f"<reserved{8800 + n_grids:05d}>"
+    return f"<reserved{SIZE_TOKEN_BASE + n_grids:05d}>"
 
 
 def image_token_code(name: str) -> int:
@@ -114,8 +120,8 @@ class Vocab:
                 id_to_code[idx] = code
             elif name.startswith("<reserved") and idx < size:
                 number = int(name[len("<reserved") : -1]) if name[len("<reserved") : -1].isdigit() else -1
-                if number > 8800:
-                    grids_of_id[idx] = number - 8800
+                if number > SIZE_TOKEN_BASE:
+                    grids_of_id[idx] = number - SIZE_TOKEN_BASE
         missing = int((code_to_id < 0).sum())
         if missing:
             raise VocabError(

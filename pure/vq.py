@@ -29,8 +29,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pure.config import VQConfig
+from pure.errors import PureError
 from pure.images import to_rgb
 from pure.tiny import det_state_dict
+from pure.vocab import CODEBOOK_SIZE
 
 DEFAULT_SOURCE = "FoundationVision/LlamaGen:vq_ds8_c2i.pt"
 GROUPS = 32
@@ -39,11 +41,11 @@ IGNORED_KEYS = frozenset({"quantize.codebook_used"})
 """Training-only entries of LlamaGen checkpoints that the model does not hold."""
 
 
-class VQCheckpointError(RuntimeError):
+class VQCheckpointError(PureError, RuntimeError):
     """A VQ checkpoint's content does not fit the model (keys, shapes or layout)."""
 
 
-class VQCheckpointNotFoundError(FileNotFoundError):
+class VQCheckpointNotFoundError(PureError, FileNotFoundError):
     """A VQ checkpoint is neither a local file nor downloadable from the Hugging Face Hub."""
 
 
@@ -266,7 +268,7 @@ class VQModel(nn.Module):
         channels: int = 128,
         channel_mult: Sequence[int] = (1, 2, 2, 4),
         z_channels: int = 256,
-        codebook_size: int = 16384,
+        codebook_size: int = CODEBOOK_SIZE,
         codebook_dim: int = 8,
         num_res_blocks: int = 2,
     ) -> None:
@@ -352,11 +354,6 @@ class VQModel(nn.Module):
         zq = self.codebook_rows(codes).to(self._param().dtype)
         images = self.decoder(self.post_quant_conv(zq))
         return images.clamp(-1.0, 1.0) if clamp else images
-
-
-def build_vq(cfg: VQConfig | None = None) -> VQModel:
-    """An untrained :class:`VQModel` with ``cfg``'s architecture (the released VQ-8 by default)."""
-    return VQModel.from_config(cfg or VQConfig())
 
 
 def _preview(keys: Sequence[str], limit: int = 5) -> str:

@@ -231,7 +231,7 @@ def test_inference_imports_no_metric_library_and_peft_says_nothing():
         "print(sorted(m for m in ('pyiqa', 'bitsandbytes', 'peft', 'basicsr') if m in sys.modules))\n"
         "from pure.config import BackboneConfig, LoRAConfig\n"
         "from pure.model import load_backbone\n"
-        "from pure.pipeline import backbone_folder\n"
+        "from pure.model import backbone_folder\n"
         "from pure.train import apply_lora\n"
         "apply_lora(load_backbone(str(backbone_folder(BackboneConfig(source='tiny')))), LoRAConfig(), [])\n"
     )

@@ -24,7 +24,7 @@ from pure.data.captions import (
     load_captioner,
     read_manifest,
 )
-from pure.data.datasets import LengthGroupedBatchSampler, PairedFolderDataset, ShardDataset, collate
+from pure.data.datasets import ShardDataset, collate
 from pure.data.degradations import (
     Blur,
     DegradationParams,
@@ -38,11 +38,8 @@ from pure.data.degradations import (
 )
 from pure.data.labels import (
     Label,
-    estimate_severity,
-    label_from_image,
     label_from_params,
     level,
-    load_estimator,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,26 +255,6 @@ def test_labels_of_the_default_pipeline_spread_over_all_bins(shared_data_dir):
     ]
     assert {level(label.blur) for label in labels} == {"small", "medium", "large"}
     assert {level(label.noise) for label in labels} == {"small", "medium", "large"}
-
-
-def test_label_from_image_estimators(shared_data_dir):
-    clean = torch.nn.functional.interpolate(
-        _hq(shared_data_dir, size=256)[None], scale_factor=0.25, mode="area"
-    )[0]
-    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)) * 15 / 255).clamp(
-        0, 1
-    )
-    blurred = filter2d(clean[None], kernel(Blur("iso", 9, 1.5, 1.5)))[0]
-    b0, n0 = estimate_severity(clean)
-    assert estimate_severity(noisy)[1] > n0 + 0.3
-    assert estimate_severity(blurred)[0] > b0 + 0.2
-    assert label_from_image(clean).text.endswith("small noise.")
-    assert load_estimator("pure.data.labels:estimate_severity") is estimate_severity
-    assert label_from_image(clean, lambda lq: (0.9, 0.0)).text == "Large blur, small noise."
-    with pytest.raises(ValueError, match="must lie in"):
-        label_from_image(clean, lambda lq: (2.0, 0.0))
-    with pytest.raises(ValueError, match="package.module:name"):
-        load_estimator("no_colon")
 
 
 # ----------------------------------------------------------------------------- descriptions
@@ -540,17 +517,7 @@ def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_
 # ----------------------------------------------------------------------------- datasets
 
 
-def test_length_grouped_batches_and_collate():
-    lengths = [5, 50, 7, 48, 6, 49, 8, 47, 9, 46, 100]
-    sampler = LengthGroupedBatchSampler(lengths, batch_size=2, seed=0, group=2)
-    batches = list(sampler)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths))) and len(batches) == len(sampler)
-    assert batches == list(sampler)
-    sampler.set_epoch(1)
-    assert list(sampler) != batches
-    waste = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
-    assert waste < 150  # random pairs would waste about 450 tokens
-    assert len(LengthGroupedBatchSampler(lengths, 2, drop_last=True)) == 5
+def test_collate_truncates_and_pads():
     batch = collate(
         [
             {"ids": torch.tensor([1, 2, 3]), "labels": torch.tensor([-100, 2, 3])},
@@ -561,22 +528,6 @@ def test_length_grouped_batches_and_collate():
     assert batch["ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
-
-
-def test_paired_folder_dataset(shared_data_dir, tmp_path):
-    ds = PairedFolderDataset(shared_data_dir / "realsr-mini" / "lr", shared_data_dir / "realsr-mini" / "hr")
-    assert len(ds) == 10
-    item = ds[0]
-    assert (
-        item["name"] == "Canon_001_LR4"
-        and item["lq"].shape == (3, 128, 128)
-        and item["hq"].shape == (3, 512, 512)
-    )
-    lr = tmp_path / "lr"
-    shutil.copytree(shared_data_dir / "realsr-mini" / "lr", lr)
-    (lr / "Canon_001_LR4.png").unlink()
-    with pytest.raises(ValueError, match="Canon_001_LR4"):
-        PairedFolderDataset(lr, shared_data_dir / "realsr-mini" / "hr")
 
 
 @pytest.mark.parametrize("name", ["prepare_tiny.yaml", "prepare_x4.yaml"])

@@ -16,7 +16,7 @@ from PIL import Image
 from pure.cli import infer_main
 from pure.config import InferConfig, load_config
 from pure.images import read_image
-from pure.metrics import list_images
+from pure.pairing import list_images
 from pure.pipeline import Restorer, split_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_restorer_result_and_caption(tmp_path):
     assert result.image.size == (70, 50)
     assert result.degradation == "Large blur, small noise."
     assert result.description.startswith("A grey wall.")
-    assert set(result.timings) == {"encode", "generate", "decode", "colorfix", "total"}
+    assert set(result.timings) == {"prepare", "answer", "decode", "blend", "total"}
     again = restorer.restore(image, caption="Large blur, small noise. A grey wall.")
     assert np.array_equal(np.asarray(result.image), np.asarray(again.image))  # seeded
 

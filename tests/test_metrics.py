@@ -16,7 +16,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 import pure.cli
+from pure import benchmark as B
 from pure import metrics as M
+from pure import pairing as P
+from pure import reports as R
 from pure.cli import benchmark_main, evaluate_main
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may wait on the network
@@ -50,7 +53,7 @@ def test_pairing_lists_missing_and_extra(tmp_path):
     for name in ("a.png", "b.jpg", "z.png"):
         _save(tmp_path / "sr", name)
     (tmp_path / "sr" / "notes.txt").write_text("not an image")
-    pairing = M.pair_images(tmp_path / "sr", tmp_path / "gt")
+    pairing = P.pair_images(tmp_path / "sr", tmp_path / "gt")
     assert [(sr.name, gt.name) for sr, gt in pairing.pairs] == [("a.png", "a.png"), ("b.jpg", "b.png")]
     assert pairing.missing == ["c.png"] and pairing.extra == ["z.png"]
 
@@ -58,9 +61,9 @@ def test_pairing_lists_missing_and_extra(tmp_path):
 def test_pairing_with_a_name_pattern_and_without_gt(tmp_path):
     _save(tmp_path / "gt", "a.png")
     _save(tmp_path / "sr", "a_out.png")
-    pairing = M.pair_images(tmp_path / "sr", tmp_path / "gt", sr_name="{stem}_out")
+    pairing = P.pair_images(tmp_path / "sr", tmp_path / "gt", sr_name="{stem}_out")
     assert [(sr.name, gt.name) for sr, gt in pairing.pairs] == [("a_out.png", "a.png")]
-    assert M.pair_images(tmp_path / "sr").pairs == [(tmp_path / "sr" / "a_out.png", None)]
+    assert P.pair_images(tmp_path / "sr").pairs == [(tmp_path / "sr" / "a_out.png", None)]
 
 
 @pytest.mark.parametrize(
@@ -78,14 +81,14 @@ def test_pairing_errors_name_the_problem(tmp_path, layout, kwargs, message):
         (tmp_path / side).mkdir()
         for name in names:
             _save(tmp_path / side, name)
-    with pytest.raises(M.EvaluationError, match=message.replace("{", r"\{").replace("}", r"\}")):
-        M.pair_images(tmp_path / "sr", tmp_path / "gt", **kwargs)
+    with pytest.raises(P.EvaluationError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        P.pair_images(tmp_path / "sr", tmp_path / "gt", **kwargs)
 
 
 def test_size_mismatch_names_both_files(tmp_path):
     _save(tmp_path / "sr", "a.png", (40, 32))
     _save(tmp_path / "gt", "a.png", (32, 32))
-    with pytest.raises(M.EvaluationError, match=r"size mismatch: SR .*a\.png is 40x32 but GT .*32x32"):
+    with pytest.raises(P.EvaluationError, match=r"size mismatch: SR .*a\.png is 40x32 but GT .*32x32"):
         M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["psnr"], progress=False)
 
 
@@ -209,7 +212,7 @@ def test_missing_weights_are_reported_with_file_and_folder(tmp_path, no_weights)
         f"model.safetensors of Hugging Face repo timm/resnet50.a1_in1k in the Hugging Face cache {tmp_path}"
         in reason
     )
-    assert "- niqe unavailable: missing weights: put niqe_modelparameters.mat into" in M.report(result)
+    assert "- niqe unavailable: missing weights: put niqe_modelparameters.mat into" in R.report(result)
 
 
 def test_weight_files_in_place_count_as_present(no_weights):
@@ -231,9 +234,9 @@ def test_weight_files_in_place_count_as_present(no_weights):
 def test_metric_selection():
     assert M.select_metrics(None, has_gt=False) == ["niqe", "musiq", "maniqa-pipal", "clipiqa", "topiq_nr"]
     assert M.select_metrics(None, has_gt=True) == list(M.DEFAULT_METRICS)
-    with pytest.raises(M.EvaluationError, match="unknown metric.*psnr_y; choose from psnr, ssim"):
+    with pytest.raises(P.EvaluationError, match="unknown metric.*psnr_y; choose from psnr, ssim"):
         M.select_metrics(["psnr_y"], has_gt=True)
-    with pytest.raises(M.EvaluationError, match="psnr, fid need.*pass --gt DIR"):
+    with pytest.raises(P.EvaluationError, match="psnr, fid need.*pass --gt DIR"):
         M.select_metrics(["psnr", "fid", "niqe"], has_gt=False)
 
 
@@ -269,8 +272,8 @@ def _evaluation() -> M.Evaluation:
 
 def test_json_csv_and_table(tmp_path):
     evaluation = _evaluation()
-    M.write_json(evaluation, tmp_path / "out" / "metrics.json", {"sr": "sr"})
-    M.write_csv(evaluation, tmp_path / "out" / "per_image.csv")
+    R.write_json(evaluation, tmp_path / "out" / "metrics.json", {"sr": "sr"})
+    R.write_csv(evaluation, tmp_path / "out" / "per_image.csv")
     data = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert data["mean"] == {"psnr": 25.0, "ssim": 0.6} and data["count"] == 2 and data["sr"] == "sr"
     assert data["lower_better"] == {"psnr": False, "ssim": False}
@@ -281,7 +284,7 @@ def test_json_csv_and_table(tmp_path):
         "b.png,30.000000,0.700000",
     ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["metrics.json", "per_image.csv"]
-    table = M.report(evaluation, [M.Row("paper", {"psnr": 24.0, "niqe": 5.0})]).splitlines()
+    table = R.report(evaluation, [R.Row("paper", {"psnr": 24.0, "niqe": 5.0})]).splitlines()
     assert table[:4] == [
         "| method | images | PSNR ↑ | SSIM ↑ | LPIPS ↓ | NIQE ↓ |",
         "|---|---|---|---|---|---|",
@@ -295,19 +298,19 @@ def test_json_csv_and_table(tmp_path):
 
 
 def test_compare_files(tmp_path):
-    published = M.load_rows(ROOT / "data" / "published" / "pure_x4.json")
+    published = R.load_rows(ROOT / "data" / "published" / "pure_x4.json")
     assert [row.name for row in published] == ["PURE (published, RealSR)", "PURE (published, DRealSR)"]
     assert published[0].mean["psnr"] == 22.83 and published[1].mean["clipiqa"] == 0.7259
-    M.write_json(_evaluation(), tmp_path / "metrics.json")
-    assert M.load_rows(tmp_path / "metrics.json") == [M.Row("run", {"psnr": 25.0, "ssim": 0.6}, 2)]
+    R.write_json(_evaluation(), tmp_path / "metrics.json")
+    assert R.load_rows(tmp_path / "metrics.json") == [R.Row("run", {"psnr": 25.0, "ssim": 0.6}, 2)]
     (tmp_path / "table.csv").write_text("name,count,PSNR,niqe\nother,100,24.5,\n")
-    assert M.load_rows(tmp_path / "table.csv") == [M.Row("other", {"psnr": 24.5}, 100)]
+    assert R.load_rows(tmp_path / "table.csv") == [R.Row("other", {"psnr": 24.5}, 100)]
     (tmp_path / "bad.json").write_text('{"rows": [{"name": "x", "mean": {"sharpness": 1}}]}')
-    with pytest.raises(M.EvaluationError, match=r"bad\.json: unknown metric\(s\) sharpness"):
-        M.load_rows(tmp_path / "bad.json")
+    with pytest.raises(P.EvaluationError, match=r"bad\.json: unknown metric\(s\) sharpness"):
+        R.load_rows(tmp_path / "bad.json")
     (tmp_path / "bad.csv").write_text("method,psnr\nx,1\n")
-    with pytest.raises(M.EvaluationError, match=r"cannot read results from .*bad\.csv"):
-        M.load_rows(tmp_path / "bad.csv")
+    with pytest.raises(P.EvaluationError, match=r"cannot read results from .*bad\.csv"):
+        R.load_rows(tmp_path / "bad.csv")
 
 
 # ----------------------------------------------------------------------------- command lines
@@ -337,7 +340,7 @@ def test_evaluate_command(tmp_path, capsys, no_weights):
     assert json.loads((tmp_path / "m.json").read_text())["count"] == 2
     assert (
         evaluate_main(["--sr", str(tmp_path / "sr"), "--metrics", "lpips", "--json", str(tmp_path / "x")])
-        == 1
+        == 2
     )
     assert "lpips need(s) ground truth" in capsys.readouterr().err
     assert (
@@ -368,18 +371,18 @@ def test_evaluate_script_fails_with_a_clear_error(tmp_path):
     result = subprocess.run(
         [*script, "--sr", str(tmp_path / "none")], capture_output=True, text=True, env=env
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"error: SR folder not found: {tmp_path / 'none'}" in result.stderr
 
 
 def test_benchmark_paths(tmp_path):
-    with pytest.raises(M.EvaluationError, match=r"benchmark 'realsr' needs .*realsr/lr/"):
-        M.benchmark_paths("realsr", tmp_path)
+    with pytest.raises(P.EvaluationError, match=r"benchmark 'realsr' needs .*realsr/lr/"):
+        B.benchmark_paths("realsr", tmp_path)
     (tmp_path / "realsr" / "lr").mkdir(parents=True)
     (tmp_path / "realsr" / "hr").mkdir()
-    paths = M.benchmark_paths("realsr", tmp_path, tmp_path / "run")
+    paths = B.benchmark_paths("realsr", tmp_path, tmp_path / "run")
     assert paths["sr"] == tmp_path / "run" / "sr" and paths["json"] == tmp_path / "run" / "metrics.json"
-    assert M.benchmark_paths("realsr", tmp_path)["run"].parent == Path("runs") / "realsr"
+    assert B.benchmark_paths("realsr", tmp_path)["run"].parent == Path("runs") / "realsr"
 
 
 def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tmp_path):
@@ -414,11 +417,11 @@ def test_benchmark_chains_inference_and_evaluation(tmp_path):
             im.resize((im.width * 4, im.height * 4), Image.BICUBIC).save(sr / p.name)
         return 0
 
-    evaluation, paths = M.run_benchmark(
+    evaluation, paths = B.run_benchmark(
         "tiny", tmp_path / "sets", tmp_path / "run", fake_infer, metrics=["psnr"], progress=False
     )
     assert evaluation.images == ["0.png", "1.png"] and 0 < evaluation.mean["psnr"] < 80
     assert json.loads(paths["json"].read_text())["sr"] == str(paths["sr"])
     assert paths["csv"].read_text().startswith("image,psnr\n0.png,")
-    with pytest.raises(M.EvaluationError, match=r"failed \(exit 1\)"):
-        M.run_benchmark("tiny", tmp_path / "sets", tmp_path / "run2", lambda lr, sr: 1, metrics=["psnr"])
+    with pytest.raises(P.EvaluationError, match=r"failed \(exit 1\)"):
+        B.run_benchmark("tiny", tmp_path / "sets", tmp_path / "run2", lambda lr, sr: 1, metrics=["psnr"])

@@ -17,8 +17,7 @@ from safetensors.torch import load_file
 from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config
 from pure.data.datasets import collate
-from pure.model import load_backbone
-from pure.pipeline import backbone_folder
+from pure.model import backbone_folder, load_backbone
 from pure.sequence import IGNORE_INDEX
 from pure.tiny import (
     det_state_dict,

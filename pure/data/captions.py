@@ -24,17 +24,18 @@ from PIL import Image
 from tqdm import tqdm
 
 from pure.config import CaptionConfig
+from pure.errors import PureError
 from pure.images import ImageReadError, read_image
 
 Captioner = Callable[[list[Image.Image]], list[str]]
 """Describes a batch of RGB images, one string each."""
 
 
-class ManifestError(ValueError):
+class ManifestError(PureError, ValueError):
     """A manifest file cannot be read."""
 
 
-class MissingDescriptionsError(ValueError):
+class MissingDescriptionsError(PureError, ValueError):
     """Some images have no description and label-free training was not allowed."""
 
 

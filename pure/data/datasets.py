@@ -1,21 +1,20 @@
-"""Datasets: pre-tokenised shards for training, paired LR/HR folders for evaluation.
+"""Training examples from pre-tokenised shards.
 
 Training reads what :mod:`pure.data.prepare` wrote: :class:`ShardDataset` gives one example's
-``ids`` and ``labels``, :class:`LengthGroupedBatchSampler` puts examples of similar length together
-(PURE's sequences are ~8,400 tokens for 512 px pairs, but descriptions vary, and mixed image sizes
-vary more), and :func:`collate` pads a batch.
+``ids`` and ``labels``, and :func:`collate` truncates and pads a batch. Batches are not grouped by
+length: every 512 px pair is about 8,400 tokens and differs only by its text (tens of tokens), and
+the released recipe trains one sequence per GPU, so there is no padding to save.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from pure.metrics import load_image, pair_images
 from pure.sequence import IGNORE_INDEX
 
 
@@ -70,48 +69,6 @@ class ShardDataset(torch.utils.data.Dataset):
         return {**self.__dict__, "_handles": {}}
 
 
-class LengthGroupedBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Batches of indices with similar lengths, in random order.
-
-    Each epoch shuffles all indices (seed + epoch), cuts them into groups of ``batch_size * group``,
-    sorts every group by length and cuts it into batches, then shuffles the batches. Padding then
-    stays small while the order stays random. Call :meth:`set_epoch` before each epoch.
-    """
-
-    def __init__(
-        self, lengths: Sequence[int], batch_size: int, seed: int = 0, group: int = 50, drop_last: bool = False
-    ) -> None:
-        if batch_size < 1 or group < 1:
-            raise ValueError(f"batch_size ({batch_size}) and group ({group}) must be >= 1")
-        self.lengths, self.batch_size, self.seed, self.group = list(lengths), batch_size, seed, group
-        self.drop_last, self.epoch = drop_last, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
-        span = self.batch_size * self.group
-        batches = []
-        for start in range(0, len(order), span):
-            chunk = sorted(order[start : start + span], key=lambda i: -self.lengths[i])
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
-        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
-
-    def __len__(self) -> int:
-        return (
-            len(self.lengths) // self.batch_size
-            if self.drop_last
-            else -(-len(self.lengths) // self.batch_size)
-        )
-
-
 def collate(
     examples: Sequence[dict[str, torch.Tensor]], pad_id: int = 0, max_len: int | None = None
 ) -> dict[str, torch.Tensor]:
@@ -128,27 +85,3 @@ def collate(
     for row, (i, lab) in enumerate(pairs):
         ids[row, : len(i)], labels[row, : len(lab)], mask[row, : len(i)] = i, lab, 1
     return {"ids": ids, "labels": labels, "attention_mask": mask, "tokens": mask.sum()}
-
-
-class PairedFolderDataset(torch.utils.data.Dataset):
-    """LR and HR images matched by file name (extensions may differ), for evaluation.
-
-    Item i is ``{"name": stem, "lq": [3, h, w], "hq": [3, H, W]}``, float32 in [0, 1]. Any HR image
-    without an LR partner, or the reverse, is an error naming it.
-    """
-
-    def __init__(self, lr_dir: str | Path, hr_dir: str | Path) -> None:
-        pairing = pair_images(Path(lr_dir), Path(hr_dir))
-        if pairing.missing or pairing.extra:
-            raise ValueError(
-                f"{lr_dir} and {hr_dir} do not pair up by name: HR without LR "
-                f"{pairing.missing[:5]}, LR without HR {pairing.extra[:5]}; remove or rename them"
-            )
-        self.pairs = [(lr, hr) for lr, hr in pairing.pairs if hr is not None]
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict:
-        lr, hr = self.pairs[i]
-        return {"name": hr.stem, "lq": load_image(lr), "hq": load_image(hr)}

@@ -46,7 +46,7 @@ from basicsr.data.degradations import (
 )
 from torchvision.transforms.functional import rgb_to_grayscale
 
-from pure.config import DegradationConfig, DegradationStageConfig
+from pure.config import ConfigError, DegradationConfig, DegradationStageConfig
 
 USM_RADIUS = 51
 """Side of the unsharp mask's Gaussian (basicsr's ``USMSharp(radius=50)``, made odd)."""
@@ -158,7 +158,9 @@ def _uniform(g: torch.Generator, low: float, high: float) -> float:
 def _choice(g: torch.Generator, options: list, probs: list[float] | None = None):
     weights = torch.tensor(probs if probs is not None else [1.0] * len(options), dtype=torch.float64)
     if len(weights) != len(options) or weights.sum() <= 0:
-        raise ValueError(f"cannot draw from {options} with probabilities {probs}: fix the degradation config")
+        raise ConfigError(
+            f"cannot draw from {options} with probabilities {probs}: fix the degradation config"
+        )
     return options[int(torch.multinomial(weights, 1, generator=g))]
 
 
@@ -171,7 +173,7 @@ def draw_blur(g: torch.Generator, stage: DegradationStageConfig, sizes: list[int
     """A kernel as ``RealESRGANDataset`` draws one: sinc with ``sinc_prob``, else a mixed kernel."""
     size = int(_choice(g, sizes))
     if size % 2 == 0:
-        raise ValueError(f"kernel size {size} is even: degradation.kernel_sizes must hold odd sizes")
+        raise ConfigError(f"kernel size {size} is even: degradation.kernel_sizes must hold odd sizes")
     if _rand(g) < stage.sinc_prob:
         low = math.pi / 3 if size < 13 else math.pi / 5
         return Blur("sinc", size, omega_c=_uniform(g, low, math.pi))
@@ -203,7 +205,7 @@ def kernel(blur: Blur) -> np.ndarray:
     elif blur.kind in ("iso", "aniso"):
         k = bivariate_Gaussian(blur.size, blur.sigma_x, blur.sigma_y, blur.theta, isotropic=iso)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"unknown blur kernel {blur.kind!r}: use iso, aniso, generalized_*, plateau_* or sinc"
         )
     return np.asarray(k, dtype=np.float32)
@@ -241,7 +243,7 @@ def filter2d(image: torch.Tensor, kx: np.ndarray, ky: np.ndarray | None = None) 
 
 def _resize(image: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     if min(size) < 1:
-        raise ValueError(
+        raise ConfigError(
             f"a resize to {size} would leave no pixels: the HQ image is too small for this config"
         )
     return F.interpolate(image, size=size, mode=mode)

@@ -25,26 +25,20 @@ edges (blur sigma 0.6 / 0.85, noise std 5.2 / 9.8) at the tertiles of RealESRGAN
 real photographs (0.60 / 0.85 and 5.3 / 10.0 over 300 draws on realsr-mini), so each word labels
 about a third of the data and all three are learned.
 
-**From an image alone** (real pairs, no parameters): any :class:`SeverityEstimator` (a callable from
-an LQ image to two severities; ``load_estimator("package.module:name")`` imports one, e.g. a small
-trained regressor) or the built-in :func:`estimate_severity`: noise from the flattest 8 x 8 blocks,
-blur from Zhuo and Sim's gradient ratio at edges, on the same scales. It is rough: on 60
-RealESRGAN_x4plus draws its values correlate with the parameter-based ones at about 0.6.
+Real pairs, which come without parameters, are not labelled here.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pure.config import LabelConfig
+from pure.config import ConfigError, LabelConfig
 from pure.data.degradations import Blur, DegradationParams, kernel
 
 LEVELS = ("small", "medium", "large")
@@ -80,7 +74,7 @@ def severity(value: float, ends: list[float]) -> float:
     """``value`` mapped linearly from ``[ends[0], ends[1]]`` onto [0, 1], clipped."""
     low, high = ends
     if high <= low:
-        raise ValueError(
+        raise ConfigError(
             f"severity range {list(ends)} must be increasing: fix labels.blur_range / noise_range"
         )
     return float(min(max((value - low) / (high - low), 0.0), 1.0))
@@ -139,95 +133,3 @@ def noise_std(p: DegradationParams) -> float:
 def label_from_params(params: DegradationParams, cfg: LabelConfig) -> Label:
     """The label of a synthetic pair from the parameters :func:`~pure.data.degradations.degrade` drew."""
     return Label(severity(blur_sigma(params), cfg.blur_range), severity(noise_std(params), cfg.noise_range))
-
-
-# ----------------------------------------------------------------------------- from an image
-
-
-class SeverityEstimator(Protocol):
-    """Anything that rates an LQ image: ``lq [3, H, W]`` float in [0, 1] -> (blur, noise) in [0, 1]."""
-
-    def __call__(self, lq: torch.Tensor) -> tuple[float, float]: ...
-
-
-def _gray255(lq: torch.Tensor) -> torch.Tensor:
-    """[3, H, W] in [0, 1] -> [1, 1, H, W] float64 luma in 8-bit levels."""
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(3, 1, 1)
-    return (lq.detach().cpu().double() * weights).sum(0)[None, None] * 255
-
-
-def estimate_noise_std(lq: torch.Tensor) -> float:
-    """Noise std in 8-bit levels: the 10th percentile of the residual std of planes fitted to 8 x 8 blocks.
-
-    The flattest blocks hold little but noise, and unlike high-pass estimators (Immerkaer's) this also
-    sees the spatially correlated noise that blur, resizing and JPEG leave.
-    """
-    b = NOISE_BLOCK
-    gray = _gray255(lq)[0, 0]
-    h, w = gray.shape[0] // b * b, gray.shape[1] // b * b
-    if h == 0 or w == 0:
-        raise ValueError(f"image of {gray.shape[1]}x{gray.shape[0]} px is too small to estimate noise on")
-    blocks = gray[:h, :w].reshape(h // b, b, w // b, b).permute(1, 3, 0, 2).reshape(b * b, -1)
-    yy, xx = torch.meshgrid(
-        torch.arange(b, dtype=torch.float64), torch.arange(b, dtype=torch.float64), indexing="ij"
-    )
-    plane = torch.stack([torch.ones(b * b, dtype=torch.float64), yy.flatten(), xx.flatten()], 1)  # [b*b, 3]
-    residual = blocks - plane @ torch.linalg.lstsq(plane, blocks).solution
-    return float((residual.pow(2).sum(0) / (b * b - 3)).sqrt().quantile(0.1))
-
-
-def estimate_blur_sigma(lq: torch.Tensor, reblur: float = 1.0) -> float:
-    """Zhuo and Sim's (2011) edge-width estimate, minus the width of a clean downsample, in LQ pixels.
-
-    Re-blurring an edge of width ``sigma`` with ``reblur`` divides its gradient by
-    ``R = sqrt(sigma^2 + reblur^2) / sigma``, so ``sigma = reblur / sqrt(R^2 - 1)``; the median over the
-    5 % strongest gradients is the image's edge width.
-    """
-    gray = _gray255(lq)
-    radius = 3
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g1 = torch.exp(-(x**2) / (2 * reblur**2))
-    g1 = g1 / g1.sum()
-    blurred = F.conv2d(F.pad(gray, (radius,) * 4, mode="replicate"), g1.view(1, 1, 1, -1))
-    blurred = F.conv2d(blurred, g1.view(1, 1, -1, 1))
-
-    def grad(img: torch.Tensor) -> torch.Tensor:
-        dx, dy = img[..., 1:-1, 2:] - img[..., 1:-1, :-2], img[..., 2:, 1:-1] - img[..., :-2, 1:-1]
-        return (dx.pow(2) + dy.pow(2)).sqrt().flatten()
-
-    sharp, soft = grad(gray), grad(blurred)
-    edges = sharp >= sharp.quantile(0.95)
-    ratio = (sharp[edges] / soft[edges].clamp_min(1e-6)).clamp_min(1.0 + 1e-3)
-    sigma = float((reblur / (ratio.pow(2) - 1).sqrt()).median())
-    return math.sqrt(max(sigma**2 - CLEAN_EDGE_SIGMA**2, 0.0))
-
-
-def estimate_severity(lq: torch.Tensor, cfg: LabelConfig | None = None) -> tuple[float, float]:
-    """The built-in :class:`SeverityEstimator`: rough (blur, noise) severities of an LQ image alone.
-
-    ``lq``: ``[3, H, W]`` float in [0, 1] at the LQ resolution; mapped as :func:`label_from_params`.
-    """
-    cfg = cfg or LabelConfig()
-    return severity(estimate_blur_sigma(lq), cfg.blur_range), severity(
-        estimate_noise_std(lq), cfg.noise_range
-    )
-
-
-def load_estimator(spec: str) -> SeverityEstimator:
-    """Import ``"package.module:name"``: a :class:`SeverityEstimator` (or a factory returning one)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"estimator {spec!r} must look like 'package.module:name'")
-    try:
-        target = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import the estimator {spec!r}: {err}") from err
-    return target() if isinstance(target, type) else target
-
-
-def label_from_image(lq: torch.Tensor, estimator: SeverityEstimator = estimate_severity) -> Label:
-    """The label of a real LQ image ``[3, H, W]`` in [0, 1] from ``estimator`` (default: the built-in one)."""
-    blur, noise = estimator(lq)
-    if not (0.0 <= blur <= 1.0 and 0.0 <= noise <= 1.0):
-        raise ValueError(f"the estimator returned severities ({blur}, {noise}); both must lie in [0, 1]")
-    return Label(float(blur), float(noise))

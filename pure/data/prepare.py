@@ -46,16 +46,16 @@ from pure.data.captions import (
 )
 from pure.data.degradations import DegradationParams, degrade
 from pure.data.labels import Label, label_from_params
+from pure.errors import PureError
 from pure.files import write_atomic, write_text_atomic
 from pure.images import ImageReadError, is_image_name, read_header, read_image
 from pure.vq import image_to_tensor
 
-"""Files of the HQ folders that are read as images."""
 TOKEN_FIELDS = ("hq_size", "shrink", "crop", "seed", "degradation", "labels", "vq", "backbone")
 """Settings that change the tokens: a rerun into the same folder must keep them."""
 
 
-class PrepareError(RuntimeError):
+class PrepareError(PureError, RuntimeError):
     """The inputs or the output folder do not allow preparing data."""
 
 
@@ -388,8 +388,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from pure.model import load_tokenizer, load_vocab
-    from pure.pipeline import backbone_folder
+    from pure.model import backbone_folder, load_text_side, pick_device
     from pure.sequence import conversation
     from pure.vq import load_vq
 
@@ -413,12 +412,10 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     skipped: list[str] = []
     if mine:
         # auto and cuda mean this process's own device under accelerate (cuda:<local rank>)
-        device = state.device if cfg.device in ("auto", "cuda") else torch.device(cfg.device)
-        if cfg.device == "cuda" and device.type != "cuda":
-            raise PrepareError("device=cuda but no CUDA device is visible: use device=auto or device=cpu")
-        folder = backbone_folder(cfg.backbone)
-        tokenizer = load_tokenizer(str(folder))
-        vocab = load_vocab(tokenizer, str(folder))
+        device = pick_device(cfg.device, default=state.device)
+        if cfg.device == "cuda":
+            device = state.device
+        tokenizer, vocab = load_text_side(backbone_folder(cfg.backbone))
         vq = load_vq(cfg.vq.source, device=device, cfg=cfg.vq)
         writer = ShardWriter(out_dir, rank, cfg.shard_size)
         loader = torch.utils.data.DataLoader(

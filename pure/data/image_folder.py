@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from pure.config import TrainDataConfig
+from pure.config import ConfigError, TrainDataConfig
 from pure.data.captions import read_manifest
 from pure.images import is_image_name, read_image
 from pure.sequence import TextTokenizer, conversation
@@ -42,7 +42,7 @@ class ImageFolderExamples(Dataset):
 
     def __init__(self, cfg: TrainDataConfig, tokenizer: TextTokenizer, vocab: Vocab, vq: VQModel) -> None:
         if cfg.size % GRID_PX or cfg.size % cfg.scale:
-            raise ValueError(
+            raise ConfigError(
                 f"data.size={cfg.size} must be a multiple of {GRID_PX} and of data.scale={cfg.scale}"
             )
         folder = Path(cfg.hq_folder)

@@ -1,0 +1,179 @@
+"""Training checkpoints: their layout, finding one to resume, writing one atomically, exporting and
+merging weights.
+
+A checkpoint ``output_dir/checkpoints/step-000500/`` holds:
+
+    adapter/      LoRA: the peft adapter (safetensors)       -> scripts/infer.py --adapter DIR
+    model/        full: a standalone model folder              -> scripts/infer.py --model DIR
+    state/        accelerate's optimizer, RNG and sampler state (plus FSDP/DeepSpeed model shards)
+    trainer.json  optimizer step, epoch and micro-batches done in that epoch
+    config.yaml   the resolved config
+
+It is written as ``.step-000500.partial`` and renamed once complete, so an interrupted save never
+leaves a checkpoint that looks whole.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from torch import nn
+
+from pure.config import BackboneConfig, ConfigError, TrainConfig, load_config, to_yaml
+from pure.model import (
+    CheckpointError,
+    backbone_folder,
+    load_for_training,
+    load_text_side,
+    quiet_peft,
+)
+from pure.tiny import write_backbone_checkpoint
+
+SHARD_BYTES = 5 * 2**30
+"""Largest safetensors file of a saved full model."""
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(output_dir) / "checkpoints"
+    return sorted(root.glob("step-[0-9]*")) if root.is_dir() else []
+
+
+def find_resume(output_dir: str | Path, resume: str) -> Path | None:
+    """The checkpoint ``resume`` names (see :class:`TrainConfig`), or None for a fresh start."""
+    existing = checkpoints(output_dir)
+    if not resume:
+        if existing:
+            raise ConfigError(
+                f"{output_dir} already holds checkpoints ({existing[-1].name}): pass resume=latest "
+                "to continue that run, or choose another output_dir"
+            )
+        return None
+    if resume == "latest":
+        return existing[-1] if existing else None
+    path = Path(resume)
+    if not (path / "trainer.json").is_file():
+        raise ConfigError(f"resume={resume!r} is not a checkpoint folder (no trainer.json in it)")
+    return path
+
+
+def save_model_folder(state: dict[str, torch.Tensor], config: dict, tokenizer, folder: Path) -> Path:
+    """A standalone model folder (config.json, safetensors shards, tokenizer) that ``load_backbone`` reads."""
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    config = {
+        **config,
+        "vocab_size": state["model.embed_tokens.weight"].shape[0],
+        "torch_dtype": str(state["model.embed_tokens.weight"].dtype).removeprefix("torch."),
+    }
+    write_backbone_checkpoint(folder, config, state, shards=max(1, math.ceil(size / SHARD_BYTES)))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def source_config(backbone: BackboneConfig) -> dict:
+    """The backbone checkpoint's own config.json (Lumina/PURE fields included)."""
+    return json.loads((backbone_folder(backbone) / "config.json").read_text())
+
+
+def load_weights(model: nn.Module, checkpoint: Path, method: str) -> None:
+    """Load a checkpoint's ``adapter/`` (LoRA) or ``model/`` (full) into the (unwrapped) model."""
+    if method == "lora":
+        from peft import set_peft_model_state_dict
+
+        file = checkpoint / "adapter" / "adapter_model.safetensors"
+        if not file.is_file():
+            raise CheckpointError(f"{file} is missing: {checkpoint} is not a LoRA checkpoint (method=lora)")
+        result = set_peft_model_state_dict(model, load_file(str(file)))
+        if result.unexpected_keys:
+            raise CheckpointError(f"{file} does not fit the model: unexpected {result.unexpected_keys[:3]}")
+        return
+    files = sorted((checkpoint / "model").glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(
+            f"no model/*.safetensors in {checkpoint}: not a full fine-tune checkpoint (method=full)"
+        )
+    state = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    model.load_state_dict(state, strict=True)
+
+
+def export_weights(
+    accelerator: Accelerator, model: nn.Module, folder: Path, method: str, config: dict, tokenizer
+) -> None:
+    """Write ``folder/adapter`` (LoRA) or ``folder/model`` (full).
+
+    Every process must call it: under FSDP and DeepSpeed the full state dict is gathered collectively.
+    """
+    state = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return
+    if method == "lora":
+        accelerator.unwrap_model(model).save_pretrained(
+            str(folder / "adapter"), state_dict=state, save_embedding_layers=False
+        )
+    else:
+        save_model_folder(state, config, tokenizer, folder / "model")
+
+
+def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bfloat16") -> Path:
+    """A LoRA checkpoint -> a standalone model folder (adapters merged into the base) for ``--model``.
+
+    ``checkpoint`` is a checkpoint folder (``checkpoints/step-NNNNNN``) or its ``adapter/`` folder.
+    """
+    checkpoint = Path(checkpoint)
+    if checkpoint.name == "adapter" and (checkpoint.parent / "config.yaml").is_file():
+        checkpoint = checkpoint.parent
+    if not (checkpoint / "config.yaml").is_file():
+        raise ConfigError(
+            f"{checkpoint} is not a training checkpoint (no config.yaml in it): pass a folder such as "
+            "outputs/RUN/checkpoints/step-001000 or its adapter/ folder"
+        )
+    cfg = load_config(TrainConfig, checkpoint / "config.yaml")
+    if cfg.method != "lora":
+        raise ConfigError(f"{checkpoint} is a full fine-tune: its model/ folder is already standalone")
+    tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
+    model, _ = load_for_training(cfg.backbone, "cpu", getattr(torch, dtype), vocab.size)
+    with quiet_peft():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(checkpoint / "adapter")).merge_and_unload()
+    return save_model_folder(model.state_dict(), source_config(cfg.backbone), tokenizer, Path(output))
+
+
+
+
+def save_checkpoint(
+    accelerator: Accelerator, output: Path, position: dict, cfg: TrainConfig, export: Callable[[Path], None]
+) -> Path:
+    """Write ``checkpoints/step-NNNNNN`` atomically (see the module docstring); prune to ``cfg.keep_last``.
+
+    Every process must call it; ``export(folder)`` writes the weights (:func:`export_weights`).
+    """
+    root = output / "checkpoints"
+    final = root / f"step-{position['step']:06d}"
+    partial_dir = root / f".{final.name}.partial"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial_dir, ignore_errors=True)
+        partial_dir.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial_dir / "state"))
+    export(partial_dir)
+    if accelerator.is_main_process:
+        (partial_dir / "trainer.json").write_text(json.dumps(position, indent=2))
+        (partial_dir / "config.yaml").write_text(to_yaml(cfg))
+        if final.exists():
+            shutil.rmtree(final)
+        partial_dir.rename(final)
+        for old in checkpoints(output)[: -cfg.keep_last] if cfg.keep_last else []:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final

@@ -5,8 +5,8 @@ One restoration here is one run of :func:`pure.infer.restore_plan` on the upload
 models ``scripts/infer.py`` loads and a per-job copy of its sampling and restore settings: the same
 reader, pipeline, sidecar and writers, nothing duplicated. The models are loaded once and shared;
 jobs queue and run one at a time (the model lives on one device), and no job changes another's
-settings. Gradio is imported only by :func:`build_demo` and :func:`launch`, so the rest of this module
-(and ``scripts/app.py --help``) works without it.
+settings. Gradio is imported only by :func:`build_demo`, so the rest of this module (and
+``scripts/app.py --help``) works without it.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class DemoResult:
     description: str
     """The content description."""
     summary: str
-    """One line: sizes, tiles, tokens, seconds, device, seed."""
+    """One line: sizes, tiles, tokens, seconds, device, quantisation, seed."""
 
 
 def quantize_choices() -> tuple[str, ...] | None:
@@ -182,7 +182,8 @@ class JobProgress:
         self.batch, self.batch_tokens = size, 0
 
     def step(self, tokens: int) -> None:
-        """``tokens`` more decoding steps of the current batch (``generate``'s ``on_step``)."""
+        """``tokens`` more decoding steps of the current batch (``generate``'s ``on_step``); each step
+        writes one token in every row of the batch (rows that finished early count until it ends)."""
         self.batch_tokens += tokens
         self.tokens += tokens * self.batch
         within = min(self.batch_tokens / self.answer_bound, 0.99)
@@ -288,10 +289,11 @@ def restore_upload(
     with Image.open(written.image) as restored:
         size = restored.size
     before = read_image(path).rgb.resize(size, Image.BICUBIC)
+    quantized = f", quantisation {models.quantize}" if models.quantize is not None else ""
     line = (
         f"{width}x{height} -> {size[0]}x{size[1]} px (x{restore.outscale:g}), {progress.tiles} tile(s) of "
         f"{restore.tile} px, {progress.tokens:,} tokens, {sidecar['timings_s']['total']:.1f} s on "
-        f"{base.model.device}, seed {sampling.seed}"
+        f"{base.model.device}{quantized}, seed {sampling.seed}"
     )
     return DemoResult(
         before,
@@ -307,7 +309,7 @@ def restore_upload(
 def model_line(models: Models) -> str:
     """Which backbone, VQ and device the page runs, for its header."""
     restorer, cfg = models.current, models.cfg
-    quantized = f", quantisation {models.quantize}" if models.quantize is not None else ""
+    quantized = f", quantisation {models.quantize} at start" if models.quantize is not None else ""
     return (
         f"Backbone `{restorer.model_revision}`{quantized}, VQ `{cfg.vq.source}`, on "
         f"`{restorer.model.device}`. Jobs queue and run one at a time."

@@ -132,6 +132,25 @@ def test_quantisation_choices_follow_the_schema():
     assert quantize_choices() == expected
 
 
+def test_only_another_quantisation_reloads_the_backbone():
+    if quantize_choices() is None:
+        pytest.skip("the schema has no backbone.quantize")
+    cfg = load_config(InferConfig, TINY)
+    loads: list[str] = []
+
+    def load(changed: InferConfig) -> str:
+        loads.append(changed.backbone.quantize)
+        return f"restorer {changed.backbone.quantize}"
+
+    models = Models(cfg, "loaded", load)  # type: ignore[arg-type]
+    assert models.restorer(None) == models.restorer("none") == "loaded" and loads == []
+    assert models.restorer("int8") == "restorer int8" and models.quantize == "int8"
+    assert models.restorer("int8") == "restorer int8" and loads == ["int8"]
+    assert cfg.backbone.quantize == "none"  # the loaded config was copied, not changed
+    with pytest.raises(ConfigError, match=r"backbone.quantize='int3': expected one of none"):
+        models.restorer("int3")
+
+
 def test_app_help_imports_no_heavy_library():
     code = (
         "import contextlib, io, sys\n"

@@ -29,8 +29,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pure.config import SamplingConfig
-from pure.kv_cache import GuidedKVCache, KVWrite, use_guided_attention
-from pure.model import CACHE_ARG
+from pure.kv_cache import CACHE_ARG, GuidedKVCache, KVWrite, use_guided_attention
 from pure.sampling import (
     ImageState,
     adaptive_top_k,
@@ -183,9 +182,12 @@ def _prefill(model, prompts, state: ImageState, cache: GuidedKVCache, rules: _Ru
     return torch.cat([logits, uncond])
 
 
-def _start(model, prompts, vocab, sampling, seeds, teacher, image_grids, max_text_tokens, stop_after_image):
+def _start(
+    model, prompts, vocab, sampling, seeds, teacher, image_grids, max_text_tokens, stop_after_image, extra=0
+):
     """Size and allocate the cache and the buffers of one batch, and prefill (arguments as :func:`generate`;
-    call inside :func:`use_guided_attention`). Returns (cache, decode state, rules)."""
+    call inside :func:`use_guided_attention`). ``extra``: columns added to both caches and to the
+    output buffers (room for the drafts of :mod:`pure.speculative`). Returns (cache, decode state, rules)."""
     device, batch = model.device, len(prompts)
     guided = sampling.cfg_scale != 1.0
     seeds = [sampling.seed + b for b in range(batch)] if seeds is None else list(seeds)
@@ -198,7 +200,8 @@ def _start(model, prompts, vocab, sampling, seeds, teacher, image_grids, max_tex
     open_tail = int((state.n + 1)[state.open].max()) if guided and bool(state.open.any()) else 0
     cols = max(len(p) for p in prompts)
     cond_len, uncond_len = cache_lengths(cols, steps, open_tail, image_grids)
-    cache = GuidedKVCache(model.config, batch, cond_len, uncond_len if guided else 0, model.dtype, device)
+    uncond_len = uncond_len + extra if guided else 0
+    cache = GuidedKVCache(model.config, batch, cond_len + extra, uncond_len, model.dtype, device)
     size_ids = (vocab.size_token(image_grids[0]), vocab.size_token(image_grids[1])) if image_grids else None
     rules = _Rules(
         vocab.to(device), sampling, guided, size_ids, max_text_tokens, stop_after_image, cols, open_tail - 1
@@ -218,12 +221,36 @@ def _start(model, prompts, vocab, sampling, seeds, teacher, image_grids, max_tex
         teacher=None if teacher is None else teacher.to(device),
         prompt_len=on_device([len(p) for p in prompts]),
         pad=on_device([cols - len(p) for p in prompts]),
-        out_ids=torch.full((batch, steps), vocab.end_of_turn, dtype=torch.long, device=device),
-        out_entropy=torch.zeros(batch, steps, device=device),
-        out_kept=torch.zeros(batch, steps, dtype=torch.long, device=device),
-        out_p=torch.zeros(batch, steps, device=device),
+        out_ids=torch.full((batch, steps + extra), vocab.end_of_turn, dtype=torch.long, device=device),
+        out_entropy=torch.zeros(batch, steps + extra, device=device),
+        out_kept=torch.zeros(batch, steps + extra, dtype=torch.long, device=device),
+        out_p=torch.zeros(batch, steps + extra, device=device),
     )
     return cache, d, rules
+
+
+def _candidates(
+    cond: torch.Tensor, uncond: torch.Tensor, state: ImageState, step: torch.Tensor | int, rules: _Rules
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rules 1-4 of SPEC section 5 up to the draw, for ``N`` rows at grammar ``state`` (``[N]``).
+
+    ``cond``/``uncond``: ``[N, V]`` fp32 logits (``uncond`` is read only with guidance); ``step``: the
+    answer index of the token being chosen (``[N]`` or a scalar). Returns the tempered candidate scores
+    ``[N, K]`` (-inf for dropped candidates), their token ids ``[N, K]`` and the entropy ``[N]`` (nats)
+    of the scores before top-k."""
+    vocab, sampling = rules.vocab, rules.sampling
+    scores = cond
+    if rules.guided:
+        scores = torch.where(state.in_body[:, None], guidance(cond, uncond, sampling.cfg_scale), cond)
+    scores = image_grammar(scores, state, vocab)
+    if rules.size_ids is not None:
+        scores = force_image_layout(
+            scores, state, step, vocab.image_start, rules.size_ids, rules.max_text_tokens
+        )
+    h = entropy(scores)
+    k = adaptive_top_k(h, state.open, sampling.text_top_k, sampling.image_top_k_min, sampling.image_top_k_max)
+    values, candidates = top_k_candidates(scores, k, max(sampling.image_top_k_max, sampling.text_top_k))
+    return values / sampling.temperature, candidates, h
 
 
 def _step(model, cache: GuidedKVCache, d: _Decode, rules: _Rules, limits: tuple[int, int] | None) -> None:
@@ -233,21 +260,8 @@ def _step(model, cache: GuidedKVCache, d: _Decode, rules: _Rules, limits: tuple[
     ``limits``: cache columns attention reads (conditional, unconditional); None reads them all, the
     fixed shapes a CUDA graph needs.
     """
-    vocab, sampling, state, batch, s = rules.vocab, rules.sampling, d.state, len(d.seeds), d.step
-    scores = d.logits[:batch]
-    if rules.guided:
-        scores = torch.where(
-            state.in_body[:, None], guidance(scores, d.logits[batch:], sampling.cfg_scale), scores
-        )
-    scores = image_grammar(scores, state, vocab)
-    if rules.size_ids is not None:
-        scores = force_image_layout(
-            scores, state, s, vocab.image_start, rules.size_ids, rules.max_text_tokens
-        )
-    h = entropy(scores)
-    k = adaptive_top_k(h, state.open, sampling.text_top_k, sampling.image_top_k_min, sampling.image_top_k_max)
-    values, candidates = top_k_candidates(scores, k, max(sampling.image_top_k_max, sampling.text_top_k))
-    values = values / sampling.temperature
+    vocab, state, batch, s = rules.vocab, d.state, len(d.seeds), d.step
+    values, candidates, h = _candidates(d.logits[:batch], d.logits[batch:], state, s, rules)
     if d.teacher is not None:
         token = d.teacher.index_select(1, s.clamp(max=d.teacher.shape[1] - 1).view(1))[:, 0]
     else:
@@ -312,6 +326,8 @@ def generate(
     max_text_tokens: int = 512,
     stop_after_image: bool = False,
     cuda_graph: bool = False,
+    speculative: str = "none",
+    draft_len: int = 8,
 ) -> Generation:
     """Sample an answer for every prompt ``[T_b]`` (token ids), or replay ``teacher`` continuations.
 
@@ -323,7 +339,26 @@ def generate(
     None = the reference's free choice. ``stop_after_image``: a row also finishes when its image
     closes (what follows the image in PURE's answer is only the end-of-turn). ``cuda_graph``: capture
     the decoding step as a CUDA graph (CUDA only; the tokens are the same as without).
+    ``speculative``: ``none``, or the draft source of :func:`pure.speculative.generate_speculative`
+    (up to ``draft_len`` drafts per forward; same output distribution, other tokens; not with ``teacher``).
     """
+    if speculative != "none" and teacher is None:
+        from pure.speculative import generate_speculative  # it builds on this module
+
+        return generate_speculative(
+            model,
+            prompts,
+            vocab,
+            sampling,
+            speculative,
+            draft_len,
+            seeds,
+            on_step,
+            image_grids,
+            max_text_tokens,
+            stop_after_image,
+            cuda_graph,
+        )
     start = time.perf_counter()
     cuda_graph = cuda_graph and model.device.type == "cuda"
     with use_guided_attention(model), sdpa_kernel(DECODE_ATTENTION):
@@ -361,21 +396,22 @@ def generate(
     )
 
 
-def _capture(model, cache: GuidedKVCache, d: _Decode, rules: _Rules, warmup: int):
+def _capture(model, cache: GuidedKVCache, d: _Decode, rules: _Rules, warmup: int, step: Callable = _step):
     """Run ``warmup`` real steps eagerly on a side stream, then capture the next step as a CUDA graph.
 
     Capturing records the kernels without running them, so the state after capture is the state
-    after the warm-up steps. Returns (steps done, graph).
+    after the warm-up steps. ``step``: called as :func:`_step` is (the speculative loop passes its
+    own iteration). Returns (steps done, graph).
     """
     stream = torch.cuda.Stream(device=cache.cond_k.device)
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(warmup):
-            _step(model, cache, d, rules, None)
+            step(model, cache, d, rules, None)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        _step(model, cache, d, rules, None)
+        step(model, cache, d, rules, None)
     return warmup, graph
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -15,9 +17,20 @@ from tqdm import tqdm
 
 from pure.files import write_atomic, write_text_atomic
 from pure.images import read_image, srgb_profile
-from pure.pipeline import Restoration, Restorer
 from pure.plan import Job, Plan
+from pure.restoration import Restoration
 from pure.sampling import ENTROPY_CEILING
+
+
+class ImageRestorer(Protocol):
+    """What :func:`restore_plan` needs of a restorer (:class:`pure.pipeline.Restorer` is one)."""
+
+    def restore(
+        self,
+        image: Image.Image,
+        alpha: Image.Image | None = None,
+        on_step: Callable[[int], object] | None = None,
+    ) -> Restoration: ...
 
 ALPHA_NOTE = "RGB restored from the image composited on white; alpha upscaled bicubically and re-attached"
 
@@ -72,7 +85,7 @@ def save_outputs(result: Restoration, job: Job, sidecar: dict, icc_profile: byte
         write_atomic(job.entropy, lambda p: heat.save(p, format="PNG"))
 
 
-def restore_plan(plan: Plan, restorer: Restorer, run_info: dict, progress: bool = True) -> Summary:
+def restore_plan(plan: Plan, restorer: ImageRestorer, run_info: dict, progress: bool = True) -> Summary:
     """Restore every job of ``plan``; one bad file never stops the run, Ctrl-C stops it cleanly.
 
     ``run_info`` (model, VQ source, ...) is added to every sidecar. A file being written when the
@@ -97,7 +110,7 @@ def restore_plan(plan: Plan, restorer: Restorer, run_info: dict, progress: bool 
     return summary
 
 
-def _restore_one(job: Job, restorer: Restorer, run_info: dict, progress: bool) -> None:
+def _restore_one(job: Job, restorer: ImageRestorer, run_info: dict, progress: bool) -> None:
     read = read_image(job.source)
     with tqdm(desc="tokens", unit="tok", leave=False, disable=not progress) as tokens:
         result = restorer.restore(read.rgb, alpha=read.alpha, on_step=tokens.update)

@@ -20,6 +20,7 @@ its own cache (transformers' attention-function interface; no model code is copi
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.models.chameleon.modeling_chameleon import ChameleonModel
 
+CACHE_ARG = "cache" if "cache" in inspect.signature(ChameleonModel.forward).parameters else "past_key_values"
+"""transformers 5.2x renamed ``past_key_values`` to ``cache``; we accept and pass on either."""
 ATTENTION = "pure_guided_kv"
 """Name under which :func:`guided_attention` is registered with transformers."""
 
@@ -36,7 +40,8 @@ ATTENTION = "pure_guided_kv"
 class KVWrite:
     """The new tokens of one forward over ``R = cond_rows + uncond rows`` rows of ``q`` tokens each.
 
-    ``cond_cols``: ``[q]`` cache columns of the conditional rows' tokens (shared by all of them).
+    ``cond_cols``: ``[q]`` cache columns of the conditional rows' tokens (shared by all of them), or
+    ``[cond_rows, q]``, each row's own (speculative decoding, where rows advance by different amounts).
     ``cond_mask``: ``[cond_rows, 1, q, cond_limit]`` bool, True where a query may attend; None for a
     plain causal prefill (``q == cond_limit``), which lets SDPA skip the masked half.
     ``uncond_cols``: ``[R - cond_rows, q]`` columns of the unconditional rows' tokens, per row.
@@ -82,9 +87,13 @@ class GuidedKVCache:
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
         """Write the new ``key``/``value`` ``[R, heads, q, head_dim]`` where ``self.plan`` says."""
         plan, c = self.plan, self.plan.cond_rows
-        if c:
+        if c and plan.cond_cols.ndim == 1:
             self.cond_k[layer_idx].index_copy_(2, plan.cond_cols, key[:c])
             self.cond_v[layer_idx].index_copy_(2, plan.cond_cols, value[:c])
+        elif c:  # each row at its own columns
+            rows = torch.arange(c, device=key.device)[:, None]
+            self.cond_k[layer_idx][rows, :, plan.cond_cols] = key[:c].transpose(1, 2)
+            self.cond_v[layer_idx][rows, :, plan.cond_cols] = value[:c].transpose(1, 2)
         if plan.uncond_cols is not None:
             rows = torch.arange(key.shape[0] - c, device=key.device)[:, None]
             self.uncond_k[layer_idx][rows, :, plan.uncond_cols] = key[c:].transpose(1, 2)

@@ -17,7 +17,6 @@ device, so a 7B checkpoint never needs a second copy in memory.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -32,19 +31,18 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.models.chameleon.modeling_chameleon import ChameleonModel, ChameleonRotaryEmbedding
+from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbedding
 
 from pure.config import BackboneConfig
 from pure.download import CHECKPOINT_FILES
 from pure.errors import PureError
+from pure.kv_cache import CACHE_ARG
 from pure.quantize import QUANTIZED_WEIGHT, check_quantize, load_quantized_
 from pure.sequence import IGNORE_INDEX
 from pure.tiny import write_tiny_checkpoint
 from pure.vocab import CODEBOOK_SIZE, IMAGE_PREFIX, Vocab, VocabError, image_names_from_files
 
 DEFAULT_SOURCE = "nonwhy/PURE"
-CACHE_ARG = "cache" if "cache" in inspect.signature(ChameleonModel.forward).parameters else "past_key_values"
-"""transformers 5.2x renamed ``past_key_values`` to ``cache``; we accept and pass on either."""
 IGNORED_PREFIXES = ("model.vqmodel.",)
 """Checkpoint entries we drop: Chameleon's ds-16 VQGAN, which PURE does not use (it uses LlamaGen VQ-8)."""
 

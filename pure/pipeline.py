@@ -18,9 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
@@ -38,53 +37,11 @@ from pure.model import (
     quiet_peft,
 )
 from pure.quantize import check_adapter
+from pure.restoration import STAGES, Restoration
 from pure.sequence import TextTokenizer, conversation, split_answer
 from pure.tiling import Box, TileBlender, output_size, pad_to, padded_size, tile_boxes
 from pure.vocab import CODE_PX, GRID_PX, Vocab
 from pure.vq import VQModel, image_to_tensor, load_vq, tensor_to_image
-
-STAGES = ("prepare", "answer", "decode", "blend")
-"""The stages of :meth:`Restorer.restore`, as named in ``Restoration.timings``."""
-
-
-@dataclass
-class Restoration:
-    """What one image's restoration produced."""
-
-    image: Image.Image
-    """The restored image, ``round(w * scale) x round(h * scale)``; RGBA when the input had alpha."""
-    degradation: str
-    """The perceived degradation sentence (e.g. "Medium blur, small noise.")."""
-    description: str
-    """The content description."""
-    tile_answers: list[str]
-    """The whole text answer of every tile, in tile order."""
-    seed: int
-    """Seed of the first tile's sampler (tile i uses seed + i)."""
-    timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent per stage (:data:`STAGES`) and in all (``total``)."""
-    entropy_map: np.ndarray | None = None
-    """``[H, W]`` float32: each pixel's latent token entropy (nats), blended like the tiles."""
-    batch_size: int = 1
-    """Tiles generated together in one batch."""
-    settings: dict = field(default_factory=dict)
-    """The sampling and restore settings used (plain values)."""
-    model: str = ""
-    """The backbone's revision (hub snapshot) or folder."""
-
-    def sidecar(self) -> dict:
-        """What the JSON sidecar records of this result (the writer adds file names and read details)."""
-        return {
-            "output_size": list(self.image.size),
-            "degradation": self.degradation,
-            "description": self.description,
-            "tile_answers": self.tile_answers,
-            "seed": self.seed,
-            "model": self.model,
-            "batch_size": self.batch_size,
-            "settings": self.settings,
-            "timings_s": self.timings,
-        }
 
 
 @dataclass

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from pure.kv_cache import CACHE_ARG
 from pure.model import (
-    CACHE_ARG,
     CheckpointError,
     causal_lm_loss,
     load_backbone,

@@ -15,8 +15,8 @@ from PIL import Image, ImageCms
 
 import pure.pipeline
 from pure.cli import benchmark_main, infer_main
-from pure.pipeline import Restoration
 from pure.plan import plan_outputs
+from pure.restoration import Restoration
 from tests.icc import adobe_rgb_profile, adobe_to_srgb, png_rgba16
 
 ROOT = Path(__file__).resolve().parents[1]

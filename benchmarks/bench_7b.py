@@ -14,7 +14,12 @@ start and size tokens), then the image body (4,161 tokens). In order:
    sized for the whole tile, as in a real run), with the warm-up (prefill + graph capture) reported;
 5. a whole 512 px tile at batch 1: seconds and peak memory;
 6. per batch size, the bandwidth floor: bytes read per step (weights except the embedding table, plus
-   every cache column attention reads) divided by the measured copy bandwidth.
+   every cache column attention reads) divided by the measured copy bandwidth;
+7. ``backbone.quantize`` (issue 14), per ``--quantize`` mode (none, int8, int4), after the model above is
+   freed: a fresh 7B with its decoder projections quantised (:func:`pure.quantize.quantize_decoder_`), at
+   batch 1: tokens/s over ``--steps`` steps, and the peak memory of the whole run (weights, the cache
+   sized for a whole tile, prefill, graph capture; allocated and reserved by PyTorch); before that, that
+   CUDA-graph decoding with that mode's weights writes the eager loop's tokens (small bf16 model).
 
 A batch size that does not fit in memory is reported as such. ``--dry-run`` runs every stage on a
 tiny model on the CPU (a check that the script works, not a measurement).
@@ -35,7 +40,9 @@ from transformers import ChameleonConfig
 from pure.config import SamplingConfig
 from pure.generate import generate
 from pure.kv_cache import GuidedKVCache
+from pure.memory import release_memory, stored_bytes
 from pure.model import PureChameleon
+from pure.quantize import QuantizeError, check_quantize, quantize_decoder_
 from pure.sequence import block_length, conversation
 from pure.tiny import synthetic_vocabulary, tiny_backbone_config, tiny_tokenizer
 from pure.vocab import Vocab
@@ -93,9 +100,13 @@ def windowed_rate(model, prompts, vocab, sampling, steps: int, sync) -> tuple[fl
     return len(prompts) * (s1 - s0) / (t1 - t0), t0 - start
 
 
-def graph_matches_eager(device: str, shape: tuple[int, int, int, int]) -> bool:
-    """A small fp32 model writes the same tokens with and without CUDA-graph capture."""
-    model = build_model(*shape, device, torch.float32)
+def graph_matches_eager(
+    device: str, shape: tuple[int, int, int, int], dtype: torch.dtype = torch.float32, quantize: str = "none"
+) -> bool:
+    """A small model (fp32 unless told; decoder projections quantised as ``quantize`` says) writes the same
+    tokens with and without CUDA-graph capture."""
+    model = build_model(*shape, device, dtype)
+    quantize_decoder_(model, quantize)
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
     prompt, _ = conversation(tiny_tokenizer(), vocab, torch.zeros(8, 8, dtype=torch.long), "A cat.")
     runs = [
@@ -114,6 +125,51 @@ def graph_matches_eager(device: str, shape: tuple[int, int, int, int]) -> bool:
     return all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
 
 
+def quantized_run(
+    mode: str, shape, small_shape, device: str, dtype, prompt, vocab, sampling, steps, sync
+) -> dict:
+    """Stage 7 for one ``backbone.quantize`` mode: graph-vs-eager tokens on a small model, then a fresh model
+    of ``shape`` quantised, at batch 1: tokens/s over ``steps`` steps and the run's peak memory (GiB;
+    the peak counts from after quantising, so it is restoring's, not loading's)."""
+    try:
+        check_quantize(mode, device, dtype)
+    except QuantizeError as err:
+        return {"error": str(err)}
+    cuda = device.startswith("cuda")
+    row: dict = {"graph_matches_eager": graph_matches_eager(device, small_shape, dtype, mode)}
+    model = build_model(*shape, device, dtype)
+    quantize_decoder_(model, mode)
+    release_memory()
+    row["weights_gib"] = stored_bytes(model) / 2**30
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        rate, warmup = windowed_rate(model, [prompt], vocab, sampling, steps, sync)
+        row.update(tokens_per_s=rate, first_sync_s=warmup, fits=True)
+    except torch.OutOfMemoryError:
+        row["fits"] = False
+    if cuda:
+        row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    del model
+    release_memory()
+    return row
+
+
+def describe_quantized(mode: str, row: dict) -> str:
+    """One printed line of stage 7."""
+    if "error" in row:
+        return f"quantize={mode}: {row['error']}"
+    speed = f"{row['tokens_per_s']:7.1f} tokens/s" if row["fits"] else "does not fit"
+    peak = "not measured (CPU)"
+    if "peak_allocated_gib" in row:
+        peak = f"{row['peak_allocated_gib']:.2f} / {row['peak_reserved_gib']:.2f} GiB (allocated / reserved)"
+    return (
+        f"quantize={mode}, batch 1: {speed}, weights {row['weights_gib']:.2f} GiB, peak {peak}, "
+        f"CUDA graph gives the eager tokens: {row['graph_matches_eager']}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -130,6 +186,12 @@ def main() -> None:
         type=float,
         default=200.0,
         help="skip the whole tile when batch 1 predicts more seconds",
+    )
+    parser.add_argument(
+        "--quantize",
+        nargs="*",
+        default=["none", "int8", "int4"],
+        help="backbone.quantize modes measured at batch 1 (stage 7; none given: skip it)",
     )
     parser.add_argument("--dry-run", action="store_true", help="every stage on a tiny model on the CPU")
     parser.add_argument("--json", help="write the results here")
@@ -217,6 +279,17 @@ def main() -> None:
             f"whole {size} px tile, batch 1: {results['full_tile_s']:.1f}s for {len(out.ids[0])} tokens "
             f"(warm-up {out.warmup_s:.1f}s), peak memory {results['full_tile_peak_gib'] or 0:.1f} GiB"
         )
+    if args.quantize:
+        del model
+        release_memory()
+        results["quantize"] = {}
+        for mode in args.quantize:
+            small = (256, 512, 4, 4) if cuda else shape
+            row = quantized_run(
+                mode, shape, small, args.device, dtype, prompt, vocab, sampling, args.steps, sync
+            )
+            results["quantize"][mode] = row
+            print(describe_quantized(mode, row))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

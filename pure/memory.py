@@ -3,8 +3,8 @@
 - :func:`tile_cache_bytes`: the KV cache one tile's generation allocates (:class:`pure.kv_cache.GuidedKVCache`
   sized by :func:`pure.generate.cache_lengths`, as :func:`pure.generate.generate` sizes it), plus
   :func:`prefill_bytes`, an estimate of the activations its prefill holds at once;
-- :func:`auto_batch_size`: the most tiles whose caches and prefill fit in the free device memory, after
-  the weights (when they are not loaded yet) and a margin;
+- :func:`tiles_that_fit` and :func:`auto_batch_size`: the most tiles whose caches and prefill fit in the
+  free device memory, after the weights (when they are not loaded yet) and a margin;
 - :func:`fit_batches`: runs a batch function over consecutive groups of items; when a group raises
   ``torch.OutOfMemoryError`` the batch size is halved, the same group is retried and the run goes on;
   :class:`BatchLog` records the sizes used and every halving for the sidecar.
@@ -71,19 +71,24 @@ def prefill_bytes(config, prompt_len: int, dtype: torch.dtype) -> int:
     return prompt_len * per_token * torch.empty(0, dtype=dtype).element_size()
 
 
-def auto_batch_size(
-    free: int, per_tile: int, weights: int = 0, margin: float = MARGIN, limit: int | None = None
-) -> int:
-    """The largest batch ``b >= 1`` with ``weights + b * per_tile <= free - max(margin * free, 1 GiB)``.
+def tiles_that_fit(free: int, per_tile: int, weights: int = 0, margin: float = MARGIN) -> int:
+    """Tiles that fit by the rule ``weights + b * per_tile <= free - max(margin * free, 1 GiB)`` (may be 0).
 
     ``free``: free device memory, bytes (:func:`free_bytes`); ``per_tile``: bytes each tile adds
     (:func:`tile_cache_bytes` + :func:`prefill_bytes`); ``weights``: bytes still to be placed on the
-    device (0 once the model is loaded: its weights are no longer free); ``limit``: no more than this
-    (e.g. the image's tile count). Returns 1 when not even one tile fits by this rule (the run then
-    tries, and :func:`fit_batches` reports an out-of-memory).
+    device (0 once the model is loaded: its weights are no longer free).
     """
     usable = free - max(int(margin * free), MIN_MARGIN_BYTES) - weights
-    batch = max(1, usable // max(per_tile, 1))
+    return max(0, usable // max(per_tile, 1))
+
+
+def auto_batch_size(
+    free: int, per_tile: int, weights: int = 0, margin: float = MARGIN, limit: int | None = None
+) -> int:
+    """``restore.batch_size: auto``: :func:`tiles_that_fit`, at most ``limit`` (e.g. the image's tile count)
+    and at least 1 (when not even one fits by the rule the run tries one, and :func:`fit_batches` reports
+    an out-of-memory)."""
+    batch = max(1, tiles_that_fit(free, per_tile, weights, margin))
     return int(min(batch, limit) if limit is not None else batch)
 
 

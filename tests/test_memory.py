@@ -19,6 +19,7 @@ from pure.memory import (
     free_bytes,
     prefill_bytes,
     tile_cache_bytes,
+    tiles_that_fit,
     weight_bytes,
 )
 from pure.model import backbone_folder, load_backbone, load_text_side
@@ -53,6 +54,7 @@ def test_auto_batch_size_with_a_fake_budget():
     assert auto_batch_size(5 * GiB, GiB) == 4  # the margin is at least 1 GiB
     assert auto_batch_size(5 * GiB, GiB) == (5 * GiB - MIN_MARGIN_BYTES) // GiB
     assert auto_batch_size(2 * GiB, 4 * GiB) == 1  # not even one by the rule: try one, halving reports it
+    assert tiles_that_fit(2 * GiB, 4 * GiB) == 0
 
 
 def test_the_7b_on_cards_of_24_and_80_gib():

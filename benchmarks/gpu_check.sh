@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU measurement of the project in one run, written to ONE JSON (sized to finish well inside 8
 # minutes on an H100/H200 by estimate, not yet run on one;
-# the stages are listed in benchmarks/bench_7b.py). Whoever has a GPU runs it as it stands:
+# the stages are listed in benchmarks/bench_7b.py; stage 7, backbone.quantize none/int8/int4 at batch 1
+# with peak memory, builds three more 7B models: about a minute more by estimate). Whoever has a GPU runs
+# it as it stands:
 #
 #   benchmarks/gpu_check.sh [OUT_DIR]     # default: $OUT, else runs/gpu_check
 #   benchmarks/gpu_check.sh --dry-run     # every stage on a tiny model on the CPU (checks the script)

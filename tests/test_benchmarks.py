@@ -29,6 +29,7 @@ def test_gpu_check_dry_run_writes_one_json(tmp_path):
     assert results["full_tile_tokens"] == results["image_tokens"]  # the whole image body was written
     assert set(results["quantize"]) == {"none", "int8", "int4"}  # issue 14: batch 1 per backbone.quantize
     for mode, row in results["quantize"].items():
-        assert row["graph_matches_eager"] is True and row["fits"] and row["tokens_per_s"] > 0, mode
+        assert row["fits"] and row["tokens_per_s"] > 0, mode
+        assert row.get("graph_matches_eager", mode == "none") is True, mode
     weights = {mode: row["weights_gib"] for mode, row in results["quantize"].items()}
     assert weights["int4"] < weights["int8"] < weights["none"]

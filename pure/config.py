@@ -157,6 +157,12 @@ class RestoreConfig:
     compile: str = choice("auto", "on", "off")
     """Capture each decoding step as a CUDA graph: auto (on CUDA), on, off. CPU runs are always eager;
     the tokens are the same either way."""
+    speculative: str = choice("none", "jacobi", "lq", "lq+jacobi")
+    """Speculative decoding of the image (pure/speculative.py): drafts from the previous forward (jacobi),
+    from the LQ image's code at the same position (lq), or both, verified so that the output follows plain
+    decoding's distribution (a seed gives other tokens than with none). Text is always decoded plainly."""
+    draft_len: int = at_least(8, 1)
+    """Drafted tokens verified per forward when ``speculative`` is not none."""
 
 
 @dataclass

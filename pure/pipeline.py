@@ -211,6 +211,8 @@ class Restorer:
             stop_after_image=True,
             cuda_graph=settings.compile == "on"
             or (settings.compile == "auto" and self.model.device.type == "cuda"),
+            speculative=settings.speculative,
+            draft_len=settings.draft_len,
         )
 
     def decode(self, out: Generation, row: int, tile: int, caption: str) -> tuple[str, torch.Tensor]:

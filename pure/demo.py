@@ -29,7 +29,7 @@ from pure.config import BackboneConfig, InferConfig, RestoreConfig, SamplingConf
 from pure.errors import PureError
 from pure.generate import Generation
 from pure.images import read_header, read_image
-from pure.infer import restore_plan
+from pure.infer import restore_plan, run_info
 from pure.pipeline import Restorer, Tiles
 from pure.plan import plan_outputs
 from pure.sampling import ENTROPY_CEILING
@@ -280,8 +280,7 @@ def restore_upload(
     base = models.restorer(job.quantize)
     progress = JobProgress(report, restore)
     restorer = ReportingRestorer(base, sampling, restore, progress)
-    run_info = {"vq": models.cfg.vq.source, "adapter": models.cfg.backbone.adapter or None}
-    summary = restore_plan(plan, restorer, run_info, progress=False)
+    summary = restore_plan(plan, restorer, run_info(models.cfg), progress=False)
     if summary.failed:
         raise DemoError(summary.failed[0].replace(str(path), path.name))
     written = plan.jobs[0]

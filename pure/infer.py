@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pure.config import InferConfig
 from pure.files import write_atomic, write_text_atomic
 from pure.images import read_image, srgb_profile
 from pure.plan import Job, Plan
@@ -83,6 +84,11 @@ def save_outputs(result: Restoration, job: Job, sidecar: dict, icc_profile: byte
         values = np.clip(result.entropy_map / ENTROPY_CEILING, 0, 1) * 255
         heat = Image.fromarray(values.astype(np.uint8), "L")
         write_atomic(job.entropy, lambda p: heat.save(p, format="PNG"))
+
+
+def run_info(cfg: InferConfig) -> dict:
+    """What every sidecar of a run records about its models besides the backbone's revision."""
+    return {"vq": cfg.vq.source, "adapter": cfg.backbone.adapter or None, "quantize": cfg.backbone.quantize}
 
 
 def restore_plan(plan: Plan, restorer: ImageRestorer, run_info: dict, progress: bool = True) -> Summary:

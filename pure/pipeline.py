@@ -28,6 +28,7 @@ from pure.colorfix import color_fix
 from pure.config import InferConfig, RestoreConfig, SamplingConfig
 from pure.errors import PureError
 from pure.generate import Generation, generate
+from pure.memory import BatchLog, auto_batch_size, fit_batches, free_bytes, prefill_bytes, tile_cache_bytes
 from pure.model import (
     backbone_folder,
     describe_source,
@@ -142,17 +143,20 @@ class Restorer:
         clock = StageClock()
         with clock("prepare"):
             tiles = self.prepare_tiles(image)
-        tile, overlap, batch = self.settings.tile, self.settings.tile_overlap, self.settings.batch_size
+        tile, overlap = self.settings.tile, self.settings.tile_overlap
         height, width = tiles.upsampled.height, tiles.upsampled.width
         pixels = TileBlender(height, width, tile, overlap)
         entropy = TileBlender(height, width, tile, overlap, channels=1)
         answers: list[str] = []
-        for first in range(0, len(tiles.boxes), batch):
-            boxes = tiles.boxes[first : first + batch]
+        batches = BatchLog(requested=self.settings.batch_size, chosen=self.batch_size(tiles, caption))
+
+        def answer(first: int, boxes: list[Box]) -> Generation:  # no side effects: retried on out-of-memory
             with clock("prepare"):
                 prompts = self.prompts(tiles, boxes, caption)
             with clock("answer"):
-                out = self.answer(prompts, [seed + first + i for i in range(len(boxes))], on_step)
+                return self.answer(prompts, [seed + first + i for i in range(len(boxes))], on_step)
+
+        for first, boxes, out in fit_batches(tiles.boxes, batches, answer):
             with clock("decode"):
                 for i, box in enumerate(boxes):
                     text, restored = self.decode(out, i, first + i, caption)
@@ -170,7 +174,7 @@ class Restorer:
             seed,
             clock.result(),
             entropy.result()[0].numpy(),
-            batch_size=batch,
+            batches=batches.as_dict(),
             settings=self.settings_dict(),
             model=self.model_revision,
         )
@@ -184,6 +188,20 @@ class Restorer:
         upsampled = image.resize((out_w, out_h), Image.BICUBIC)
         canvas = pad_to(image_to_tensor(upsampled), *padded_size(out_h, out_w, settings.tile))
         return Tiles(upsampled, canvas, tile_boxes(out_h, out_w, settings.tile, settings.tile_overlap))
+
+    def batch_size(self, tiles: Tiles, caption: str) -> int:
+        """``restore.batch_size`` with ``auto`` resolved (:mod:`pure.memory`): the most tiles whose KV cache
+        and prefill fit in the device's free memory after a margin, at most the image's tile count."""
+        if self.settings.batch_size != "auto":
+            return int(self.settings.batch_size)
+        side = self.settings.tile // CODE_PX
+        blank = torch.zeros(side, side, dtype=torch.long)
+        prompt = len(conversation(self.tokenizer, self.vocab, blank, answer_text=caption)[0])
+        config, dtype, settings = self.model.config, self.model.dtype, self.settings
+        per_tile = tile_cache_bytes(
+            config, dtype, prompt, self.sampling, settings.tile, settings.max_text_tokens
+        ) + prefill_bytes(config, prompt, dtype)
+        return auto_batch_size(free_bytes(self.model.device), per_tile, limit=len(tiles.boxes))
 
     def prompts(self, tiles: Tiles, boxes: list[Box], caption: str) -> list[torch.Tensor]:
         """Stage 1, per batch: each tile's LQ codes in the instruction prompt -> ``[T]`` int64 ids each."""

@@ -30,8 +30,8 @@ class Restoration:
     """Seconds spent per stage (:data:`STAGES`) and in all (``total``)."""
     entropy_map: np.ndarray | None = None
     """``[H, W]`` float32: each pixel's latent token entropy (nats), blended like the tiles."""
-    batch_size: int = 1
-    """Tiles generated together in one batch."""
+    batches: dict = field(default_factory=dict)
+    """Tiles per batch (:meth:`pure.memory.BatchLog.as_dict`): requested, chosen, used, halvings."""
     settings: dict = field(default_factory=dict)
     """The sampling and restore settings used (plain values)."""
     model: str = ""
@@ -46,7 +46,7 @@ class Restoration:
             "tile_answers": self.tile_answers,
             "seed": self.seed,
             "model": self.model,
-            "batch_size": self.batch_size,
+            "batch_size": self.batches,
             "settings": self.settings,
             "timings_s": self.timings,
         }

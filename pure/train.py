@@ -48,6 +48,7 @@ from pure.config import (
 )
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples
+from pure.launch import check_launch
 from pure.model import backbone_folder, load_for_training, load_text_side, quiet_peft
 from pure.vocab import Vocab
 from pure.vq import load_vq
@@ -221,6 +222,11 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     -100 where no loss is taken); by default the examples ``cfg.data`` names.
     """
     check_fields(cfg)  # (load_config has already done this for configs read from files)
+    if cfg.backbone.quantize != "none":
+        raise ConfigError(
+            f"backbone.quantize={cfg.backbone.quantize}: training needs the full-precision weights; "
+            "set backbone.quantize=none (quantise the trained model at inference with --quantize)"
+        )
     output = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
@@ -228,6 +234,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
         log_with="wandb" if cfg.log.wandb else None,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
+    check_launch(accelerator.num_processes, accelerator.distributed_type.name)
     resume = find_resume(output, cfg.resume)
     set_seed(cfg.seed)
     tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))

@@ -62,3 +62,30 @@ def test_every_field_has_a_docstring():
                 following = body[i + 1] if i + 1 < len(body) else None
                 documented = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
                 assert documented, f"{cls.name}.{node.target.id} has no docstring"
+
+
+def test_load_config_returns_dataclasses_and_checks_choices_in_one_place(tmp_path):
+    cfg = load_config(InferConfig, ROOT / "configs" / "tiny.yaml")
+    assert type(cfg) is InferConfig and type(cfg.backbone.tiny) is config_module.TinyBackboneConfig
+    choices = r"^restore.color_fix='sepia': expected one of wavelet, adain, none$"
+    with pytest.raises(ConfigError, match=choices):
+        load_config(InferConfig, None, ["restore.color_fix=sepia"])
+    with pytest.raises(ConfigError, match=r"^mixed_precision='fp8': expected one of bf16, no, fp16$"):
+        load_config(config_module.TrainConfig, None, ["mixed_precision=fp8"])
+    with pytest.raises(ConfigError, match=r"^restore.tile_overlap=-1: must be at least 0$"):
+        load_config(InferConfig, None, ["restore.tile_overlap=-1"])
+    assert load_config(InferConfig, None, ["device=cuda:3"]).device == "cuda:3"
+    with pytest.raises(ConfigError, match="device='gpu'"):
+        load_config(InferConfig, None, ["device=gpu"])
+
+
+def test_moved_keys_say_where_they_went(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("backbone:\n  source: tiny\n  num_layers: 4\n")
+    moved = r"old\.yaml: backbone.num_layers was renamed to backbone.tiny.num_layers"
+    with pytest.raises(ConfigError, match=moved):
+        load_config(InferConfig, old)
+    with pytest.raises(ConfigError, match="backbone.hidden_size was renamed to backbone.tiny.hidden_size"):
+        load_config(InferConfig, None, ["backbone.hidden_size=32"])
+    assert load_config(InferConfig, None, ["backbone.tiny.num_layers=4"]).backbone.tiny.num_layers == 4
+

@@ -46,7 +46,14 @@ def prompts(tiny):
     return [first, second]
 
 
-@pytest.mark.parametrize("layout", [PIPELINE, dict(image_grids=(2, 2), max_text_tokens=3), {}])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        PIPELINE,
+        pytest.param(dict(image_grids=(2, 2), max_text_tokens=3), marks=pytest.mark.slow),
+        pytest.param({}, marks=pytest.mark.slow),
+    ],
+)
 def test_same_tokens_as_the_former_loop(tiny, prompts, layout):
     """fp32, guidance on, the same counter-based draw: every token identical, rules' outputs equal."""
     model, _, vocab = tiny
@@ -60,6 +67,7 @@ def test_same_tokens_as_the_former_loop(tiny, prompts, layout):
         torch.testing.assert_close(new.p_token[b], old.p_token[b], rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_same_candidates_and_probabilities_as_the_former_loop_at_every_step(tiny, prompts):
     """Feeding both loops the same tokens (the former loop with its own per-row torch generators):
     the rules keep the same candidates with the same probabilities at every step."""
@@ -76,6 +84,7 @@ def test_same_candidates_and_probabilities_as_the_former_loop_at_every_step(tiny
         assert (new.p_token[b] > 0).all()
 
 
+@pytest.mark.slow
 def test_batched_rows_equal_single_rows(tiny, prompts):
     model, _, vocab = tiny
     sampling = SamplingConfig(max_new_tokens=90)
@@ -168,3 +177,17 @@ def test_kv_cache_of_a_512_px_tile_on_the_7b():
     former = 2 * 32 * 2 * 4096 * 2 * (len(prompt) + steps) / 2**30  # [cond; uncond] rows of equal length
     assert gib <= 6.5 < former
     assert math.isclose(gib, 2 * 32 * 4096 * 2 * (cond + uncond) / 2**30)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_gives_the_eager_tokens_on_a_gpu(tiny, prompts):
+    """On CUDA the captured step replays the eager step: the same tokens, row by row."""
+    model, _, vocab = tiny
+    model = model.to("cuda")
+    sampling = SamplingConfig(max_new_tokens=90)
+    cuda_prompts = [p.to("cuda") for p in prompts]
+    eager = generate(model, cuda_prompts, vocab, sampling, seeds=[3, 4], cuda_graph=False, **PIPELINE)
+    graph = generate(model, cuda_prompts, vocab, sampling, seeds=[3, 4], cuda_graph=True, **PIPELINE)
+    model.to("cpu")
+    for b in range(2):
+        assert torch.equal(eager.ids[b], graph.ids[b])

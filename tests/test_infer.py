@@ -35,6 +35,7 @@ def _expected_size(path: Path, scale: float) -> tuple[int, int]:
     return max(1, round(image.width * scale)), max(1, round(image.height * scale))
 
 
+@pytest.mark.slow
 def test_edge_cases_folder_end_to_end(shared_data_dir, tmp_path, capsys):
     inputs = tmp_path / "in"
     shutil.copytree(shared_data_dir / "real-lq" / "edge-cases", inputs)
@@ -77,6 +78,7 @@ def err_lines(text: str, start: str) -> list[str]:
     return [line.split(" (")[0] for line in text.splitlines() if line.startswith(start)]
 
 
+@pytest.mark.slow
 def test_realsrset_images_at_4x(shared_data_dir, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -95,6 +97,7 @@ def test_realsrset_images_at_4x(shared_data_dir, tmp_path):
     assert sorted(list_images(out, "SR")) == ["chip", "comic1"]
 
 
+@pytest.mark.slow
 def test_inputs_users_have(tmp_path):
     base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
     base.convert("CMYK").save(tmp_path / "cmyk.jpg")
@@ -119,6 +122,7 @@ def test_inputs_users_have(tmp_path):
     assert Image.open(out / "wide.png").size == (80, 1)
 
 
+@pytest.mark.slow
 def test_restorer_result_and_caption(tmp_path):
     cfg = load_config(InferConfig, ROOT / "configs" / "tiny.yaml", ["restore.tile=64", "restore.outscale=1"])
     restorer = Restorer.from_config(cfg)
@@ -140,6 +144,7 @@ def test_split_text():
     assert split_text("no sentence end") == ("no sentence end", "")
 
 
+@pytest.mark.slow
 def test_default_model_offline_fails_fast_with_instructions(tmp_path):
     image = tmp_path / "a.png"
     Image.new("RGB", (16, 16)).save(image)
@@ -224,8 +229,11 @@ class _BlockVQ(torch.nn.Module):
         return grey[:, None].repeat_interleave(8, 2).repeat_interleave(8, 3).expand(-1, 3, -1, -1)
 
 
-def test_tiling_an_identity_restorer_returns_the_input(monkeypatch):
-    """A model that answers with its input block: the tiled, blended result equals the input."""
+@pytest.mark.parametrize("batch", ["3", "auto"])
+def test_tiling_an_identity_restorer_returns_the_input(monkeypatch, batch):
+    """A model that answers with its input block: the tiled, blended result equals the input. With
+    ``batch_size=auto`` and a faked 10 GiB free / 1 GiB per tile, 9 tiles are chosen; more than 4 at
+    once run out of memory, so the batch is halved to 4 and the run goes on."""
     import pure.pipeline as pipeline
     from pure.generate import Generation
     from pure.tiny import synthetic_vocabulary, tiny_tokenizer
@@ -235,6 +243,8 @@ def test_tiling_an_identity_restorer_returns_the_input(monkeypatch):
     tokenizer = tiny_tokenizer()
 
     def echo(model, prompts, vocab, sampling, generators=None, **kwargs):
+        if batch == "auto" and len(prompts) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (faked)")
         answers = []
         for prompt in prompts:
             start = int((prompt == vocab.image_start).nonzero()[0])
@@ -249,6 +259,9 @@ def test_tiling_an_identity_restorer_returns_the_input(monkeypatch):
         return Generation(answers, zeros, [torch.ones(len(a), dtype=torch.long) for a in answers], zeros)
 
     monkeypatch.setattr(pipeline, "generate", echo)
+    monkeypatch.setattr(pipeline, "free_bytes", lambda device: 10 * 2**30)
+    monkeypatch.setattr(pipeline, "tile_cache_bytes", lambda *args: 2**30)
+    monkeypatch.setattr(pipeline, "prefill_bytes", lambda *args: 0)
     cfg = load_config(
         InferConfig,
         ROOT / "configs" / "tiny.yaml",
@@ -257,10 +270,10 @@ def test_tiling_an_identity_restorer_returns_the_input(monkeypatch):
             "restore.tile_overlap=16",
             "restore.outscale=1",
             "restore.color_fix=none",
-            "restore.batch_size=3",
+            f"restore.batch_size={batch}",
         ],
     )
-    model = type("Model", (), {"device": torch.device("cpu")})()
+    model = type("Model", (), {"device": torch.device("cpu"), "config": None, "dtype": torch.float32})()
     restorer = Restorer(model, tokenizer, vocab, _BlockVQ(), cfg.sampling, cfg.restore)
     levels = np.random.default_rng(0).integers(0, 256, (19, 25))  # 200 x 152 px: 4 x 3 overlapping tiles
     grey = np.kron(levels, np.ones((8, 8))).astype(np.uint8)
@@ -268,3 +281,8 @@ def test_tiling_an_identity_restorer_returns_the_input(monkeypatch):
     assert result.image.size == (200, 152)
     assert np.array_equal(np.asarray(result.image)[..., 0], grey)
     assert result.degradation == "Small blur, small noise." and len(result.tile_answers) == 12
+    if batch == "auto":
+        assert result.batches["chosen"] == 9 and result.batches["used"] == 4
+        assert result.batches["out_of_memory"] == ["items 0-8: out of memory at batch 9, halved to 4"]
+    else:
+        assert result.batches == {"requested": 3, "chosen": 3, "used": 3, "out_of_memory": []}

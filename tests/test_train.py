@@ -20,8 +20,11 @@ from pure.data.datasets import collate
 from pure.model import backbone_folder, load_backbone
 from pure.sequence import IGNORE_INDEX
 from pure.tiny import (
+    SECOND_IMAGE_ID,
+    TINY_VOCAB_SIZE,
     det_state_dict,
     reference_backbone_shapes,
+    synthetic_vocabulary,
     tiny_backbone_config,
     write_backbone_checkpoint,
 )
@@ -31,6 +34,7 @@ from pure.train import (
     learning_rate,
     train,
 )
+from pure.vocab import IMAGE_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LORA = ROOT / "configs" / "train_tiny_lora.yaml"
@@ -171,8 +175,8 @@ def test_lora_trains_only_adapters_and_image_rows(tmp_path, hq_folder):
     base = load_backbone(str(folder), dtype=torch.float32).state_dict()
     merged = load_backbone(str(tmp_path / "merged"), dtype=torch.float32).state_dict()
     assert merged.keys() == base.keys()
-    image_rows = torch.zeros(73728, dtype=torch.bool)
-    image_rows[4:8196] = image_rows[65536:] = True
+    image_rows = torch.zeros(TINY_VOCAB_SIZE, dtype=torch.bool)
+    image_rows[[i for n, i in synthetic_vocabulary().items() if n.startswith(IMAGE_PREFIX)]] = True
     for name, weight in base.items():
         changed = (merged[name] != weight).flatten(1).any(1) if weight.ndim > 1 else (merged[name] != weight)
         if name.endswith(("embed_tokens.weight", "lm_head.weight")):
@@ -183,6 +187,7 @@ def test_lora_trains_only_adapters_and_image_rows(tmp_path, hq_folder):
             assert not changed.any(), name  # norms
 
 
+@pytest.mark.slow
 def test_full_fine_tune_overfits_one_batch(tmp_path, hq_folder):
     cfg = _cfg(
         TINY_FULL,
@@ -201,13 +206,17 @@ def test_full_fine_tune_overfits_one_batch(tmp_path, hq_folder):
     losses = [r["loss"] for r in _log(tmp_path / "run")]
     assert len(losses) == 8 and losses[-1] < 0.6 * losses[0], losses
     model = load_backbone(str(last / "model"), dtype=torch.float32)  # a standalone folder, for --model
-    assert model.get_input_embeddings().num_embeddings == 73728
+    assert model.get_input_embeddings().num_embeddings == TINY_VOCAB_SIZE
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(tmp_path, hq_folder):
-    """Interrupted after step 1 (mid-epoch: 2 of 4 micro-batches), then resume=latest; dropout on."""
+    """Interrupted after step 1 (mid-epoch: 2 of 4 micro-batches), then resume=latest; dropout on; one of
+    the 5 examples held out, its loss logged every 2 steps."""
     run = [
-        "data.max_images=4",
+        "data.max_images=5",
+        "eval_examples=1",
+        "eval_every=2",
         "batch_size=1",
         "grad_accum=2",
         "max_steps=4",
@@ -229,7 +238,9 @@ def test_resume_matches_uninterrupted_run(tmp_path, hq_folder):
         train(_cfg(TINY_LORA, cut, hq_folder, *run))
     train(_cfg(TINY_LORA, cut, hq_folder, *run, "resume=latest"))
 
-    assert [(r["step"], r["loss"]) for r in _log(cut)] == [(r["step"], r["loss"]) for r in _log(whole)]
+    records = [(r["step"], r.get("loss"), r.get("val_loss")) for r in _log(whole)]
+    assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in _log(cut)] == records
+    assert [step for step, _, val in records if val is not None] == [2, 4]
     a = load_file(str(whole / "checkpoints" / "step-000004" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(cut / "checkpoints" / "step-000004" / "adapter" / "adapter_model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -291,7 +302,7 @@ def test_merge_names_a_folder_that_is_no_checkpoint(tmp_path, capsys):
 def test_extended_vocabulary_trains_the_new_rows(tmp_path, hq_folder):
     """A base with 65,536 rows and PURE's 73,728-entry tokenizer: rows 65536.. are added and trained."""
     config = tiny_backbone_config()
-    config["vocab_size"] = 65536
+    config["vocab_size"] = SECOND_IMAGE_ID  # Chameleon's vocabulary, before PURE appended 8,192 codes
     small = write_backbone_checkpoint(
         tmp_path / "base", config, det_state_dict(reference_backbone_shapes(config), 0)
     )
@@ -306,8 +317,8 @@ def test_extended_vocabulary_trains_the_new_rows(tmp_path, hq_folder):
     # the adapter/ folder (what infer.py --adapter takes) is accepted as well as the checkpoint
     assert merge_main([str(last / "adapter"), str(tmp_path / "merged"), "--dtype", "float32"]) == 0
     merged = load_backbone(str(tmp_path / "merged"), dtype=torch.float32)
-    assert merged.get_input_embeddings().num_embeddings == 73728
-    torch.testing.assert_close(merged.get_input_embeddings().weight[65536:], rows)
+    assert merged.get_input_embeddings().num_embeddings == TINY_VOCAB_SIZE
+    torch.testing.assert_close(merged.get_input_embeddings().weight[SECOND_IMAGE_ID:], rows)
 
 
 def test_trains_from_prepared_shards(tmp_path, hq_folder):
@@ -335,3 +346,9 @@ def test_trains_from_prepared_shards(tmp_path, hq_folder):
     train(cfg)
     log = _log(out)
     assert len(log) == 2 and all(np.isfinite(row["loss"]) for row in log)
+
+
+def test_training_refuses_a_quantized_backbone(tmp_path):
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "backbone.quantize=int8"])
+    with pytest.raises(ConfigError, match="backbone.quantize=int8: training needs the full-precision"):
+        train(cfg)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from pure import tiny as layout
 from pure.kv_cache import CACHE_ARG
 from pure.model import (
     CheckpointError,
@@ -18,7 +19,12 @@ from pure.model import (
     load_vocab,
     z_loss,
 )
-from pure.tiny import det_state_dict, write_backbone_checkpoint, write_tiny_checkpoint
+from pure.tiny import (
+    det_state_dict,
+    write_backbone_checkpoint,
+    write_tiny_checkpoint,
+)
+from pure.vocab import SIZE_TOKEN_BASE
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +75,15 @@ def test_image_logits_are_not_masked(reference_model):
     ids = torch.from_numpy(ref["input_ids"]).long()[None]
     with torch.no_grad():
         logits = model(input_ids=ids).logits
-    image_ids = torch.tensor([4, 100, 8195, 65536, 73727])
+    image_ids = torch.tensor(
+        [
+            layout.FIRST_IMAGE_ID,
+            100,
+            layout.FIRST_IMAGE_ID + layout.HALF_CODEBOOK - 1,
+            layout.SECOND_IMAGE_ID,
+            layout.TINY_VOCAB_SIZE - 1,
+        ]
+    )
     assert torch.isfinite(logits[..., image_ids]).all()
     assert logits[..., image_ids].abs().max() < 100
 
@@ -112,8 +126,10 @@ def test_tiny_checkpoint_with_tokenizer(tmp_path):
     model = load_backbone(str(folder), dtype=torch.float32)
     tokenizer = load_tokenizer(str(folder))
     vocab = load_vocab(tokenizer, str(folder))
-    assert vocab.size == model.config.vocab_size == 73728
-    assert vocab.image_start == 8197 and vocab.end_of_turn == 8710 and vocab.size_token(16) == 8820
+    assert vocab.size == model.config.vocab_size == layout.TINY_VOCAB_SIZE
+    assert vocab.image_start == layout.SPECIAL_IDS["<racm3:break>"]
+    assert vocab.end_of_turn == layout.END_OF_TURN_ID
+    assert vocab.size_token(16) == SIZE_TOKEN_BASE + 16 + layout.RESERVED_OFFSET
     assert model.dtype == torch.float32
 
 

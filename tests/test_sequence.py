@@ -19,7 +19,17 @@ from pure.sequence import (
     parse_image_block,
     split_answer,
 )
-from pure.tiny import det_state_dict, synthetic_vocabulary, tiny_tokenizer
+from pure.tiny import (
+    END_OF_TURN_ID,
+    FIRST_IMAGE_ID,
+    HALF_CODEBOOK,
+    RESERVED_OFFSET,
+    SECOND_IMAGE_ID,
+    SPECIAL_IDS,
+    det_state_dict,
+    synthetic_vocabulary,
+    tiny_tokenizer,
+)
 from pure.vocab import Vocab, VocabError, image_token_code, image_token_name, size_token_name
 from pure.vq import image_to_tensor, load_vq, tensor_to_image
 
@@ -35,23 +45,28 @@ def tokenizer():
 
 
 def test_special_tokens_by_name(vocab):
+    """PURE's layout (SPEC section 1): Chameleon's <racm3:break>/<eoss> open/close an image,
+    <reserved08799> ends a row, <reserved08706> a turn, <reserved{8800+n}> counts n grids."""
+    reserved = lambda n: n + RESERVED_OFFSET  # noqa: E731  (id of <reservedNNNNN>)
     assert (vocab.image_start, vocab.image_end, vocab.end_of_row, vocab.end_of_turn) == (
-        8197,
-        8196,
-        8803,
-        8710,
+        SPECIAL_IDS["<racm3:break>"],
+        SPECIAL_IDS["<eoss>"],
+        reserved(8799),
+        END_OF_TURN_ID,
     )
-    assert size_token_name(16) == "<reserved08816>" and vocab.size_token(16) == 8820
+    assert size_token_name(16) == "<reserved08816>" and vocab.size_token(16) == reserved(8816)
     assert image_token_code("IMGIMGBAFZ") == 105 and image_token_name(105) == "IMGIMGBAFZ"
 
 
 def test_code_maps_come_from_names(vocab):
-    assert vocab.code_to_id[0] == 4 and vocab.code_to_id[8191] == 8195 and vocab.code_to_id[8192] == 65536
+    last_of_first_half = FIRST_IMAGE_ID + HALF_CODEBOOK - 1
+    assert vocab.code_to_id[0] == FIRST_IMAGE_ID and vocab.code_to_id[HALF_CODEBOOK - 1] == last_of_first_half
+    assert vocab.code_to_id[HALF_CODEBOOK] == SECOND_IMAGE_ID
     assert int(vocab.is_image.sum()) == 16384
     codes = torch.randint(0, 16384, (5, 7))
     assert torch.equal(vocab.ids_to_codes(vocab.codes_to_ids(codes)), codes)
     with pytest.raises(ValueError, match="not image tokens"):
-        vocab.ids_to_codes(torch.tensor([8197]))
+        vocab.ids_to_codes(torch.tensor([vocab.image_start]))
 
 
 def test_incomplete_vocabulary_says_what_to_fetch():
@@ -69,7 +84,8 @@ def test_block_round_trip_and_errors(vocab):
     codes = torch.randint(0, 16384, (8, 12))
     block = image_block(codes, vocab)
     assert len(block) == block_length(8, 12) == 4 + 8 * 13
-    assert block[:3].tolist() == [8197, vocab.size_token(2), vocab.size_token(3)] and block[-1] == 8196
+    assert block[:3].tolist() == [vocab.image_start, vocab.size_token(2), vocab.size_token(3)]
+    assert block[-1] == vocab.image_end
     assert torch.equal(parse_image_block(block, vocab), codes)
     broken = block.clone()
     broken[3 + 12] = vocab.code_to_id[5]  # first end-of-row replaced by a code

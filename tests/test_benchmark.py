@@ -1,0 +1,72 @@
+"""scripts/benchmark.py (pure/benchmark.py): inference in this process, then evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import pure.cli
+from pure import benchmark as B
+from pure import pairing as P
+from pure.cli import benchmark_main
+from tests.fakes import random_image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may wait on the network
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_paths(tmp_path):
+    with pytest.raises(P.EvaluationError, match=r"benchmark 'realsr' needs .*realsr/lr/"):
+        B.benchmark_paths("realsr", tmp_path)
+    (tmp_path / "realsr" / "lr").mkdir(parents=True)
+    (tmp_path / "realsr" / "hr").mkdir()
+    paths = B.benchmark_paths("realsr", tmp_path, tmp_path / "run")
+    assert paths["sr"] == tmp_path / "run" / "sr" and paths["json"] == tmp_path / "run" / "metrics.json"
+    assert B.benchmark_paths("realsr", tmp_path)["run"].parent == Path("runs") / "realsr"
+
+
+def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run_inference(args):
+        calls.append((args.input, args.output, args.config, args.overrides))
+        return 0
+
+    monkeypatch.setattr(pure.cli, "run_inference", fake_run_inference)
+    for sub in ("lr", "hr"):
+        random_image(tmp_path / "realsr" / sub, "a.png", (8, 8), seed=0)
+    run = tmp_path / "run"
+    (run / "sr").mkdir(parents=True)
+    shutil.copy(tmp_path / "realsr" / "hr" / "a.png", run / "sr" / "a.png")
+    argv = ["realsr", "--root", str(tmp_path), "--config", "c.yaml", "--metrics", "psnr", "sampling.top_k=1"]
+    assert benchmark_main([*argv, "--run", str(run), "--no-progress"]) == 0
+    lr = str(tmp_path / "realsr" / "lr")
+    assert calls == [(lr, str(run / "sr"), "c.yaml", ["sampling.top_k=1"])]
+
+
+def test_benchmark_chains_inference_and_evaluation(tmp_path):
+    """With a stand-in for inference (a bicubic x4 upscale) so no model is needed."""
+    for i in range(2):
+        random_image(tmp_path / "sets" / "tiny" / "lr", f"{i}.png", (12, 10), seed=i)
+        random_image(tmp_path / "sets" / "tiny" / "hr", f"{i}.png", (48, 40), seed=i)
+
+    def fake_infer(lr: Path, sr: Path) -> int:
+        sr.mkdir(parents=True)
+        for p in lr.iterdir():
+            im = Image.open(p)
+            im.resize((im.width * 4, im.height * 4), Image.BICUBIC).save(sr / p.name)
+        return 0
+
+    evaluation, paths = B.run_benchmark(
+        "tiny", tmp_path / "sets", tmp_path / "run", fake_infer, metrics=["psnr"], progress=False
+    )
+    assert evaluation.images == ["0.png", "1.png"] and 0 < evaluation.mean["psnr"] < 80
+    assert json.loads(paths["json"].read_text())["sr"] == str(paths["sr"])
+    assert paths["csv"].read_text().startswith("image,psnr\n0.png,")
+    with pytest.raises(P.EvaluationError, match=r"failed \(exit 1\)"):
+        B.run_benchmark("tiny", tmp_path / "sets", tmp_path / "run2", lambda lr, sr: 1, metrics=["psnr"])

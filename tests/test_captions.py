@@ -1,0 +1,122 @@
+"""Descriptions: manifests and a captioning model (pure/data/captions.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pure.config import CaptionConfig
+from pure.data.captions import (
+    ManifestError,
+    MissingDescriptionsError,
+    append_manifest,
+    check_descriptions,
+    describe_missing,
+    load_captioner,
+    read_manifest,
+)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_manifest_round_trip(tmp_path, suffix):
+    path = tmp_path / f"m{suffix}"
+    assert read_manifest(path) == {}
+    append_manifest(path, {"a.png": "A cat, sitting.", "sub/b.png": 'Quotes "and" commas, too.'})
+    append_manifest(path, {"a.png": "A dog."})
+    assert read_manifest(path) == {"a.png": "A dog.", "sub/b.png": 'Quotes "and" commas, too.'}
+
+
+def test_manifest_errors_name_the_file(tmp_path):
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"image": "a.png", "description": "ok"}\n{"image": "b.png"}\n')
+    with pytest.raises(ManifestError, match=r"m.jsonl:2"):
+        read_manifest(bad)
+    (tmp_path / "m.csv").write_text("file,text\na,b\n")
+    with pytest.raises(ManifestError, match="image,description"):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_descriptions_are_batched_and_cached(shared_data_dir, tmp_path):
+    hr = shared_data_dir / "realsr-mini" / "hr"
+    images = {p.name: p for p in sorted(hr.glob("*.png"))[:5]}
+    manifest = tmp_path / "m.jsonl"
+    append_manifest(manifest, {"Canon_001_LR4.png": "Given."})
+    calls = []
+
+    def captioner(batch):
+        calls.append(len(batch))
+        return ["" if len(calls) == 1 and i == 0 else f"Image {i}." for i in range(len(batch))]
+
+    new = describe_missing(images, manifest, captioner, batch_size=2, progress=False)
+    assert calls == [2, 2] and len(new) == 3  # one answer was empty: not stored, still missing
+    assert describe_missing(images, manifest, captioner, batch_size=2, progress=False) == {
+        sorted(images)[1]: "Image 0."
+    }
+    assert calls == [2, 2, 1]
+    assert describe_missing(images, manifest, captioner, batch_size=2, progress=False) == {}
+    assert calls == [2, 2, 1] and len(read_manifest(manifest)) == 5
+
+
+def test_missing_descriptions_are_listed_unless_allowed():
+    with pytest.raises(MissingDescriptionsError, match=r"2 images .*\n  b.png\n  c.png"):
+        check_descriptions(["a.png", "b.png", "c.png"], {"a.png": "A."}, CaptionConfig(manifest="m.jsonl"))
+    check_descriptions(["a.png", "b.png"], {}, CaptionConfig(allow_missing=True))
+
+
+def _tiny_blip(folder: Path) -> Path:
+    """A random BLIP captioner whose decoder always writes 'cat' (transformers loads it from the folder)."""
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "photo", "of", "cat"]
+    tokenizer = BertTokenizer(vocab={word: i for i, word in enumerate(words)}, bos_token="[DEC]")
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 16,
+    }
+    text = {
+        "vocab_size": len(words),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "bos_token_id": 5,
+        "pad_token_id": 0,
+        "sep_token_id": 3,
+        "eos_token_id": 3,
+    }
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(
+        BlipConfig(vision_config=vision, text_config=text, projection_dim=32)
+    )
+    with torch.no_grad():
+        model.text_decoder.cls.predictions.bias[9] = 100.0
+    model.save_pretrained(folder)
+    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
+    return folder
+
+
+def test_captioning_model_from_a_local_folder(shared_data_dir, tmp_path):
+    cfg = CaptionConfig(
+        model=str(_tiny_blip(tmp_path / "blip")), prompt="a photo of", max_new_tokens=3, batch_size=2
+    )
+    captioner = load_captioner(cfg)
+    images = [
+        Image.open(p).convert("RGB")
+        for p in sorted((shared_data_dir / "realsr-mini" / "hr").glob("*.png"))[:3]
+    ]
+    assert captioner(images) == ["cat cat cat"] * 3
+    with pytest.raises(ValueError, match="captioning model"):
+        load_captioner(CaptionConfig(model=str(tmp_path / "nothing")))

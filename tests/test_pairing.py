@@ -1,0 +1,61 @@
+"""SR and GT folders paired by file name (pure/pairing.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pure import metrics as M
+from pure import pairing as P
+from tests.fakes import random_image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may wait on the network
+
+
+# ----------------------------------------------------------------------------- pairing
+
+
+def test_pairing_lists_missing_and_extra(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        random_image(tmp_path / "gt", name)
+    for name in ("a.png", "b.jpg", "z.png"):
+        random_image(tmp_path / "sr", name)
+    (tmp_path / "sr" / "notes.txt").write_text("not an image")
+    pairing = P.pair_images(tmp_path / "sr", tmp_path / "gt")
+    assert [(sr.name, gt.name) for sr, gt in pairing.pairs] == [("a.png", "a.png"), ("b.jpg", "b.png")]
+    assert pairing.missing == ["c.png"] and pairing.extra == ["z.png"]
+
+
+def test_pairing_with_a_name_pattern_and_without_gt(tmp_path):
+    random_image(tmp_path / "gt", "a.png")
+    random_image(tmp_path / "sr", "a_out.png")
+    pairing = P.pair_images(tmp_path / "sr", tmp_path / "gt", sr_name="{stem}_out")
+    assert [(sr.name, gt.name) for sr, gt in pairing.pairs] == [("a_out.png", "a.png")]
+    assert P.pair_images(tmp_path / "sr").pairs == [(tmp_path / "sr" / "a_out.png", None)]
+
+
+@pytest.mark.parametrize(
+    "layout, kwargs, message",
+    [
+        ({}, {}, "SR folder not found"),
+        ({"sr": ["a.png"]}, {"sr_name": "out"}, "must contain {stem}"),
+        ({"sr": ["a.png", "a.jpg"], "gt": ["a.png"]}, {}, "two SR images share the name 'a'"),
+        ({"sr": ["x.png"], "gt": ["a.png"]}, {}, "no SR image in"),
+        ({"sr": ["a.png"], "gt": []}, {}, "no images"),
+    ],
+)
+def test_pairing_errors_name_the_problem(tmp_path, layout, kwargs, message):
+    for side, names in layout.items():
+        (tmp_path / side).mkdir()
+        for name in names:
+            random_image(tmp_path / side, name)
+    with pytest.raises(P.EvaluationError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        P.pair_images(tmp_path / "sr", tmp_path / "gt", **kwargs)
+
+
+def test_size_mismatch_names_both_files(tmp_path):
+    random_image(tmp_path / "sr", "a.png", (40, 32))
+    random_image(tmp_path / "gt", "a.png", (32, 32))
+    with pytest.raises(P.EvaluationError, match=r"size mismatch: SR .*a\.png is 40x32 but GT .*32x32"):
+        M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["psnr"], progress=False)

@@ -1,0 +1,201 @@
+"""Pre-tokenisation into shards (pure/data/prepare.py) and reading them back (pure/data/datasets.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pure.cli import prepare_main
+from pure.config import PrepareConfig, load_config
+from pure.data import prepare as prep
+from pure.data.captions import (
+    MissingDescriptionsError,
+    append_manifest,
+    read_manifest,
+)
+from pure.data.datasets import ShardDataset, collate
+from pure.data.labels import (
+    Label,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+HQ_SIZE = 128  # small crops keep the tiny VQ fast; the pipeline is size-agnostic
+MANIFEST = ROOT / "data" / "manifests" / "realsr-mini.jsonl"
+
+
+def _sources(shared_data_dir: Path, folder: Path, names: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    for name in names:
+        shutil.copy(shared_data_dir / "realsr-mini" / "hr" / name, folder / name)
+    return folder
+
+
+def _cfg(hq: Path, out: Path, *extra: str) -> PrepareConfig:
+    return load_config(
+        PrepareConfig,
+        ROOT / "configs" / "prepare_tiny.yaml",
+        [
+            f"hq_dirs=[{hq}]",
+            f"out_dir={out}",
+            f"hq_size={HQ_SIZE}",
+            "shard_size=2",
+            "batch_size=2",
+            f"caption.manifest={MANIFEST}",
+            *extra,
+        ],
+    )
+
+
+def _by_key(folder: Path) -> dict[str, tuple[list[int], list[int]]]:
+    ds = ShardDataset(folder)
+    keys = [r["key"] for r in ds.records]
+    assert len(keys) == len(set(keys))
+    return {r["key"]: (ds[i]["ids"].tolist(), ds[i]["labels"].tolist()) for i, r in enumerate(ds.records)}
+
+
+NAMES = [
+    "Canon_011_LR4.png",
+    "Canon_031_LR4.png",
+    "Nikon_001_LR4.png",
+    "Nikon_041_LR4.png",
+    "Canon_001_LR4.png",
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(shared_data_dir, tmp_path_factory):
+    """One uninterrupted run through the script's entry point, with a broken file among the images."""
+    base = tmp_path_factory.mktemp("prepared")
+    hq = _sources(shared_data_dir, base / "hq", NAMES)
+    (hq / "broken.png").write_bytes(b"not a png")
+    code = prepare_main(
+        [
+            "--config",
+            str(ROOT / "configs" / "prepare_tiny.yaml"),
+            "--hq-dir",
+            str(hq),
+            "--out",
+            str(base / "out"),
+            "--manifest",
+            str(MANIFEST),
+            "--no-progress",
+            f"hq_size={HQ_SIZE}",
+            "shard_size=2",
+            "batch_size=2",
+        ]
+    )
+    assert code == 1  # one image skipped
+    return hq, base / "out"
+
+
+def test_prepare_writes_shards_labels_and_descriptions(prepared, capsys):
+    hq, out = prepared
+    records = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in records] == sorted(NAMES)
+    manifest = read_manifest(MANIFEST)
+    for r in records:
+        assert r["description"] == manifest[r["key"]] and len(r["sha256"]) == 64
+        assert r["label"] == Label(r["blur"], r["noise"]).text
+        assert r["degradation"]["scale"] == 4 and r["crop"][2] == HQ_SIZE
+        assert r["source"] == str(hq / r["key"])
+    assert len(list((out / "shards").glob("*.safetensors"))) == 3  # 5 examples, 2 per shard
+    ds = ShardDataset(out)
+    assert ds.lengths == [r["length"] for r in records]
+
+
+def test_shard_round_trip_equals_in_memory_sequences(prepared):
+    from pure.model import load_tokenizer, load_vocab
+    from pure.pipeline import backbone_folder
+    from pure.sequence import conversation
+    from pure.vq import load_vq
+
+    hq, out = prepared
+    cfg = _cfg(hq, out)
+    folder = backbone_folder(cfg.backbone)
+    tokenizer = load_tokenizer(str(folder))
+    vocab, vq = load_vocab(tokenizer, str(folder)), load_vq(cfg.vq.source, cfg=cfg.vq)
+    manifest = read_manifest(cfg.caption.manifest)
+    stored = _by_key(out)
+    for source in prep.list_sources([str(hq)])[:3]:
+        pair = prep.make_pair(source, cfg)
+        codes = vq.encode(torch.stack(prep.vq_inputs(pair)))
+        ids, labels = conversation(
+            tokenizer, vocab, codes[0], f"{pair.label.text} {manifest[source.key]}", codes[1]
+        )
+        assert stored[source.key] == (ids.tolist(), labels.tolist())
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run(prepared, shared_data_dir, tmp_path, monkeypatch):
+    hq_full, out_full = prepared
+    hq = _sources(shared_data_dir, tmp_path / "hq", NAMES)
+    out = tmp_path / "out"
+    real = prep.make_pair
+    calls = []
+
+    def interrupted(source, cfg):
+        calls.append(source.key)
+        if len(calls) == 4:  # after the first shard of two, in the middle of the second
+            raise KeyboardInterrupt
+        return real(source, cfg)
+
+    monkeypatch.setattr(prep, "make_pair", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(_cfg(hq, out), progress=False)
+    monkeypatch.setattr(prep, "make_pair", real)
+    assert len(prep.read_journals(out)) == 2
+    summary = prep.prepare(_cfg(hq, out), progress=False)
+    assert (summary.prepared, summary.up_to_date, summary.skipped) == (3, 2, [])
+    full = _by_key(out_full)
+    assert _by_key(out) == full
+
+    again = prep.prepare(_cfg(hq, out), progress=False)  # a second run does nothing
+    assert (again.prepared, again.up_to_date, again.examples) == (0, 5, 5)
+
+    changed = hq / NAMES[0]
+    Image.open(changed).rotate(90).save(changed)
+    redo = prep.prepare(_cfg(hq, out), progress=False)
+    assert (redo.prepared, redo.up_to_date, redo.examples) == (1, 4, 5)
+    records = {r["key"]: r for r in ShardDataset(out).records}
+    assert records[NAMES[0]]["sha256"] == prep.file_sha256(changed)
+    assert _by_key(out)[NAMES[0]] != full[NAMES[0]]
+
+    with pytest.raises(prep.PrepareError, match="other seed settings"):
+        prep.prepare(_cfg(hq, out, "seed=1"), progress=False)
+
+
+def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_path):
+    hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:2])
+    manifest = tmp_path / "m.csv"
+    append_manifest(manifest, {NAMES[0]: "Lanterns."})
+    with pytest.raises(MissingDescriptionsError, match=NAMES[1]):
+        prep.prepare(_cfg(hq, tmp_path / "out", f"caption.manifest={manifest}"), progress=False)
+    assert not (tmp_path / "out" / "shards").exists()
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def test_collate_truncates_and_pads():
+    batch = collate(
+        [
+            {"ids": torch.tensor([1, 2, 3]), "labels": torch.tensor([-100, 2, 3])},
+            {"ids": torch.tensor([4]), "labels": torch.tensor([4])},
+        ],
+        pad_id=0,
+    )
+    assert batch["ids"].tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize("name", ["prepare_tiny.yaml", "prepare_x4.yaml"])
+def test_shipped_configs_fit_the_schema(name):
+    cfg = load_config(PrepareConfig, ROOT / "configs" / name)
+    assert cfg.hq_size % 32 == 0 and math.isclose(cfg.hq_size / cfg.degradation.scale, 128)

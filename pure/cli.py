@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ FLAG_TO_KEY = {
     "seed": "sampling.seed",
     "cfg_scale": "sampling.cfg_scale",
     "temperature": "sampling.temperature",
+    "speculative": "restore.speculative",
+    "draft_len": "restore.draft_len",
     "model": "backbone.source",
     "adapter": "backbone.adapter",
     "quantize": "backbone.quantize",
@@ -101,6 +104,13 @@ def infer_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 0.8; 1 disables)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default 0.9)")
     p.add_argument(
+        "--speculative",
+        choices=["none", "jacobi", "lq", "lq+jacobi"],
+        help="draft image tokens and verify them in one forward: same output distribution, other tokens "
+        "for a seed (default none)",
+    )
+    p.add_argument("--draft-len", type=int, help="drafted tokens per forward with --speculative (default 8)")
+    p.add_argument(
         "--caption", help="your own description (or whole text answer); the model continues from it"
     )
     p.add_argument("--model", help="backbone: Hugging Face repo id or local folder (default nonwhy/PURE)")
@@ -149,37 +159,44 @@ def run_inference(args: argparse.Namespace) -> int:
     cfg, code = _start(InferConfig, args, overrides)
     if code is not None:
         return code
+    from pure.distributed import Processes
     from pure.download import locate
-    from pure.infer import Summary, restore_plan
+    from pure.infer import Summary, run_info
     from pure.pipeline import Restorer
     from pure.plan import plan_outputs
 
-    plan = plan_outputs(
-        Path(args.input),
-        Path(args.output),
-        args.suffix,
-        args.ext,
-        args.recursive,
-        _existing_mode(args),
-        args.save_entropy_map,
+    processes = Processes.start(cfg.device)  # this one, or all that accelerate launch started
+    cfg = replace(cfg, device=processes.device(cfg.device))
+    plan = processes.plan(
+        lambda: plan_outputs(
+            Path(args.input),
+            Path(args.output),
+            args.suffix,
+            args.ext,
+            args.recursive,
+            _existing_mode(args),
+            args.save_entropy_map,
+        )
     )
-    if plan.not_images:
+    if plan.not_images and processes.is_main:
         names = ", ".join(str(p) for p in plan.not_images[:5]) + (" ..." if len(plan.not_images) > 5 else "")
         print(f"skipped {len(plan.not_images)} file(s) that are not images: {names}", file=sys.stderr)
-    for line in plan.failed:
+    for line in plan.failed if processes.is_main else []:
         print(f"failed: {line}", file=sys.stderr)
     summary = Summary.of(plan)
     try:
         if plan.jobs:
-            restorer = Restorer.from_config(locate(cfg, cfg.models))
-            run_info = {
-                "vq": cfg.vq.source,
-                "adapter": cfg.backbone.adapter or None,
-                "quantize": cfg.backbone.quantize,
-            }
-            summary = restore_plan(plan, restorer, run_info, progress=not args.no_progress)
+            summary = processes.restore(
+                plan,
+                lambda: Restorer.from_config(locate(cfg, cfg.models)),
+                cfg.restore,
+                run_info(cfg),
+                progress=not args.no_progress,
+            )
     except KeyboardInterrupt:
         summary.interrupted = True
+    if not processes.is_main:
+        return summary.exit_code()
     if summary.interrupted:
         print(
             f"interrupted: {summary.restored} of {len(plan.jobs)} images restored; run the same command "

@@ -1,0 +1,339 @@
+"""Several processes (GPUs, machines) through accelerate: who restores what, and one summary.
+
+``accelerate launch --num_processes N scripts/infer.py -i IN -o OUT`` (or ``torchrun``) starts N copies
+of the script; this module makes them one run:
+
+- **one plan**: the main process plans the outputs (:func:`pure.plan.plan_outputs`) and sends the plan
+  to the others, so every process works from the same list;
+- **the work is dealt** (:func:`deal`): images go whole to one process each, the largest first to the
+  least-loaded process; the images left over after the last full round of N (all of them when there
+  are fewer images than processes) are *shared*: their tile batches are dealt across every process,
+  and the answers are gathered by one owner that decodes, blends and writes;
+- **every output is written once**, by the process that restored the image (a shared image's owner);
+- **the same outputs whatever N**: a tile's seed is the run's seed plus its index in its image, and a
+  shared image's tile batches are the batches a single process forms (``restore.batch_size``
+  consecutive tiles), so no token depends on which process drew it (on the CPU the pixels also depend
+  on torch's thread count: a few differ by 1/255 between 1 and 2 threads per process);
+- **one summary**: the counts of every process are gathered; the main process prints, and every
+  process returns the exit code of the whole run, so the launcher fails when any image failed.
+
+A run that is not launched (one process) never imports accelerate and does exactly what it did before.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
+
+from pure.errors import PureError
+from pure.images import ImageReadError, read_header, read_image
+from pure.infer import ImageRestorer, Summary, restore_plan
+from pure.launch import check_processes, launched_processes
+from pure.plan import Job, Plan
+from pure.tiling import output_size, tile_boxes
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import PartialState
+
+    from pure.config import RestoreConfig
+    from pure.pipeline import Restorer, Tiles
+
+# ------------------------------------------------------------------------------------ who does what
+
+
+def tile_batches(size: tuple[int, int], settings: RestoreConfig) -> int:
+    """How many batched generations restoring an image of ``size`` (width, height) takes."""
+    width, height = output_size(*size, settings.outscale)
+    tiles = len(tile_boxes(height, width, settings.tile, settings.tile_overlap))
+    return -(-tiles // batch_size(settings))
+
+
+def batch_size(settings: RestoreConfig) -> int:
+    """Tiles per batch of a shared image: ``restore.batch_size``, 1 for ``auto`` (chosen per device)."""
+    return settings.batch_size if isinstance(settings.batch_size, int) else 1
+
+
+@dataclass
+class Deal:
+    """Which process restores which image (indices into a plan's jobs)."""
+
+    whole: list[list[int]]
+    """Per process: the images it restores alone, in plan order."""
+    shared: list[int]
+    """Images whose tile batches every process helps with, in plan order."""
+    units: list[list[tuple[int, int]]] = field(default_factory=list)
+    """Per process: its ``(shared image, tile batch)`` pairs."""
+
+    def owner(self, shared: int) -> int:
+        """The process that gathers, decodes, blends and writes the ``shared``-th shared image."""
+        return shared % len(self.whole)
+
+
+def deal(batches: list[int], processes: int) -> Deal:
+    """Deal images of ``batches[j]`` tile batches each to ``processes`` processes.
+
+    The ``len(batches) % processes`` images with the most batches (ties: the earlier image) are shared,
+    unless they have a single batch; their batches are dealt round-robin, image after image. Every
+    other image goes whole, the largest first, to the process with the fewest batches so far (ties:
+    the lowest rank). The same inputs give the same deal on every process.
+    """
+    by_size = sorted(range(len(batches)), key=lambda j: (-batches[j], j))
+    shared = sorted(j for j in by_size[: len(batches) % processes] if batches[j] > 1)
+    units: list[list[tuple[int, int]]] = [[] for _ in range(processes)]
+    pairs = [(k, b) for k, j in enumerate(shared) for b in range(batches[j])]
+    for u, pair in enumerate(pairs):
+        units[u % processes].append(pair)
+    loads = [len(u) for u in units]
+    whole: list[list[int]] = [[] for _ in range(processes)]
+    for j in by_size:
+        if j not in shared:
+            rank = min(range(processes), key=lambda p: (loads[p], p))
+            whole[rank].append(j)
+            loads[rank] += batches[j]
+    return Deal([sorted(w) for w in whole], shared, units)
+
+
+# ------------------------------------------------------------------------------------ the processes
+
+
+class Processes:
+    """The processes of this run: just this one, or the ones a launcher started (accelerate's
+    ``PartialState``, created only when launched)."""
+
+    def __init__(self, state: PartialState | None = None) -> None:
+        self.state = state
+
+    @classmethod
+    def start(cls, device: str) -> Processes:
+        """Join the launched processes (gloo on the CPU, NCCL on GPUs); ``device`` is the run's setting.
+
+        Raises :class:`pure.launch.LaunchError` when accelerate would not see every launched process."""
+        if launched_processes() == 1:
+            return cls()
+        import torch
+        from accelerate import PartialState
+
+        state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+        check_processes(state.num_processes)
+        return cls(state)
+
+    @property
+    def count(self) -> int:
+        return 1 if self.state is None else self.state.num_processes
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.state is None else self.state.process_index
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, name: str) -> str:
+        """This process's device for the setting ``name``: under a launcher ``auto`` and ``cuda`` mean its
+        own GPU (``cuda:<local rank>``); anything else, and every setting of a plain run, as given."""
+        if self.state is None or name not in ("auto", "cuda"):
+            return name
+        from pure.model import pick_device
+
+        device = pick_device(name, default=self.state.device)
+        if device.type == "cuda":
+            return str(self.state.device)
+        return device.type  # "cpu", never accelerate's "cpu:0" (safetensors rejects it)
+
+    def plan(self, make: Callable[[], Plan]) -> Plan:
+        """``make()`` on the main process, sent to every process; a :class:`PureError` it raises is raised
+        on every process (each then exits 2)."""
+        if self.state is None:
+            return make()
+        from accelerate.utils import broadcast_object_list
+
+        result: list[Plan | PureError | None] = [None]
+        if self.is_main:
+            try:
+                result[0] = make()
+            except PureError as err:
+                result[0] = err
+        broadcast_object_list(result)
+        if isinstance(result[0], PureError):
+            raise result[0]
+        assert result[0] is not None
+        return result[0]
+
+    def restore(
+        self,
+        plan: Plan,
+        load: Callable[[], ImageRestorer],
+        settings: RestoreConfig,
+        run_info: dict,
+        progress: bool = True,
+    ) -> Summary:
+        """Restore ``plan`` across the processes (see the module docstring); ``load()`` loads this
+        process's restorer (a :class:`pure.pipeline.Restorer` when images are shared), on the main
+        process first. Returns the whole run's summary on every process, or this process's alone when
+        it was interrupted (it then joins no other process)."""
+        if self.state is None:
+            return restore_plan(plan, load(), run_info, progress)
+        batches = [_batches(job, settings) for job in plan.jobs] if self.is_main else []
+        from accelerate.utils import broadcast_object_list
+
+        shared_batches = [batches]
+        broadcast_object_list(shared_batches)
+        dealt = deal(shared_batches[0], self.count)
+        mine = dealt.whole[self.rank]
+        shared = [plan.jobs[j] for j in dealt.shared]
+        if self.is_main:
+            print(
+                f"{len(plan.jobs)} images on {self.count} processes: {len(plan.jobs) - len(shared)} restored "
+                f"whole, {len(shared)} shared batch by batch; the progress bars show process 1's part",
+                file=sys.stderr,
+            )
+        restorer = self._load(load, bool(mine or dealt.units[self.rank]))
+        summary = Summary(plan.output)
+        if shared:
+            self._restore_shared(plan, shared, dealt, restorer, run_info, progress, summary)
+        if not summary.interrupted and mine:
+            own = Plan(plan.output, jobs=[plan.jobs[j] for j in mine])
+            _add(summary, restore_plan(own, restorer, run_info, progress and self.is_main))
+        return self._whole_run(plan, summary)
+
+    # -------------------------------------------------------------------------------------- parts
+
+    def _load(self, load: Callable[[], ImageRestorer], needed: bool) -> ImageRestorer | None:
+        """Load on the main process first (it fetches or writes shared files), then on the others."""
+        restorer = load() if needed and self.is_main else None
+        self.state.wait_for_everyone()
+        return load() if needed and not self.is_main else restorer
+
+    def _restore_shared(
+        self,
+        plan: Plan,
+        shared: list[Job],
+        dealt: Deal,
+        restorer: Restorer,
+        run_info: dict,
+        progress: bool,
+        summary: Summary,
+    ) -> None:
+        """Answer this process's tile batches of the shared images, gather every answer, write the
+        images this process owns."""
+        from accelerate.utils import gather_object
+
+        rows, errors, tiles, seconds = {}, {}, {}, 0.0
+        units = dealt.units[self.rank]
+        bar = tqdm(
+            units, desc="tile batches of shared images", unit="batch", disable=not (progress and self.is_main)
+        )
+        try:
+            tick = time.perf_counter()
+            for k, batch in bar:  # an image's batches are consecutive: its tiles are prepared once
+                if k in errors:
+                    continue
+                try:
+                    if k not in tiles:
+                        tiles = {k: restorer.prepare_tiles(read_image(shared[k].source).rgb)}
+                    rows.update(answer_batch(restorer, tiles[k], k, batch))
+                except Exception as err:  # the owner reports it as this image's failure
+                    errors[k] = _failure(shared[k], err)
+            seconds = time.perf_counter() - tick
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            return
+        finally:
+            bar.close()
+        parts = gather_object([(rows, errors, len(units), seconds)])
+        for k, job in enumerate(shared):
+            if dealt.owner(k) != self.rank:
+                continue
+            failed = [e[k] for _, e, _, _ in parts if k in e]
+            if failed:
+                summary.failed.append(failed[0])
+                tqdm.write(f"failed: {failed[0]}", file=sys.stderr)
+                continue
+            answers = {seed: row for r, _, _, _ in parts for (image, seed), row in r.items() if image == k}
+            info = {
+                **run_info,
+                "shared": {
+                    "processes": self.count,
+                    "tile_batches": [len(dealt.units[p]) for p in range(self.count)],
+                    "answer_s": [s for _, _, _, s in parts],
+                },
+            }
+            _add(
+                summary,
+                restore_plan(Plan(plan.output, jobs=[job]), replaying(restorer, answers), info, False),
+            )
+
+    def _whole_run(self, plan: Plan, summary: Summary) -> Summary:
+        """The plan's own counts plus every process's restored and failed images; an interrupted process
+        keeps its own counts and joins no other process (the others may be waiting elsewhere)."""
+        total = Summary.of(plan)
+        if summary.interrupted:
+            parts = [summary]
+        else:
+            from accelerate.utils import gather_object
+
+            parts = gather_object([summary])
+        for part in parts:
+            _add(total, part)
+        return total
+
+
+# ------------------------------------------------------------------------------------ shared images
+
+
+def answer_batch(restorer: Restorer, tiles: Tiles, image: int, batch: int) -> dict[tuple[int, int], tuple]:
+    """Tile batch ``batch`` of an image's ``tiles`` (:meth:`Restorer.prepare_tiles`), answered as
+    :meth:`Restorer.restore` answers it: the same tiles, seeds (``sampling.seed`` + tile index) and
+    caption. -> ``{(image, seed): (ids, entropy, kept, p_token)}``, CPU tensors ``[n]`` of each answer."""
+    size = batch_size(restorer.settings)
+    first = batch * size
+    boxes = tiles.boxes[first : first + size]
+    seeds = [restorer.sampling.seed + first + i for i in range(len(boxes))]
+    out = restorer.answer(restorer.prompts(tiles, boxes, restorer.settings.caption), seeds)
+    return {
+        (image, seed): tuple(t[i].cpu() for t in (out.ids, out.entropy, out.kept, out.p_token))
+        for i, seed in enumerate(seeds)
+    }
+
+
+def replaying(restorer: Restorer, answers: dict[int, tuple]) -> Restorer:
+    """A copy of ``restorer`` whose answer stage returns the tile answers gathered from the processes
+    (``{seed: (ids, entropy, kept, p_token)}``), so :meth:`Restorer.restore` decodes, blends and colour-
+    fixes them exactly as it does its own. A tile without an answer raises ``KeyError``."""
+    from pure.generate import Generation
+
+    def answer(prompts: list[torch.Tensor], seeds: list[int], on_step=None) -> Generation:
+        rows = [answers[seed] for seed in seeds]
+        return Generation(*(list(column) for column in zip(*rows, strict=True)))
+
+    replay = copy.copy(restorer)
+    replay.answer = answer
+    return replay
+
+
+def _add(summary: Summary, part: Summary) -> None:
+    """Count ``part``'s restored and failed images (and its interruption) in ``summary``."""
+    summary.restored += part.restored
+    summary.failed += part.failed
+    summary.interrupted |= part.interrupted
+
+
+def _batches(job: Job, settings: RestoreConfig) -> int:
+    """:func:`tile_batches` of ``job``'s image; 1 when it can no longer be read (it fails later, once)."""
+    try:
+        return tile_batches(read_header(job.source).size, settings)
+    except ImageReadError:
+        return 1
+
+
+def _failure(job: Job, err: Exception) -> str:
+    """The failure line :func:`pure.infer.restore_plan` writes for an image."""
+    return str(err) if str(job.source) in str(err) else f"{job.source}: {err}"

@@ -1,0 +1,373 @@
+"""Several processes through accelerate (issue 15): how the work is dealt, the launch checks, and real
+runs of two CPU processes (``accelerate launch --multi_gpu --num_processes 2``, gloo) for inference and
+training, compared with one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from pure.cli import infer_main
+from pure.config import InferConfig, RestoreConfig, TrainConfig, load_config
+from pure.distributed import Deal, Processes, answer_batch, deal, replaying, tile_batches
+from pure.launch import LaunchError, check_launch, check_processes, launched_processes
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+TINY_FULL = ROOT / "configs" / "train_tiny_full.yaml"
+SHARED_HR = Path(os.environ.get("PURE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "realsr-mini" / "hr"
+RESTORE = ["--outscale", "2", "--tile", "64", "--tile-overlap", "16", "--batch-size", "1"]
+"""Small tiles, one per batch: the 72x56 crop becomes 6 tile batches, the 40x40 one 4."""
+CROPS = {"a": (0, 0, 40, 40), "b": (40, 0, 112, 56), "c": (100, 100, 132, 132), "d": (0, 60, 24, 100)}
+LOSS_RTOL = 1e-5
+"""Two processes of batch 1 against one process of batch 2: the same examples per step, but the gradient
+is averaged across processes (measured here: losses within 2e-7 relative)."""
+WEIGHT_RTOL, WEIGHT_ATOL = 1e-4, 1e-5
+"""The weights after those 4 steps, two processes against one (measured here: at most 4.8e-7 apart)."""
+
+
+# ---------------------------------------------------------------------------------------- the deal
+
+
+def _check_partition(dealt: Deal, batches: list[int]) -> None:
+    whole = [j for part in dealt.whole for j in part]
+    assert sorted(whole + dealt.shared) == list(range(len(batches)))
+    units = sorted(u for part in dealt.units for u in part)
+    assert units == [(k, b) for k, j in enumerate(dealt.shared) for b in range(batches[j])]
+
+
+def test_fewer_images_than_processes_share_every_tile_batch():
+    dealt = deal([5, 1, 3], 4)
+    _check_partition(dealt, [5, 1, 3])
+    assert dealt.shared == [0, 2]  # the one-batch image cannot be shared
+    assert [len(u) for u in dealt.units] == [2, 2, 2, 2]  # 8 batches, round-robin across the images
+    assert dealt.whole == [[1], [], [], []]  # to the least-loaded process (ties: the lowest rank)
+    assert [dealt.owner(k) for k in range(2)] == [0, 1]
+
+
+def test_full_rounds_go_whole_and_the_largest_leftovers_are_shared():
+    batches = [4, 6, 1, 2, 1]
+    dealt = deal(batches, 2)
+    _check_partition(dealt, batches)
+    assert dealt.shared == [1]  # 5 images on 2 processes: one left over, the largest
+    assert dealt.units == [[(0, 0), (0, 2), (0, 4)], [(0, 1), (0, 3), (0, 5)]]
+    assert dealt.whole == [[0], [2, 3, 4]]  # 3 + 4 batches against 3 + 4
+    assert deal(batches, 1).whole == [[0, 1, 2, 3, 4]] and deal(batches, 1).shared == []
+
+
+def test_many_images_are_balanced():
+    batches = [(7 * j) % 5 + 1 for j in range(40)]
+    dealt = deal(batches, 8)
+    _check_partition(dealt, batches)
+    assert dealt.shared == []
+    loads = [sum(batches[j] for j in part) for part in dealt.whole]
+    assert max(loads) - min(loads) <= max(batches)
+
+
+def test_tile_batches_counts_the_generations():
+    settings = RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=1)
+    assert tile_batches((72, 56), settings) == 6  # 144 x 112 px: 3 x 2 tiles
+    assert tile_batches((40, 40), RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=3)) == 2
+    assert tile_batches((10, 10), settings) == 1
+
+
+# ---------------------------------------------------------------------------------------- launch checks
+
+
+def test_launch_checks(monkeypatch):
+    for name in (
+        "WORLD_SIZE",
+        "PMI_SIZE",
+        "OMPI_COMM_WORLD_SIZE",
+        "MV2_COMM_WORLD_SIZE",
+        "ACCELERATE_USE_FSDP",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert launched_processes() == 1
+    check_processes(1)
+    assert Processes.start("auto").state is None and Processes().device("auto") == "auto"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LaunchError, match="2 processes were launched, but accelerate sees 1") as err:
+        check_processes(1)
+    assert "ACCELERATE_USE_CPU=true" in str(err.value) and len(str(err.value).splitlines()) == 1
+    check_launch(2, "MULTI_CPU")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(LaunchError, match="asks for FSDP, but accelerate runs MULTI_CPU"):
+        check_launch(2, "MULTI_CPU")
+    check_launch(2, "FSDP")
+
+
+# ---------------------------------------------------------------------------------------- shared images
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory) -> Path:
+    """Four small crops of a real photo (a smooth synthetic image without ../shared/data)."""
+    folder = tmp_path_factory.mktemp("lq")
+    files = sorted(SHARED_HR.glob("*.png")) if SHARED_HR.is_dir() else []
+    if files:
+        photo = Image.open(files[0]).convert("RGB")
+    else:
+        photo = Image.linear_gradient("L").resize((160, 160)).convert("RGB")
+    for name, box in CROPS.items():
+        photo.crop(box).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as each launched process has (OMP_NUM_THREADS=1), and the fastest on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_replayed_answers_restore_exactly_as_one_process(crops, one_thread):
+    """Two processes' halves of an image's tile batches, answered apart and replayed, give the image
+    one process restores (the mechanism of a shared image, in one process)."""
+    from pure.pipeline import Restorer
+
+    settings = ["tile=64", "tile_overlap=16", "batch_size=1", "outscale=2", "max_text_tokens=4"]
+    cfg = load_config(InferConfig, TINY, [f"restore.{setting}" for setting in settings])
+    restorer = Restorer.from_config(cfg)
+    image = Image.open(crops / "a.png").convert("RGB")
+    tiles = restorer.prepare_tiles(image)
+    answers = {}
+    for rank in (1, 0):  # either order
+        for batch in range(rank, len(tiles.boxes), 2):
+            answers.update({seed: row for (_, seed), row in answer_batch(restorer, tiles, 0, batch).items()})
+    alone, replayed = restorer.restore(image), replaying(restorer, answers).restore(image)
+    assert alone.image.tobytes() == replayed.image.tobytes()
+    assert (alone.entropy_map == replayed.entropy_map).all()
+    assert alone.tile_answers == replayed.tile_answers and len(alone.tile_answers) == 4
+    with pytest.raises(KeyError):
+        replaying(restorer, {}).restore(image)
+
+
+# ---------------------------------------------------------------------------------------- real launches
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(script: str, *args: str) -> list[str]:
+    """``accelerate launch --multi_gpu --num_processes 2`` (on the CPU: two processes over gloo)."""
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(ROOT / "scripts" / script),
+        *args,
+    ]
+
+
+def _infer_args(source: Path, out: Path, *extra: str) -> list[str]:
+    return ["-i", str(source), "-o", str(out), "--config", str(TINY), *RESTORE, "--save-entropy-map"] + [
+        "--no-progress",
+        *extra,
+        "restore.max_text_tokens=4",
+    ]
+
+
+def _images(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def one_process(crops, tmp_path_factory) -> Path:
+    """The four crops restored by one process with one torch thread, as each launched process has
+    (OMP_NUM_THREADS=1): on the CPU the thread count changes a few pixels by 1/255."""
+    out = tmp_path_factory.mktemp("one") / "out"
+    threads = torch.get_num_threads()
+    try:
+        assert infer_main(_infer_args(crops, out, "--threads", "1")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert len(_images(out)) == 8
+    return out
+
+
+@pytest.mark.slow
+def test_two_processes_restore_each_image_once_as_one_process(crops, one_process, tmp_path):
+    """Five images on two processes: four whole (one of them unreadable, failing on process 2), the
+    largest shared batch by batch; outputs byte-identical to one process, one summary, exit code 1."""
+    source = tmp_path / "lq"
+    shutil.copytree(crops, source)
+    (source / "e.png").write_bytes((crops / "b.png").read_bytes()[:400])  # a header, then nothing
+    out = tmp_path / "out"
+    run = subprocess.run(
+        _launch("infer.py", *_infer_args(source, out)), cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    summaries = [line for line in run.stdout.splitlines() if "restored" in line]
+    assert summaries == [f"4 restored, 0 skipped (output exists), 1 failed; outputs in {out}"], run.stderr
+    assert run.returncode == 1  # the launcher fails when any process's image failed
+    assert "5 images on 2 processes: 4 restored whole, 1 shared batch by batch" in run.stderr
+    assert run.stderr.count("failed: ") == 1 and f"failed: {source / 'e.png'}" in run.stderr
+    assert _images(out) == _images(one_process)
+    for name in CROPS:
+        mine, alone = (json.loads((folder / f"{name}.json").read_text()) for folder in (out, one_process))
+        for sidecar in (mine, alone):
+            for key in ("input", "output", "entropy_map", "timings_s"):
+                sidecar.pop(key)
+        shared = mine.pop("shared", None)
+        assert mine == alone, name
+        if name == "b":  # 6 tile batches, 3 answered by each process
+            assert shared["processes"] == 2 and shared["tile_batches"] == [3, 3]
+            assert all(seconds > 0 for seconds in shared["answer_s"])
+        else:
+            assert shared is None
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_with_skip_existing(crops, one_process, tmp_path):
+    out = tmp_path / "out"
+    launcher = subprocess.Popen(
+        _launch("infer.py", *_infer_args(crops, out)),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    try:
+        while not list((out / "entropy").glob("*.png")) and launcher.poll() is None:
+            assert time.monotonic() < deadline, "no image was restored in 10 minutes"
+            time.sleep(0.05)
+    finally:  # the processes first (torch's launcher starts each in its own session), then the launcher
+        for process in [*psutil.Process(launcher.pid).children(recursive=True), launcher]:
+            process.kill()
+        launcher.wait()
+    done = {p.stem for p in out.glob("*.png")}
+    assert done and done != set(CROPS), "the run was not killed half way"
+
+    run = subprocess.run(
+        _launch("infer.py", *_infer_args(crops, out, "--skip-existing")),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    restored = len(CROPS) - len(done)
+    assert f"{restored} restored, {len(done)} skipped (output exists), 0 failed" in run.stdout
+    assert _images(out) == _images(one_process)
+
+
+# ---------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture
+def hq_folder(tmp_path) -> Path:
+    """The real HQ photos of ../shared/data, else smooth synthetic ones."""
+    if SHARED_HR.is_dir():
+        return SHARED_HR
+    for i in range(8):
+        Image.linear_gradient("L").rotate(45 * i).resize((96, 96)).convert("RGB").save(tmp_path / f"{i}.png")
+    return tmp_path
+
+
+def _train_overrides(out: Path, hq: Path, batch: int, *extra: str) -> list[str]:
+    return [
+        f"output_dir={out}",
+        f"data.hq_folder={hq}",
+        "data.size=32",
+        "data.max_images=8",
+        f"batch_size={batch}",
+        "max_steps=4",
+        "save_every=2",
+        "keep_last=0",
+        "residual_dropout=0",  # dropout masks depend on how a batch is split across processes
+        *extra,
+    ]
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return {
+        k: v
+        for f in sorted((checkpoint / "model").glob("*.safetensors"))
+        for k, v in load_file(str(f)).items()
+    }
+
+
+def _losses(out: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())]
+
+
+@pytest.mark.slow
+def test_two_process_training_matches_one_process_and_resumes(tmp_path, hq_folder):
+    """Full fine-tune of the tiny model on two CPU processes (DDP over gloo: accelerate 1.15 does not
+    run FSDP on the CPU), 4 steps with checkpoints at 2 and 4, against one process with the same global
+    batch; then the run cut after step 2 resumes on two processes and ends as the uninterrupted one."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from pure.train import train
+
+    one = tmp_path / "one"
+    try:
+        train(load_config(TrainConfig, TINY_FULL, _train_overrides(one, hq_folder, 2)))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    two = tmp_path / "two"
+    run = subprocess.run(
+        _launch("train.py", "--config", str(TINY_FULL), *_train_overrides(two, hq_folder, 1)),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "4 steps of 1 x 1 x 2 sequences" in run.stdout
+    one_losses, two_losses = _losses(one), _losses(two)
+    assert [s for s, _ in two_losses] == [1, 2, 3, 4]
+    for (_, a), (_, b) in zip(one_losses, two_losses, strict=True):
+        assert b == pytest.approx(a, rel=LOSS_RTOL)
+    mine, theirs = (_weights(run / "checkpoints" / "step-000004") for run in (two, one))
+    assert mine.keys() == theirs.keys()
+    for name, weight in theirs.items():
+        torch.testing.assert_close(mine[name], weight, rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL)
+
+    cut = tmp_path / "cut"
+    shutil.copytree(two, cut)
+    shutil.rmtree(cut / "checkpoints" / "step-000004")
+    run = subprocess.run(
+        _launch(
+            "train.py", "--config", str(TINY_FULL), *_train_overrides(cut, hq_folder, 1, "resume=latest")
+        ),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "resumed from" in run.stdout and "step 2" in run.stdout
+    assert _losses(cut) == two_losses

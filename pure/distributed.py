@@ -7,13 +7,15 @@ of the script; this module makes them one run:
   to the others, so every process works from the same list;
 - **the work is dealt** (:func:`deal`): images go whole to one process each, the largest first to the
   least-loaded process; the images left over after the last full round of N (all of them when there
-  are fewer images than processes) are *shared*: their tile batches are dealt across every process,
-  and the answers are gathered by one owner that decodes, blends and writes;
+  are fewer images than processes) are *shared*: their tile groups (``restore.batch_size`` consecutive
+  tiles) are dealt across every process, and the answers are gathered by one owner that decodes, blends
+  and writes;
 - **every output is written once**, by the process that restored the image (a shared image's owner);
 - **the same outputs whatever N**: a tile's seed is the run's seed plus its index in its image, and a
-  shared image's tile batches are the batches a single process forms (``restore.batch_size``
-  consecutive tiles), so no token depends on which process drew it (on the CPU the pixels also depend
-  on torch's thread count: a few differ by 1/255 between 1 and 2 threads per process);
+  shared image's tile groups are the batches a single process forms, so no token depends on which
+  process drew it (with ``restore.batch_size: auto`` each process batches its tiles by its own memory,
+  as one process would by its own). On the CPU the pixels also depend on torch's thread count: a few
+  differ by 1/255 between 1 and 2 threads per process;
 - **one summary**: the counts of every process are gathered; the main process prints, and every
   process returns the exit code of the whole run, so the launcher fails when any image failed.
 
@@ -35,6 +37,7 @@ from pure.errors import PureError
 from pure.images import ImageReadError, read_header, read_image
 from pure.infer import ImageRestorer, Summary, restore_plan
 from pure.launch import check_processes, launched_processes
+from pure.memory import BatchLog, fit_batches
 from pure.plan import Job, Plan
 from pure.tiling import output_size, tile_boxes
 
@@ -43,20 +46,23 @@ if TYPE_CHECKING:
     from accelerate import PartialState
 
     from pure.config import RestoreConfig
+    from pure.generate import Generation
     from pure.pipeline import Restorer, Tiles
 
 # ------------------------------------------------------------------------------------ who does what
 
 
-def tile_batches(size: tuple[int, int], settings: RestoreConfig) -> int:
-    """How many batched generations restoring an image of ``size`` (width, height) takes."""
+def tile_groups(size: tuple[int, int], settings: RestoreConfig) -> int:
+    """How many tile groups (:func:`group_size` consecutive tiles) an image of ``size`` (width, height)
+    has: its batched generations in a one-process run with an integer ``restore.batch_size``."""
     width, height = output_size(*size, settings.outscale)
     tiles = len(tile_boxes(height, width, settings.tile, settings.tile_overlap))
-    return -(-tiles // batch_size(settings))
+    return -(-tiles // group_size(settings))
 
 
-def batch_size(settings: RestoreConfig) -> int:
-    """Tiles per batch of a shared image: ``restore.batch_size``, 1 for ``auto`` (chosen per device)."""
+def group_size(settings: RestoreConfig) -> int:
+    """Tiles per group: ``restore.batch_size``, or 1 for ``auto`` (each process then batches its tiles of
+    a shared image by its own device's memory)."""
     return settings.batch_size if isinstance(settings.batch_size, int) else 1
 
 
@@ -67,27 +73,27 @@ class Deal:
     whole: list[list[int]]
     """Per process: the images it restores alone, in plan order."""
     shared: list[int]
-    """Images whose tile batches every process helps with, in plan order."""
+    """Images whose tile groups are dealt across every process, in plan order."""
     units: list[list[tuple[int, int]]] = field(default_factory=list)
-    """Per process: its ``(shared image, tile batch)`` pairs."""
+    """Per process: its ``(shared image, tile group)`` pairs (``k`` indexes ``shared``)."""
 
     def owner(self, shared: int) -> int:
         """The process that gathers, decodes, blends and writes the ``shared``-th shared image."""
         return shared % len(self.whole)
 
 
-def deal(batches: list[int], processes: int) -> Deal:
-    """Deal images of ``batches[j]`` tile batches each to ``processes`` processes.
+def deal(groups: list[int], processes: int) -> Deal:
+    """Deal images of ``groups[j]`` tile groups each (:func:`tile_groups`) to ``processes`` processes.
 
-    The ``len(batches) % processes`` images with the most batches (ties: the earlier image) are shared,
-    unless they have a single batch; their batches are dealt round-robin, image after image. Every
-    other image goes whole, the largest first, to the process with the fewest batches so far (ties:
-    the lowest rank). The same inputs give the same deal on every process.
+    The ``len(groups) % processes`` images with the most groups (ties: the earlier image) are shared,
+    unless they have a single group; their groups are dealt round-robin, image after image. Every other
+    image goes whole, the largest first, to the process with the fewest groups so far (ties: the lowest
+    rank). The same inputs give the same deal on every process.
     """
-    by_size = sorted(range(len(batches)), key=lambda j: (-batches[j], j))
-    shared = sorted(j for j in by_size[: len(batches) % processes] if batches[j] > 1)
+    by_size = sorted(range(len(groups)), key=lambda j: (-groups[j], j))
+    shared = sorted(j for j in by_size[: len(groups) % processes] if groups[j] > 1)
     units: list[list[tuple[int, int]]] = [[] for _ in range(processes)]
-    pairs = [(k, b) for k, j in enumerate(shared) for b in range(batches[j])]
+    pairs = [(k, g) for k, j in enumerate(shared) for g in range(groups[j])]
     for u, pair in enumerate(pairs):
         units[u % processes].append(pair)
     loads = [len(u) for u in units]
@@ -96,7 +102,7 @@ def deal(batches: list[int], processes: int) -> Deal:
         if j not in shared:
             rank = min(range(processes), key=lambda p: (loads[p], p))
             whole[rank].append(j)
-            loads[rank] += batches[j]
+            loads[rank] += groups[j]
     return Deal([sorted(w) for w in whole], shared, units)
 
 
@@ -181,18 +187,18 @@ class Processes:
         it was interrupted (it then joins no other process)."""
         if self.state is None:
             return restore_plan(plan, load(), run_info, progress)
-        batches = [_batches(job, settings) for job in plan.jobs] if self.is_main else []
+        groups = [_groups(job, settings) for job in plan.jobs] if self.is_main else []
         from accelerate.utils import broadcast_object_list
 
-        shared_batches = [batches]
-        broadcast_object_list(shared_batches)
-        dealt = deal(shared_batches[0], self.count)
+        sent = [groups]
+        broadcast_object_list(sent)
+        dealt = deal(sent[0], self.count)
         mine = dealt.whole[self.rank]
         shared = [plan.jobs[j] for j in dealt.shared]
         if self.is_main:
             print(
-                f"{len(plan.jobs)} images on {self.count} processes: {len(plan.jobs) - len(shared)} restored "
-                f"whole, {len(shared)} shared batch by batch; the progress bars show process 1's part",
+                f"{len(plan.jobs)} images on {self.count} processes: {len(plan.jobs) - len(shared)} whole, "
+                f"{len(shared)} shared by tile groups; the progress bars show process 1's part",
                 file=sys.stderr,
             )
         restorer = self._load(load, bool(mine or dealt.units[self.rank]))
@@ -222,48 +228,56 @@ class Processes:
         progress: bool,
         summary: Summary,
     ) -> None:
-        """Answer this process's tile batches of the shared images, gather every answer, write the
-        images this process owns."""
+        """Answer this process's tiles of the shared images, gather every answer, write the images this
+        process owns."""
         from accelerate.utils import gather_object
 
-        rows, errors, tiles, seconds = {}, {}, {}, 0.0
-        units = dealt.units[self.rank]
+        groups: dict[int, list[int]] = {}  # shared image -> this process's tile groups of it
+        for k, group in dealt.units[self.rank]:
+            groups.setdefault(k, []).append(group)
+        rows, errors, seconds = {}, {}, {}
+        size = group_size(restorer.settings)
         bar = tqdm(
-            units, desc="tile batches of shared images", unit="batch", disable=not (progress and self.is_main)
+            total=len(dealt.units[self.rank]),
+            desc="tile groups of shared images",
+            unit="group",
+            disable=not (progress and self.is_main),
         )
         try:
-            tick = time.perf_counter()
-            for k, batch in bar:  # an image's batches are consecutive: its tiles are prepared once
-                if k in errors:
-                    continue
+            for k, mine in groups.items():
+                tick = time.perf_counter()
                 try:
-                    if k not in tiles:
-                        tiles = {k: restorer.prepare_tiles(read_image(shared[k].source).rgb)}
-                    rows.update(answer_batch(restorer, tiles[k], k, batch))
+                    tiles = restorer.prepare_tiles(read_image(shared[k].source).rgb)
+                    count = len(tiles.boxes)
+                    indices = [t for g in mine for t in range(g * size, min(g * size + size, count))]
+                    rows.update(
+                        {(k, seed): row for seed, row in answer_tiles(restorer, tiles, indices).items()}
+                    )
                 except Exception as err:  # the owner reports it as this image's failure
                     errors[k] = _failure(shared[k], err)
-            seconds = time.perf_counter() - tick
+                seconds[k] = time.perf_counter() - tick
+                bar.update(len(mine))
         except KeyboardInterrupt:
             summary.interrupted = True
             return
         finally:
             bar.close()
-        parts = gather_object([(rows, errors, len(units), seconds)])
+        parts = gather_object([(rows, errors, seconds)])
         for k, job in enumerate(shared):
             if dealt.owner(k) != self.rank:
                 continue
-            failed = [e[k] for _, e, _, _ in parts if k in e]
+            failed = [e[k] for _, e, _ in parts if k in e]
             if failed:
                 summary.failed.append(failed[0])
                 tqdm.write(f"failed: {failed[0]}", file=sys.stderr)
                 continue
-            answers = {seed: row for r, _, _, _ in parts for (image, seed), row in r.items() if image == k}
+            answers = {seed: row for r, _, _ in parts for (image, seed), row in r.items() if image == k}
             info = {
                 **run_info,
                 "shared": {
                     "processes": self.count,
-                    "tile_batches": [len(dealt.units[p]) for p in range(self.count)],
-                    "answer_s": [s for _, _, _, s in parts],
+                    "tiles_by_process": [sum(image == k for image, _ in r) for r, _, _ in parts],
+                    "answer_s_by_process": [s.get(k, 0.0) for _, _, s in parts],
                 },
             }
             _add(
@@ -289,18 +303,22 @@ class Processes:
 # ------------------------------------------------------------------------------------ shared images
 
 
-def answer_batch(restorer: Restorer, tiles: Tiles, image: int, batch: int) -> dict[tuple[int, int], tuple]:
-    """Tile batch ``batch`` of an image's ``tiles`` (:meth:`Restorer.prepare_tiles`), answered as
-    :meth:`Restorer.restore` answers it: the same tiles, seeds (``sampling.seed`` + tile index) and
-    caption. -> ``{(image, seed): (ids, entropy, kept, p_token)}``, CPU tensors ``[n]`` of each answer."""
-    size = batch_size(restorer.settings)
-    first = batch * size
-    boxes = tiles.boxes[first : first + size]
-    seeds = [restorer.sampling.seed + first + i for i in range(len(boxes))]
-    out = restorer.answer(restorer.prompts(tiles, boxes, restorer.settings.caption), seeds)
+def answer_tiles(restorer: Restorer, tiles: Tiles, indices: list[int]) -> dict[int, tuple]:
+    """Answer the tiles ``indices`` of an image's ``tiles`` (:meth:`Restorer.prepare_tiles`) as
+    :meth:`Restorer.restore` answers them: the same seeds (``sampling.seed`` + tile index) and caption, in
+    consecutive batches of :meth:`Restorer.batch_size` (halved on out-of-memory, as there).
+    -> ``{seed: (ids, entropy, kept, p_token)}``, CPU tensors ``[n]`` of each tile's answer."""
+    caption, seed = restorer.settings.caption, restorer.sampling.seed
+    log = BatchLog(requested=restorer.settings.batch_size, chosen=restorer.batch_size(tiles, caption))
+
+    def answer(first: int, group: list[int]) -> Generation:
+        prompts = restorer.prompts(tiles, [tiles.boxes[t] for t in group], caption)
+        return restorer.answer(prompts, [seed + t for t in group])
+
     return {
-        (image, seed): tuple(t[i].cpu() for t in (out.ids, out.entropy, out.kept, out.p_token))
-        for i, seed in enumerate(seeds)
+        seed + t: tuple(column[i].cpu() for column in (out.ids, out.entropy, out.kept, out.p_token))
+        for _, group, out in fit_batches(indices, log, answer)
+        for i, t in enumerate(group)
     }
 
 
@@ -326,10 +344,10 @@ def _add(summary: Summary, part: Summary) -> None:
     summary.interrupted |= part.interrupted
 
 
-def _batches(job: Job, settings: RestoreConfig) -> int:
-    """:func:`tile_batches` of ``job``'s image; 1 when it can no longer be read (it fails later, once)."""
+def _groups(job: Job, settings: RestoreConfig) -> int:
+    """:func:`tile_groups` of ``job``'s image; 1 when it can no longer be read (it fails later, once)."""
     try:
-        return tile_batches(read_header(job.source).size, settings)
+        return tile_groups(read_header(job.source).size, settings)
     except ImageReadError:
         return 1
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from pure.cli import infer_main
 from pure.config import InferConfig, RestoreConfig, TrainConfig, load_config
-from pure.distributed import Deal, Processes, answer_batch, deal, replaying, tile_batches
+from pure.distributed import Deal, Processes, answer_tiles, deal, replaying, tile_groups
 from pure.launch import LaunchError, check_launch, check_processes, launched_processes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ TINY = ROOT / "configs" / "tiny.yaml"
 TINY_FULL = ROOT / "configs" / "train_tiny_full.yaml"
 SHARED_HR = Path(os.environ.get("PURE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "realsr-mini" / "hr"
 RESTORE = ["--outscale", "2", "--tile", "64", "--tile-overlap", "16", "--batch-size", "1"]
-"""Small tiles, one per batch: the 72x56 crop becomes 6 tile batches, the 40x40 one 4."""
+"""Small tiles, one per batch: the 72x56 crop becomes 6 tile groups (batches), the 40x40 one 4."""
 CROPS = {"a": (0, 0, 40, 40), "b": (40, 0, 112, 56), "c": (100, 100, 132, 132), "d": (0, 60, 24, 100)}
 LOSS_RTOL = 1e-5
 """Two processes of batch 1 against one process of batch 2: the same examples per step, but the gradient
@@ -41,46 +41,47 @@ WEIGHT_RTOL, WEIGHT_ATOL = 1e-4, 1e-5
 # ---------------------------------------------------------------------------------------- the deal
 
 
-def _check_partition(dealt: Deal, batches: list[int]) -> None:
+def _check_partition(dealt: Deal, groups: list[int]) -> None:
     whole = [j for part in dealt.whole for j in part]
-    assert sorted(whole + dealt.shared) == list(range(len(batches)))
+    assert sorted(whole + dealt.shared) == list(range(len(groups)))
     units = sorted(u for part in dealt.units for u in part)
-    assert units == [(k, b) for k, j in enumerate(dealt.shared) for b in range(batches[j])]
+    assert units == [(k, b) for k, j in enumerate(dealt.shared) for b in range(groups[j])]
 
 
 def test_fewer_images_than_processes_share_every_tile_batch():
     dealt = deal([5, 1, 3], 4)
     _check_partition(dealt, [5, 1, 3])
     assert dealt.shared == [0, 2]  # the one-batch image cannot be shared
-    assert [len(u) for u in dealt.units] == [2, 2, 2, 2]  # 8 batches, round-robin across the images
+    assert [len(u) for u in dealt.units] == [2, 2, 2, 2]  # 8 groups, round-robin across the images
     assert dealt.whole == [[1], [], [], []]  # to the least-loaded process (ties: the lowest rank)
     assert [dealt.owner(k) for k in range(2)] == [0, 1]
 
 
 def test_full_rounds_go_whole_and_the_largest_leftovers_are_shared():
-    batches = [4, 6, 1, 2, 1]
-    dealt = deal(batches, 2)
-    _check_partition(dealt, batches)
+    groups = [4, 6, 1, 2, 1]
+    dealt = deal(groups, 2)
+    _check_partition(dealt, groups)
     assert dealt.shared == [1]  # 5 images on 2 processes: one left over, the largest
     assert dealt.units == [[(0, 0), (0, 2), (0, 4)], [(0, 1), (0, 3), (0, 5)]]
-    assert dealt.whole == [[0], [2, 3, 4]]  # 3 + 4 batches against 3 + 4
-    assert deal(batches, 1).whole == [[0, 1, 2, 3, 4]] and deal(batches, 1).shared == []
+    assert dealt.whole == [[0], [2, 3, 4]]  # 3 + 4 groups against 3 + 4
+    assert deal(groups, 1).whole == [[0, 1, 2, 3, 4]] and deal(groups, 1).shared == []
 
 
 def test_many_images_are_balanced():
-    batches = [(7 * j) % 5 + 1 for j in range(40)]
-    dealt = deal(batches, 8)
-    _check_partition(dealt, batches)
+    groups = [(7 * j) % 5 + 1 for j in range(40)]
+    dealt = deal(groups, 8)
+    _check_partition(dealt, groups)
     assert dealt.shared == []
-    loads = [sum(batches[j] for j in part) for part in dealt.whole]
-    assert max(loads) - min(loads) <= max(batches)
+    loads = [sum(groups[j] for j in part) for part in dealt.whole]
+    assert max(loads) - min(loads) <= max(groups)
 
 
-def test_tile_batches_counts_the_generations():
+def test_tile_groups_count_the_generations():
     settings = RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=1)
-    assert tile_batches((72, 56), settings) == 6  # 144 x 112 px: 3 x 2 tiles
-    assert tile_batches((40, 40), RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=3)) == 2
-    assert tile_batches((10, 10), settings) == 1
+    assert tile_groups((72, 56), settings) == 6  # 144 x 112 px: 3 x 2 tiles
+    assert tile_groups((40, 40), RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=3)) == 2
+    assert tile_groups((10, 10), settings) == 1
+    assert tile_groups((72, 56), RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size="auto")) == 6
 
 
 # ---------------------------------------------------------------------------------------- launch checks
@@ -137,7 +138,7 @@ def one_thread():
 
 @pytest.mark.slow
 def test_replayed_answers_restore_exactly_as_one_process(crops, one_thread):
-    """Two processes' halves of an image's tile batches, answered apart and replayed, give the image
+    """Two processes' halves of an image's tile groups, answered apart and replayed, give the image
     one process restores (the mechanism of a shared image, in one process)."""
     from pure.pipeline import Restorer
 
@@ -147,9 +148,8 @@ def test_replayed_answers_restore_exactly_as_one_process(crops, one_thread):
     image = Image.open(crops / "a.png").convert("RGB")
     tiles = restorer.prepare_tiles(image)
     answers = {}
-    for rank in (1, 0):  # either order
-        for batch in range(rank, len(tiles.boxes), 2):
-            answers.update({seed: row for (_, seed), row in answer_batch(restorer, tiles, 0, batch).items()})
+    for rank in (1, 0):  # either order; groups of one tile, as restore.batch_size=1 makes them
+        answers.update(answer_tiles(restorer, tiles, list(range(rank, len(tiles.boxes), 2))))
     alone, replayed = restorer.restore(image), replaying(restorer, answers).restore(image)
     assert alone.image.tobytes() == replayed.image.tobytes()
     assert (alone.entropy_map == replayed.entropy_map).all()
@@ -229,7 +229,7 @@ def test_two_processes_restore_each_image_once_as_one_process(crops, one_process
     summaries = [line for line in run.stdout.splitlines() if "restored" in line]
     assert summaries == [f"4 restored, 0 skipped (output exists), 1 failed; outputs in {out}"], run.stderr
     assert run.returncode == 1  # the launcher fails when any process's image failed
-    assert "5 images on 2 processes: 4 restored whole, 1 shared batch by batch" in run.stderr
+    assert "5 images on 2 processes: 4 whole, 1 shared by tile groups" in run.stderr
     assert run.stderr.count("failed: ") == 1 and f"failed: {source / 'e.png'}" in run.stderr
     assert _images(out) == _images(one_process)
     for name in CROPS:
@@ -239,9 +239,9 @@ def test_two_processes_restore_each_image_once_as_one_process(crops, one_process
                 sidecar.pop(key)
         shared = mine.pop("shared", None)
         assert mine == alone, name
-        if name == "b":  # 6 tile batches, 3 answered by each process
-            assert shared["processes"] == 2 and shared["tile_batches"] == [3, 3]
-            assert all(seconds > 0 for seconds in shared["answer_s"])
+        if name == "b":  # 6 tile groups, 3 answered by each process
+            assert shared["processes"] == 2 and shared["tiles_by_process"] == [3, 3]
+            assert all(seconds > 0 for seconds in shared["answer_s_by_process"])
         else:
             assert shared is None
 

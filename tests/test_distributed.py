@@ -218,10 +218,15 @@ def one_process(crops, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_two_processes_restore_each_image_once_as_one_process(crops, one_process, tmp_path):
     """Five images on two processes: four whole (one of them unreadable, failing on process 2), the
-    largest shared batch by batch; outputs byte-identical to one process, one summary, exit code 1."""
+    largest shared by tile groups; outputs byte-identical to one process, one summary, exit code 1."""
     source = tmp_path / "lq"
     shutil.copytree(crops, source)
-    (source / "e.png").write_bytes((crops / "b.png").read_bytes()[:400])  # a header, then nothing
+    (source / "e.png").write_bytes((crops / "c.png").read_bytes()[:400])  # a 32x32 header, then nothing
+    settings = RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=1)  # as RESTORE
+    groups = [tile_groups(Image.open(source / f"{n}.png").size, settings) for n in "abcde"]
+    assert deal(groups, 2) == Deal(
+        [[0], [2, 3, 4]], [1], [[(0, 0), (0, 2), (0, 4)], [(0, 1), (0, 3), (0, 5)]]
+    )
     out = tmp_path / "out"
     run = subprocess.run(
         _launch("infer.py", *_infer_args(source, out)), cwd=ROOT, capture_output=True, text=True, timeout=600

@@ -168,10 +168,10 @@ class Processes:
             except PureError as err:
                 result[0] = err
         broadcast_object_list(result)
-        if isinstance(result[0], PureError):
-            raise result[0]
-        assert result[0] is not None
-        return result[0]
+        plan = result[0]
+        if isinstance(plan, PureError):
+            raise plan
+        return plan
 
     def restore(
         self,
@@ -329,8 +329,8 @@ def replaying(restorer: Restorer, answers: dict[int, tuple]) -> Restorer:
     from pure.generate import Generation
 
     def answer(prompts: list[torch.Tensor], seeds: list[int], on_step=None) -> Generation:
-        rows = [answers[seed] for seed in seeds]
-        return Generation(*(list(column) for column in zip(*rows, strict=True)))
+        ids, entropy, kept, p_token = (list(c) for c in zip(*[answers[seed] for seed in seeds], strict=True))
+        return Generation(ids=ids, entropy=entropy, kept=kept, p_token=p_token)
 
     replay = copy.copy(restorer)
     replay.answer = answer

@@ -1,15 +1,13 @@
-"""Several processes through accelerate (issue 15): how the work is dealt, the launch checks, and real
-runs of two CPU processes (``accelerate launch --multi_gpu --num_processes 2``, gloo) for inference and
-training, compared with one process."""
+"""Inference across processes (issue 15): how the work is dealt, a shared image's answers replayed, and
+real runs of two CPU processes (``accelerate launch --multi_gpu --num_processes 2``, gloo) compared
+with one process: outputs, summary, exit code, a killed run resumed."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,25 +15,19 @@ import psutil
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
 from pure.cli import infer_main
-from pure.config import InferConfig, RestoreConfig, TrainConfig, load_config
+from pure.config import InferConfig, RestoreConfig, load_config
 from pure.distributed import Deal, Processes, answer_tiles, deal, replaying, tile_groups
-from pure.launch import LaunchError, check_launch, check_processes, launched_processes
+from pure.launch import WORLD_SIZE_VARIABLES
+from tests.launcher import accelerate_launch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
-TINY_FULL = ROOT / "configs" / "train_tiny_full.yaml"
 SHARED_HR = Path(os.environ.get("PURE_SHARED_DATA", ROOT.parent / "shared" / "data")) / "realsr-mini" / "hr"
 RESTORE = ["--outscale", "2", "--tile", "64", "--tile-overlap", "16", "--batch-size", "1"]
 """Small tiles, one per batch: the 72x56 crop becomes 6 tile groups (batches), the 40x40 one 4."""
 CROPS = {"a": (0, 0, 40, 40), "b": (40, 0, 112, 56), "c": (100, 100, 132, 132), "d": (0, 60, 24, 100)}
-LOSS_RTOL = 1e-5
-"""Two processes of batch 1 against one process of batch 2: the same examples per step, but the gradient
-is averaged across processes (measured here: losses within 2e-7 relative)."""
-WEIGHT_RTOL, WEIGHT_ATOL = 1e-4, 1e-5
-"""The weights after those 4 steps, two processes against one (measured here: at most 4.8e-7 apart)."""
 
 
 # ---------------------------------------------------------------------------------------- the deal
@@ -84,30 +76,12 @@ def test_tile_groups_count_the_generations():
     assert tile_groups((72, 56), RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size="auto")) == 6
 
 
-# ---------------------------------------------------------------------------------------- launch checks
-
-
-def test_launch_checks(monkeypatch):
-    for name in (
-        "WORLD_SIZE",
-        "PMI_SIZE",
-        "OMPI_COMM_WORLD_SIZE",
-        "MV2_COMM_WORLD_SIZE",
-        "ACCELERATE_USE_FSDP",
-    ):
+def test_a_plain_run_joins_no_processes(monkeypatch):
+    for name in WORLD_SIZE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    assert launched_processes() == 1
-    check_processes(1)
-    assert Processes.start("auto").state is None and Processes().device("auto") == "auto"
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(LaunchError, match="2 processes were launched, but accelerate sees 1") as err:
-        check_processes(1)
-    assert "ACCELERATE_USE_CPU=true" in str(err.value) and len(str(err.value).splitlines()) == 1
-    check_launch(2, "MULTI_CPU")
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    with pytest.raises(LaunchError, match="asks for FSDP, but accelerate runs MULTI_CPU"):
-        check_launch(2, "MULTI_CPU")
-    check_launch(2, "FSDP")
+    processes = Processes.start("auto")
+    assert processes.state is None and (processes.count, processes.rank, processes.is_main) == (1, 0, True)
+    assert processes.device("auto") == "auto" and processes.plan(lambda: "the plan") == "the plan"
 
 
 # ---------------------------------------------------------------------------------------- shared images
@@ -161,34 +135,6 @@ def test_replayed_answers_restore_exactly_as_one_process(crops, one_thread):
 # ---------------------------------------------------------------------------------------- real launches
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(script: str, *args: str) -> list[str]:
-    """``accelerate launch --multi_gpu --num_processes 2`` (on the CPU: two processes over gloo)."""
-    return [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        str(ROOT / "scripts" / script),
-        *args,
-    ]
-
-
 def _infer_args(source: Path, out: Path, *extra: str) -> list[str]:
     return ["-i", str(source), "-o", str(out), "--config", str(TINY), *RESTORE, "--save-entropy-map"] + [
         "--no-progress",
@@ -229,7 +175,11 @@ def test_two_processes_restore_each_image_once_as_one_process(crops, one_process
     )
     out = tmp_path / "out"
     run = subprocess.run(
-        _launch("infer.py", *_infer_args(source, out)), cwd=ROOT, capture_output=True, text=True, timeout=600
+        accelerate_launch("infer.py", *_infer_args(source, out)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     summaries = [line for line in run.stdout.splitlines() if "restored" in line]
     assert summaries == [f"4 restored, 0 skipped (output exists), 1 failed; outputs in {out}"], run.stderr
@@ -255,7 +205,7 @@ def test_two_processes_restore_each_image_once_as_one_process(crops, one_process
 def test_killed_run_resumes_with_skip_existing(crops, one_process, tmp_path):
     out = tmp_path / "out"
     launcher = subprocess.Popen(
-        _launch("infer.py", *_infer_args(crops, out)),
+        accelerate_launch("infer.py", *_infer_args(crops, out)),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -273,7 +223,7 @@ def test_killed_run_resumes_with_skip_existing(crops, one_process, tmp_path):
     assert done and done != set(CROPS), "the run was not killed half way"
 
     run = subprocess.run(
-        _launch("infer.py", *_infer_args(crops, out, "--skip-existing")),
+        accelerate_launch("infer.py", *_infer_args(crops, out, "--skip-existing")),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -283,96 +233,3 @@ def test_killed_run_resumes_with_skip_existing(crops, one_process, tmp_path):
     restored = len(CROPS) - len(done)
     assert f"{restored} restored, {len(done)} skipped (output exists), 0 failed" in run.stdout
     assert _images(out) == _images(one_process)
-
-
-# ---------------------------------------------------------------------------------------- training
-
-
-@pytest.fixture
-def hq_folder(tmp_path) -> Path:
-    """The real HQ photos of ../shared/data, else smooth synthetic ones."""
-    if SHARED_HR.is_dir():
-        return SHARED_HR
-    for i in range(8):
-        Image.linear_gradient("L").rotate(45 * i).resize((96, 96)).convert("RGB").save(tmp_path / f"{i}.png")
-    return tmp_path
-
-
-def _train_overrides(out: Path, hq: Path, batch: int, *extra: str) -> list[str]:
-    return [
-        f"output_dir={out}",
-        f"data.hq_folder={hq}",
-        "data.size=32",
-        "data.max_images=8",
-        f"batch_size={batch}",
-        "max_steps=4",
-        "save_every=2",
-        "keep_last=0",
-        "residual_dropout=0",  # dropout masks depend on how a batch is split across processes
-        *extra,
-    ]
-
-
-def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    return {
-        k: v
-        for f in sorted((checkpoint / "model").glob("*.safetensors"))
-        for k, v in load_file(str(f)).items()
-    }
-
-
-def _losses(out: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())]
-
-
-@pytest.mark.slow
-def test_two_process_training_matches_one_process_and_resumes(tmp_path, hq_folder):
-    """Full fine-tune of the tiny model on two CPU processes (DDP over gloo: accelerate 1.15 does not
-    run FSDP on the CPU), 4 steps with checkpoints at 2 and 4, against one process with the same global
-    batch; then the run cut after step 2 resumes on two processes and ends as the uninterrupted one."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    from pure.train import train
-
-    one = tmp_path / "one"
-    try:
-        train(load_config(TrainConfig, TINY_FULL, _train_overrides(one, hq_folder, 2)))
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
-    two = tmp_path / "two"
-    run = subprocess.run(
-        _launch("train.py", "--config", str(TINY_FULL), *_train_overrides(two, hq_folder, 1)),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "4 steps of 1 x 1 x 2 sequences" in run.stdout
-    one_losses, two_losses = _losses(one), _losses(two)
-    assert [s for s, _ in two_losses] == [1, 2, 3, 4]
-    for (_, a), (_, b) in zip(one_losses, two_losses, strict=True):
-        assert b == pytest.approx(a, rel=LOSS_RTOL)
-    mine, theirs = (_weights(run / "checkpoints" / "step-000004") for run in (two, one))
-    assert mine.keys() == theirs.keys()
-    for name, weight in theirs.items():
-        torch.testing.assert_close(mine[name], weight, rtol=WEIGHT_RTOL, atol=WEIGHT_ATOL)
-
-    cut = tmp_path / "cut"
-    shutil.copytree(two, cut)
-    shutil.rmtree(cut / "checkpoints" / "step-000004")
-    run = subprocess.run(
-        _launch(
-            "train.py", "--config", str(TINY_FULL), *_train_overrides(cut, hq_folder, 1, "resume=latest")
-        ),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "resumed from" in run.stdout and "step 2" in run.stdout
-    assert _losses(cut) == two_losses

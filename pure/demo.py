@@ -21,17 +21,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from PIL import Image
 
 from pure.config import BackboneConfig, InferConfig, RestoreConfig, SamplingConfig, check_fields
 from pure.errors import PureError
-from pure.generate import Generation
 from pure.images import read_header, read_image
 from pure.infer import restore_plan, run_info
-from pure.pipeline import Restorer, Tiles
 from pure.plan import plan_outputs
+from pure.restoration import Restoration
 from pure.sampling import ENTROPY_CEILING
 from pure.sequence import block_length
 from pure.vocab import CODE_PX, GRID_PX
@@ -173,12 +173,15 @@ class JobProgress:
         self.answer_bound = restore.max_text_tokens + block_length(side, side)
         self.tiles = self.done = self.batch = self.batch_tokens = self.tokens = 0
 
-    def start(self, tiles: int) -> None:
-        """The image was cut into ``tiles`` tiles."""
-        self.tiles = tiles
-        self.report(0.0, f"0 of {tiles} tile(s) restored")
-
-    def batch_started(self, size: int) -> None:
+    def on_batch(self, first: int, size: int, tiles: int) -> None:
+        """The pipeline starts answering ``size`` tiles from tile ``first`` of ``tiles``
+        (:meth:`pure.pipeline.Restorer.restore`'s ``on_batch``); the tiles before ``first`` are done."""
+        if self.tiles == 0:
+            self.tiles = tiles
+            self.report(0.0, f"0 of {tiles} tile(s) restored")
+        elif first > self.done:
+            self.done = first
+            self.report(first / tiles, f"{first} of {tiles} tile(s) restored")
         self.batch, self.batch_tokens = size, 0
 
     def step(self, tokens: int) -> None:
@@ -193,46 +196,48 @@ class JobProgress:
             f"tiles {first}-{self.done + self.batch} of {self.tiles}: {self.tokens:,} tokens",
         )
 
-    def batch_done(self) -> None:
-        self.done += self.batch
-        last = "; colour fix and writing the files" if self.done == self.tiles else ""
-        self.report(self.done / max(self.tiles, 1), f"{self.done} of {self.tiles} tile(s) restored{last}")
+    def finish(self) -> None:
+        """Every tile is answered; what remains is decoding, blending and writing."""
+        self.done = self.tiles
+        self.report(1.0, f"{self.tiles} of {self.tiles} tile(s) restored; colour fix and writing the files")
 
 
-class ReportingRestorer(Restorer):
-    """A :class:`Restorer` sharing another's models, with one job's settings, that tells a
+class LoadedRestorer(Protocol):
+    """What the page needs of the loaded restorer (a :class:`pure.pipeline.Restorer` is one)."""
+
+    model: torch.nn.Module
+
+    def with_settings(self, sampling: SamplingConfig, restore: RestoreConfig) -> LoadedRestorer: ...
+
+    def restore(self, image: Image.Image, **hooks) -> Restoration: ...
+
+
+class ReportingRestorer:
+    """One job's restorer (``base`` with the job's settings, sharing its models) that tells a
     :class:`JobProgress` how many tiles there are and how each batch advances."""
 
     def __init__(
-        self, base: Restorer, sampling: SamplingConfig, restore: RestoreConfig, progress: JobProgress
+        self, base: LoadedRestorer, sampling: SamplingConfig, restore: RestoreConfig, progress: JobProgress
     ) -> None:
-        super().__init__(
-            base.model, base.tokenizer, base.vocab, base.vq, sampling, restore, base.model_revision
-        )
-        self.progress = progress
+        self.restorer, self.progress = base.with_settings(sampling, restore), progress
 
-    def prepare_tiles(self, image: Image.Image) -> Tiles:
-        tiles = super().prepare_tiles(image)
-        self.progress.start(len(tiles.boxes))
-        return tiles
-
-    def answer(
-        self, prompts: list[torch.Tensor], seeds: list[int], on_step: Callable[[int], object] | None = None
-    ) -> Generation:
-        self.progress.batch_started(len(prompts))
-        out = super().answer(prompts, seeds, self.progress.step)
-        self.progress.batch_done()
-        return out
+    def restore(self, image: Image.Image, alpha: Image.Image | None = None, on_step=None) -> Restoration:
+        progress = self.progress
+        result = self.restorer.restore(image, alpha=alpha, on_step=progress.step, on_batch=progress.on_batch)
+        progress.finish()
+        return result
 
 
 class Models:
-    """The loaded :class:`Restorer`, reloaded only when a job asks for another ``backbone.quantize``.
+    """The loaded restorer, reloaded only when a job asks for another ``backbone.quantize``.
 
     Jobs run one at a time (:func:`launch` queues them), so a reload never pulls the model from under
     a running job; the lock keeps it so if that ever changes.
     """
 
-    def __init__(self, cfg: InferConfig, restorer: Restorer, load: Callable[[InferConfig], Restorer]) -> None:
+    def __init__(
+        self, cfg: InferConfig, restorer: LoadedRestorer, load: Callable[[InferConfig], LoadedRestorer]
+    ) -> None:
         self.cfg, self.current, self.load = cfg, restorer, load
         self.lock = threading.Lock()
 
@@ -241,7 +246,7 @@ class Models:
         """The loaded backbone's ``backbone.quantize`` (None without the key)."""
         return getattr(self.cfg.backbone, "quantize", None)
 
-    def restorer(self, quantize: str | None = None) -> Restorer:
+    def restorer(self, quantize: str | None = None) -> LoadedRestorer:
         """The restorer for ``quantize`` (None: the loaded one); frees the old backbone before loading."""
         with self.lock:
             if self.current is None or (quantize is not None and quantize != self.quantize):

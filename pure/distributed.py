@@ -24,12 +24,11 @@ A run that is not launched (one process) never imports accelerate and does exact
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tqdm import tqdm
 
@@ -37,17 +36,28 @@ from pure.errors import PureError
 from pure.images import ImageReadError, read_header, read_image
 from pure.infer import ImageRestorer, Summary, restore_plan
 from pure.launch import check_processes, launched_processes
-from pure.memory import BatchLog, fit_batches
 from pure.plan import Job, Plan
 from pure.tiling import output_size, tile_boxes
 
 if TYPE_CHECKING:
     import torch
     from accelerate import PartialState
+    from PIL import Image
 
     from pure.config import RestoreConfig
-    from pure.generate import Generation
-    from pure.pipeline import Restorer, Tiles
+
+
+class TileRestorer(ImageRestorer, Protocol):
+    """What restoring an image shared by several processes needs of a restorer (a
+    :class:`pure.pipeline.Restorer` is one): cut it into tiles, answer some, restore from the answers."""
+
+    settings: RestoreConfig
+
+    def prepare_tiles(self, image: Image.Image): ...
+
+    def answer_tiles(self, tiles, indices: list[int]) -> dict[int, tuple[torch.Tensor, ...]]: ...
+
+    def replaying(self, answers: dict[int, tuple[torch.Tensor, ...]]) -> ImageRestorer: ...
 
 # ------------------------------------------------------------------------------------ who does what
 
@@ -223,7 +233,7 @@ class Processes:
         plan: Plan,
         shared: list[Job],
         dealt: Deal,
-        restorer: Restorer,
+        restorer: TileRestorer,
         run_info: dict,
         progress: bool,
         summary: Summary,
@@ -250,9 +260,8 @@ class Processes:
                     tiles = restorer.prepare_tiles(read_image(shared[k].source).rgb)
                     count = len(tiles.boxes)
                     indices = [t for g in mine for t in range(g * size, min(g * size + size, count))]
-                    rows.update(
-                        {(k, seed): row for seed, row in answer_tiles(restorer, tiles, indices).items()}
-                    )
+                    answers = restorer.answer_tiles(tiles, indices)
+                    rows.update({(k, seed): row for seed, row in answers.items()})
                 except Exception as err:  # the owner reports it as this image's failure
                     errors[k] = _failure(shared[k], err)
                 seconds[k] = time.perf_counter() - tick
@@ -282,7 +291,7 @@ class Processes:
             }
             _add(
                 summary,
-                restore_plan(Plan(plan.output, jobs=[job]), replaying(restorer, answers), info, False),
+                restore_plan(Plan(plan.output, jobs=[job]), restorer.replaying(answers), info, False),
             )
 
     def _whole_run(self, plan: Plan, summary: Summary) -> Summary:
@@ -301,40 +310,6 @@ class Processes:
 
 
 # ------------------------------------------------------------------------------------ shared images
-
-
-def answer_tiles(restorer: Restorer, tiles: Tiles, indices: list[int]) -> dict[int, tuple]:
-    """Answer the tiles ``indices`` of an image's ``tiles`` (:meth:`Restorer.prepare_tiles`) as
-    :meth:`Restorer.restore` answers them: the same seeds (``sampling.seed`` + tile index) and caption, in
-    consecutive batches of :meth:`Restorer.batch_size` (halved on out-of-memory, as there).
-    -> ``{seed: (ids, entropy, kept, p_token)}``, CPU tensors ``[n]`` of each tile's answer."""
-    caption, seed = restorer.settings.caption, restorer.sampling.seed
-    log = BatchLog(requested=restorer.settings.batch_size, chosen=restorer.batch_size(tiles, caption))
-
-    def answer(first: int, group: list[int]) -> Generation:
-        prompts = restorer.prompts(tiles, [tiles.boxes[t] for t in group], caption)
-        return restorer.answer(prompts, [seed + t for t in group])
-
-    return {
-        seed + t: tuple(column[i].cpu() for column in (out.ids, out.entropy, out.kept, out.p_token))
-        for _, group, out in fit_batches(indices, log, answer)
-        for i, t in enumerate(group)
-    }
-
-
-def replaying(restorer: Restorer, answers: dict[int, tuple]) -> Restorer:
-    """A copy of ``restorer`` whose answer stage returns the tile answers gathered from the processes
-    (``{seed: (ids, entropy, kept, p_token)}``), so :meth:`Restorer.restore` decodes, blends and colour-
-    fixes them exactly as it does its own. A tile without an answer raises ``KeyError``."""
-    from pure.generate import Generation
-
-    def answer(prompts: list[torch.Tensor], seeds: list[int], on_step=None) -> Generation:
-        ids, entropy, kept, p_token = (list(c) for c in zip(*[answers[seed] for seed in seeds], strict=True))
-        return Generation(ids=ids, entropy=entropy, kept=kept, p_token=p_token)
-
-    replay = copy.copy(restorer)
-    replay.answer = answer
-    return replay
 
 
 def _add(summary: Summary, part: Summary) -> None:

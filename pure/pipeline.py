@@ -15,6 +15,7 @@ content, then the restored image as VQ tokens. :meth:`Restorer.restore` runs fou
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -131,12 +132,15 @@ class Restorer:
         caption: str | None = None,
         alpha: Image.Image | None = None,
         on_step: Callable[[int], object] | None = None,
+        on_batch: Callable[[int, int, int], object] | None = None,
     ) -> Restoration:
         """Restore one RGB image (:func:`pure.images.read_image`) through the four stages.
 
         ``seed`` defaults to ``sampling.seed`` (tile i uses ``seed + i``); ``caption`` (default
         ``restore.caption``) steers the answer; ``alpha`` (``L``, input size) is upscaled bicubically
-        and re-attached; ``on_step(n)`` is called with the number of new tokens as generation goes.
+        and re-attached; ``on_step(n)`` is called with the number of new tokens as generation goes;
+        ``on_batch(first, size, tiles)`` before each batch of ``size`` tiles from tile ``first`` of
+        ``tiles`` is answered (again when a batch is halved after an out-of-memory).
         """
         seed = self.sampling.seed if seed is None else seed
         caption = self.settings.caption if caption is None else caption
@@ -151,6 +155,8 @@ class Restorer:
         batches = BatchLog(requested=self.settings.batch_size, chosen=self.batch_size(tiles, caption))
 
         def answer(first: int, boxes: list[Box]) -> Generation:  # no side effects: retried on out-of-memory
+            if on_batch is not None:
+                on_batch(first, len(boxes), len(tiles.boxes))
             with clock("prepare"):
                 prompts = self.prompts(tiles, boxes, caption)
             with clock("answer"):
@@ -251,6 +257,45 @@ class Restorer:
         if alpha is not None:
             result.putalpha(alpha.resize(upsampled.size, Image.BICUBIC))
         return result
+
+    # ------------------------------------------------------------------ tiles shared across processes
+
+    def answer_tiles(self, tiles: Tiles, indices: list[int]) -> dict[int, tuple[torch.Tensor, ...]]:
+        """Answer the tiles ``indices`` of ``tiles`` (:meth:`prepare_tiles`) as :meth:`restore` answers
+        them: the same seeds (``sampling.seed`` + tile index) and caption, in consecutive batches of
+        :meth:`batch_size` (halved on out-of-memory). -> ``{seed: (ids, entropy, kept, p_token)}``, CPU
+        tensors ``[n]`` of each tile's answer (:mod:`pure.distributed` gathers them across processes)."""
+        caption, seed = self.settings.caption, self.sampling.seed
+        batches = BatchLog(requested=self.settings.batch_size, chosen=self.batch_size(tiles, caption))
+
+        def answer(first: int, group: list[int]) -> Generation:
+            prompts = self.prompts(tiles, [tiles.boxes[t] for t in group], caption)
+            return self.answer(prompts, [seed + t for t in group])
+
+        return {
+            seed + t: tuple(column[i].cpu() for column in (out.ids, out.entropy, out.kept, out.p_token))
+            for _, group, out in fit_batches(indices, batches, answer)
+            for i, t in enumerate(group)
+        }
+
+    def replaying(self, answers: dict[int, tuple[torch.Tensor, ...]]) -> Restorer:
+        """A copy whose answer stage returns the given tile answers (:meth:`answer_tiles`' format) instead
+        of generating, so :meth:`restore` decodes, blends and colour-fixes them exactly as its own. A tile
+        without an answer raises ``KeyError``."""
+
+        def answer(prompts: list[torch.Tensor], seeds: list[int], on_step=None) -> Generation:
+            ids, entropy, kept, p_token = (list(c) for c in zip(*[answers[s] for s in seeds], strict=True))
+            return Generation(ids=ids, entropy=entropy, kept=kept, p_token=p_token)
+
+        replay = copy.copy(self)
+        replay.answer = answer
+        return replay
+
+    def with_settings(self, sampling: SamplingConfig, restore: RestoreConfig) -> Restorer:
+        """A restorer sharing these models, with other sampling and restore settings (one demo job's)."""
+        return Restorer(
+            self.model, self.tokenizer, self.vocab, self.vq, sampling, restore, self.model_revision
+        )
 
     def settings_dict(self) -> dict:
         """The sampling and restore settings, for sidecars."""

@@ -110,14 +110,12 @@ def test_progress_counts_tiles_and_tokens():
     reports: list[tuple[float, str]] = []
     progress = JobProgress(lambda fraction, line: reports.append((fraction, line)), cfg.restore)
     assert progress.answer_bound == 16 + 4 + 8 * 9  # max_text_tokens + the 64 px tile's image block
-    progress.start(3)
-    progress.batch_started(2)
+    progress.on_batch(0, 2, 3)
     progress.step(46)
     progress.step(46)
-    progress.batch_done()
-    progress.batch_started(1)
+    progress.on_batch(2, 1, 3)
     progress.step(92)
-    progress.batch_done()
+    progress.finish()
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) and fractions[0] == 0 and fractions[-1] == 1
     assert reports[1] == (pytest.approx(1 / 3), "tiles 1-2 of 3: 92 tokens")

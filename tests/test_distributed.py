@@ -18,7 +18,7 @@ from PIL import Image
 
 from pure.cli import infer_main
 from pure.config import InferConfig, RestoreConfig, load_config
-from pure.distributed import Deal, Processes, answer_tiles, deal, replaying, tile_groups
+from pure.distributed import Deal, Processes, deal, tile_groups
 from pure.launch import WORLD_SIZE_VARIABLES
 from tests.launcher import accelerate_launch
 
@@ -123,13 +123,13 @@ def test_replayed_answers_restore_exactly_as_one_process(crops, one_thread):
     tiles = restorer.prepare_tiles(image)
     answers = {}
     for rank in (1, 0):  # either order; groups of one tile, as restore.batch_size=1 makes them
-        answers.update(answer_tiles(restorer, tiles, list(range(rank, len(tiles.boxes), 2))))
-    alone, replayed = restorer.restore(image), replaying(restorer, answers).restore(image)
+        answers.update(restorer.answer_tiles(tiles, list(range(rank, len(tiles.boxes), 2))))
+    alone, replayed = restorer.restore(image), restorer.replaying(answers).restore(image)
     assert alone.image.tobytes() == replayed.image.tobytes()
     assert (alone.entropy_map == replayed.entropy_map).all()
     assert alone.tile_answers == replayed.tile_answers and len(alone.tile_answers) == 4
     with pytest.raises(KeyError):
-        replaying(restorer, {}).restore(image)
+        restorer.replaying({}).restore(image)
 
 
 # ---------------------------------------------------------------------------------------- real launches

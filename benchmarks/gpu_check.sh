@@ -28,4 +28,7 @@ if [[ ${#dry[@]} -eq 0 ]]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 fi
 python benchmarks/bench_7b.py "${dry[@]}" --json "$out/gpu_check.json" 2>&1 | tee "$out/gpu_check.log"
+# Speculative decoding on the 7B (issue 17; about a minute more by estimate), added to the same JSON.
+python benchmarks/bench_speculative.py --models 7b --repeats 1 "${dry[@]}" --json "$out/gpu_check.json" 2>&1 |
+    tee -a "$out/gpu_check.log"
 echo "gpu_check: results in $out/gpu_check.json"

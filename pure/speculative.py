@@ -20,13 +20,15 @@ positions verify the drafts, as speculative sampling does (Leviathan et al. 2023
 Draft sources (``restore.speculative``), used only inside an image body (text is decoded plainly):
 
 - ``jacobi``: the previous forward's distributions at the next positions (computed after a prefix
-  that held a rejected draft), each sampled with Gumbel noise that is the same for a (seed, answer
-  index, token) in every iteration, so a position's draft changes only when its distribution does
-  (the Gumbel coupling of MC-SJD, So et al. 2025, arXiv 2510.24211);
+  that held a rejected draft; where that forward did not reach, the distribution of the token just
+  decided, a proxy: neighbouring codes are often alike), each sampled with Gumbel noise that is the
+  same for a (seed, answer index, token) in every iteration, so a position's draft changes only when
+  its distribution does (the Gumbel coupling of MC-SJD, So et al. 2025, arXiv 2510.24211);
 - ``lq``: the LQ block's token at the same row and column (at x4 the input is upsampled to the tile
   before tokenising, so the LQ and HQ blocks share one grid); deterministic, so accepted with
   probability ``p(x)``. Rows whose image differs in size from their prompt's first image get none;
-- ``lq+jacobi``: Jacobi drafts where the previous forward reached, LQ drafts beyond.
+- ``lq+jacobi``: Jacobi drafts where the previous forward reached, LQ drafts beyond (proxies
+  where a row has no LQ block of its image's size).
 
 Randomness, keyed like the plain loop's (:func:`pure.sampling.counter_uniform`): at answer index
 ``i`` of a row, the acceptance test uses ``counter_uniform(seed, i, ACCEPT_CELL)``, the drawn token
@@ -40,12 +42,13 @@ row's tokens depend only on its seed, never on the batch.
 
 Cost: a wide forward costs little more than a one-token forward on a GPU (whose decoding step is
 bound by reading the weights) but about ``K + 1`` times as much on a CPU. Each row therefore drafts
-only while the acceptance probability its recent drafts had is at least ``min_acceptance``
-(decided every :data:`pure.generate.SYNC_EVERY` iterations from the row's own history, so still
-batch-independent); in ``lq`` sources a row that is not drafting still learns ``p(LQ token)`` at every
-step for free, and with a Jacobi source a row that has not drafted for :data:`PROBE_AFTER` iterations
-drafts for :data:`PROBE_ITERATIONS` iterations to measure. The host reads the rows' decisions at
-those points and runs the next iterations one token wide when no row drafts.
+only while the mean acceptance probability ``min(1, p(x)/q(x))`` of its recent drafts is at least
+``min_acceptance`` (decided every :data:`DECIDE_EVERY` iterations, from the row's own history only,
+so still batch-independent). With an ``lq`` source a row that is not drafting still learns
+``p(LQ token)`` at every step for free; with a Jacobi source it drafts for :data:`PROBE_ITERATIONS`
+iterations after :data:`PROBE_AFTER` iterations without drafts (after a failed probe, twice as long).
+The host reads the rows' decisions and runs the iterations one token wide while no row drafts; with
+CUDA graphs both widths are captured before any row may draft.
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ from torch.nn.attention import sdpa_kernel
 from pure.config import SamplingConfig
 from pure.generate import (
     DECODE_ATTENTION,
-    SYNC_EVERY,
     WARMUP_STEPS,
     Generation,
     _candidates,
@@ -68,10 +70,11 @@ from pure.generate import (
     _Decode,
     _Rules,
     _start,
+    replay,
 )
 from pure.kv_cache import GuidedKVCache, KVWrite, use_guided_attention
 from pure.sampling import ImageState, advance, counter_uniform, draw, probability_of
-from pure.sequence import LayoutError, parse_image_block
+from pure.sequence import LayoutError, block_length, parse_image_block
 from pure.vocab import Vocab
 
 SOURCES = ("none", "jacobi", "lq", "lq+jacobi")
@@ -84,11 +87,16 @@ numbers that decide tokens)."""
 MIN_ACCEPTANCE = 0.25
 """Default ``min_acceptance``: a row drafts while its recent drafts' mean acceptance probability is
 at least this (at 0.25 a full window of 8 drafts yields about 1.33 tokens per forward)."""
-PROBE_AFTER = 128
-"""Iterations without a verified draft after which a row measures Jacobi drafts again."""
+DECIDE_EVERY = 4
+"""Iterations between two decisions of the rows (each one host read)."""
+PROBE_AFTER = 64
+"""Iterations without a tested draft after which a row measures Jacobi drafts again; after each probe
+that fails, twice as many (up to :data:`MAX_PROBE_WAIT`)."""
+MAX_PROBE_WAIT = 1024
+"""The longest wait between two probes of a row."""
 PROBE_ITERATIONS = 2
 """Iterations of such a probe (the first makes the Jacobi distributions, the second tests them)."""
-DECAY = 0.5
+DECAY = 0.75
 """Weight kept by the acceptance history at each decision (recent blocks count most)."""
 
 
@@ -112,15 +120,18 @@ class _Drafts:
     pending: torch.Tensor  # [B] int64: the last decided token, not yet fed
     jacobi_values: torch.Tensor  # [B, K, C] tempered scores at the next K answer indices
     jacobi_ids: torch.Tensor  # [B, K, C] their token ids
-    jacobi_ok: torch.Tensor  # [B, K] bool: the previous forward computed that index's distribution
+    jacobi_real: torch.Tensor  # [B, K] bool: the previous forward computed that index's distribution
     lq: torch.Tensor  # [B, Lq] int64: the prompt's first image block, padded
     lq_h: torch.Tensor  # [B] int64: its latent rows (-1: the prompt has none)
     lq_w: torch.Tensor  # [B] int64: its latent columns
     allowed: torch.Tensor  # [B] int64: drafts a row may use per iteration now (0 or K)
     probe_left: torch.Tensor  # [B] int64: iterations left in the row's probe (0: not probing)
-    seen: torch.Tensor  # [B] fp32: sum of recent acceptance probabilities (decayed)
+    seen: torch.Tensor  # [B] fp32: sum of the expected acceptance of recent Jacobi drafts (decayed)
     seen_n: torch.Tensor  # [B] fp32: how many (decayed)
+    lq_seen: torch.Tensor  # [B] fp32: the same for LQ drafts, made or (not drafting) not made
+    lq_n: torch.Tensor  # [B] fp32: how many (decayed)
     idle: torch.Tensor  # [B] int64: iterations since the row last tested a draft
+    probe_wait: torch.Tensor  # [B] int64: idle iterations before the next Jacobi probe
     forwards: torch.Tensor  # [B] int64
     drafted: torch.Tensor  # [B] int64
     accepted: torch.Tensor  # [B] int64
@@ -139,21 +150,25 @@ def accepted_drafts(
     return accept.long().cumprod(1).sum(1)
 
 
-def residual_scores(
-    values: torch.Tensor, ids: torch.Tensor, q_values: torch.Tensor, q_ids: torch.Tensor, vocab_size: int
+def draft_probability(
+    ids: torch.Tensor, q_values: torch.Tensor, q_ids: torch.Tensor, vocab_size: int
 ) -> torch.Tensor:
-    """``log max(0, p - q)`` over p's candidates, the scores a rejected position draws from.
-
-    ``values``/``ids``: ``[N, C]`` the target's tempered scores (``p = softmax(values)``) and token
-    ids; ``q_values``/``q_ids``: ``[N, Cq]`` the draft distribution's (a deterministic draft ``x`` is
-    ``[0, -inf, ...]`` at ``[x, ...]``). Returns ``[N, C]`` (-inf where ``p <= q``); a row where
-    ``p <= q`` everywhere (``p == q``: rejection has probability 0, only rounding gets there) keeps
-    ``values``.
-    """
-    p = torch.softmax(values.float(), -1)
+    """``[N, C]`` the draft distribution ``q = softmax(q_values)`` over ``q_ids`` (``[N, Cq]``; a
+    deterministic draft ``x`` is ``[0, -inf, ...]`` at ``[x, ...]``) at the token ids ``ids``
+    (``[N, C]``, a target's candidates); ``vocab_size`` bounds every id."""
     dense = torch.zeros(len(ids), vocab_size, device=ids.device)
-    q = dense.scatter_add_(1, q_ids, torch.softmax(q_values.float(), -1)).gather(1, ids)
-    rest = (p - q).clamp(min=0)
+    return dense.scatter_add_(1, q_ids, torch.softmax(q_values.float(), -1)).gather(1, ids)
+
+
+def residual_scores(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``log max(0, p - q)``, the scores a rejected position draws from.
+
+    ``values``: ``[N, C]`` the target's tempered candidate scores (``p = softmax(values)``); ``q``:
+    ``[N, C]`` the draft distribution at those candidates (:func:`draft_probability`). Returns
+    ``[N, C]`` (-inf where ``p <= q``); a row where ``p <= q`` everywhere (``p == q``: rejection has
+    probability 0, only rounding gets there) keeps ``values``.
+    """
+    rest = (torch.softmax(values.float(), -1) - q).clamp(min=0)
     return torch.where(rest.sum(-1, keepdim=True) > 0, rest.log(), values)
 
 
@@ -210,10 +225,10 @@ def _draft(d: _Decode, spec: _Drafts, count: int):
         u = counter_uniform(d.seeds.repeat_interleave(count), (index + DRAFT_STREAM).flatten(), flat_ids)
         drawn = draw(flat_values, flat_ids, u)
         q_drawn = probability_of(flat_values, flat_ids, drawn).view(x.shape)
-        jacobi = spec.jacobi_ok[:, :count]
+        real = spec.jacobi_real[:, :count]
+        jacobi = real | ~lq_ok if spec.source == "lq+jacobi" else torch.ones_like(ok)
         x, q_x = torch.where(jacobi, drawn.view(x.shape), x), torch.where(jacobi, q_drawn, q_x)
-    available = {"jacobi": jacobi, "lq": lq_ok, "lq+jacobi": jacobi | lq_ok}[spec.source]
-    valid = (ok & available).long().cumprod(1).bool()
+    valid = (ok & (lq_ok | (spec.source != "lq"))).long().cumprod(1).bool()
     return x, jacobi, q_x, valid, values, ids
 
 
@@ -293,6 +308,8 @@ def _first(d: _Decode, spec: _Drafts, rules: _Rules) -> None:
     before = ImageState(*(t[:, None] for t in _fields(d.state)))
     last = torch.zeros_like(token)
     _emit(d, spec, rules, token[:, None], last, values[:, None], candidates[:, None], h[:, None], before)
+    if spec.source != "lq":
+        _keep_jacobi(spec, values[:, None], candidates[:, None], last)
 
 
 def _iterate(
@@ -328,71 +345,96 @@ def _iterate(
 
     last = torch.zeros_like(d.length)
     tested = torch.zeros_like(running)
+    rejected = torch.zeros_like(running)
     if count:
-        p_x = probability_of(
-            values[:, :count].flatten(0, 1), candidates[:, :count].flatten(0, 1), drafts.flatten()
-        )
-        p_x = p_x.view(batch, count)
+        # The draft distributions at the targets' candidates: acceptance, residual and statistics.
+        dirac = torch.full_like(q_values[0, 0], float("-inf"))
+        dirac[0] = 0.0
+        q_values = torch.where(jacobi[..., None], q_values, dirac)
+        q_ids = torch.cat([torch.where(jacobi, q_ids[..., 0], drafts)[..., None], q_ids[..., 1:]], -1)
+        targets, target_ids = values[:, :count].flatten(0, 1), candidates[:, :count].flatten(0, 1)
+        q = draft_probability(target_ids, q_values.flatten(0, 1), q_ids.flatten(0, 1), logits.shape[-1])
+        p_x = probability_of(targets, target_ids, drafts.flatten()).view(batch, count)
         cell = torch.full((batch * count, 1), ACCEPT_CELL, device=fed.device)
-        u = counter_uniform(d.seeds.repeat_interleave(count), (index[:, 1:]).flatten(), cell).view(
-            batch, count
-        )
-        last = accepted_drafts(p_x, q_x, valid, u)
+        u = counter_uniform(d.seeds.repeat_interleave(count), index[:, 1:].flatten(), cell)
+        last = accepted_drafts(p_x, q_x, valid, u.view(batch, count))
         decided = valid & (slot[:count] <= last[:, None]) & running[:, None]  # accepted, or the rejected one
         tested = decided.any(1)
-        spec.seen.add_(torch.where(decided, (p_x / q_x).clamp(max=1), 0).sum(1))
-        spec.seen_n.add_(decided.sum(1).float())
+        q = q.view(batch, count, -1)
+        overlap = torch.minimum(torch.softmax(values[:, :count], -1), q).sum(-1)  # E[min(1, p/q)]
+        counted = decided & vocab.is_image[drafts]  # forced tokens pass in any case: not counted
+        _remember(
+            spec,
+            torch.where(jacobi, overlap, 0),
+            counted & jacobi,
+            torch.where(jacobi, 0, overlap),
+            counted & ~jacobi,
+        )
         spec.drafted.add_(decided.sum(1))
         spec.accepted.add_(torch.where(running, last, 0))
+        j = last.clamp(max=count - 1)
+        rejected = (last < count) & at(valid, j)
+        residual = residual_scores(at(values, j), at(q, j))
     if spec.source != "jacobi":  # what an LQ draft for the next index would have scored, for free
         state = d.state
         lq_next = spec.lq.gather(1, (state.n + 1).clamp(0, spec.lq.shape[1] - 1)[:, None])[:, 0]
         p_lq = probability_of(values[:, 0], candidates[:, 0], lq_next)
         free = running & ~tested & state.in_body & (spec.lq_h == state.h) & (spec.lq_w == state.w)
-        spec.seen.add_(torch.where(free, p_lq, 0))
-        spec.seen_n.add_(free.float())
+        free = free & vocab.is_image[lq_next]
+        _remember(spec, None, None, p_lq[:, None], free[:, None])
     spec.idle.copy_(torch.where(tested, 0, spec.idle + 1))
     spec.forwards.add_(running.long())
 
-    # The token at slot ``last``: from p, or from max(0, p - q) where a draft was rejected there.
+    # The token at slot ``last``: from p there, or from max(0, p - q) where a draft was rejected.
     scores, ids = at(values, last), at(candidates, last)
-    tokens = fed[:, :1]
     if count:
-        j = last.clamp(max=count - 1)
-        deterministic = ~at(jacobi, j)
-        q_vals, q_toks = at(q_values, j), at(q_ids, j)
-        dirac = torch.full_like(q_vals[0], float("-inf"))
-        dirac[0] = 0.0
-        q_vals = torch.where(deterministic[:, None], dirac, q_vals)
-        q_toks = torch.cat(
-            [torch.where(deterministic, at(drafts, j), q_toks[:, 0])[:, None], q_toks[:, 1:]], 1
-        )
-        rejected = (last < count) & at(valid, j)
-        residual = residual_scores(scores, ids, q_vals, q_toks, logits.shape[-1])
         scores = torch.where(rejected[:, None], residual, scores)
-        tokens = torch.cat([drafts, drafts[:, -1:]], 1)
+    tokens = torch.cat([drafts, drafts[:, -1:]], 1) if count else fed[:, :1]
     final = draw(scores, ids, counter_uniform(d.seeds, d.length + last, ids))
     tokens = torch.where(slot == last[:, None], final[:, None], tokens)
     _emit(d, spec, rules, tokens, last, values, candidates, h, before)
 
-    if spec.source != "lq" and not count:
-        spec.jacobi_ok.fill_(False)
-    elif spec.source != "lq":  # Jacobi distributions for the next indices, where this forward reached them
-        source = last[:, None] + 1 + torch.arange(spec.jacobi_ok.shape[1], device=fed.device)
-        spec.jacobi_ok.copy_((source < width) & (spec.allowed > 0)[:, None])  # only rows that drafted
-        source = source.clamp(max=width - 1)[..., None].expand(-1, -1, values.shape[-1])
-        spec.jacobi_values.copy_(values.gather(1, source))
-        spec.jacobi_ids.copy_(candidates.gather(1, source))
-    ending = spec.probe_left == 1  # a probe ends: the row keeps drafting if its drafts did well
-    spec.allowed.copy_(torch.where(ending, torch.where(_wanted(spec), spec.allowed, 0), spec.allowed))
+    if spec.source != "lq":
+        _keep_jacobi(spec, values, candidates, last)
+    ending = spec.probe_left == 1  # a probe ends: the row drafts on if its drafts did well
+    kept = _wanted(spec)
+    spec.allowed.copy_(torch.where(ending & ~kept, 0, spec.allowed))
+    wait = torch.where(kept, PROBE_AFTER, (2 * spec.probe_wait).clamp(max=MAX_PROBE_WAIT))
+    spec.probe_wait.copy_(torch.where(ending, wait, spec.probe_wait))
     spec.probe_left.sub_((spec.probe_left > 0).long())
 
 
+def _remember(spec: _Drafts, jacobi, jacobi_counted, lq, lq_counted) -> None:
+    """Add expected acceptances ``[B, D]`` of Jacobi and of LQ drafts, where counted, to the history."""
+    for values, counted, total, n in (
+        (jacobi, jacobi_counted, spec.seen, spec.seen_n),
+        (lq, lq_counted, spec.lq_seen, spec.lq_n),
+    ):
+        if values is not None:
+            total.add_(torch.where(counted, values, 0).sum(1))
+            n.add_(counted.sum(1).float())
+
+
+def _keep_jacobi(spec: _Drafts, values: torch.Tensor, candidates: torch.Tensor, last: torch.Tensor) -> None:
+    """Store the distributions the next drafts come from: for the answer index ``m`` after the token
+    decided at slot ``last``, this forward's output there if it reached it (slot ``last + 1 + m``, a
+    real Jacobi distribution, for rows that drafted), else the decided token's own distribution (a
+    proxy: neighbouring codes are often alike). ``values``/``candidates``: ``[B, W, C]``."""
+    width = values.shape[1]
+    source = last[:, None] + 1 + torch.arange(spec.jacobi_real.shape[1], device=last.device)
+    real = (source < width) & (spec.allowed > 0)[:, None]  # rows that did not draft: as a narrow forward
+    spec.jacobi_real.copy_(real)
+    source = torch.where(real, source, last[:, None])[..., None].expand(-1, -1, values.shape[-1])
+    spec.jacobi_values.copy_(values.gather(1, source))
+    spec.jacobi_ids.copy_(candidates.gather(1, source))
+
+
 def _wanted(spec: _Drafts) -> torch.Tensor:
-    """``[B]`` bool: the row's recent drafts had a mean acceptance probability of at least
-    ``min_acceptance`` (with no history: only when ``min_acceptance`` is 0)."""
-    enough = spec.seen >= spec.min_acceptance * spec.seen_n
-    return enough & ((spec.seen_n > 0) | (spec.min_acceptance <= 0))
+    """``[B]`` bool: the row's recent Jacobi drafts, or its LQ drafts (made, or that it could have made),
+    had a mean acceptance probability of at least ``min_acceptance`` (no history: only when it is 0)."""
+    tested = (spec.seen >= spec.min_acceptance * spec.seen_n) & (spec.seen_n > 0)
+    lq = (spec.lq_seen >= spec.min_acceptance * spec.lq_n) & (spec.lq_n > 0)
+    return tested | lq | (spec.min_acceptance <= 0)
 
 
 def _decide(d: _Decode, spec: _Drafts) -> list[int]:
@@ -400,11 +442,11 @@ def _decide(d: _Decode, spec: _Drafts) -> list[int]:
     (module docstring), and the history decays. Returns, read on the host: [any running row drafts,
     any running row probes, any row running, longest row]."""
     wanted = _wanted(spec)
-    probe = ~wanted & (spec.idle >= PROBE_AFTER) & d.state.in_body & (spec.source != "lq")
-    spec.allowed.copy_(torch.where(wanted | probe, spec.jacobi_ok.shape[1], 0))
+    probe = ~wanted & (spec.idle >= spec.probe_wait) & d.state.in_body & (spec.source != "lq")
+    spec.allowed.copy_(torch.where(wanted | probe, spec.jacobi_real.shape[1], 0))
     spec.probe_left.copy_(torch.where(probe, PROBE_ITERATIONS, 0))
-    spec.seen.mul_(DECAY)
-    spec.seen_n.mul_(DECAY)
+    for history in (spec.seen, spec.seen_n, spec.lq_seen, spec.lq_n):
+        history.mul_(DECAY)
     return _read(d, spec, probe)
 
 
@@ -458,16 +500,22 @@ def generate_speculative(
         )
         spec = _new_drafts(d, vocab, source, draft_len, prompts, rules, min_acceptance)
         _first(d, spec, rules)
-        steps, graphs, done = d.out_ids.shape[1] - wide, {}, 0
-        for width in (1, wide) if cuda_graph else ():  # before any row may draft: batch-independent
+        steps, graphs, done, longest = d.out_ids.shape[1] - wide, {}, 0, 1
+        warmup_s = time.perf_counter() - start  # prefill (and, below, graph capture)
+        for width in (1, wide):  # warm-up (and capture) of both widths, before any row may draft
 
             def step(model, cache, d, rules, limits, width=width):
                 _iterate(model, cache, d, spec, rules, width, limits)
 
-            ran, graphs[width] = _capture(model, cache, d, rules, WARMUP_STEPS, step)
-            done += ran
-        warmup_s = time.perf_counter() - start
-        reported, longest, decide_at, check_at = 0, 1, done, -1
+            if cuda_graph:
+                ran, graphs[width] = _capture(model, cache, d, rules, WARMUP_STEPS, step)
+            else:  # the same iterations, so that eager and graph runs decide alike
+                for ran in range(1, WARMUP_STEPS + 1):
+                    step(model, cache, d, rules, _limits(cache, rules, longest + (ran - 1) * width, width))
+            done, longest = done + ran, longest + ran * width
+        if cuda_graph:
+            warmup_s = time.perf_counter() - start
+        reported, decide_at, check_at = 0, done, -1
         while done < steps - 1:  # the first token is drawn; every iteration decides at least one more
             if done == decide_at:
                 drafting, probing, running, longest = _decide(d, spec)
@@ -476,7 +524,7 @@ def generate_speculative(
                     reported = longest
                 if not running:
                     break
-                decide_at, check_at = done + SYNC_EVERY, done + PROBE_ITERATIONS if probing else -1
+                decide_at, check_at = done + DECIDE_EVERY, done + PROBE_ITERATIONS if probing else -1
                 width = wide if drafting else 1
             elif done == check_at:  # probes have ended: does any row still draft?
                 drafting, _, _, longest = _read(d, spec)
@@ -519,7 +567,7 @@ def _new_drafts(
         pending=zeros.clone(),
         jacobi_values=torch.full((batch, draft_len, width), float("-inf"), device=device),
         jacobi_ids=torch.zeros(batch, draft_len, width, dtype=torch.long, device=device),
-        jacobi_ok=torch.zeros(batch, draft_len, dtype=torch.bool, device=device),
+        jacobi_real=torch.zeros(batch, draft_len, dtype=torch.bool, device=device),
         lq=lq.to(device),
         lq_h=lq_h.to(device),
         lq_w=lq_w.to(device),
@@ -527,8 +575,44 @@ def _new_drafts(
         probe_left=zeros.clone(),
         seen=torch.zeros(batch, device=device),
         seen_n=torch.zeros(batch, device=device),
+        lq_seen=torch.zeros(batch, device=device),
+        lq_n=torch.zeros(batch, device=device),
         idle=torch.full((batch,), PROBE_AFTER, dtype=torch.long, device=device),
+        probe_wait=torch.full((batch,), PROBE_AFTER, dtype=torch.long, device=device),
         forwards=zeros.clone(),
         drafted=zeros.clone(),
         accepted=zeros.clone(),
     )
+
+
+def lq_draft_probability(
+    model, prompt: torch.Tensor, text: torch.Tensor, vocab: Vocab, sampling: SamplingConfig
+) -> torch.Tensor:
+    """How likely the model finds the drafts of the ``lq`` source, by :func:`pure.generate.replay`.
+
+    The answer ``text`` ``[n]`` (ids) followed by the prompt's own LQ block is fed after ``prompt``
+    ``[T]``; returns, for each token of the block's body, the probability the processed distribution
+    (guidance, grammar, top-k, temperature) gives it there: ``[h, w + 1]`` float64 in [0, 1], row by
+    row, the last column the end-of-row tokens (1: forced). That is the acceptance probability of
+    each LQ draft when every LQ draft before it was accepted. Raises ValueError when the prompt holds
+    no image block.
+    """
+    lq, h, w = lq_blocks([prompt], vocab)
+    if int(h[0]) < 0:
+        raise ValueError("the prompt holds no LQ image block")
+    h, w = int(h[0]), int(w[0])
+    block = lq[0, : block_length(h, w)]
+    p = replay(model, prompt, torch.cat([text.cpu().long(), block]), vocab, sampling).p_token[0]
+    return p[len(text) + 3 : len(text) + len(block) - 1].view(h, w + 1)
+
+
+def expected_run(p: torch.Tensor, draft_len: int) -> float:
+    """Tokens per forward if windows of ``draft_len`` LQ drafts started anywhere along ``p`` (the flat
+    acceptance probabilities of consecutive drafts, each given the ones before it accepted):
+    ``1 + mean_i sum_{m=1..K} prod_{j<m} p[i + j]`` (an estimate: real windows start after rejections)."""
+    p = p.flatten().double()
+    total, run = torch.zeros_like(p), torch.ones_like(p)
+    for m in range(draft_len):
+        run = run * torch.cat([p[m:], torch.zeros(m, dtype=p.dtype)])
+        total += run
+    return 1.0 + float(total.mean())

@@ -33,3 +33,6 @@ def test_gpu_check_dry_run_writes_one_json(tmp_path):
         assert row.get("graph_matches_eager", mode == "none") is True, mode
     weights = {mode: row["weights_gib"] for mode, row in results["quantize"].items()}
     assert weights["int4"] < weights["int8"] < weights["none"]
+    speculative = {row["run"]: row for row in results["speculative"]["7b"]}  # issue 17
+    assert set(speculative) == {"plain", "jacobi", "lq", "lq+jacobi", "lq+jacobi, always"}
+    assert all(row["tokens_per_s"] > 0 and row["forwards_per_image"] > 0 for row in speculative.values())

@@ -56,6 +56,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch.nn.attention import sdpa_kernel
@@ -125,7 +126,7 @@ class _Drafts:
     lq_h: torch.Tensor  # [B] int64: its latent rows (-1: the prompt has none)
     lq_w: torch.Tensor  # [B] int64: its latent columns
     allowed: torch.Tensor  # [B] int64: drafts a row may use per iteration now (0 or K)
-    probe_left: torch.Tensor  # [B] int64: iterations left in the row's probe (0: not probing)
+    probing: torch.Tensor  # [B] bool: the row drafts to measure, for PROBE_ITERATIONS iterations
     seen: torch.Tensor  # [B] fp32: sum of the expected acceptance of recent Jacobi drafts (decayed)
     seen_n: torch.Tensor  # [B] fp32: how many (decayed)
     lq_seen: torch.Tensor  # [B] fp32: the same for LQ drafts, made or (not drafting) not made
@@ -135,6 +136,17 @@ class _Drafts:
     forwards: torch.Tensor  # [B] int64
     drafted: torch.Tensor  # [B] int64
     accepted: torch.Tensor  # [B] int64
+
+
+class _Window(NamedTuple):
+    """The drafts of one forward, ``[B, D]`` each (draft ``j`` is for answer index ``length + j``)."""
+
+    x: torch.Tensor  # int64 draft tokens
+    jacobi: torch.Tensor  # bool: drawn from a Jacobi distribution (else deterministic: LQ)
+    q_x: torch.Tensor  # fp32: the probability it was drafted with (1 when deterministic)
+    valid: torch.Tensor  # bool: it may be tested (a prefix of each row)
+    q_values: torch.Tensor  # [B, D, Cq] the Jacobi distributions' tempered scores
+    q_ids: torch.Tensor  # [B, D, Cq] and token ids
 
 
 def accepted_drafts(
@@ -200,15 +212,10 @@ def _fields(state: ImageState) -> tuple[torch.Tensor, ...]:
     return state.open, state.n, state.h, state.w
 
 
-def _draft(d: _Decode, spec: _Drafts, count: int):
-    """Drafts for the next ``count`` answer indices of every row.
-
-    Returns ``x`` ``[B, count]`` (draft ``j`` is for index ``length + j``), ``jacobi`` ``[B, count]``
-    (drawn from a Jacobi distribution; otherwise deterministic), ``q_x`` ``[B, count]`` (the
-    probability it was drafted with), ``valid`` ``[B, count]`` (it may be tested: inside the image
-    body, within the row's allowance and budget; a prefix of each row) and the Jacobi distributions
-    ``[B, count, C]`` (values, ids).
-    """
+def _draft(d: _Decode, spec: _Drafts, count: int) -> _Window:
+    """Drafts for the next ``count`` answer indices of every row (:class:`_Window`): valid inside the
+    image body, within the row's allowance and budget; Jacobi draws (MC-SJD's Gumbel coupling: the
+    same numbers for an index in every iteration) and LQ tokens as ``spec.source`` says."""
     state, device = d.state, d.seeds.device
     j = torch.arange(count, device=device)
     index = d.length[:, None] + j
@@ -229,7 +236,7 @@ def _draft(d: _Decode, spec: _Drafts, count: int):
         jacobi = real | ~lq_ok if spec.source == "lq+jacobi" else torch.ones_like(ok)
         x, q_x = torch.where(jacobi, drawn.view(x.shape), x), torch.where(jacobi, q_drawn, q_x)
     valid = (ok & (lq_ok | (spec.source != "lq"))).long().cumprod(1).bool()
-    return x, jacobi, q_x, valid, values, ids
+    return _Window(x, jacobi, q_x, valid, values, ids)
 
 
 def _forward_window(
@@ -289,7 +296,7 @@ def _emit(d: _Decode, spec: _Drafts, rules: _Rules, tokens, last, values, candid
     last = torch.where(stop.any(1), stop.long().argmax(1), last)
 
     def pick(t: torch.Tensor) -> torch.Tensor:
-        return t.gather(1, last[:, None])[:, 0]
+        return t[:, 0] if width == 1 else t.gather(1, last[:, None])[:, 0]
 
     token = pick(tokens)
     new = advance(ImageState(*(pick(t) for t in _fields(before))), token, vocab)
@@ -324,8 +331,8 @@ def _iterate(
     slot = torch.arange(width, device=d.seeds.device)
     fed = spec.pending[:, None]
     if count:
-        drafts, jacobi, q_x, valid, q_values, q_ids = _draft(d, spec, count)
-        fed = torch.cat([fed, torch.where(valid, drafts, vocab.end_of_row)], 1)  # no-draft slots: inert
+        window = _draft(d, spec, count)
+        fed = torch.cat([fed, torch.where(window.valid, window.x, vocab.end_of_row)], 1)  # none: inert
     states = [d.state]
     for j in range(1, width):
         states.append(advance(states[-1], fed[:, j], vocab))
@@ -339,69 +346,75 @@ def _iterate(
     values, candidates = values.view(batch, width, -1), candidates.view(batch, width, -1)
     h, running = h.view(batch, width), d.running.clone()
 
-    def at(t: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        """``t[b, j[b]]`` for ``t`` ``[B, W, ...]``."""
-        return t.gather(1, j.view(-1, 1, *([1] * (t.ndim - 2))).expand(-1, 1, *t.shape[2:]))[:, 0]
-
-    last = torch.zeros_like(d.length)
-    tested = torch.zeros_like(running)
-    rejected = torch.zeros_like(running)
+    last, tested = torch.zeros_like(d.length), torch.zeros_like(running)
+    scores, ids = values[:, 0], candidates[:, 0]  # the token at slot ``last`` is drawn from these
     if count:
-        # The draft distributions at the targets' candidates: acceptance, residual and statistics.
-        dirac = torch.full_like(q_values[0, 0], float("-inf"))
-        dirac[0] = 0.0
-        q_values = torch.where(jacobi[..., None], q_values, dirac)
-        q_ids = torch.cat([torch.where(jacobi, q_ids[..., 0], drafts)[..., None], q_ids[..., 1:]], -1)
-        targets, target_ids = values[:, :count].flatten(0, 1), candidates[:, :count].flatten(0, 1)
-        q = draft_probability(target_ids, q_values.flatten(0, 1), q_ids.flatten(0, 1), logits.shape[-1])
-        p_x = probability_of(targets, target_ids, drafts.flatten()).view(batch, count)
-        cell = torch.full((batch * count, 1), ACCEPT_CELL, device=fed.device)
-        u = counter_uniform(d.seeds.repeat_interleave(count), index[:, 1:].flatten(), cell)
-        last = accepted_drafts(p_x, q_x, valid, u.view(batch, count))
-        decided = valid & (slot[:count] <= last[:, None]) & running[:, None]  # accepted, or the rejected one
-        tested = decided.any(1)
-        q = q.view(batch, count, -1)
-        overlap = torch.minimum(torch.softmax(values[:, :count], -1), q).sum(-1)  # E[min(1, p/q)]
-        counted = decided & vocab.is_image[drafts]  # forced tokens pass in any case: not counted
-        _remember(
-            spec,
-            torch.where(jacobi, overlap, 0),
-            counted & jacobi,
-            torch.where(jacobi, 0, overlap),
-            counted & ~jacobi,
-        )
-        spec.drafted.add_(decided.sum(1))
-        spec.accepted.add_(torch.where(running, last, 0))
-        j = last.clamp(max=count - 1)
-        rejected = (last < count) & at(valid, j)
-        residual = residual_scores(at(values, j), at(q, j))
-    if spec.source != "jacobi":  # what an LQ draft for the next index would have scored, for free
-        state = d.state
-        lq_next = spec.lq.gather(1, (state.n + 1).clamp(0, spec.lq.shape[1] - 1)[:, None])[:, 0]
-        p_lq = probability_of(values[:, 0], candidates[:, 0], lq_next)
-        free = running & ~tested & state.in_body & (spec.lq_h == state.h) & (spec.lq_w == state.w)
-        free = free & vocab.is_image[lq_next]
-        _remember(spec, None, None, p_lq[:, None], free[:, None])
+        last, tested, scores, ids = _verify(d, spec, window, values, candidates, vocab, logits.shape[-1])
+    if spec.source != "jacobi":
+        _learn_lq(d, spec, values[:, 0], candidates[:, 0], running & ~tested, vocab)
     spec.idle.copy_(torch.where(tested, 0, spec.idle + 1))
     spec.forwards.add_(running.long())
 
-    # The token at slot ``last``: from p there, or from max(0, p - q) where a draft was rejected.
-    scores, ids = at(values, last), at(candidates, last)
-    if count:
-        scores = torch.where(rejected[:, None], residual, scores)
-    tokens = torch.cat([drafts, drafts[:, -1:]], 1) if count else fed[:, :1]
+    tokens = torch.cat([window.x, window.x[:, -1:]], 1) if count else fed[:, :1]
     final = draw(scores, ids, counter_uniform(d.seeds, d.length + last, ids))
     tokens = torch.where(slot == last[:, None], final[:, None], tokens)
     _emit(d, spec, rules, tokens, last, values, candidates, h, before)
 
     if spec.source != "lq":
         _keep_jacobi(spec, values, candidates, last)
-    ending = spec.probe_left == 1  # a probe ends: the row drafts on if its drafts did well
-    kept = _wanted(spec)
-    spec.allowed.copy_(torch.where(ending & ~kept, 0, spec.allowed))
-    wait = torch.where(kept, PROBE_AFTER, (2 * spec.probe_wait).clamp(max=MAX_PROBE_WAIT))
-    spec.probe_wait.copy_(torch.where(ending, wait, spec.probe_wait))
-    spec.probe_left.sub_((spec.probe_left > 0).long())
+
+
+def _at(t: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """``t[b, j[b]]`` for ``t`` ``[B, W, ...]`` and ``j`` ``[B]``."""
+    return t.gather(1, j.view(-1, 1, *([1] * (t.ndim - 2))).expand(-1, 1, *t.shape[2:]))[:, 0]
+
+
+def _verify(d: _Decode, spec: _Drafts, window: _Window, values, candidates, vocab: Vocab, vocab_size: int):
+    """Test every row's drafts (``window``, ``[B, D]``) against the targets of the verify forward.
+
+    ``values``/``candidates`` ``[B, D + 1, C]``: the targets (slot ``j`` chooses answer index
+    ``length + j``); ``vocab_size``: the model's (bounds every id). Records the expected acceptance of
+    every decided draft. Returns ``last`` ``[B]`` (drafts accepted: the token at slot ``last`` is drawn
+    next), ``tested`` ``[B]`` (the row decided a draft) and the scores and ids ``[B, C]`` to draw that
+    token from: the target's, or ``max(0, p - q)`` after a rejection.
+    """
+    drafts, jacobi, q_x, valid, q_values, q_ids = window
+    (batch, count), running = drafts.shape, d.running
+    dirac = torch.full_like(q_values[0, 0], float("-inf"))  # a deterministic draft: q = 1 at x
+    dirac[0] = 0.0
+    q_values = torch.where(jacobi[..., None], q_values, dirac)
+    q_ids = torch.cat([torch.where(jacobi, q_ids[..., 0], drafts)[..., None], q_ids[..., 1:]], -1)
+    targets, target_ids = values[:, :count].flatten(0, 1), candidates[:, :count].flatten(0, 1)
+    q = draft_probability(target_ids, q_values.flatten(0, 1), q_ids.flatten(0, 1), vocab_size)
+    p_x = probability_of(targets, target_ids, drafts.flatten()).view(batch, count)
+    index = d.length[:, None] + torch.arange(count, device=drafts.device)
+    cell = torch.full((batch * count, 1), ACCEPT_CELL, device=drafts.device)
+    u = counter_uniform(d.seeds.repeat_interleave(count), index.flatten(), cell).view(batch, count)
+    last = accepted_drafts(p_x, q_x, valid, u)
+
+    slot = torch.arange(count, device=drafts.device)
+    decided = valid & (slot <= last[:, None]) & running[:, None]  # accepted, or the one rejected
+    q = q.view(batch, count, -1)
+    overlap = torch.minimum(torch.softmax(values[:, :count], -1), q).sum(-1)  # E[min(1, p(x) / q(x))]
+    counted = decided & vocab.is_image[drafts]  # forced tokens pass in any case: not counted
+    _remember(spec, overlap, counted & jacobi, overlap, counted & ~jacobi)
+    spec.drafted.add_(decided.sum(1))
+    spec.accepted.add_(torch.where(running, last, 0))
+
+    j = last.clamp(max=count - 1)
+    rejected = (last < count) & _at(valid, j)
+    scores = torch.where(rejected[:, None], residual_scores(_at(values, j), _at(q, j)), _at(values, last))
+    return last, decided.any(1), scores, _at(candidates, last)
+
+
+def _learn_lq(d: _Decode, spec: _Drafts, values, candidates, rows, vocab: Vocab) -> None:
+    """Record, for ``rows`` ``[B]`` inside an image of their LQ block's size, the probability
+    (``values``/``candidates`` ``[B, C]``: the next token's target) of the LQ draft they did not make."""
+    state = d.state
+    lq_next = spec.lq.gather(1, (state.n + 1).clamp(0, spec.lq.shape[1] - 1)[:, None])[:, 0]
+    p_lq = probability_of(values, candidates, lq_next)
+    rows = rows & state.in_body & (spec.lq_h == state.h) & (spec.lq_w == state.w) & vocab.is_image[lq_next]
+    _remember(spec, None, None, p_lq[:, None], rows[:, None])
 
 
 def _remember(spec: _Drafts, jacobi, jacobi_counted, lq, lq_counted) -> None:
@@ -444,16 +457,26 @@ def _decide(d: _Decode, spec: _Drafts) -> list[int]:
     wanted = _wanted(spec)
     probe = ~wanted & (spec.idle >= spec.probe_wait) & d.state.in_body & (spec.source != "lq")
     spec.allowed.copy_(torch.where(wanted | probe, spec.jacobi_real.shape[1], 0))
-    spec.probe_left.copy_(torch.where(probe, PROBE_ITERATIONS, 0))
+    spec.probing.copy_(probe)
     for history in (spec.seen, spec.seen_n, spec.lq_seen, spec.lq_n):
         history.mul_(DECAY)
-    return _read(d, spec, probe)
+    return _read(d, spec)
 
 
-def _read(d: _Decode, spec: _Drafts, probe: torch.Tensor | None = None) -> list[int]:
+def _end_probes(d: _Decode, spec: _Drafts) -> list[int]:
+    """:data:`PROBE_ITERATIONS` after a decision: a probing row drafts on if its drafts did well, else
+    it waits twice as long before its next probe. Returns :func:`_read`'s flags."""
+    kept = _wanted(spec)
+    spec.allowed.copy_(torch.where(spec.probing & ~kept, 0, spec.allowed))
+    wait = torch.where(kept, PROBE_AFTER, (2 * spec.probe_wait).clamp(max=MAX_PROBE_WAIT))
+    spec.probe_wait.copy_(torch.where(spec.probing, wait, spec.probe_wait))
+    spec.probing.fill_(False)
+    return _read(d, spec)
+
+
+def _read(d: _Decode, spec: _Drafts) -> list[int]:
     """Host flags: [any running row may draft, any running row probes, any row running, longest row]."""
-    probe = spec.probe_left > 0 if probe is None else probe
-    flags = [(spec.allowed > 0) & d.running, probe & d.running, d.running]
+    flags = [(spec.allowed > 0) & d.running, spec.probing & d.running, d.running]
     return torch.stack([f.any().long() for f in flags] + [d.length.max()]).tolist()
 
 
@@ -526,8 +549,8 @@ def generate_speculative(
                     break
                 decide_at, check_at = done + DECIDE_EVERY, done + PROBE_ITERATIONS if probing else -1
                 width = wide if drafting else 1
-            elif done == check_at:  # probes have ended: does any row still draft?
-                drafting, _, _, longest = _read(d, spec)
+            elif done == check_at:
+                drafting, _, _, longest = _end_probes(d, spec)
                 width = wide if drafting else 1
             if cuda_graph:
                 graphs[width].replay()
@@ -572,7 +595,7 @@ def _new_drafts(
         lq_h=lq_h.to(device),
         lq_w=lq_w.to(device),
         allowed=zeros.clone(),
-        probe_left=zeros.clone(),
+        probing=torch.zeros(batch, dtype=torch.bool, device=device),
         seen=torch.zeros(batch, device=device),
         seen_n=torch.zeros(batch, device=device),
         lq_seen=torch.zeros(batch, device=device),

@@ -125,8 +125,10 @@ def compare(model, prompts, vocab, common: dict, runs: dict, repeats: int, sync)
     ratios against the first."""
     seeds = list(range(len(prompts)))
     outputs, best = {}, dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):
-        for name, options in runs.items():
+    names = list(runs)
+    for repeat in range(repeats):  # alternating, each round starting one run later
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            options = runs[name]
             sync()
             start = time.perf_counter()
             if options is None:

@@ -326,8 +326,6 @@ def generate(
     max_text_tokens: int = 512,
     stop_after_image: bool = False,
     cuda_graph: bool = False,
-    speculative: str = "none",
-    draft_len: int = 8,
 ) -> Generation:
     """Sample an answer for every prompt ``[T_b]`` (token ids), or replay ``teacher`` continuations.
 
@@ -338,27 +336,9 @@ def generate(
     opening it after at most ``max_text_tokens`` of text (:func:`pure.sampling.force_image_layout`);
     None = the reference's free choice. ``stop_after_image``: a row also finishes when its image
     closes (what follows the image in PURE's answer is only the end-of-turn). ``cuda_graph``: capture
-    the decoding step as a CUDA graph (CUDA only; the tokens are the same as without).
-    ``speculative``: ``none``, or the draft source of :func:`pure.speculative.generate_speculative`
-    (up to ``draft_len`` drafts per forward; same output distribution, other tokens; not with ``teacher``).
+    the decoding step as a CUDA graph (CUDA only; the tokens are the same as without). Drafting several
+    tokens per forward: :func:`pure.speculative.generate_speculative`, which builds on this loop.
     """
-    if speculative != "none" and teacher is None:
-        from pure.speculative import generate_speculative  # it builds on this module
-
-        return generate_speculative(
-            model,
-            prompts,
-            vocab,
-            sampling,
-            speculative,
-            draft_len,
-            seeds,
-            on_step,
-            image_grids,
-            max_text_tokens,
-            stop_after_image,
-            cuda_graph,
-        )
     start = time.perf_counter()
     cuda_graph = cuda_graph and model.device.type == "cuda"
     with use_guided_attention(model), sdpa_kernel(DECODE_ATTENTION):

@@ -41,6 +41,7 @@ from pure.model import (
 from pure.quantize import check_adapter
 from pure.restoration import STAGES, Restoration
 from pure.sequence import TextTokenizer, conversation, split_answer
+from pure.speculative import generate_speculative
 from pure.tiling import Box, TileBlender, output_size, pad_to, padded_size, tile_boxes
 from pure.vocab import CODE_PX, GRID_PX, Vocab
 from pure.vq import VQModel, image_to_tensor, load_vq, tensor_to_image
@@ -223,11 +224,7 @@ class Restorer:
     ) -> Generation:
         """Stage 2: perceive, understand and restore: one batched generation of every tile's answer."""
         settings, side = self.settings, self.settings.tile // GRID_PX
-        return generate(
-            self.model,
-            prompts,
-            self.vocab,
-            self.sampling,
+        layout = dict(
             seeds=seeds,
             on_step=on_step,
             image_grids=(side, side),
@@ -235,8 +232,17 @@ class Restorer:
             stop_after_image=True,
             cuda_graph=settings.compile == "on"
             or (settings.compile == "auto" and self.model.device.type == "cuda"),
-            speculative=settings.speculative,
-            draft_len=settings.draft_len,
+        )
+        if settings.speculative == "none":
+            return generate(self.model, prompts, self.vocab, self.sampling, **layout)
+        return generate_speculative(
+            self.model,
+            prompts,
+            self.vocab,
+            self.sampling,
+            settings.speculative,
+            settings.draft_len,
+            **layout,
         )
 
     def decode(self, out: Generation, row: int, tile: int, caption: str) -> tuple[str, torch.Tensor]:

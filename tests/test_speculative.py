@@ -212,9 +212,9 @@ def test_lq_draft_probability_by_replay(small, likely_prompt):
 def test_unknown_source_and_draft_length_are_refused(small):
     model, vocab, prompts = small
     with pytest.raises(ValueError, match="restore.speculative='lookahead' must be one of none, jacobi"):
-        generate(model, prompts, vocab, SAMPLING, speculative="lookahead")
+        generate_speculative(model, prompts, vocab, SAMPLING, "lookahead")
     with pytest.raises(ValueError, match="restore.draft_len=0 must be at least 1"):
-        generate(model, prompts, vocab, SAMPLING, speculative="lq", draft_len=0)
+        generate_speculative(model, prompts, vocab, SAMPLING, "lq", draft_len=0)
 
 
 @pytest.mark.slow

@@ -120,6 +120,7 @@ def test_static_cache_logits_equal_full_forward_logits(tiny, prompts):
     assert bool(d.state.open[1]) and int(d.state.n[1]) > 10
 
 
+@pytest.mark.slow
 def test_counter_draw_samples_the_softmax():
     """Chi-square over many seeds, and over many steps of one seed: the frequencies of a 6-token
     vocabulary match softmax(values / T); a dropped candidate is never drawn."""
@@ -149,6 +150,7 @@ def test_counter_uniform_is_uniform_and_independent_of_the_batch():
     assert torch.equal(u[2], counter_uniform(seeds[2:3], 9, tokens[:1])[0])  # rows do not interact
 
 
+@pytest.mark.slow
 def test_decoding_step_traces_as_one_graph(tiny, prompts):
     """torch.compile with fullgraph=True fails on any host synchronisation or data-dependent shape,
     the things a CUDA graph cannot hold; the traced step gives the eager step's tokens."""

@@ -82,6 +82,7 @@ def _files(folder: Path) -> list[str]:
 # ----------------------------------------------------------------------------- reading
 
 
+@pytest.mark.slow
 def test_case_1_adobe_rgb_16_bit_rgba_png_comes_out_srgb(tmp_path, capsys):
     """Tiny random model, AdaIN colour fix (the output's channel means are the input's): the output's
     colour is the sRGB conversion of the Adobe RGB numbers, tagged sRGB, with the alpha kept."""

@@ -94,6 +94,7 @@ def prepared(shared_data_dir, tmp_path_factory):
     return hq, base / "out"
 
 
+@pytest.mark.slow
 def test_prepare_writes_shards_labels_and_descriptions(prepared, capsys):
     hq, out = prepared
     records = [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
@@ -109,6 +110,7 @@ def test_prepare_writes_shards_labels_and_descriptions(prepared, capsys):
     assert ds.lengths == [r["length"] for r in records]
 
 
+@pytest.mark.slow
 def test_shard_round_trip_equals_in_memory_sequences(prepared):
     from pure.model import load_tokenizer, load_vocab
     from pure.pipeline import backbone_folder

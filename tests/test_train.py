@@ -142,6 +142,7 @@ def test_residual_dropout_acts_on_the_residual_branches():
     torch.testing.assert_close(hidden, model.model.norm(model.model.embed_tokens(ids)))
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapters_and_image_rows(tmp_path, hq_folder):
     """Frozen base, fp32 adapters; after training, merged weights differ only where adapters act."""
     folder = backbone_folder(BackboneConfig(source="tiny"))
@@ -246,6 +247,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, hq_folder):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_train_script_then_infer_with_adapter(tmp_path, hq_folder):
     out = tmp_path / "run"
     assert (
@@ -299,6 +301,7 @@ def test_merge_names_a_folder_that_is_no_checkpoint(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_extended_vocabulary_trains_the_new_rows(tmp_path, hq_folder):
     """A base with 65,536 rows and PURE's 73,728-entry tokenizer: rows 65536.. are added and trained."""
     config = tiny_backbone_config()
@@ -321,6 +324,7 @@ def test_extended_vocabulary_trains_the_new_rows(tmp_path, hq_folder):
     torch.testing.assert_close(merged.get_input_embeddings().weight[SECOND_IMAGE_ID:], rows)
 
 
+@pytest.mark.slow
 def test_trains_from_prepared_shards(tmp_path, hq_folder):
     """scripts/prepare_data.py's shards feed the trainer directly (data.shards)."""
     hq = tmp_path / "hq"

@@ -32,7 +32,7 @@ def test_help_imports_no_heavy_library():
         "import contextlib, io, sys\n"
         "from pure import cli\n"
         "mains = (cli.infer_main, cli.prepare_main, cli.train_main, cli.merge_main, cli.download_main,\n"
-        "         cli.evaluate_main, cli.benchmark_main)\n"
+        "         cli.evaluate_main, cli.benchmark_main, cli.app_main)\n"
         "for main in mains:\n"
         "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "        main(['--help'])\n"

@@ -184,6 +184,7 @@ class Restorer:
             batches=batches.as_dict(),
             settings=self.settings_dict(),
             model=self.model_revision,
+            device=f"{self.model.device} {str(self.model.dtype).removeprefix('torch.')}",
         )
 
     # ------------------------------------------------------------------------------ the stages

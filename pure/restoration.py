@@ -36,6 +36,8 @@ class Restoration:
     """The sampling and restore settings used (plain values)."""
     model: str = ""
     """The backbone's revision (hub snapshot) or folder."""
+    device: str = ""
+    """Where the backbone ran and in which dtype, e.g. ``cuda:0 bfloat16`` or ``cpu float32``."""
 
     def sidecar(self) -> dict:
         """What the JSON sidecar records of this result (the writer adds file names and read details)."""
@@ -46,6 +48,7 @@ class Restoration:
             "tile_answers": self.tile_answers,
             "seed": self.seed,
             "model": self.model,
+            "device": self.device,
             "batch_size": self.batches,
             "settings": self.settings,
             "timings_s": self.timings,

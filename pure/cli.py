@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pure.config import (
     ConfigError,
@@ -62,8 +62,15 @@ def batch_size(value: str) -> int | str:
     return value if value == "auto" else int(value)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the mistake and where to look, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help explains every flag)\n")
+
+
 def infer_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="scripts/infer.py",
         description="Restore low-quality images with PURE: perceive the degradation, describe the content, "
         "restore the image. Settings come from the schema in pure/config.py, then --config, then the flags, "
@@ -381,7 +388,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
     Exit codes: 0 scored, 1 no metric could run or the results could not be written, 2 a wrong folder,
     file or argument."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="evaluate.py",
         description="Score super-resolved images with pyiqa (PSNR/SSIM on Y of YCbCr, no border crop; "
         "LPIPS, DISTS, FID; NIQE, MUSIQ, MANIQA, CLIPIQA, TOPIQ), pairing files by name.",
@@ -433,7 +440,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def benchmark_main(argv: Sequence[str] | None = None) -> int:
     """``scripts/benchmark.py``: inference on ``<root>/<name>/lr``, then evaluation against ``hr``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="benchmark.py",
         description="Restore data/benchmarks/<name>/lr into RUN/sr as scripts/infer.py does (in this "
         "process, same input rules), then score RUN/sr against data/benchmarks/<name>/hr into "
@@ -476,7 +483,7 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
 def prepare_main(argv: list[str] | None = None) -> int:
     """``scripts/prepare_data.py``: 0 when done, 1 when images were skipped, 2 when nothing could start,
     130 when interrupted."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="scripts/prepare_data.py",
         description="Turn HQ image folders into PURE training shards: Real-ESRGAN degradation, degradation "
         "labels, descriptions, VQ tokens. Rerunning continues where the last run stopped; run it under "
@@ -536,7 +543,7 @@ def _prepare(args: argparse.Namespace, flags: list[str]) -> int:
 
 def train_main(argv: list[str] | None = None) -> int:
     """``scripts/train.py``: 0 when training finished, 2 when it could not start, 130 when interrupted."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="scripts/train.py",
         description="Fine-tune PURE (LoRA or full). Settings: the schema in pure/config.py (TrainConfig, "
         "listed by --help-config), then --config, then key=value overrides. Multi-GPU and multi-node: "
@@ -575,7 +582,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def merge_main(argv: list[str] | None = None) -> int:
     """``scripts/merge_lora.py``: a LoRA checkpoint -> a standalone model folder."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="scripts/merge_lora.py",
         description="Merge a LoRA checkpoint's adapters into its base model and save a "
         "standalone model folder for scripts/infer.py --model.",
@@ -601,7 +608,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 def download_main(argv: list[str] | None = None) -> int:
     """``scripts/download.py``: fetch the weights runs need into one folder; 0 done, 1 a download failed."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="scripts/download.py",
         description="On a machine with internet access, download weights into one folder; copy it to "
         "machines without access and pass it to any script as --models DIR (or models=DIR). Without "
@@ -652,7 +659,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def app_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="scripts/app.py",
         description="Serve a web page (Gradio) that restores one uploaded photo at a time with the models "
         "and settings of scripts/infer.py: before and after, the perceived degradation, the description, "

@@ -155,12 +155,13 @@ class Processes:
     def device(self, name: str) -> str:
         """This process's device for the setting ``name``: under a launcher ``auto`` and ``cuda`` mean its
         own GPU (``cuda:<local rank>``); anything else, and every setting of a plain run, as given."""
-        from pure.model import pick_device
-
         if self.state is None or name not in ("auto", "cuda"):
-            if name.startswith("cuda"):
-                pick_device(name)  # no CUDA device: one line now, before an output folder is made
+            if name.startswith("cuda"):  # no CUDA device: one line now, before an output folder is made
+                from pure.model import pick_device
+
+                pick_device(name)
             return name
+        from pure.model import pick_device
 
         device = pick_device(name, default=self.state.device)
         if device.type == "cuda":

@@ -20,6 +20,8 @@ start and size tokens), then the image body (4,161 tokens). In order:
    batch 1: tokens/s over ``--steps`` steps, and the peak memory of the whole run (weights, the cache
    sized for a whole tile, prefill, graph capture; allocated and reserved by PyTorch); before that, that
    CUDA-graph decoding with int8 or int4 weights writes the eager loop's tokens (small bf16 model).
+   Each mode is measured once per ``--kv-cache`` mode (``restore.kv_cache``: model, int8) on the same
+   model, the peak counted afresh for each; stage 1 also checks capture with an int8 cache.
 
 A batch size that does not fit in memory is reported as such. ``--dry-run`` runs every stage on a
 tiny model on the CPU (a check that the script works, not a measurement).
@@ -78,7 +80,7 @@ def copy_bandwidth(device: str, gib: float, sync) -> float:
     return 2 * src.numel() / best
 
 
-def windowed_rate(model, prompts, vocab, sampling, steps: int, sync) -> tuple[float, float]:
+def windowed_rate(model, prompts, vocab, sampling, steps: int, sync, kv_cache="model") -> tuple[float, float]:
     """Tokens/s of our loop over ``steps`` steps between two host reads, and the seconds before the
     first read (prefill, graph capture and the first ``SYNC_EVERY`` steps)."""
     marks: list[tuple[float, int]] = []
@@ -93,7 +95,7 @@ def windowed_rate(model, prompts, vocab, sampling, steps: int, sync) -> tuple[fl
 
     start = time.perf_counter()
     try:
-        generate(model, prompts, vocab, sampling, on_step=clock, cuda_graph=True)
+        generate(model, prompts, vocab, sampling, on_step=clock, cuda_graph=True, kv_cache=kv_cache)
     except _Enough:
         pass
     (t0, s0), (t1, s1) = marks[0], marks[-1]
@@ -101,10 +103,14 @@ def windowed_rate(model, prompts, vocab, sampling, steps: int, sync) -> tuple[fl
 
 
 def graph_matches_eager(
-    device: str, shape: tuple[int, int, int, int], dtype: torch.dtype = torch.float32, quantize: str = "none"
+    device: str,
+    shape: tuple[int, int, int, int],
+    dtype: torch.dtype = torch.float32,
+    quantize: str = "none",
+    kv_cache: str = "model",
 ) -> bool:
-    """A small model (fp32 unless told; decoder projections quantised as ``quantize`` says) writes the same
-    tokens with and without CUDA-graph capture."""
+    """A small model (fp32 unless told; decoder projections quantised as ``quantize`` says; the KV cache
+    stored as ``kv_cache`` says) writes the same tokens with and without CUDA-graph capture."""
     model = build_model(*shape, device, dtype)
     quantize_decoder_(model, quantize)
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
@@ -119,6 +125,7 @@ def graph_matches_eager(
             max_text_tokens=4,
             stop_after_image=True,
             cuda_graph=graph,
+            kv_cache=kv_cache,
         ).ids
         for graph in (False, True)
     ]
@@ -126,12 +133,12 @@ def graph_matches_eager(
 
 
 def quantized_run(
-    mode: str, shape, small_shape, device: str, dtype, prompt, vocab, sampling, steps, sync
+    mode: str, shape, small_shape, device: str, dtype, prompt, vocab, sampling, steps, sync, kv_caches
 ) -> dict:
     """Stage 7 for one ``backbone.quantize`` mode: graph-vs-eager tokens on a small model (int8 and int4;
-    stage 1 checks unquantised weights), then a fresh model of ``shape`` quantised, at batch 1: tokens/s
-    over ``steps`` steps and the run's peak memory (GiB; counted from after quantising, so it is
-    restoring's peak, not loading's)."""
+    stage 1 checks unquantised weights), then a fresh model of ``shape`` quantised, at batch 1 and per
+    ``restore.kv_cache`` mode in ``kv_caches``: tokens/s over ``steps`` steps and the run's peak memory
+    (GiB; counted from after quantising, so it is restoring's peak, not loading's)."""
     try:
         check_quantize(mode, device, dtype)
     except QuantizeError as err:
@@ -144,31 +151,45 @@ def quantized_run(
     quantize_decoder_(model, mode)
     release_memory()
     row["weights_gib"] = stored_bytes(model) / 2**30
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    try:
-        rate, warmup = windowed_rate(model, [prompt], vocab, sampling, steps, sync)
-        row.update(tokens_per_s=rate, first_sync_s=warmup, fits=True)
-    except torch.OutOfMemoryError:
-        row["fits"] = False
-    if cuda:
-        row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        row["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    for kv_cache in kv_caches:
+        run: dict = {}
+        release_memory()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            rate, warmup = windowed_rate(model, [prompt], vocab, sampling, steps, sync, kv_cache)
+            run.update(tokens_per_s=rate, first_sync_s=warmup, fits=True)
+        except torch.OutOfMemoryError:
+            run["fits"] = False
+        if cuda:
+            run["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            run["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+        row[f"kv_{kv_cache}"] = run
     del model
     release_memory()
     return row
 
 
 def describe_quantized(mode: str, row: dict) -> str:
-    """One printed line of stage 7."""
+    """The printed lines of stage 7 for one mode: one per KV cache mode."""
     if "error" in row:
         return f"quantize={mode}: {row['error']}"
-    speed = f"{row['tokens_per_s']:7.1f} tokens/s" if row["fits"] else "does not fit"
-    peak = "not measured (CPU)"
-    if "peak_allocated_gib" in row:
-        peak = f"{row['peak_allocated_gib']:.2f} / {row['peak_reserved_gib']:.2f} GiB (allocated / reserved)"
     graph = f", CUDA graph gives the eager tokens: {row['graph_matches_eager']}" if mode != "none" else ""
-    return f"quantize={mode}, batch 1: {speed}, weights {row['weights_gib']:.2f} GiB, peak {peak}{graph}"
+    lines = []
+    for key, run in row.items():
+        if not key.startswith("kv_"):
+            continue
+        speed = f"{run['tokens_per_s']:7.1f} tokens/s" if run["fits"] else "does not fit"
+        peak = "not measured (CPU)"
+        if "peak_allocated_gib" in run:
+            peak = (
+                f"{run['peak_allocated_gib']:.2f} / {run['peak_reserved_gib']:.2f} GiB (allocated / reserved)"
+            )
+        lines.append(
+            f"quantize={mode}, kv_cache={key[3:]}, batch 1: {speed}, weights {row['weights_gib']:.2f} GiB, "
+            f"peak {peak}{graph}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -194,6 +215,13 @@ def main() -> None:
         default=["none", "int8", "int4"],
         help="backbone.quantize modes measured at batch 1 (stage 7; none given: skip it)",
     )
+    parser.add_argument(
+        "--kv-cache",
+        nargs="+",
+        default=["model", "int8"],
+        choices=["model", "int8"],
+        help="restore.kv_cache modes measured per quantize mode in stage 7",
+    )
     parser.add_argument("--dry-run", action="store_true", help="every stage on a tiny model on the CPU")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -208,6 +236,10 @@ def main() -> None:
     results: dict = {"device": args.device, "gpu": torch.cuda.get_device_name() if cuda else "cpu"}
     results["graph_matches_eager"] = graph_matches_eager(args.device, (256, 512, 4, 4) if cuda else shape)
     print(f"CUDA graph gives the eager loop's tokens: {results['graph_matches_eager']}")
+    if "int8" in args.kv_cache:
+        small = (256, 512, 4, 4) if cuda else shape
+        results["graph_matches_eager_int8_cache"] = graph_matches_eager(args.device, small, kv_cache="int8")
+        print(f"... with an int8 KV cache: {results['graph_matches_eager_int8_cache']}")
     results["copy_gbps"] = copy_bandwidth(args.device, copy_gib, sync) / 1e9
     print(f"copy bandwidth: {results['copy_gbps']:.0f} GB/s (read + write)")
 
@@ -287,7 +319,17 @@ def main() -> None:
         for mode in args.quantize:
             small = (256, 512, 4, 4) if cuda else shape
             row = quantized_run(
-                mode, shape, small, args.device, dtype, prompt, vocab, sampling, args.steps, sync
+                mode,
+                shape,
+                small,
+                args.device,
+                dtype,
+                prompt,
+                vocab,
+                sampling,
+                args.steps,
+                sync,
+                args.kv_cache,
             )
             results["quantize"][mode] = row
             print(describe_quantized(mode, row))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU measurement of the project in one run, written to ONE JSON (sized to finish well inside 8
 # minutes on an H100/H200 by estimate, not yet run on one;
-# the stages are listed in benchmarks/bench_7b.py; stage 7, backbone.quantize none/int8/int4 at batch 1
+# the stages are listed in benchmarks/bench_7b.py; stage 7, backbone.quantize none/int8/int4 at batch 1,
+# each with the KV cache in bf16 and in int8 (restore.kv_cache),
 # with peak memory, builds three more 7B models: about a minute more by estimate). Whoever has a GPU runs
 # it as it stands:
 #

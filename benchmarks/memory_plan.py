@@ -1,6 +1,7 @@
-"""Computed (not measured) memory of restoring 512 px tiles with the 7B, per ``backbone.quantize`` mode and
-card size: the weights (:func:`pure.memory.weight_bytes`, CUDA layouts, bf16), one tile's KV cache
-(:func:`pure.memory.tile_cache_bytes`, guidance on, the default sampler and ``restore.max_text_tokens``),
+"""Computed (not measured) memory of restoring 512 px tiles with the 7B, per ``backbone.quantize`` and
+``restore.kv_cache`` mode and card size: the weights (:func:`pure.memory.weight_bytes`, CUDA layouts,
+bf16), one tile's KV cache (:func:`pure.memory.tile_cache_bytes`, guidance on, the default sampler and
+``restore.max_text_tokens``; with an int8 cache also the dequantised copy of one layer attention reads),
 an estimate of one tile's prefill activations (:func:`pure.memory.prefill_bytes`), and the batch
 ``restore.batch_size: auto`` would choose on a card whose whole memory is free
 (:func:`pure.memory.tiles_that_fit`; "no": not even one tile within the margin). The prompt is tokenised
@@ -37,20 +38,33 @@ def main() -> None:
     side = restore.tile // CODE_PX
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
     prompt_len = len(conversation(tiny_tokenizer(), vocab, torch.zeros(side, side, dtype=torch.long))[0])
-    cache = tile_cache_bytes(config, dtype, prompt_len, sampling, restore.tile, restore.max_text_tokens)
+    caches = {
+        kv: tile_cache_bytes(config, dtype, prompt_len, sampling, restore.tile, restore.max_text_tokens, kv)
+        for kv in ("model", "int8")
+    }
     prefill = prefill_bytes(config, prompt_len, dtype)
     print(
-        f"{restore.tile} px tile, {prompt_len}-token prompt: KV cache {cache / GiB:.2f} GiB, "
+        f"{restore.tile} px tile, {prompt_len}-token prompt: KV cache {caches['model'] / GiB:.2f} GiB "
+        f"(int8 cache: {caches['int8'] / GiB:.2f} GiB with its workspace), "
         f"prefill activations ~{prefill / GiB:.2f} GiB (estimate)"
     )
-    print("| weights | weights GiB | batch 1 GiB | " + " | ".join(f"{c} GiB card" for c in args.cards) + " |")
-    print("|---|---|---|" + "---|" * len(args.cards))
-    for mode in ("none", "int8", "int4"):
-        weights = weight_bytes(config, mode, dtype)
-        batch_1 = weights + cache + prefill
-        cells = [str(tiles_that_fit(card * GiB, cache + prefill, weights) or "no") for card in args.cards]
-        name = "bf16" if mode == "none" else mode
-        print(f"| {name} | {weights / GiB:.2f} | {batch_1 / GiB:.2f} | " + " | ".join(cells) + " |")
+    print(
+        "| weights | KV cache | weights GiB | batch 1 GiB | "
+        + " | ".join(f"{c} GiB card" for c in args.cards)
+        + " |"
+    )
+    print("|---|---|---|---|" + "---|" * len(args.cards))
+    for kv, cache in caches.items():
+        for mode in ("none", "int8", "int4"):
+            weights = weight_bytes(config, mode, dtype)
+            batch_1 = weights + cache + prefill
+            cells = [str(tiles_that_fit(card * GiB, cache + prefill, weights) or "no") for card in args.cards]
+            name, kv_name = "bf16" if mode == "none" else mode, "bf16" if kv == "model" else kv
+            print(
+                f"| {name} | {kv_name} | {weights / GiB:.2f} | {batch_1 / GiB:.2f} | "
+                + " | ".join(cells)
+                + " |"
+            )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""The quality guard of ``backbone.quantize`` (:mod:`pure.quantize_quality`), on the CPU.
+"""The quality guard of ``backbone.quantize`` and ``restore.kv_cache`` (:mod:`pure.quantize_quality`), on
+the CPU.
 
 The deterministic backbone of the reference fixtures (2 layers, hidden 64, PURE's 73,728-entry
 vocabulary) in float32 is the reference; int8 and int4 are the same checkpoint loaded with
 ``quantize=int8|int4``, and bf16 (unquantised weights and activations in bfloat16) is printed as a
-yardstick: the rounding every GPU run already has. Also printed: the reference's median gap between
-its two largest logits, the scale against which top-1 agreement should be read.
+yardstick: the rounding every GPU run already has. Each is measured with the KV cache in the model's
+dtype and with ``restore.kv_cache=int8`` (fp32 weights with an int8 cache isolate the cache's effect).
+Also printed: the reference's median gap between its two largest logits, the scale against which top-1
+agreement should be read.
 
     python benchmarks/quality_quantize.py                        # fixtures at ../shared/reference
     python benchmarks/quality_quantize.py --reference DIR --json quality.json
@@ -45,20 +48,27 @@ def main() -> None:
         f"reference: float32; median gap between its two largest logits: {gap:.4f} "
         f"over {len(fixture.ids)} positions"
     )
-    print("| weights | top-1 agreement | mean KL (nats) | same candidate count | candidates kept |")
-    print("|---|---|---|---|---|")
+    print(
+        "| weights | KV cache | top-1 agreement | mean KL (nats) | same candidate count | candidates kept |"
+    )
+    print("|---|---|---|---|---|---|")
     results: dict = {"median_top2_gap": gap}
-    for name, dtype, mode in (
+    rows = [
         ("bf16", torch.bfloat16, "none"),
         ("int8", torch.float32, "int8"),
         ("int4", torch.float32, "int4"),
-    ):
-        q = guard.measure(load_backbone(str(fixture.folder), dtype=dtype, quantize=mode))
-        results[name] = dataclasses.asdict(q)
-        print(
-            f"| {name} | {q.top1_agreement:.3f} ({round(q.top1_agreement * q.positions)}/{q.positions}) "
-            f"| {q.mean_kl:.2e} | {q.same_count_steps}/{q.steps} steps | {q.candidate_overlap:.3f} |"
-        )
+    ]
+    for kv_cache in ("model", "int8"):
+        for name, dtype, mode in ([("fp32", torch.float32, "none")] if kv_cache == "int8" else []) + rows:
+            model = load_backbone(str(fixture.folder), dtype=dtype, quantize=mode)
+            q = guard.measure(model, kv_cache)
+            kv_name = "int8" if kv_cache == "int8" else ("bf16" if name == "bf16" else "fp32")
+            results[f"{name}/{kv_name} cache"] = dataclasses.asdict(q)
+            print(
+                f"| {name} | {kv_name} | {q.top1_agreement:.3f} ({round(q.top1_agreement * q.positions)}/"
+                f"{q.positions}) | {q.mean_kl:.2e} | {q.same_count_steps}/{q.steps} steps "
+                f"| {q.candidate_overlap:.3f} |"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

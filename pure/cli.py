@@ -48,6 +48,7 @@ FLAG_TO_KEY = {
     "temperature": "sampling.temperature",
     "speculative": "restore.speculative",
     "draft_len": "restore.draft_len",
+    "kv_cache": "restore.kv_cache",
     "model": "backbone.source",
     "adapter": "backbone.adapter",
     "quantize": "backbone.quantize",
@@ -134,6 +135,12 @@ def infer_parser() -> argparse.ArgumentParser:
         choices=["none", "int8", "int4"],
         help="weight-only quantisation of the backbone's linear layers: int8 halves the weights, int4 "
         "(GPU: bfloat16, Ampere or newer) quarters them (default none)",
+    )
+    p.add_argument(
+        "--kv-cache",
+        choices=["model", "int8"],
+        help="how the KV cache stores keys and values: model (the model's dtype, default) or int8 (about "
+        "half the cache memory; slightly changes the samples)",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     mode = p.add_mutually_exclusive_group()

@@ -163,6 +163,10 @@ class RestoreConfig:
     decoding's distribution (a seed gives other tokens than with none). Text is always decoded plainly."""
     draft_len: int = at_least(8, 1)
     """Drafted tokens verified per forward when ``speculative`` is not none."""
+    kv_cache: str = choice("model", "int8")
+    """How the KV cache stores keys and values (pure/kv_cache.py): model (the model's dtype, exact) or int8
+    (8-bit codes with a scale per token and head: about half the cache memory, so a 512 px tile on the 7B
+    needs about 3.3 instead of 6.4 GiB; not exact, see the README's quality guard)."""
 
 
 @dataclass

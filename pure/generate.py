@@ -29,7 +29,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pure.config import SamplingConfig
-from pure.kv_cache import CACHE_ARG, GuidedKVCache, KVWrite, use_guided_attention
+from pure.kv_cache import CACHE_ARG, KV_CACHE_MODES, GuidedKVCache, KVWrite, use_guided_attention
 from pure.sampling import (
     ImageState,
     adaptive_top_k,
@@ -183,7 +183,17 @@ def _prefill(model, prompts, state: ImageState, cache: GuidedKVCache, rules: _Ru
 
 
 def _start(
-    model, prompts, vocab, sampling, seeds, teacher, image_grids, max_text_tokens, stop_after_image, extra=0
+    model,
+    prompts,
+    vocab,
+    sampling,
+    seeds,
+    teacher,
+    image_grids,
+    max_text_tokens,
+    stop_after_image,
+    extra=0,
+    kv_cache="model",
 ):
     """Size and allocate the cache and the buffers of one batch, and prefill (arguments as :func:`generate`;
     call inside :func:`use_guided_attention`). ``extra``: columns added to both caches and to the
@@ -201,7 +211,10 @@ def _start(
     cols = max(len(p) for p in prompts)
     cond_len, uncond_len = cache_lengths(cols, steps, open_tail, image_grids)
     uncond_len = uncond_len + extra if guided else 0
-    cache = GuidedKVCache(model.config, batch, cond_len + extra, uncond_len, model.dtype, device)
+    if kv_cache not in KV_CACHE_MODES:
+        raise ValueError(f"restore.kv_cache={kv_cache!r} must be one of {', '.join(KV_CACHE_MODES)}")
+    int8 = kv_cache == "int8"
+    cache = GuidedKVCache(model.config, batch, cond_len + extra, uncond_len, model.dtype, device, int8)
     size_ids = (vocab.size_token(image_grids[0]), vocab.size_token(image_grids[1])) if image_grids else None
     rules = _Rules(
         vocab.to(device), sampling, guided, size_ids, max_text_tokens, stop_after_image, cols, open_tail - 1
@@ -326,6 +339,7 @@ def generate(
     max_text_tokens: int = 512,
     stop_after_image: bool = False,
     cuda_graph: bool = False,
+    kv_cache: str = "model",
 ) -> Generation:
     """Sample an answer for every prompt ``[T_b]`` (token ids), or replay ``teacher`` continuations.
 
@@ -336,14 +350,25 @@ def generate(
     opening it after at most ``max_text_tokens`` of text (:func:`pure.sampling.force_image_layout`);
     None = the reference's free choice. ``stop_after_image``: a row also finishes when its image
     closes (what follows the image in PURE's answer is only the end-of-turn). ``cuda_graph``: capture
-    the decoding step as a CUDA graph (CUDA only; the tokens are the same as without). Drafting several
+    the decoding step as a CUDA graph (CUDA only; the tokens are the same as without). ``kv_cache``:
+    ``model`` stores keys and values in the model's dtype, ``int8`` as 8-bit codes with a scale per token
+    and head (about half the memory; not exact, :mod:`pure.kv_cache`); ValueError otherwise. Drafting several
     tokens per forward: :func:`pure.speculative.generate_speculative`, which builds on this loop.
     """
     start = time.perf_counter()
     cuda_graph = cuda_graph and model.device.type == "cuda"
     with use_guided_attention(model), sdpa_kernel(DECODE_ATTENTION):
         cache, d, rules = _start(
-            model, prompts, vocab, sampling, seeds, teacher, image_grids, max_text_tokens, stop_after_image
+            model,
+            prompts,
+            vocab,
+            sampling,
+            seeds,
+            teacher,
+            image_grids,
+            max_text_tokens,
+            stop_after_image,
+            kv_cache=kv_cache,
         )
         steps, batch = d.out_ids.shape[1], len(prompts)
         done, graph = 0, None

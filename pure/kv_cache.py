@@ -16,6 +16,13 @@ they fill, what each query may see) and sets it as the cache's ``plan``. transfo
 layers call the cache's ``update`` (which writes) and then :func:`guided_attention`, which the
 model's config names while :func:`use_guided_attention` is active and which attends each half over
 its own cache (transformers' attention-function interface; no model code is copied).
+
+``restore.kv_cache: int8`` stores every key and value vector as int8 codes with one scale per token and
+head (symmetric absmax: ``x ~ codes * amax(|x|) / 127``), about half the memory of bfloat16. A vector is
+quantised when it is written and never again, on its own: the result does not depend on which tokens
+were written in the same forward, so a prefill and token-by-token decoding store the same codes.
+Attention dequantises the columns it reads into the model's dtype. Not exact: the quality guard
+(:mod:`pure.quantize_quality`) measures how far it moves the sampler.
 """
 
 from __future__ import annotations
@@ -34,6 +41,20 @@ CACHE_ARG = "cache" if "cache" in inspect.signature(ChameleonModel.forward).para
 """transformers 5.2x renamed ``past_key_values`` to ``cache``; we accept and pass on either."""
 ATTENTION = "pure_guided_kv"
 """Name under which :func:`guided_attention` is registered with transformers."""
+KV_CACHE_MODES = ("model", "int8")
+"""``restore.kv_cache``: keys and values stored in the model's dtype, or as int8 codes and scales."""
+INT8_MAX = 127
+"""Largest int8 code: codes lie in [-127, 127], symmetric around 0."""
+
+
+def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric absmax int8 quantisation of the last dimension: ``x`` ``[..., D]`` -> codes ``[..., D]``
+    int8 in [-127, 127] and scales ``[..., 1]`` in ``x``'s dtype, with ``x ~ codes * scales`` (error at
+    most half a scale per element, plus the scale's own rounding). All-zero vectors get scale 0."""
+    amax = x.detach().abs().amax(-1, keepdim=True).float()
+    scale = amax / INT8_MAX
+    codes = torch.round(x.float() / scale.clamp(min=torch.finfo(torch.float32).tiny))
+    return codes.clamp(-INT8_MAX, INT8_MAX).to(torch.int8), scale.to(x.dtype)
 
 
 @dataclass
@@ -62,42 +83,84 @@ class KVWrite:
 class GuidedKVCache:
     """The two-part static cache described in the module docstring.
 
-    ``batch``: B conditional rows (and B unconditional ones when ``uncond_len > 0``).
-    Memory: ``2 * layers * B * heads * head_dim * (cond_len + uncond_len)`` elements of ``dtype``.
+    ``batch``: B conditional rows (and B unconditional ones when ``uncond_len > 0``). ``int8``: store
+    int8 codes ``[..., head_dim]`` and a scale ``[..., 1]`` in ``dtype`` per token and head
+    (``restore.kv_cache: int8``) instead of ``dtype`` values. Memory, with ``columns = cond_len +
+    uncond_len``: ``2 * layers * B * heads * columns`` times ``head_dim * size(dtype)`` bytes, or
+    ``head_dim + size(dtype)`` with ``int8``. The stored tensors ``cond_k`` etc. have the shapes of the
+    module docstring either way; :meth:`read` returns their values in ``dtype``.
     """
 
-    def __init__(self, config, batch: int, cond_len: int, uncond_len: int, dtype, device):
+    PARTS = ("cond_k", "cond_v", "uncond_k", "uncond_v")
+
+    def __init__(self, config, batch: int, cond_len: int, uncond_len: int, dtype, device, int8: bool = False):
         heads = config.num_key_value_heads
         head_dim = config.hidden_size // config.num_attention_heads
         layers = config.num_hidden_layers
-        shape = (layers, batch, heads)
-        self.cond_k = torch.zeros(*shape, cond_len, head_dim, dtype=dtype, device=device)
-        self.cond_v = torch.zeros_like(self.cond_k)
-        self.uncond_k = torch.zeros(*shape, uncond_len, head_dim, dtype=dtype, device=device)
-        self.uncond_v = torch.zeros_like(self.uncond_k)
+        store = torch.int8 if int8 else dtype
+        lengths = dict(cond_k=cond_len, cond_v=cond_len, uncond_k=uncond_len, uncond_v=uncond_len)
+        for part, length in lengths.items():
+            setattr(
+                self, part, torch.zeros(layers, batch, heads, length, head_dim, dtype=store, device=device)
+            )
+        self.scales = (
+            {
+                part: torch.zeros(layers, batch, heads, n, 1, dtype=dtype, device=device)
+                for part, n in lengths.items()
+            }
+            if int8
+            else None
+        )
+        self.dtype = dtype
         self.plan = KVWrite(0)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the cache."""
-        return sum(
-            t.numel() * t.element_size() for t in (self.cond_k, self.cond_v, self.uncond_k, self.uncond_v)
-        )
+        """Bytes held by the cache (codes and scales with ``int8``)."""
+        tensors = [getattr(self, part) for part in self.PARTS] + list((self.scales or {}).values())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
+    def workspace_nbytes(self) -> int:
+        """Bytes of the dequantised copy attention reads at once with ``int8``: one layer's keys and values
+        of both parts in the cache's dtype (0 when values are stored in the dtype: attention reads them
+        in place)."""
+        if self.scales is None:
+            return 0
+        size = torch.empty(0, dtype=self.dtype).element_size()
+        return sum(getattr(self, part)[0].numel() for part in self.PARTS) * size
+
+    def read(self, part: str, layer: int, limit: int) -> torch.Tensor:
+        """The first ``limit`` columns of ``part`` (one of :attr:`PARTS`) at ``layer``, ``[rows, heads,
+        limit, head_dim]`` in the cache's dtype (dequantised when stored as int8)."""
+        stored = getattr(self, part)[layer][:, :, :limit]
+        if self.scales is None:
+            return stored
+        return stored.to(self.dtype) * self.scales[part][layer][:, :, :limit]
+
+    def _write(self, part: str, layer: int, values: torch.Tensor, cols: torch.Tensor) -> None:
+        """Write ``values`` ``[rows, heads, q, head_dim]`` of ``part`` at columns ``cols``: ``[q]`` shared
+        by every row, or ``[rows, q]`` each row's own (quantised first with ``int8``)."""
+        targets = [(getattr(self, part)[layer], values)]
+        if self.scales is not None:
+            codes, scales = quantize_int8(values)
+            targets = [(targets[0][0], codes), (self.scales[part][layer], scales)]
+        for target, new in targets:
+            if cols.ndim == 1:
+                target.index_copy_(2, cols, new)
+            else:
+                rows = torch.arange(new.shape[0], device=new.device)[:, None]
+                target[rows, :, cols] = new.transpose(1, 2)
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
         """Write the new ``key``/``value`` ``[R, heads, q, head_dim]`` where ``self.plan`` says."""
         plan, c = self.plan, self.plan.cond_rows
-        if c and plan.cond_cols.ndim == 1:
-            self.cond_k[layer_idx].index_copy_(2, plan.cond_cols, key[:c])
-            self.cond_v[layer_idx].index_copy_(2, plan.cond_cols, value[:c])
-        elif c:  # each row at its own columns
-            rows = torch.arange(c, device=key.device)[:, None]
-            self.cond_k[layer_idx][rows, :, plan.cond_cols] = key[:c].transpose(1, 2)
-            self.cond_v[layer_idx][rows, :, plan.cond_cols] = value[:c].transpose(1, 2)
+        if c:
+            self._write("cond_k", layer_idx, key[:c], plan.cond_cols)
+            self._write("cond_v", layer_idx, value[:c], plan.cond_cols)
         if plan.uncond_cols is not None:
-            rows = torch.arange(key.shape[0] - c, device=key.device)[:, None]
-            self.uncond_k[layer_idx][rows, :, plan.uncond_cols] = key[c:].transpose(1, 2)
-            self.uncond_v[layer_idx][rows, :, plan.uncond_cols] = value[c:].transpose(1, 2)
+            self._write("uncond_k", layer_idx, key[c:], plan.uncond_cols)
+            self._write("uncond_v", layer_idx, value[c:], plan.uncond_cols)
         return key, value
 
 
@@ -114,7 +177,7 @@ def guided_attention(module, query, key, value, attention_mask, dropout: float =
     gqa = getattr(module, "num_key_value_groups", 1) > 1
     parts = []
     if c:
-        k, v = cache.cond_k[layer][:, :, : plan.cond_limit], cache.cond_v[layer][:, :, : plan.cond_limit]
+        k, v = cache.read("cond_k", layer, plan.cond_limit), cache.read("cond_v", layer, plan.cond_limit)
         parts.append(
             F.scaled_dot_product_attention(
                 query[:c],
@@ -128,8 +191,8 @@ def guided_attention(module, query, key, value, attention_mask, dropout: float =
         )
     if plan.uncond_cols is not None:
         k, v = (
-            cache.uncond_k[layer][:, :, : plan.uncond_limit],
-            cache.uncond_v[layer][:, :, : plan.uncond_limit],
+            cache.read("uncond_k", layer, plan.uncond_limit),
+            cache.read("uncond_v", layer, plan.uncond_limit),
         )
         parts.append(
             F.scaled_dot_product_attention(

@@ -207,7 +207,7 @@ class Restorer:
         prompt = len(conversation(self.tokenizer, self.vocab, blank, answer_text=caption)[0])
         config, dtype, settings = self.model.config, self.model.dtype, self.settings
         per_tile = tile_cache_bytes(
-            config, dtype, prompt, self.sampling, settings.tile, settings.max_text_tokens
+            config, dtype, prompt, self.sampling, settings.tile, settings.max_text_tokens, settings.kv_cache
         ) + prefill_bytes(config, prompt, dtype)
         return auto_batch_size(free_bytes(self.model.device), per_tile, limit=len(tiles.boxes))
 
@@ -233,6 +233,7 @@ class Restorer:
             stop_after_image=True,
             cuda_graph=settings.compile == "on"
             or (settings.compile == "auto" and self.model.device.type == "cuda"),
+            kv_cache=settings.kv_cache,
         )
         if settings.speculative == "none":
             return generate(self.model, prompts, self.vocab, self.sampling, **layout)

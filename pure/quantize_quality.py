@@ -1,5 +1,6 @@
 """How far a quantised backbone's predictions move from the full-precision ones (the quality guard of
-``backbone.quantize``; ``benchmarks/quality_quantize.py`` prints it, ``tests/test_quantize.py`` bounds it).
+``backbone.quantize`` and ``restore.kv_cache``; ``benchmarks/quality_quantize.py`` prints it,
+``tests/test_quantize.py`` and ``tests/test_kv_cache.py`` bound it).
 
 Three measures, all on the CPU in float32 activations, on the deterministic backbone of the reference
 fixtures (``../shared/reference``) and its stored CFG trajectory:
@@ -14,8 +15,11 @@ fixtures (``../shared/reference``) and its stored CFG trajectory:
 - **same candidate count**: the steps where the quantised model's top-k keeps as many candidates as
   the stored trajectory does, and the mean fraction of the reference model's candidates it keeps.
 
-The model's logits are taken from full forwards (no KV cache): conditional rows over the prompt and
-the trajectory, unconditional rows over the open image from its start token, positions from 0.
+The model's logits are taken from full forwards: conditional rows over the prompt and the trajectory,
+unconditional rows over the open image from its start token, positions from 0. With an int8 KV cache
+the forward's attention reads every key and value back from a :class:`pure.kv_cache.GuidedKVCache` that
+stores them as int8: since each vector is quantised on its own, that is what token-by-token decoding
+with ``restore.kv_cache: int8`` sees (tested against :func:`pure.generate.replay`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 from pure.config import SamplingConfig
+from pure.kv_cache import CACHE_ARG, GuidedKVCache, KVWrite, use_guided_attention
 from pure.sampling import (
     ImageState,
     adaptive_top_k,
@@ -134,6 +139,22 @@ def load_fixture(reference_dir: str | Path, folder: str | Path) -> Fixture:
     )
 
 
+def logits(model, ids: torch.Tensor, kv_cache: str = "model") -> torch.Tensor:
+    """``[T, V]`` fp32 logits at every position of ``ids`` ``[T]``, positions from 0: a plain forward, or
+    with ``kv_cache="int8"`` one whose attention reads the keys and values back from an int8 cache."""
+    if kv_cache == "model":
+        return model(input_ids=ids[None]).logits[0].float()
+    n, device = len(ids), model.device
+    cache = GuidedKVCache(model.config, 1, n, 0, model.dtype, device, int8=True)
+    cache.plan = KVWrite(1, cond_cols=torch.arange(n, device=device), cond_limit=n)
+    positions = torch.arange(n, device=device)[None]
+    with use_guided_attention(model):
+        out = model(
+            input_ids=ids[None], position_ids=positions, use_cache=True, kv_cache=cache, **{CACHE_ARG: cache}
+        )
+    return out.logits[0].float()
+
+
 def _states(prompt: torch.Tensor, tokens: torch.Tensor, vocab: Vocab) -> ImageState:
     """The grammar state before each of ``tokens`` ``[N]`` fed after ``prompt``, stacked to ``[N]``."""
     state, rows = initial_state([prompt], vocab), []
@@ -145,20 +166,26 @@ def _states(prompt: torch.Tensor, tokens: torch.Tensor, vocab: Vocab) -> ImageSt
 
 @torch.inference_mode()
 def processed(
-    model, prompt: torch.Tensor, tokens: torch.Tensor, vocab: Vocab, sampling: SamplingConfig
+    model,
+    prompt: torch.Tensor,
+    tokens: torch.Tensor,
+    vocab: Vocab,
+    sampling: SamplingConfig,
+    kv_cache: str = "model",
 ) -> Processed:
     """The processed next-token distribution before each of ``tokens`` ``[N]`` fed after ``prompt``
-    ``[L]``, whose last image must be open (its start token in the prompt), as in the stored trajectory."""
+    ``[L]``, whose last image must be open (its start token in the prompt), as in the stored trajectory.
+    ``kv_cache``: ``restore.kv_cache`` (:func:`logits`)."""
     states = _states(prompt, tokens, vocab)
     if not bool(states.open[0]):
         raise ValueError("the prompt must end inside an image (its start token and size tokens)")
     sequence = torch.cat([prompt, tokens])[None]
     start, first = int((prompt == vocab.image_start).nonzero()[-1]), len(prompt) - 1
     n = len(tokens)
-    cond = model(input_ids=sequence[:, :-1]).logits[0, first : first + n].float()
+    cond = logits(model, sequence[0, :-1], kv_cache)[first : first + n]
     scores = cond
     if sampling.cfg_scale != 1.0:
-        uncond = model(input_ids=sequence[:, start:-1]).logits[0, first - start : first - start + n].float()
+        uncond = logits(model, sequence[0, start:-1], kv_cache)[first - start : first - start + n]
         scores = torch.where(states.in_body[:, None], guidance(cond, uncond, sampling.cfg_scale), cond)
     scores = image_grammar(scores, states, vocab)
     h = entropy(scores)
@@ -182,9 +209,9 @@ def kl_on_reference_candidates(
 
 
 @torch.inference_mode()
-def _argmax(model, ids: torch.Tensor) -> torch.Tensor:
+def _argmax(model, ids: torch.Tensor, kv_cache: str = "model") -> torch.Tensor:
     """``[T]``: the argmax over the vocabulary of ``model``'s logits at every position of ``ids`` ``[T]``."""
-    return model(input_ids=ids[None]).logits[0].argmax(-1)
+    return logits(model, ids, kv_cache).argmax(-1)
 
 
 class QualityGuard:
@@ -195,15 +222,17 @@ class QualityGuard:
         self.reference = processed(reference, fixture.prompt, fixture.tokens, fixture.vocab, fixture.sampling)
         self.argmax = _argmax(reference, fixture.ids)
 
-    def measure(self, quantized) -> QuantQuality:
+    def measure(self, quantized, kv_cache: str = "model") -> QuantQuality:
         """Top-1 agreement over the fixture's sequence; the processed distributions along its trajectory;
-        candidate counts against the stored ones."""
+        candidate counts against the stored ones. ``kv_cache``: how ``quantized`` stores its KV cache."""
         fixture, ref = self.fixture, self.reference
-        quant = processed(quantized, fixture.prompt, fixture.tokens, fixture.vocab, fixture.sampling)
+        quant = processed(
+            quantized, fixture.prompt, fixture.tokens, fixture.vocab, fixture.sampling, kv_cache
+        )
         both = quant.keeps(ref.ids) & torch.isfinite(ref.values)
         overlap = both.sum(-1).double() / ref.kept.double()
         return QuantQuality(
-            top1_agreement=float((_argmax(quantized, fixture.ids) == self.argmax).double().mean()),
+            top1_agreement=float((_argmax(quantized, fixture.ids, kv_cache) == self.argmax).double().mean()),
             positions=len(fixture.ids),
             mean_kl=float(kl_on_reference_candidates(ref, quant, fixture.sampling.temperature).mean()),
             same_count_steps=int((quant.kept == fixture.kept).sum()),

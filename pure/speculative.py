@@ -502,6 +502,7 @@ def generate_speculative(
     stop_after_image: bool = False,
     cuda_graph: bool = False,
     min_acceptance: float = MIN_ACCEPTANCE,
+    kv_cache: str = "model",
 ) -> SpeculativeGeneration:
     """Sample an answer for every prompt ``[T_b]`` with drafts from ``source`` (:data:`SOURCES` but
     ``none``), up to ``draft_len`` per forward; the answers follow plain sampling's distribution.
@@ -519,7 +520,17 @@ def generate_speculative(
     cuda_graph = cuda_graph and model.device.type == "cuda"
     with use_guided_attention(model), sdpa_kernel(DECODE_ATTENTION):
         cache, d, rules = _start(
-            model, prompts, vocab, sampling, seeds, None, image_grids, max_text_tokens, stop_after_image, wide
+            model,
+            prompts,
+            vocab,
+            sampling,
+            seeds,
+            None,
+            image_grids,
+            max_text_tokens,
+            stop_after_image,
+            wide,
+            kv_cache,
         )
         spec = _new_drafts(d, vocab, source, draft_len, prompts, rules, min_acceptance)
         _first(d, spec, rules)

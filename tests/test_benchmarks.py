@@ -22,6 +22,7 @@ def test_gpu_check_dry_run_writes_one_json(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     assert results["graph_matches_eager"] is True
+    assert results["graph_matches_eager_int8_cache"] is True
     assert results["copy_gbps"] > 0 and results["reference_style_tokens_per_s"] > 0
     for batch in (1, 2):
         row = results[f"batch{batch}"]
@@ -29,7 +30,9 @@ def test_gpu_check_dry_run_writes_one_json(tmp_path):
     assert results["full_tile_tokens"] == results["image_tokens"]  # the whole image body was written
     assert set(results["quantize"]) == {"none", "int8", "int4"}  # issue 14: batch 1 per backbone.quantize
     for mode, row in results["quantize"].items():
-        assert row["fits"] and row["tokens_per_s"] > 0, mode
+        for kv_cache in ("model", "int8"):  # restore.kv_cache per mode
+            run = row[f"kv_{kv_cache}"]
+            assert run["fits"] and run["tokens_per_s"] > 0, (mode, kv_cache)
         assert row.get("graph_matches_eager", mode == "none") is True, mode
     weights = {mode: row["weights_gib"] for mode, row in results["quantize"].items()}
     assert weights["int4"] < weights["int8"] < weights["none"]

@@ -34,16 +34,20 @@ SEVEN_B = ChameleonConfig(**tiny_backbone_config(4096, 11008, 32, 32))
 
 def test_tile_cache_bytes_is_what_generation_allocates():
     """The pipeline's call (a 64 px image forced after at most 5 text tokens, stop after it) allocates
-    exactly tile_cache_bytes per tile."""
+    exactly tile_cache_bytes per tile (with an int8 cache: codes, scales and the dequantising workspace)."""
     folder = str(backbone_folder(load_config(InferConfig, ROOT / "configs" / "tiny.yaml").backbone))
     model = load_backbone(folder, dtype=torch.float32)
     tokenizer, vocab = load_text_side(folder)
     prompt, _ = conversation(tokenizer, vocab, torch.zeros(8, 8, dtype=torch.long))
-    for sampling in (SamplingConfig(max_new_tokens=500), SamplingConfig(cfg_scale=1.0, max_new_tokens=60)):
+    guided, plain = SamplingConfig(max_new_tokens=500), SamplingConfig(cfg_scale=1.0, max_new_tokens=60)
+    for sampling, kv_cache in [(guided, "model"), (plain, "model"), (guided, "int8"), (plain, "int8")]:
         with torch.inference_mode(), use_guided_attention(model):
-            cache, _, _ = _start(model, [prompt] * 3, vocab, sampling, None, None, (2, 2), 5, True)
-        expected = tile_cache_bytes(model.config, torch.float32, len(prompt), sampling, 64, 5)
-        assert cache.nbytes == 3 * expected
+            cache, _, _ = _start(
+                model, [prompt] * 3, vocab, sampling, None, None, (2, 2), 5, True, kv_cache=kv_cache
+            )
+        expected = tile_cache_bytes(model.config, torch.float32, len(prompt), sampling, 64, 5, kv_cache)
+        assert cache.nbytes + cache.workspace_nbytes == 3 * expected
+        assert (cache.workspace_nbytes > 0) == (kv_cache == "int8")
 
 
 def test_auto_batch_size_with_a_fake_budget():
@@ -113,3 +117,18 @@ def test_no_out_of_memory_keeps_the_chosen_size():
 
 def test_free_bytes_on_the_cpu():
     assert free_bytes("cpu") > 0
+
+
+def test_the_7b_with_an_int8_cache_within_the_issue_targets():
+    """Computed, not measured: batch 1 of a 512 px tile (weights, int8 cache with its workspace, prefill)
+    stays under 14 GB with int8 weights and 10 GB with int4, and int4 fits a 12 GiB card."""
+    vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
+    prompt_len = len(conversation(tiny_tokenizer(), vocab, torch.zeros(64, 64, dtype=torch.long))[0])
+    args = (SEVEN_B, torch.bfloat16, prompt_len, SamplingConfig(), 512, 512)
+    prefill = prefill_bytes(SEVEN_B, prompt_len, torch.bfloat16)
+    int8_tile, bf16_tile = tile_cache_bytes(*args, "int8") + prefill, tile_cache_bytes(*args) + prefill
+    assert tile_cache_bytes(*args, "int8") < 0.55 * tile_cache_bytes(*args)
+    weights = {m: weight_bytes(SEVEN_B, m, torch.bfloat16) for m in ("int8", "int4")}
+    assert weights["int8"] + int8_tile < 14e9 and weights["int4"] + int8_tile < 10e9
+    assert auto_batch_size(12 * GiB, int8_tile, weights=weights["int4"]) == 1
+    assert tiles_that_fit(12 * GiB, bf16_tile, weights["int4"]) == 0

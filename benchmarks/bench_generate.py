@@ -15,8 +15,14 @@ is PURE's instruction, an LQ block of ``--size`` px, the answer text and the ima
 tokens; every loop then writes the image body (guidance on). Runs alternate between the loops
 (A B C A B C ...) and the best of ``--repeats`` is reported, with ratios against the other two.
 
+``--per-step`` reports the decoding steps alone: each loop's time for ``--steps`` steps minus its time
+for 2 (both best of ``--repeats``), so the prefill, which the loops also do differently, drops out.
+``--open-rows R`` puts the first R rows of the image into the prompt (random codes): the steps then
+continue a long context, the cost late in a tile.
+
     python benchmarks/bench_generate.py                     # both models, 128 px, batch 1 4 8
     python benchmarks/bench_generate.py --models thin --size 512 --steps 256 --batch 1
+    python benchmarks/bench_generate.py --models thin --size 512 --open-rows 62 --steps 96 --per-step
 """
 
 from __future__ import annotations
@@ -103,13 +109,17 @@ def reference_style(model, prompt, vocab, sampling, steps, generator):
     return ids
 
 
-def image_prompt(tokenizer, vocab, size: int) -> torch.Tensor:
-    """PURE's prompt for a ``size`` px LQ tile, the answer text, and the HQ image opened with its sizes."""
+def image_prompt(tokenizer, vocab, size: int, open_rows: int = 0) -> torch.Tensor:
+    """PURE's prompt for a ``size`` px LQ tile, the answer text, and the HQ image opened with its sizes,
+    followed by ``open_rows`` rows of random codes (each closed by the end-of-row token)."""
     latent, grids = size // 8, size // 32
-    lq = torch.randint(0, 16384, (latent, latent), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    lq = torch.randint(0, 16384, (latent, latent), generator=generator)
     prompt, _ = conversation(tokenizer, vocab, lq, "Small blur, small noise. A photo.")
     opened = torch.tensor([vocab.image_start, vocab.size_token(grids), vocab.size_token(grids)])
-    return torch.cat([prompt, opened])
+    rows = vocab.image_ids[torch.randint(0, 16384, (open_rows, latent), generator=generator)]
+    rows = torch.cat([rows, torch.full((open_rows, 1), vocab.end_of_row)], 1).flatten()
+    return torch.cat([prompt, opened, rows])
 
 
 def bench_model(name: str, args) -> list[dict]:
@@ -125,15 +135,19 @@ def bench_model(name: str, args) -> list[dict]:
         model = load_backbone(folder, device=args.device, dtype=torch.float32)
         tokenizer = load_tokenizer(folder)
         vocab = load_vocab(tokenizer, folder)
-    prompt = image_prompt(tokenizer, vocab, args.size).to(args.device)
-    steps = args.steps or block_length(args.size // 8, args.size // 8) - 3
+    latent = args.size // 8
+    if not 0 <= args.open_rows < latent:
+        raise SystemExit(f"--open-rows must be in [0, {latent - 1}] for a {args.size} px image")
+    prompt = image_prompt(tokenizer, vocab, args.size, args.open_rows).to(args.device)
+    steps = args.steps or block_length(latent, latent) - 3 - args.open_rows * (latent + 1)
     sampling = SamplingConfig(max_new_tokens=steps)
     print(
         f"\n{name}: {shape['layers']} layers, hidden {shape['hidden']}, {args.size} px image, "
         f"prompt {len(prompt)} tokens, {steps} steps, guidance on, {torch.get_num_threads()} threads"
+        + (", decoding steps only (prefill subtracted)" if args.per_step else "")
     )
 
-    def loops(batch: int) -> dict:
+    def loops(batch: int, sampling: SamplingConfig, steps: int) -> dict:
         prompts = [prompt] * batch
         runs = {
             "pure": lambda: generate(model, prompts, vocab, sampling),
@@ -155,15 +169,24 @@ def bench_model(name: str, args) -> list[dict]:
     generate(model, [prompt], vocab, short)
     baseline_generate(model, [prompt], vocab, short)
     rows, reference_rate = [], None
-    for batch in args.batch:
-        runs = loops(batch)
+
+    def best_of(runs: dict) -> dict:
         best = dict.fromkeys(runs, float("inf"))
         for _ in range(args.repeats):  # alternate A B C A B C
             for loop, fn in runs.items():
                 best[loop] = min(best[loop], timed(fn))
-        rates = {loop: batch * steps / seconds for loop, seconds in best.items()}
+        return best
+
+    for batch in args.batch:
+        best = best_of(loops(batch, sampling, steps))
+        if args.per_step:  # minus the same loops' prefill and first 2 steps
+            two = best_of(loops(batch, SamplingConfig(max_new_tokens=2), 2))
+            best = {loop: seconds - two[loop] for loop, seconds in best.items()}
+        timed_steps = steps - 2 if args.per_step else steps
+        rates = {loop: batch * timed_steps / seconds for loop, seconds in best.items()}
         reference_rate = rates.get("reference-style", reference_rate)
         row = {"model": name, "batch": batch, "steps": steps, "size": args.size, **rates}
+        row.update(per_step=args.per_step, open_rows=args.open_rows)
         row["reference-style"] = reference_rate
         row["pure/former"] = rates["pure"] / rates["former"]
         row["pure/reference-style"] = rates["pure"] / reference_rate
@@ -172,7 +195,7 @@ def bench_model(name: str, args) -> list[dict]:
             f"  batch {batch}: pure {rates['pure']:8.1f} tok/s   former {rates['former']:8.1f}   "
             f"reference-style {reference_rate:8.1f}   pure/former {row['pure/former']:5.2f}x   "
             f"pure/reference-style {row['pure/reference-style']:5.2f}x   "
-            f"({1000 * best['pure'] / steps:.1f} ms per step)"
+            f"({1000 * best['pure'] / timed_steps:.1f} ms per step)"
         )
     return rows
 
@@ -191,6 +214,12 @@ def main() -> None:
         "--batch", type=int, nargs="+", default=[1, 4, 8], help="batch sizes (1 must come first)"
     )
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per loop (the best is kept)")
+    parser.add_argument(
+        "--per-step", action="store_true", help="time the decoding steps alone (minus a 2-step run)"
+    )
+    parser.add_argument(
+        "--open-rows", type=int, default=0, help="image rows already in the prompt (late in a tile)"
+    )
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     if args.batch[0] != 1:

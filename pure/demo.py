@@ -73,6 +73,8 @@ class JobSettings:
     """Also write and show the entropy map."""
     quantize: str | None = None
     """``backbone.quantize`` for this job (None: the schema has no such key, or keep the loaded one)."""
+    kv_cache: str = "model"
+    """How the KV cache stores keys and values (``restore.kv_cache``): model or int8."""
 
 
 @dataclass
@@ -129,6 +131,7 @@ def job_settings(cfg: InferConfig, job: JobSettings) -> tuple[SamplingConfig, Re
         tile=int(job.tile),
         color_fix=job.color_fix,
         caption=(job.caption or "").strip(),
+        kv_cache=job.kv_cache,
     )
     check_fields(sampling, "sampling.")
     check_fields(restore, "restore.")
@@ -338,13 +341,23 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
         color_fix: str,
         caption: str,
         entropy_map: bool,
+        kv_cache: str = "model",
         quantize: str | None = None,
         progress=gr.Progress(),  # noqa: B008 (Gradio finds its progress bar by this default)
     ):
         if not upload:
             raise gr.Error("Upload a photo first.")
         job = JobSettings(
-            outscale, tile, seed, cfg_scale, temperature, color_fix, caption, bool(entropy_map), quantize
+            outscale,
+            tile,
+            seed,
+            cfg_scale,
+            temperature,
+            color_fix,
+            caption,
+            bool(entropy_map),
+            quantize,
+            kv_cache,
         )
         try:
             result = restore_upload(
@@ -390,6 +403,14 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
                 inputs = [upload, *_settings(gr, cfg)]
                 entropy_map = gr.Checkbox(label="Show the entropy map (where the model was unsure)")
                 inputs.append(entropy_map)
+                inputs.append(
+                    gr.Radio(
+                        list(field_choices(RestoreConfig, "kv_cache")),
+                        value=cfg.restore.kv_cache,
+                        label="KV cache (restore.kv_cache)",
+                        info="int8: about half the cache memory, slightly different samples",
+                    )
+                )
                 if choices is not None:
                     inputs.append(
                         gr.Dropdown(

@@ -75,8 +75,10 @@ def free_port() -> int:
 def test_job_settings_are_checked_copies():
     cfg = load_config(InferConfig, TINY, SMALL)
     before = dataclasses.asdict(cfg)
-    sampling, restore = job_settings(cfg, settings(outscale=3, tile=96, seed=7, caption="  a cat. "))
+    job = settings(outscale=3, tile=96, seed=7, caption="  a cat. ", kv_cache="int8")
+    sampling, restore = job_settings(cfg, job)
     assert (restore.outscale, restore.tile, restore.caption, sampling.seed) == (3.0, 96, "a cat.", 7)
+    assert restore.kv_cache == "int8"
     assert restore.tile_overlap == 16 and sampling.max_new_tokens == cfg.sampling.max_new_tokens
     assert dataclasses.asdict(cfg) == before  # the shared settings are never changed
     with pytest.raises(DemoError, match=r"tile 48 px: choose a multiple of 32 px of at least 32"):
@@ -85,6 +87,8 @@ def test_job_settings_are_checked_copies():
         job_settings(load_config(InferConfig, TINY), settings(tile=32))
     with pytest.raises(ConfigError, match=r"restore.color_fix='sharpen': expected one of wavelet"):
         job_settings(cfg, settings(color_fix="sharpen"))
+    with pytest.raises(ConfigError, match=r"restore.kv_cache='fp8': expected one of model, int8"):
+        job_settings(cfg, settings(kv_cache="fp8"))
     with pytest.raises(ConfigError, match=r"sampling.temperature=0.0: must be at least"):
         job_settings(cfg, settings(temperature=0))
 
@@ -224,7 +228,18 @@ def test_the_page_restores_through_its_api(page, small_input: Path):
 
     client = Client(page.local_url, verbose=False)
     (before, after), degradation, description, summary, entropy, files = client.predict(
-        handle_file(str(small_input)), 2, 64, 3, 0.8, 0.9, "wavelet", "", True, "none", api_name="/restore"
+        handle_file(str(small_input)),
+        2,
+        64,
+        3,
+        0.8,
+        0.9,
+        "wavelet",
+        "",
+        True,
+        "int8",
+        "none",
+        api_name="/restore",
     )
     for path in (before, after):
         with Image.open(path) as image:
@@ -234,12 +249,24 @@ def test_the_page_restores_through_its_api(page, small_input: Path):
     record = json.loads(Path(sidecar).read_text())
     assert (record["degradation"], record["description"]) == (degradation, description)
     assert record["input_size"] == [40, 24] and record["seed"] == 3 and record["model"]
+    assert record["settings"]["restore"]["kv_cache"] == "int8"
     assert summary.startswith("40x24 -> 80x48 px (x2), 2 tile(s)") and Path(entropy["value"]).is_file()
     large = small_input.with_name("large.png")
     Image.new("RGB", (96, 40)).save(large)
     with pytest.raises(AppError, match=r"large.png is 96x40 px; this page restores images up to 64 px"):
         client.predict(
-            handle_file(str(large)), 2, 64, 0, 0.8, 0.9, "wavelet", "", False, "none", api_name="/restore"
+            handle_file(str(large)),
+            2,
+            64,
+            0,
+            0.8,
+            0.9,
+            "wavelet",
+            "",
+            False,
+            "model",
+            "none",
+            api_name="/restore",
         )
     assert [fn.concurrency_limit for fn in page.fns.values()] == [1]
     assert TINY_NOTICE in json.dumps(page.config)

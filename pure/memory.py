@@ -161,7 +161,8 @@ def fit_batches(
             if len(group) == 1:
                 raise TileOutOfMemoryError(
                     f"out of device memory with a single tile (item {first}): use backbone.quantize=int8 or "
-                    "int4 (--quantize), a smaller restore.tile, or a device with more memory"
+                    "int4 (--quantize), restore.kv_cache=int8 (--kv-cache), a smaller restore.tile, or a "
+                    "device with more memory"
                 ) from err
             fits = False
         if not fits:

@@ -105,7 +105,13 @@ def test_one_tile_that_does_not_fit_is_one_line():
     log = BatchLog(requested=2, chosen=2)
     with pytest.raises(TileOutOfMemoryError) as err:
         list(fit_batches([0, 1], log, _fake_device(0, [])))
-    assert "\n" not in str(err.value) and "--quantize" in str(err.value) and "restore.tile" in str(err.value)
+    message = str(err.value)
+    assert (
+        "\n" not in message
+        and "--quantize" in message
+        and "--kv-cache" in message
+        and "restore.tile" in message
+    )
     assert log.halvings == ["items 0-1: out of memory at batch 2, halved to 1"]
 
 

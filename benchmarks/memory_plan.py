@@ -59,7 +59,7 @@ def main() -> None:
             weights = weight_bytes(config, mode, dtype)
             batch_1 = weights + cache + prefill
             cells = [str(tiles_that_fit(card * GiB, cache + prefill, weights) or "no") for card in args.cards]
-            name, kv_name = "bf16" if mode == "none" else mode, "bf16" if kv == "model" else kv
+            name, kv_name = "bf16" if mode == "none" else mode, "model (bf16)" if kv == "model" else kv
             print(
                 f"| {name} | {kv_name} | {weights / GiB:.2f} | {batch_1 / GiB:.2f} | "
                 + " | ".join(cells)

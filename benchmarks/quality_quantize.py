@@ -62,8 +62,8 @@ def main() -> None:
         for name, dtype, mode in ([("fp32", torch.float32, "none")] if kv_cache == "int8" else []) + rows:
             model = load_backbone(str(fixture.folder), dtype=dtype, quantize=mode)
             q = guard.measure(model, kv_cache)
-            kv_name = "int8" if kv_cache == "int8" else ("bf16" if name == "bf16" else "fp32")
-            results[f"{name}/{kv_name} cache"] = dataclasses.asdict(q)
+            kv_name = "int8" if kv_cache == "int8" else f"model ({'bf16' if name == 'bf16' else 'fp32'})"
+            results[f"{name} weights, kv_cache={kv_cache}"] = dataclasses.asdict(q)
             print(
                 f"| {name} | {kv_name} | {q.top1_agreement:.3f} ({round(q.top1_agreement * q.positions)}/"
                 f"{q.positions}) | {q.mean_kl:.2e} | {q.same_count_steps}/{q.steps} steps "

@@ -139,8 +139,8 @@ def infer_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kv-cache",
         choices=["model", "int8"],
-        help="how the KV cache stores keys and values: model (the model's dtype, default) or int8 (about "
-        "half the cache memory; slightly changes the samples)",
+        help="how the KV cache stores keys and values: model (the model's dtype, exact; default) or int8 "
+        "(about half the cache memory; not exact: a seed gives other images)",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     mode = p.add_mutually_exclusive_group()

@@ -166,7 +166,7 @@ class RestoreConfig:
     kv_cache: str = choice("model", "int8")
     """How the KV cache stores keys and values (pure/kv_cache.py): model (the model's dtype, exact) or int8
     (8-bit codes with a scale per token and head: about half the cache memory, so a 512 px tile on the 7B
-    needs about 3.3 instead of 6.4 GiB; not exact, see the README's quality guard)."""
+    needs 3.25 instead of 6.40 GiB; not exact: a seed gives other images, see the README's quality guard)."""
 
 
 @dataclass

@@ -408,7 +408,7 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
                         list(field_choices(RestoreConfig, "kv_cache")),
                         value=cfg.restore.kv_cache,
                         label="KV cache (restore.kv_cache)",
-                        info="int8: about half the cache memory, slightly different samples",
+                        info="int8: about half the cache memory; not exact, a seed gives other images",
                     )
                 )
                 if choices is not None:

@@ -19,8 +19,8 @@ its own cache (transformers' attention-function interface; no model code is copi
 
 ``restore.kv_cache: int8`` stores every key and value vector as int8 codes with one scale per token and
 head (symmetric absmax: ``x ~ codes * amax(|x|) / 127``), about half the memory of bfloat16. A vector is
-quantised when it is written and never again, on its own: the result does not depend on which tokens
-were written in the same forward, so a prefill and token-by-token decoding store the same codes.
+quantised when it is written and never again, on its own: its codes depend only on its values, not on
+which tokens were written in the same forward.
 Attention dequantises the columns it reads into the model's dtype. Not exact: the quality guard
 (:mod:`pure.quantize_quality`) measures how far it moves the sampler.
 """
@@ -47,14 +47,22 @@ INT8_MAX = 127
 """Largest int8 code: codes lie in [-127, 127], symmetric around 0."""
 
 
+def scale_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype int8 scales are stored in for a model in ``dtype``: its own, except float32 for float16,
+    whose normal range ends at 6.1e-5 (the scale of a vector with entries below about 8e-3 would lose
+    precision, below about 8e-6 it would vanish)."""
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
 def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric absmax int8 quantisation of the last dimension: ``x`` ``[..., D]`` -> codes ``[..., D]``
-    int8 in [-127, 127] and scales ``[..., 1]`` in ``x``'s dtype, with ``x ~ codes * scales`` (error at
-    most half a scale per element, plus the scale's own rounding). All-zero vectors get scale 0."""
-    amax = x.detach().abs().amax(-1, keepdim=True).float()
-    scale = amax / INT8_MAX
-    codes = torch.round(x.float() / scale.clamp(min=torch.finfo(torch.float32).tiny))
-    return codes.clamp(-INT8_MAX, INT8_MAX).to(torch.int8), scale.to(x.dtype)
+    int8 in [-127, 127] and scales ``[..., 1]`` in :func:`scale_dtype` of ``x``'s dtype, with
+    ``x ~ codes * scales``. The scale is rounded to its dtype before the codes are chosen, so each element
+    is within half a stored scale of ``codes * scales`` (up to float32 rounding). All-zero vectors get
+    scale 0 and codes 0."""
+    scale = (x.detach().abs().amax(-1, keepdim=True).float() / INT8_MAX).to(scale_dtype(x.dtype))
+    codes = torch.round(x.float() / scale.float().clamp(min=torch.finfo(torch.float32).tiny))
+    return codes.clamp(-INT8_MAX, INT8_MAX).to(torch.int8), scale
 
 
 @dataclass
@@ -84,10 +92,10 @@ class GuidedKVCache:
     """The two-part static cache described in the module docstring.
 
     ``batch``: B conditional rows (and B unconditional ones when ``uncond_len > 0``). ``int8``: store
-    int8 codes ``[..., head_dim]`` and a scale ``[..., 1]`` in ``dtype`` per token and head
+    int8 codes ``[..., head_dim]`` and a scale ``[..., 1]`` in :func:`scale_dtype` per token and head
     (``restore.kv_cache: int8``) instead of ``dtype`` values. Memory, with ``columns = cond_len +
     uncond_len``: ``2 * layers * B * heads * columns`` times ``head_dim * size(dtype)`` bytes, or
-    ``head_dim + size(dtype)`` with ``int8``. The stored tensors ``cond_k`` etc. have the shapes of the
+    ``head_dim + size(scale_dtype)`` with ``int8``. The stored tensors ``cond_k`` etc. have the shapes of the
     module docstring either way; :meth:`read` returns their values in ``dtype``.
     """
 
@@ -105,7 +113,7 @@ class GuidedKVCache:
             )
         self.scales = (
             {
-                part: torch.zeros(layers, batch, heads, n, 1, dtype=dtype, device=device)
+                part: torch.zeros(layers, batch, heads, n, 1, dtype=scale_dtype(dtype), device=device)
                 for part, n in lengths.items()
             }
             if int8
@@ -122,21 +130,24 @@ class GuidedKVCache:
 
     @property
     def workspace_nbytes(self) -> int:
-        """Bytes of the dequantised copy attention reads at once with ``int8``: one layer's keys and values
-        of both parts in the cache's dtype (0 when values are stored in the dtype: attention reads them
-        in place)."""
+        """Bytes of the dequantised copies attention holds at once with ``int8``, an upper bound: one layer's
+        keys and values of both parts in the cache's dtype (the unconditional ones are read after the
+        conditional ones are freed), plus a float32 intermediate where scales are float32 and the dtype is
+        not (float16). 0 when values are stored in the dtype: attention reads them in place."""
         if self.scales is None:
             return 0
         size = torch.empty(0, dtype=self.dtype).element_size()
+        if scale_dtype(self.dtype) != self.dtype:
+            size += 4
         return sum(getattr(self, part)[0].numel() for part in self.PARTS) * size
 
     def read(self, part: str, layer: int, limit: int) -> torch.Tensor:
         """The first ``limit`` columns of ``part`` (one of :attr:`PARTS`) at ``layer``, ``[rows, heads,
-        limit, head_dim]`` in the cache's dtype (dequantised when stored as int8)."""
+        limit, head_dim]`` in the cache's dtype (dequantised when stored as int8: one new tensor)."""
         stored = getattr(self, part)[layer][:, :, :limit]
         if self.scales is None:
             return stored
-        return stored.to(self.dtype) * self.scales[part][layer][:, :, :limit]
+        return (stored * self.scales[part][layer][:, :, :limit]).to(self.dtype)
 
     def _write(self, part: str, layer: int, values: torch.Tensor, cols: torch.Tensor) -> None:
         """Write ``values`` ``[rows, heads, q, head_dim]`` of ``part`` at columns ``cols``: ``[q]`` shared
@@ -189,6 +200,7 @@ def guided_attention(module, query, key, value, attention_mask, dropout: float =
                 enable_gqa=gqa,
             )
         )
+        del k, v  # an int8 cache's dequantised copies, freed before the unconditional ones are made
     if plan.uncond_cols is not None:
         k, v = (
             cache.read("uncond_k", layer, plan.uncond_limit),

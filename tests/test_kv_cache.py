@@ -16,7 +16,7 @@ from transformers import ChameleonConfig
 from pure.cli import infer_main, infer_parser
 from pure.config import ConfigError, InferConfig, SamplingConfig, load_config
 from pure.generate import _start, _step, cache_lengths, generate, use_guided_attention
-from pure.kv_cache import INT8_MAX, GuidedKVCache, quantize_int8
+from pure.kv_cache import INT8_MAX, GuidedKVCache, quantize_int8, scale_dtype
 from pure.model import load_backbone, load_text_side
 from pure.quantize_quality import QualityGuard, load_fixture, processed
 from pure.sequence import block_length, conversation
@@ -31,6 +31,9 @@ THRESHOLDS = {
     # KL 2.16e-4, 75/76, 0.988 (int8 weights alone: 110/118, 1.96e-4, 75/76, 0.989).
     "none": dict(top1=0.95, kl=2e-4, same=74, overlap=0.98),
     "int8": dict(top1=0.86, kl=1e-3, same=72, overlap=0.97),
+    # bf16 weights and activations with an int8 cache (what a GPU runs): 110/118, KL 9.4e-5, 44/76, 0.992
+    # (bf16 alone: 109/118, 7.5e-5, 46/76, 0.993; bf16 rounding alone moves candidate counts).
+    "bf16": dict(top1=0.86, kl=3e-4, same=38, overlap=0.97),
 }
 
 
@@ -49,21 +52,20 @@ def guard(reference_dir, tmp_path_factory):
     return QualityGuard(load_backbone(str(fixture.folder), dtype=torch.float32), fixture)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_quantize_int8_error_is_at_most_half_a_scale(dtype):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_quantize_int8_error_is_at_most_half_a_stored_scale(dtype):
     x = torch.randn(3, 4, 7, 128) * torch.logspace(-3, 2, 7)[None, None, :, None]
     x[0, 0, 0] = 0
     x = x.to(dtype)
     codes, scale = quantize_int8(x)
-    assert codes.dtype == torch.int8 and scale.dtype == dtype and scale.shape == (3, 4, 7, 1)
+    assert codes.dtype == torch.int8 and scale.dtype == scale_dtype(dtype) and scale.shape == (3, 4, 7, 1)
+    assert scale_dtype(torch.float16) == torch.float32  # float16 scales of small vectors would vanish
     assert int(codes.abs().max()) <= INT8_MAX
-    scale32 = x.float().abs().amax(-1, keepdim=True) / INT8_MAX
     error = (codes.float() * scale.float() - x.float()).abs()
-    rounding = 0 if dtype == torch.float32 else 2**-8  # the scale's own rounding in bfloat16
-    assert (error <= scale32 * (0.5 + 1e-5 + rounding * INT8_MAX)).all()
+    assert (error <= scale.float() * (0.5 + 1e-5)).all()  # the scale is rounded before the codes are chosen
     assert not codes[0, 0, 0].any() and float(scale[0, 0, 0]) == 0.0
-    nonzero = scale32[..., 0] > 0
-    assert (codes.abs().amax(-1)[nonzero] == INT8_MAX).all()  # each vector's largest entry uses the range
+    nonzero = scale[..., 0] > 0
+    assert (codes.abs().amax(-1)[nonzero] >= INT8_MAX - 1).all()  # each vector's largest entry uses the range
 
 
 def test_int8_cache_of_a_512_px_tile_on_the_7b():
@@ -145,9 +147,11 @@ def test_guard_forward_equals_token_by_token_decoding(guard):
     assert not torch.equal(processed(model, *args).scores, expected.scores)  # int8 does change the scores
 
 
-@pytest.mark.parametrize("weights", ["none", "int8"])
+@pytest.mark.parametrize("weights", ["none", "int8", "bf16"])
 def test_quality_guard_of_the_int8_cache(guard, weights):
-    model = load_backbone(str(guard.fixture.folder), dtype=torch.float32, quantize=weights)
+    dtype = torch.bfloat16 if weights == "bf16" else torch.float32
+    quantize = "none" if weights == "bf16" else weights
+    model = load_backbone(str(guard.fixture.folder), dtype=dtype, quantize=quantize)
     quality = guard.measure(model, kv_cache="int8")
     limits = THRESHOLDS[weights]
     assert quality.top1_agreement >= limits["top1"]

@@ -218,9 +218,11 @@ def test_unknown_source_and_draft_length_are_refused(small):
 
 
 @pytest.mark.slow
-def test_iteration_traces_as_one_graph(small):
+@pytest.mark.parametrize("kv_cache", ["model", "int8"])
+def test_iteration_traces_as_one_graph(small, kv_cache):
     """torch.compile with fullgraph=True fails on any host synchronisation or data-dependent shape (what
-    a CUDA graph cannot hold); the traced iterations, narrow and wide, give the eager ones' tokens."""
+    a CUDA graph cannot hold); the traced iterations, narrow and wide, give the eager ones' tokens, with
+    the KV cache in the model's dtype and in int8 (restore.kv_cache)."""
     model, vocab, prompts = small
     outputs = []
     for compiled in (False, True):
@@ -228,7 +230,10 @@ def test_iteration_traces_as_one_graph(small):
             torch.compile(_iterate, backend="eager", fullgraph=True, dynamic=False) if compiled else _iterate
         )
         with torch.inference_mode(), use_guided_attention(model):
-            cache, d, rules = _start(model, prompts, vocab, SAMPLING, [1, 2], None, (1, 1), 2, True, 5)
+            cache, d, rules = _start(
+                model, prompts, vocab, SAMPLING, [1, 2], None, (1, 1), 2, True, 5, kv_cache
+            )
+            assert (cache.scales is not None) == (kv_cache == "int8")
             spec = _new_drafts(d, vocab, "lq+jacobi", 4, prompts, rules, 0.0)
             spec.allowed.fill_(4)
             _first(d, spec, rules)

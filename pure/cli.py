@@ -14,6 +14,7 @@ Heavy libraries (torch, transformers, pyiqa) are imported after the arguments ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -166,7 +167,7 @@ def run_inference(args: argparse.Namespace) -> int:
     """Plan, load the models, restore; the exit code: 0 done, 1 any input failed, 2 nothing could start,
     130 interrupted. Everything that can be checked is checked before the models load."""
     overrides = [
-        f"{FLAG_TO_KEY[k]}={json.dumps(v) if isinstance(v, str) else v}"
+        f"{FLAG_TO_KEY[k]}={literal(v) if isinstance(v, str) else v}"
         for k, v in vars(args).items()
         if k in FLAG_TO_KEY and v is not None
     ]
@@ -179,22 +180,40 @@ def run_inference(args: argparse.Namespace) -> int:
     from pure.pipeline import Restorer
     from pure.plan import plan_outputs
 
+    fresh = not Path(args.output).exists()  # made by this run: removed again if nothing is written
     processes = Processes.start(cfg.device)  # this one, or all that accelerate launch started
     cfg = replace(cfg, device=processes.device(cfg.device))
-    plan = processes.plan(
-        lambda: plan_outputs(
-            Path(args.input),
-            Path(args.output),
-            args.suffix,
-            args.ext,
-            args.recursive,
-            _existing_mode(args),
-            args.save_entropy_map,
+    try:
+        plan = processes.plan(
+            lambda: plan_outputs(
+                Path(args.input),
+                Path(args.output),
+                args.suffix,
+                args.ext,
+                args.recursive,
+                _existing_mode(args),
+                args.save_entropy_map,
+            )
         )
-    )
-    if plan.not_images and processes.is_main:
-        names = ", ".join(str(p) for p in plan.not_images[:5]) + (" ..." if len(plan.not_images) > 5 else "")
-        print(f"skipped {len(plan.not_images)} file(s) that are not images: {names}", file=sys.stderr)
+    except PureError:
+        if fresh and processes.is_main:
+            _remove_if_empty(Path(args.output))
+        raise
+    notices = [
+        (
+            plan.unsearched,
+            "did not search {n} subfolder(s) ({names}); pass --recursive to restore their images too",
+        ),
+        (
+            plan.previous_outputs,
+            "skipped {n} file(s) that other inputs here write (outputs of an earlier run): {names}",
+        ),
+        (plan.not_images, "skipped {n} file(s) that are not images: {names}"),
+    ]
+    for paths, text in notices if processes.is_main else []:
+        if paths:
+            names = ", ".join(p.name for p in paths[:5]) + (" ..." if len(paths) > 5 else "")
+            print(text.format(n=len(paths), names=names), file=sys.stderr)
     for line in plan.failed if processes.is_main else []:
         print(f"failed: {line}", file=sys.stderr)
     summary = Summary.of(plan)
@@ -211,6 +230,8 @@ def run_inference(args: argparse.Namespace) -> int:
         summary.interrupted = True
     if not processes.is_main:
         return summary.exit_code()
+    if fresh:
+        _remove_if_empty(Path(args.output))
     if summary.interrupted:
         print(
             f"interrupted: {summary.restored} of {len(plan.jobs)} images restored; run the same command "
@@ -219,6 +240,12 @@ def run_inference(args: argparse.Namespace) -> int:
         )
     print(summary.line())
     return summary.exit_code()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it is empty (an output folder this run made but wrote nothing into)."""
+    with contextlib.suppress(OSError):  # not empty, or already gone
+        folder.rmdir()
 
 
 def infer_main(argv: list[str] | None = None) -> int:
@@ -278,7 +305,7 @@ def _start(
     ``--models`` and the trailing overrides), ``--print-config``, the output folder (``output_key``:
     one line when it, or a folder above it, is a file) and ``--threads``. Returns the settings and,
     when the script should stop here, its exit code."""
-    models = [f"models={json.dumps(args.models)}"] if args.models else []
+    models = [f"models={literal(args.models)}"] if args.models else []
     cfg = load_config(schema, args.config, flags + models + args.overrides)
     if not args.print_config and output_key:
         _check_output_folder(str(getattr(cfg, output_key)), output_key)
@@ -292,6 +319,17 @@ def _start(
     return cfg, None
 
 
+def literal(value: str | list[str]) -> str:
+    """A ``key=value`` override's value that reads back as ``value`` exactly: JSON, which YAML parses, with
+    non-ASCII kept as is (JSON's ``\\ud83d`` surrogate pairs are not valid YAML) and OmegaConf's
+    interpolation ``${`` escaped, so captions and paths are never evaluated."""
+
+    def escaped(v):
+        return v.replace("${", "\\${") if isinstance(v, str) else [escaped(x) for x in v]
+
+    return json.dumps(escaped(value), ensure_ascii=False)
+
+
 def _check_output_folder(path: str, key: str) -> None:
     for folder in (Path(path), *Path(path).parents):
         if folder.exists():
@@ -302,11 +340,15 @@ def _check_output_folder(path: str, key: str) -> None:
 
 def _run(work: Callable[[], int]) -> int:
     """Run one command: the one place a user's mistake (:class:`~pure.errors.PureError`) is caught; it is
-    printed as one line and the exit code is 2."""
+    printed as one line and the exit code is 2. Ctrl-C before the work's own handling (while settings are
+    read or libraries and models load) prints ``interrupted`` and exits 130, as the work does."""
     try:
         return work()
     except PureError as err:
         return _error(err)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def _error(err: BaseException) -> int:
@@ -507,11 +549,11 @@ def prepare_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     flags = []
     if args.hq_dir:
-        flags.append(f"hq_dirs={json.dumps(args.hq_dir)}")
+        flags.append(f"hq_dirs={literal(args.hq_dir)}")
     if args.out:
-        flags.append(f"out_dir={json.dumps(args.out)}")
+        flags.append(f"out_dir={literal(args.out)}")
     if args.manifest:
-        flags.append(f"caption.manifest={json.dumps(args.manifest)}")
+        flags.append(f"caption.manifest={literal(args.manifest)}")
     return _run(lambda: _prepare(args, flags))
 
 

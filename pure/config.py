@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -214,7 +215,11 @@ def load_config(
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        sources.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+        try:
+            sources.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+        except Exception as err:  # the value is parsed as YAML: its errors come in several types
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"override {item!r}: not a valid YAML value ({reason}); quote it") from err
     for origin, part in sources:
         for key in _dotted_keys(OmegaConf.to_container(part)):
             if key in RENAMED:
@@ -225,14 +230,20 @@ def load_config(
             key = getattr(err, "full_key", None) or "?"
             reason = str(err).splitlines()[0]
             raise ConfigError(f"{origin}: bad key {key!r} for {schema.__name__}: {reason}") from err
-    result = OmegaConf.to_object(cfg)
+    try:
+        result = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:  # e.g. a ${...} interpolation that names no key
+        key = getattr(err, "full_key", None) or "?"
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"{key}: {reason} (write \\${{ for a literal ${{)") from err
     check_fields(result)
     return result  # type: ignore[return-value]
 
 
 def check_fields(cfg: object, prefix: str = "") -> None:
     """Check every :func:`choice` and :func:`at_least` field of the dataclass ``cfg``, recursively: the one
-    place closed choices and minimums are validated. Raises :class:`ConfigError` (``key=value: ...``)."""
+    place closed choices, minimums and finiteness (no float may be nan or inf) are validated. Raises
+    :class:`ConfigError` (``key=value: ...``)."""
     for item in dataclasses.fields(cfg):
         key, value = prefix + item.name, getattr(cfg, item.name)
         if dataclasses.is_dataclass(value):
@@ -242,6 +253,8 @@ def check_fields(cfg: object, prefix: str = "") -> None:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
         if item.metadata.get("auto") and value != "auto" and not isinstance(value, int):
             raise ConfigError(f"{key}={value!r}: expected auto or an integer")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r}: must be a finite number")
         low = item.metadata.get("min")
         if low is not None and isinstance(value, int | float) and value < low:
             raise ConfigError(f"{key}={value!r}: must be at least {low}")

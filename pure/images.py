@@ -81,22 +81,27 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def scan_folder(folder: Path, recursive: bool = False, exclude: tuple[Path, ...] = ()) -> Scan:
+def scan_folder(
+    folder: Path, recursive: bool = False, exclude: tuple[Path, ...] = (), _visited: set[Path] | None = None
+) -> Scan:
     """The files of ``folder`` (and, with ``recursive``, of its subfolders) in name order.
 
     Hidden folders and the folders in ``exclude`` (e.g. an output folder inside the input) are
-    never entered.
+    never entered. Symbolic links to folders are followed, but a folder is searched once however often
+    it is reached (a link to a folder above it would otherwise repeat the tree without end).
     """
     excluded = {p.resolve() for p in exclude}
+    visited = set() if _visited is None else _visited
+    visited.add(folder.resolve())
     images: list[Path] = []
     skipped: list[Path] = []
     subfolders: list[Path] = []
     for path in sorted(folder.iterdir()):
         if path.is_dir():
-            if path.name.startswith(".") or path.resolve() in excluded:
+            if path.name.startswith(".") or path.resolve() in excluded or path.resolve() in visited:
                 continue
             if recursive:
-                inner = scan_folder(path, True, exclude)
+                inner = scan_folder(path, True, exclude, visited)
                 images += inner.images
                 skipped += inner.skipped
             else:

@@ -53,6 +53,11 @@ class Plan:
     """One line per input that is not a readable still image."""
     not_images: list[Path] = field(default_factory=list)
     """Files of the input folder that are not images (skipped, not failed)."""
+    unsearched: list[Path] = field(default_factory=list)
+    """Subfolders of the input folder that were not searched (no ``--recursive``)."""
+    previous_outputs: list[Path] = field(default_factory=list)
+    """Images of the input folder that another input there would write (a previous run into the same
+    folder, with ``--suffix``): not restored again, so a rerun does not restore its own outputs."""
 
 
 def check_output_folder(output: Path) -> None:
@@ -119,17 +124,17 @@ def plan_outputs(
     if existing not in ("fail", "skip", "overwrite"):
         raise ValueError(f"existing must be fail, skip or overwrite, got {existing!r}")
     if source.is_file():
-        root, files, not_images = source.parent, [source], []
+        root, files, not_images, unsearched = source.parent, [source], [], []
     elif source.is_dir():
         root = source
         scan = scan_folder(source, recursive, exclude=(output,))
-        files, not_images = scan.images, scan.skipped
+        files, not_images, unsearched = scan.images, scan.skipped, scan.subfolders
         if not files:
             raise PlanError(_no_images(source, scan.skipped, scan.subfolders))
     else:
         raise PlanError(f"input {source} does not exist")
     check_output_folder(output)
-    plan = Plan(output, not_images=not_images)
+    plan = Plan(output, not_images=not_images, unsearched=unsearched)
     headers = {}
     for path in files:
         try:
@@ -158,7 +163,11 @@ def plan_outputs(
             f"the output name {too_long[0].name!r} is longer than this file system allows ({limit} bytes); "
             "shorten the input's name or the --suffix"
         )
-    inputs = {_key(path) for path in files}
+    planned = {_key(out): job.source for job in jobs.values() for out in job.outputs()}
+    plan.previous_outputs = [path for path in jobs if planned.get(_key(path), path) != path]
+    for path in plan.previous_outputs:
+        del jobs[path]
+    inputs = {_key(path) for path in jobs}
     replacing = [(job.source, out) for job in jobs.values() for out in job.outputs() if _key(out) in inputs]
     if replacing:
         source_path, out = replacing[0]

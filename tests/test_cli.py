@@ -58,7 +58,7 @@ def test_help_config_lists_every_key_with_its_docstring(capsys):
         train_main(["--help-config"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    assert '  optim.lr (float) = 0.0004\n      Peak learning rate, reached at the end of warm-up.' in text
+    assert "  optim.lr (float) = 0.0004\n      Peak learning rate, reached at the end of warm-up." in text
     assert "  lora.target_modules (list[str]) = " in text and "  resume (str) = " in text
     with pytest.raises(SystemExit):
         infer_main(["--help-config"])
@@ -237,3 +237,19 @@ def test_inference_imports_no_metric_library_and_peft_says_nothing():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]" and result.stderr == ""
+
+
+@pytest.mark.parametrize("caption", ["一只猫 🐱 on a mat", "costs ${price} today", 'he said "hi"\tand left'])
+def test_free_text_and_paths_reach_the_config_as_typed(caption, capsys):
+    """Flags are passed to OmegaConf as key=value strings: emoji (outside the BMP), ${...} and quotes
+    must come back exactly, never as a YAML error or an interpolation."""
+    assert infer_main(["--print-config", "--caption", caption, "--models", f"w/{caption}"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["restore"]["caption"] == caption and printed["models"] == f"w/{caption}"
+
+
+def test_non_finite_numbers_are_one_line_before_loading(capsys):
+    for flags in (["--outscale", "nan"], ["--temperature", "inf"], ["--cfg-scale=-inf"]):
+        assert infer_main(["--print-config", *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "must be a finite number" in err

@@ -294,3 +294,77 @@ def test_ctrl_c_while_the_models_load(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pure.pipeline.Restorer, "from_config", interrupted)
     code, stdout, stderr = _run(capsys, "-i", str(_image(tmp_path / "a.png")), "-o", str(tmp_path / "out"))
     assert code == 130 and "interrupted: 0 of 1 images restored" in stderr and "0 restored" in stdout
+
+
+def test_a_rerun_into_the_input_folder_does_not_restore_its_own_outputs(tmp_path, capsys, stand_in):
+    """With --suffix into the input folder, the second run sees the first run's outputs among the
+    inputs: they are skipped as outputs of an earlier run, not refused or restored again."""
+    _image(tmp_path / "a.png")
+    _image(tmp_path / "b.png")
+    code, _, _ = _run(capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x2")
+    assert code == 0 and _files(tmp_path) == [
+        "a.png",
+        "a_x2.json",
+        "a_x2.png",
+        "b.png",
+        "b_x2.json",
+        "b_x2.png",
+    ]
+    for flags in (["--skip-existing"], ["--overwrite"]):
+        code, stdout, stderr = _run(
+            capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x2", *flags
+        )
+        assert code == 0, stderr
+        assert (
+            "skipped 2 file(s) that other inputs here write (outputs of an earlier run): a_x2.png, b_x2.png"
+            in stderr
+        )
+    assert "a_x2_x2.png" not in _files(tmp_path)
+    plan = plan_outputs(tmp_path, tmp_path, suffix="x2", existing="skip")
+    assert sorted(p.name for p in plan.previous_outputs) == ["a_x2.png", "b_x2.png"]
+    assert sorted(job.source.name for job in plan.existing) == ["a.png", "b.png"] and not plan.jobs
+
+
+def test_ctrl_c_while_libraries_load_is_one_line(tmp_path, capsys, monkeypatch):
+    import pure.plan
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pure.plan, "plan_outputs", interrupted)
+    code, _, stderr = _run(capsys, "-i", str(_image(tmp_path / "a.png")), "-o", str(tmp_path / "out"))
+    assert code == 130 and stderr.strip() == "interrupted"
+
+
+def test_a_symlink_loop_is_searched_once(tmp_path):
+    """A link to a folder above it must not repeat the tree (--recursive followed one 40 levels deep)."""
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "sub" / "b.png")
+    (tmp_path / "in" / "sub" / "up").symlink_to(tmp_path / "in", target_is_directory=True)
+    (tmp_path / "in" / "again").symlink_to(tmp_path / "in" / "sub", target_is_directory=True)
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out", recursive=True)
+    assert sorted(str(job.source.relative_to(tmp_path / "in")) for job in plan.jobs) == [
+        "a.png",
+        "again/b.png",
+    ]
+
+
+def test_subfolders_left_out_without_recursive_are_named(tmp_path, capsys, stand_in):
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "holiday" / "b.png")
+    code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"))
+    assert code == 0 and "did not search 1 subfolder(s) (holiday); pass --recursive" in stderr
+    assert _files(tmp_path / "out") == ["a.json", "a.png"]
+
+
+def test_a_run_that_writes_nothing_leaves_no_new_output_folder(tmp_path, capsys, stand_in):
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    code, _, stderr = _run(capsys, "-i", str(notes), "-o", str(tmp_path / "out"))
+    assert code == 1 and "not a readable image" in stderr and not (tmp_path / "out").exists()
+    long_name = _image(tmp_path / ("a" * 251 + ".png"))  # refused after the folder was made and checked
+    code, _, stderr = _run(capsys, "-i", str(long_name), "-o", str(tmp_path / "out2"), "--suffix", "x4")
+    assert code == 2 and "longer than this file system allows" in stderr and not (tmp_path / "out2").exists()
+    (tmp_path / "kept").mkdir()
+    code, _, _ = _run(capsys, "-i", str(notes), "-o", str(tmp_path / "kept"))
+    assert code == 1 and (tmp_path / "kept").is_dir()  # a folder that was there before stays

@@ -65,10 +65,15 @@ def batch_size(value: str) -> int | str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: the mistake and where to look, not the whole usage block."""
+    """argparse with one-line errors (the mistake and where to look, not the whole usage block) that lets
+    ``key=value`` overrides and flags mix."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (--help explains every flag)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """Flags and trailing ``key=value`` overrides in any order (``... a=1 --flag x b=2``)."""
+        return self.parse_intermixed_args(args, namespace)
 
 
 def infer_parser() -> argparse.ArgumentParser:

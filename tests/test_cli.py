@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pure.cli import download_main, infer_main, prepare_main, train_main
+from pure.cli import download_main, infer_main, infer_parser, prepare_main, train_main
 from pure.config import InferConfig, load_config
 from pure.download import CHECKPOINT_FILES, hub_weights, locate
 
@@ -253,3 +253,11 @@ def test_non_finite_numbers_are_one_line_before_loading(capsys):
         assert infer_main(["--print-config", *flags]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "must be a finite number" in err
+
+
+def test_overrides_and_flags_mix_in_any_order():
+    args = infer_parser().parse_args(
+        ["-i", "x", "restore.tile=256", "--quantize", "int8", "restore.outscale=2", "--skip-existing"]
+    )
+    assert args.overrides == ["restore.tile=256", "restore.outscale=2"]
+    assert (args.input, args.quantize, args.skip_existing) == ("x", "int8", True)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 from transformers import ChameleonConfig
 
-from pure.cli import infer_main, infer_parser
+from pure.cli import infer_parser
 from pure.config import ConfigError, InferConfig, SamplingConfig, load_config
 from pure.generate import _start, _step, cache_lengths, generate, use_guided_attention
 from pure.kv_cache import INT8_MAX, GuidedKVCache, quantize_int8, scale_dtype
@@ -22,6 +21,7 @@ from pure.quantize_quality import QualityGuard, load_fixture, processed
 from pure.sequence import block_length, conversation
 from pure.tiny import synthetic_vocabulary, tiny_backbone_config, tiny_tokenizer, write_tiny_checkpoint
 from pure.vocab import Vocab
+from tests.fakes import restore_with_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = dict(image_grids=(2, 2), max_text_tokens=5, stop_after_image=True)
@@ -197,12 +197,7 @@ def test_setting_flag_and_choices():
 @pytest.mark.slow
 def test_infer_restores_with_an_int8_cache(tmp_path):
     """scripts/infer.py's entry point with --kv-cache int8; the sidecar records the setting."""
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
-        tmp_path / "photo.png"
-    )
-    out = tmp_path / "out"
-    args = ["-i", str(tmp_path / "photo.png"), "-o", str(out), "--kv-cache", "int8", "--no-progress"]
-    tiny = ["--config", str(ROOT / "configs" / "tiny.yaml"), "restore.tile=64", "restore.tile_overlap=16"]
-    assert infer_main(args + tiny) == 0
+    code, out = restore_with_tiny(tmp_path, "--kv-cache", "int8")
+    assert code == 0
     assert Image.open(out / "photo.png").size == (96, 80)
     assert json.loads((out / "photo.json").read_text())["settings"]["restore"]["kv_cache"] == "int8"

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import pure.model
-from pure.cli import infer_main, infer_parser
+from pure.cli import infer_parser
 from pure.config import ConfigError, InferConfig, SamplingConfig, load_config
 from pure.generate import _start, _step, use_guided_attention
 from pure.memory import stored_bytes, weight_bytes
@@ -21,6 +21,7 @@ from pure.quantize import QUANTIZED_WEIGHT, QuantizeError, check_adapter, check_
 from pure.quantize_quality import QualityGuard, load_fixture
 from pure.sequence import conversation
 from pure.tiny import write_tiny_checkpoint
+from tests.fakes import restore_with_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = {
@@ -145,12 +146,7 @@ def test_quantised_step_traces_as_one_graph(tiny_folder, mode):
 @pytest.mark.slow
 def test_infer_restores_with_int8(tmp_path):
     """scripts/infer.py's entry point, the tiny real-format checkpoint loaded with --quantize int8."""
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
-        tmp_path / "photo.png"
-    )
-    out = tmp_path / "out"
-    args = ["-i", str(tmp_path / "photo.png"), "-o", str(out), "--quantize", "int8", "--no-progress"]
-    tiny = ["--config", str(ROOT / "configs" / "tiny.yaml"), "restore.tile=64", "restore.tile_overlap=16"]
-    assert infer_main(args + tiny) == 0
+    code, out = restore_with_tiny(tmp_path, "--quantize", "int8")
+    assert code == 0
     assert Image.open(out / "photo.png").size == (96, 80)
     assert json.loads((out / "photo.json").read_text())["quantize"] == "int8"

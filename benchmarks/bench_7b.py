@@ -6,43 +6,55 @@ bf16, the prompt of a 512 px tile (instruction + a 64x64-code LQ block + answer 
 start and size tokens), then the image body (4,161 tokens). In order:
 
 1. ``graph_matches_eager``: a small fp32 model on the device writes the same tokens with and
-   without CUDA-graph capture (the check that capture changes nothing);
+   without CUDA-graph capture (the check that capture changes nothing; None on the CPU, which has no
+   graphs);
 2. ``copy_gbps``: the device's copy bandwidth (bytes read + written per second, a large ``copy_``);
 3. the reference-style loop (two unbatched model calls per guided step, Python processors;
-   ``bench_generate.reference_style``) for ``--reference-steps`` steps at batch 1;
-4. our loop at each ``--batch`` size, timed over ``--steps`` steps between two host reads (the cache
-   sized for the whole tile, as in a real run), with the warm-up (prefill + graph capture) reported;
-5. a whole 512 px tile at batch 1: seconds and peak memory;
-6. per batch size, the bandwidth floor: bytes read per step (weights except the embedding table, plus
-   every cache column attention reads) divided by the measured copy bandwidth;
-7. ``backbone.quantize`` (issue 14), per ``--quantize`` mode (none, int8, int4), after the model above is
-   freed: a fresh 7B with its decoder projections quantised (:func:`pure.quantize.quantize_decoder_`), at
-   batch 1: tokens/s over ``--steps`` steps, and the peak memory of the whole run (weights, the cache
-   sized for a whole tile, prefill, graph capture; allocated and reserved by PyTorch); before that, that
-   CUDA-graph decoding with int8 or int4 weights writes the eager loop's tokens (small bf16 model).
-   Each mode is measured once per ``--kv-cache`` mode (``restore.kv_cache``: model, int8) on the same
-   model, the peak counted afresh for each; stage 1 also checks capture with an int8 cache.
+   ``bench_generate.reference_style``) for ``--reference-steps`` steps at batch 1, after two untimed
+   steps (its prefill is in the timed window, as in a real run);
+4. our loop at each ``--batch`` size (1, 8, 4, 16: the targets first), timed over ``--steps`` steps
+   between two host reads (the cache sized for the whole tile, as in a real run), with the warm-up
+   (prefill + graph capture) and the peak memory reported, and (6) the bandwidth floor: bytes read per
+   step (weights except the embedding table, plus every cache column attention reads) divided by the
+   measured copy bandwidth;
+5. a whole 512 px tile at batch 1 (``full_tile``): seconds and peak memory, when batch 1 predicts at
+   most ``--full-budget`` seconds;
+7. ``backbone.quantize`` (issue 14), per ``--quantize`` mode (none, int8, int4) at batch 1: ``none``
+   measures the model above (before stage 5); int8 and int4 each build a fresh 7B after it is freed,
+   with its decoder projections quantised (:func:`pure.quantize.quantize_decoder_`): tokens/s over
+   ``--steps`` steps, and the peak memory of the whole run (weights, the cache sized for a whole tile,
+   prefill, graph capture; allocated and reserved by PyTorch); before that, that CUDA-graph decoding with
+   int8 or int4 weights writes the eager loop's tokens (small bf16 model). Each mode is measured once
+   per ``--kv-cache`` mode (``restore.kv_cache``: model, int8) on the same model, the peak counted afresh
+   for each; stage 1 also checks capture with an int8 cache.
 
-A batch size that does not fit in memory is reported as such. ``--dry-run`` runs every stage on a
-tiny model on the CPU (a check that the script works, not a measurement).
+A batch size that does not fit in memory is reported as such. The JSON is rewritten after every stage
+(:class:`Stages`), so a crash or a kill keeps what was measured; a stage that raises is recorded as an
+error and the next one runs; with ``--deadline`` a stage whose estimated time would pass it is skipped
+(and recorded as skipped), so the run ends in time to keep its results. ``--dry-run`` runs every stage
+on a tiny model on the CPU (a check that the script works, not a measurement).
 
-    python benchmarks/bench_7b.py --json bench_7b.json          # on a GPU (not yet run on one)
+    python benchmarks/bench_7b.py --json bench_7b.json --deadline 300   # on a GPU (not yet run on one)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+import traceback
+from collections.abc import Callable
 
 import torch
+import transformers
 from bench_generate import reference_style
 from transformers import ChameleonConfig
 
 from pure.config import SamplingConfig
 from pure.generate import generate
 from pure.kv_cache import GuidedKVCache
-from pure.memory import release_memory, stored_bytes
+from pure.memory import is_out_of_memory, release_memory, stored_bytes
 from pure.model import PureChameleon
 from pure.quantize import QuantizeError, check_quantize, quantize_decoder_
 from pure.sequence import block_length, conversation
@@ -59,9 +71,11 @@ def build_model(hidden: int, inter: int, layers: int, heads: int, device: str, d
     config._attn_implementation = "sdpa"
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
-    with torch.device(device):
-        model = PureChameleon(config)
-    torch.set_default_dtype(default)
+    try:
+        with torch.device(device):
+            model = PureChameleon(config)
+    finally:
+        torch.set_default_dtype(default)
     model.model.vqmodel = None
     return model.eval()
 
@@ -80,9 +94,12 @@ def copy_bandwidth(device: str, gib: float, sync) -> float:
     return 2 * src.numel() / best
 
 
-def windowed_rate(model, prompts, vocab, sampling, steps: int, sync, kv_cache="model") -> tuple[float, float]:
-    """Tokens/s of our loop over ``steps`` steps between two host reads, and the seconds before the
-    first read (prefill, graph capture and the first ``SYNC_EVERY`` steps)."""
+def windowed_rate(
+    model, prompts, vocab, sampling, steps: int, sync, kv_cache="model"
+) -> tuple[float, float, int]:
+    """Tokens/s of our loop over about ``steps`` steps between two host reads (fewer when the answer
+    ends first), the seconds before the first read (prefill, graph capture and the first ``SYNC_EVERY``
+    steps), and the steps timed."""
     marks: list[tuple[float, int]] = []
     done = [0]
 
@@ -98,8 +115,10 @@ def windowed_rate(model, prompts, vocab, sampling, steps: int, sync, kv_cache="m
         generate(model, prompts, vocab, sampling, on_step=clock, cuda_graph=True, kv_cache=kv_cache)
     except _Enough:
         pass
+    if len(marks) < 2:
+        raise RuntimeError(f"the answer ended after {done[0]} steps: too few to time (--steps {steps})")
     (t0, s0), (t1, s1) = marks[0], marks[-1]
-    return len(prompts) * (s1 - s0) / (t1 - t0), t0 - start
+    return len(prompts) * (s1 - s0) / (t1 - t0), t0 - start, s1 - s0
 
 
 def graph_matches_eager(
@@ -110,7 +129,8 @@ def graph_matches_eager(
     kv_cache: str = "model",
 ) -> bool:
     """A small model (fp32 unless told; decoder projections quantised as ``quantize`` says; the KV cache
-    stored as ``kv_cache`` says) writes the same tokens with and without CUDA-graph capture."""
+    stored as ``kv_cache`` says) writes the same tokens with and without CUDA-graph capture. None off
+    CUDA: both runs are eager there (the check of the script, not of capture)."""
     model = build_model(*shape, device, dtype)
     quantize_decoder_(model, quantize)
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
@@ -129,16 +149,19 @@ def graph_matches_eager(
         ).ids
         for graph in (False, True)
     ]
-    return all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    same = all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    return same if model.device.type == "cuda" else None
 
 
 def quantized_run(
-    mode: str, shape, small_shape, device: str, dtype, prompt, vocab, sampling, steps, sync, kv_caches
+    mode: str, model, small_shape, device: str, dtype, prompt, vocab, sampling, steps, sync, kv_caches
 ) -> dict:
     """Stage 7 for one ``backbone.quantize`` mode: graph-vs-eager tokens on a small model (int8 and int4;
-    stage 1 checks unquantised weights), then a fresh model of ``shape`` quantised, at batch 1 and per
-    ``restore.kv_cache`` mode in ``kv_caches``: tokens/s over ``steps`` steps and the run's peak memory
-    (GiB; counted from after quantising, so it is restoring's peak, not loading's)."""
+    stage 1 checks unquantised weights), then the model at batch 1 per ``restore.kv_cache`` mode in
+    ``kv_caches``: tokens/s over ``steps`` steps and the run's peak memory (GiB; counted from after
+    quantising, so it is restoring's peak, not loading's). ``model``: an unquantised model to measure as
+    it is (``none``), or the shape (hidden, intermediate, layers, heads) of a fresh one to build, quantise
+    and free."""
     try:
         check_quantize(mode, device, dtype)
     except QuantizeError as err:
@@ -147,8 +170,10 @@ def quantized_run(
     row: dict = {}
     if mode != "none":  # stage 1 checked unquantised capture
         row["graph_matches_eager"] = graph_matches_eager(device, small_shape, dtype, mode)
-    model = build_model(*shape, device, dtype)
-    quantize_decoder_(model, mode)
+    built = isinstance(model, tuple)
+    if built:
+        model = build_model(*model, device, dtype)
+        quantize_decoder_(model, mode)
     release_memory()
     row["weights_gib"] = stored_bytes(model) / 2**30
     for kv_cache in kv_caches:
@@ -157,24 +182,31 @@ def quantized_run(
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         try:
-            rate, warmup = windowed_rate(model, [prompt], vocab, sampling, steps, sync, kv_cache)
-            run.update(tokens_per_s=rate, first_sync_s=warmup, fits=True)
-        except torch.OutOfMemoryError:
+            rate, warmup, timed = windowed_rate(model, [prompt], vocab, sampling, steps, sync, kv_cache)
+            run.update(tokens_per_s=rate, first_sync_s=warmup, timed_steps=timed, fits=True)
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
             run["fits"] = False
         if cuda:
             run["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
             run["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
         row[f"kv_{kv_cache}"] = run
-    del model
-    release_memory()
+    if built:
+        del model
+        release_memory()
     return row
 
 
 def describe_quantized(mode: str, row: dict) -> str:
     """The printed lines of stage 7 for one mode: one per KV cache mode."""
-    if "error" in row:
-        return f"quantize={mode}: {row['error']}"
-    graph = f", CUDA graph gives the eager tokens: {row['graph_matches_eager']}" if mode != "none" else ""
+    if "error" in row or "skipped" in row:
+        return f"quantize={mode}: {row.get('error') or row['skipped']}"
+    graph = (
+        f", CUDA graph gives the eager tokens: {_checked(row['graph_matches_eager'])}"
+        if mode != "none"
+        else ""
+    )
     lines = []
     for key, run in row.items():
         if not key.startswith("kv_"):
@@ -192,12 +224,72 @@ def describe_quantized(mode: str, row: dict) -> str:
     return "\n".join(lines)
 
 
+class Stages:
+    """Runs the stages in order and keeps their results safe: the JSON is rewritten (atomically) after
+    every stage; a stage that raises is recorded as ``{"error": ...}`` and the next one runs; a stage
+    whose estimated seconds would pass ``deadline`` (seconds since start; None: no limit) is recorded as
+    ``{"skipped": ...}``; after an error that leaves the device unusable, the rest is skipped. Every
+    printed line carries the seconds since start, and printing is flushed, so a run killed at its time
+    limit still shows how far it got."""
+
+    def __init__(self, path: str | None, deadline: float | None, sync) -> None:
+        self.results: dict = {}
+        self.path, self.deadline, self.sync = path, deadline, sync
+        self.start = time.perf_counter()
+        self.broken: str | None = None
+        self.failed: list[str] = []  # the keys of stages that raised
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def log(self, line: str) -> None:
+        print(f"[{self.elapsed():6.1f}s] {line}", flush=True)
+
+    def fits(self, seconds: float) -> bool:
+        """Whether ``seconds`` more fit before the deadline."""
+        return self.deadline is None or self.elapsed() + seconds <= self.deadline
+
+    def run(self, key: str, stage: Callable[[], object], cost_s: float = 0.0, into: dict | None = None):
+        """Run ``stage`` and store what it returns under ``key`` of ``into`` (default: the results);
+        ``cost_s``: its estimated seconds. Returns what was stored."""
+        into = self.results if into is None else into
+        if self.broken:
+            into[key] = {"skipped": f"the device failed earlier ({self.broken})"}
+        elif not self.fits(cost_s):
+            into[key] = {"skipped": f"deadline: about {cost_s:.0f}s needed after {self.elapsed():.0f}s"}
+        else:
+            try:
+                into[key] = stage()
+            except Exception as err:  # noqa: BLE001 - recorded, and the next stage runs
+                traceback.print_exc()
+                into[key] = {"error": f"{type(err).__name__}: {err}"}
+                self.failed.append(key)
+                try:
+                    release_memory()
+                    self.sync()
+                except Exception as fatal:  # noqa: BLE001 - a sticky CUDA error: nothing else can run
+                    self.broken = f"{type(fatal).__name__}: {fatal}"
+        if isinstance(into[key], dict) and {"error", "skipped"} & set(into[key]):
+            self.log(f"{key}: {into[key]}")
+        self.save()
+        return into[key]
+
+    def save(self) -> None:
+        if self.path:
+            temporary = f"{self.path}.tmp"
+            with open(temporary, "w") as f:
+                json.dump(self.results, f, indent=2)
+            os.replace(temporary, self.path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4, 8, 16], help="batch sizes (tiles)")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 8, 4, 16], help="batch sizes (tiles), in this order"
+    )
     parser.add_argument("--steps", type=int, default=256, help="timed decoding steps per batch size")
     parser.add_argument(
         "--reference-steps", type=int, default=64, help="timed steps of the reference-style loop"
@@ -206,8 +298,8 @@ def main() -> None:
     parser.add_argument(
         "--full-budget",
         type=float,
-        default=200.0,
-        help="skip the whole tile when batch 1 predicts more seconds",
+        default=120.0,
+        help="skip the whole tile when batch 1 predicts more seconds (or gave no rate)",
     )
     parser.add_argument(
         "--quantize",
@@ -222,8 +314,13 @@ def main() -> None:
         choices=["model", "int8"],
         help="restore.kv_cache modes measured per quantize mode in stage 7",
     )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        help="seconds from start after which no stage starts that is estimated to end later (default: none)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="every stage on a tiny model on the CPU")
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--json", help="write the results here (rewritten after every stage)")
     args = parser.parse_args()
     if args.dry_run:
         args.device, shape, size, copy_gib = "cpu", (64, 128, 2, 1), 64, 0.01
@@ -233,20 +330,24 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    results: dict = {"device": args.device, "gpu": torch.cuda.get_device_name() if cuda else "cpu"}
-    results["graph_matches_eager"] = graph_matches_eager(args.device, (256, 512, 4, 4) if cuda else shape)
-    print(f"CUDA graph gives the eager loop's tokens: {results['graph_matches_eager']}")
-    if "int8" in args.kv_cache:
-        small = (256, 512, 4, 4) if cuda else shape
-        results["graph_matches_eager_int8_cache"] = graph_matches_eager(args.device, small, kv_cache="int8")
-        print(f"... with an int8 KV cache: {results['graph_matches_eager_int8_cache']}")
-    results["copy_gbps"] = copy_bandwidth(args.device, copy_gib, sync) / 1e9
-    print(f"copy bandwidth: {results['copy_gbps']:.0f} GB/s (read + write)")
+    small = (256, 512, 4, 4) if cuda else shape
+    stages = Stages(args.json, args.deadline, sync)
+    results, log = stages.results, stages.log
+    results.update(device=args.device, gpu=torch.cuda.get_device_name() if cuda else "cpu")
+    results.update(torch=torch.__version__, transformers=transformers.__version__)
+    log(f"{results['gpu']}, torch {torch.__version__}, transformers {transformers.__version__}")
 
-    tick = time.perf_counter()
-    model = build_model(*shape, args.device, dtype)
-    results["params"] = sum(p.numel() for p in model.parameters())
-    print(f"built {results['params'] / 1e9:.2f}B parameters in {time.perf_counter() - tick:.1f}s")
+    # 1-2: capture changes nothing; the copy bandwidth
+    stages.run("graph_matches_eager", lambda: graph_matches_eager(args.device, small))
+    log(f"CUDA graph gives the eager loop's tokens: {_checked(results['graph_matches_eager'])}")
+    if "int8" in args.kv_cache:
+        stages.run(
+            "graph_matches_eager_int8_cache", lambda: graph_matches_eager(args.device, small, kv_cache="int8")
+        )
+        log(f"... with an int8 KV cache: {_checked(results['graph_matches_eager_int8_cache'])}")
+    if stages.run("copy_gbps", lambda: copy_bandwidth(args.device, copy_gib, sync) / 1e9) is not None:
+        log(f"copy bandwidth: {results['copy_gbps']:.0f} GB/s (read + write)")
+
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
     latent, grids = size // 8, size // 32
     lq = torch.randint(0, 16384, (latent, latent), generator=torch.Generator().manual_seed(0))
@@ -260,67 +361,93 @@ def main() -> None:
     sampling = SamplingConfig(max_new_tokens=body)
     results.update(prompt_tokens=len(prompt), image_tokens=body)
 
-    generator = torch.Generator(args.device).manual_seed(0)
-    sync()
-    start = time.perf_counter()
-    reference_style(model, prompt, vocab, sampling, args.reference_steps, generator)
-    sync()
-    reference = args.reference_steps / (time.perf_counter() - start)
-    results["reference_style_tokens_per_s"] = reference
-    print(f"reference-style loop, batch 1: {reference:7.1f} tokens/s")
+    tick = time.perf_counter()
+    model = build_model(*shape, args.device, dtype)
+    build_s = time.perf_counter() - tick
+    results.update(params=sum(p.numel() for p in model.parameters()), build_s=build_s)
+    log(f"built {results['params'] / 1e9:.2f}B parameters in {build_s:.1f}s")
 
+    # 3: the reference-style loop
+    def reference() -> float:
+        generator = torch.Generator(args.device).manual_seed(0)
+        reference_style(model, prompt, vocab, SamplingConfig(max_new_tokens=2), 2, generator)  # first calls
+        sync()
+        start = time.perf_counter()
+        reference_style(model, prompt, vocab, sampling, args.reference_steps, generator)
+        sync()
+        return args.reference_steps / (time.perf_counter() - start)
+
+    rate_ref = stages.run("reference_style_tokens_per_s", reference)
+    if rate_ref is not None and not isinstance(rate_ref, dict):
+        log(f"reference-style loop, batch 1: {rate_ref:7.1f} tokens/s (its prefill included)")
+
+    # 4 and 6: our loop per batch size, with the bandwidth floor
     weight_bytes = sum(
         p.numel() * p.element_size() for n, p in model.named_parameters() if "embed_tokens" not in n
     )
-    for batch in args.batch:
-        cache = GuidedKVCache(model.config, batch, len(prompt) + body, 3 + body, dtype, "meta")
-        floor = batch / ((weight_bytes + cache.nbytes) / (results["copy_gbps"] * 1e9))
-        key = f"batch{batch}"
-        try:
-            rate, warmup = windowed_rate(model, [prompt] * batch, vocab, sampling, args.steps, sync)
-        except torch.OutOfMemoryError:
-            results[key] = {"fits": False, "kv_cache_gib": cache.nbytes / 2**30}
-            print(f"pure loop, batch {batch}: does not fit ({cache.nbytes / 2**30:.1f} GiB of cache)")
-            torch.cuda.empty_cache()
-            continue
-        results[key] = {
-            "tokens_per_s": rate,
-            "first_sync_s": warmup,
-            "ratio_to_reference_style": rate / reference,
-            "kv_cache_gib": cache.nbytes / 2**30,
-            "floor_tokens_per_s": floor,
-            "fraction_of_floor": rate / floor,
-        }
-        print(
-            f"pure loop, batch {batch}: {rate:7.1f} tokens/s ({rate / reference:.1f}x reference-style; floor "
-            f"{floor:.0f}, {100 * rate / floor:.0f}%), first sync after {warmup:.1f}s, "
-            f"cache {cache.nbytes / 2**30:.1f} GiB"
-        )
+    window_s: dict[int, float] = {}
 
-    expected = body / results["batch1"]["tokens_per_s"] if "tokens_per_s" in results.get("batch1", {}) else 0
-    if not args.no_full_tile and expected < args.full_budget:
+    def batch_run(batch: int) -> dict:
+        cache = GuidedKVCache(model.config, batch, len(prompt) + body, 3 + body, dtype, "meta")
+        row = {"kv_cache_gib": cache.nbytes / 2**30}
+        if "copy_gbps" in results and not isinstance(results["copy_gbps"], dict):
+            row["floor_tokens_per_s"] = batch / ((weight_bytes + cache.nbytes) / (results["copy_gbps"] * 1e9))
+        release_memory()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        sync()
-        start = time.perf_counter()
-        out = generate(model, [prompt], vocab, sampling, cuda_graph=True)
-        sync()
-        results["full_tile_s"] = time.perf_counter() - start
-        results["full_tile_tokens"] = len(out.ids[0])
-        results["full_tile_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-        print(
-            f"whole {size} px tile, batch 1: {results['full_tile_s']:.1f}s for {len(out.ids[0])} tokens "
-            f"(warm-up {out.warmup_s:.1f}s), peak memory {results['full_tile_peak_gib'] or 0:.1f} GiB"
+        tick = time.perf_counter()
+        try:
+            rate, warmup, timed = windowed_rate(model, [prompt] * batch, vocab, sampling, args.steps, sync)
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            log(f"pure loop, batch {batch}: does not fit ({row['kv_cache_gib']:.1f} GiB of cache)")
+            return {**row, "fits": False}
+        window_s[batch] = time.perf_counter() - tick
+        row.update(fits=True, tokens_per_s=rate, first_sync_s=warmup, timed_steps=timed)
+        if isinstance(rate_ref, float):
+            row["ratio_to_reference_style"] = rate / rate_ref
+        if "floor_tokens_per_s" in row:
+            row["fraction_of_floor"] = rate / row["floor_tokens_per_s"]
+        if cuda:
+            row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        log(
+            f"pure loop, batch {batch}: {rate:7.1f} tokens/s "
+            + (
+                f"({row['ratio_to_reference_style']:.1f}x reference-style) "
+                if "ratio_to_reference_style" in row
+                else ""
+            )
+            + (
+                f"floor {row['floor_tokens_per_s']:.0f} ({100 * row['fraction_of_floor']:.0f}%), "
+                if "fraction_of_floor" in row
+                else ""
+            )
+            + f"first sync after {warmup:.1f}s, cache {row['kv_cache_gib']:.1f} GiB"
+            + (f", peak {row['peak_allocated_gib']:.1f} GiB" if cuda else "")
         )
+        return row
+
+    for batch in args.batch:
+        # estimate: the previous window scaled by the batch (attention and prefill grow with it)
+        known = [(b, s) for b, s in window_s.items()]
+        cost = max(s * batch / b for b, s in known) if known else 0.0
+        stages.run(f"batch{batch}", lambda batch=batch: batch_run(batch), cost)
+
+    # 7 (quantize=none, on this model), then 5 (the whole tile), then 7 for the quantised modes
+    one = window_s.get(1)
+    per_mode = (build_s + len(args.kv_cache) * one) if one is not None else None
+    quantized = [m for m in args.quantize if m != "none"]
     if args.quantize:
-        del model
-        release_memory()
         results["quantize"] = {}
-        for mode in args.quantize:
-            small = (256, 512, 4, 4) if cuda else shape
-            row = quantized_run(
+
+    def quantize_stage(mode: str, cost: float) -> None:
+        measured = model if mode == "none" else shape  # none: the model above, as it is
+        stages.run(
+            mode,
+            lambda: quantized_run(
                 mode,
-                shape,
+                measured,
                 small,
                 args.device,
                 dtype,
@@ -330,12 +457,61 @@ def main() -> None:
                 args.steps,
                 sync,
                 args.kv_cache,
+            ),
+            cost,
+            into=results["quantize"],
+        )
+        log(describe_quantized(mode, results["quantize"][mode]))
+
+    if "none" in args.quantize:
+        quantize_stage("none", len(args.kv_cache) * one if one is not None else 0.0)
+
+    rate1 = results.get("batch1", {}).get("tokens_per_s")
+    if not args.no_full_tile:
+
+        def full_tile() -> dict:
+            release_memory()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            sync()
+            start = time.perf_counter()
+            out = generate(model, [prompt], vocab, sampling, cuda_graph=True)
+            sync()
+            row = {
+                "seconds": time.perf_counter() - start,
+                "tokens": len(out.ids[0]),
+                "warmup_s": out.warmup_s,
+            }
+            row["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+            log(
+                f"whole {size} px tile, batch 1: {row['seconds']:.1f}s for {row['tokens']} tokens "
+                f"(warm-up {out.warmup_s:.1f}s), peak memory {row['peak_allocated_gib'] or 0:.1f} GiB"
             )
-            results["quantize"][mode] = row
-            print(describe_quantized(mode, row))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+            return row
+
+        expected = body / rate1 if rate1 else float("inf")
+        reserve = len(quantized) * per_mode if per_mode is not None else 0.0  # keep time for stage 7
+        if expected > args.full_budget:
+            results["full_tile"] = {
+                "skipped": f"batch 1 predicts {expected:.0f}s > --full-budget {args.full_budget:.0f}s"
+            }
+            log(f"full_tile: {results['full_tile']}")
+        else:
+            stages.run("full_tile", full_tile, expected + reserve)
+    model = None  # freed before the quantised models are built (the stages above hold it in closures)
+    release_memory()
+
+    for mode in quantized:
+        quantize_stage(mode, per_mode or 0.0)
+    stages.save()
+    log(f"done{f'; results in {args.json}' if args.json else ''}")
+    if stages.failed:
+        raise SystemExit(f"bench_7b: {len(stages.failed)} stage(s) failed: {', '.join(stages.failed)}")
+
+
+def _checked(value) -> str:
+    """How a graph-vs-eager result reads: None means no graph could be captured (CPU)."""
+    return "not checked (no CUDA graphs on the CPU)" if value is None else str(value)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import argparse
 import json
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -217,7 +218,8 @@ def bench_7b(args) -> list[dict]:
         return [{"run": "not measured (no GPU)"}]
     sync = torch.cuda.synchronize if device == "cuda" else _no_sync
     matches = graph_matches_eager(device, (256, 512, 4, 4) if device == "cuda" else shape)
-    print(f"\n7b: CUDA graphs give the eager loop's tokens with drafts: {matches}")
+    checked = "not checked (no CUDA graphs on the CPU)" if matches is None else matches
+    print(f"\n7b: CUDA graphs give the eager loop's tokens with drafts: {checked}", flush=True)
     model = build_model(*shape, device, dtype)
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
     prompt = image_prompt(tiny_tokenizer(), vocab, size).to(device)
@@ -235,9 +237,9 @@ def bench_7b(args) -> list[dict]:
     return rows
 
 
-def graph_matches_eager(device: str, shape: tuple[int, int, int, int]) -> bool:
+def graph_matches_eager(device: str, shape: tuple[int, int, int, int]) -> bool | None:
     """A small fp32 model drafting wherever it can writes the same tokens with and without CUDA graphs
-    (two prompts of different lengths; always true on the CPU, which has no graphs)."""
+    (two prompts of different lengths; None on the CPU, which has no graphs: both runs are eager)."""
     from bench_7b import build_model
 
     model = build_model(*shape, device, torch.float32)
@@ -250,7 +252,8 @@ def graph_matches_eager(device: str, shape: tuple[int, int, int, int]) -> bool:
         ).ids
         for graph in (False, True)
     ]
-    return all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    same = all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    return same if device == "cuda" else None
 
 
 def _no_sync() -> None:
@@ -277,12 +280,20 @@ def main() -> None:
     parser.add_argument("--json", help="add the rows under 'speculative' to this JSON file (made if missing)")
     args = parser.parse_args()
     print(f"min_acceptance {MIN_ACCEPTANCE}, draft_len {args.draft_len}, guidance on")
-    results = {name: BENCHES[name](args) for name in args.models}
+    results = {}
+    for name in args.models:
+        try:
+            results[name] = BENCHES[name](args)
+        except Exception as err:  # noqa: BLE001 - recorded with the others' results
+            traceback.print_exc()
+            results[name] = [{"run": "error", "error": f"{type(err).__name__}: {err}"}]
     if args.json:
         path = Path(args.json)
         merged = json.loads(path.read_text()) if path.is_file() else {}
         merged["speculative"] = results
         path.write_text(json.dumps(merged, indent=2))
+    if any(row.get("run") == "error" for rows in results.values() for row in rows):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ from pure.vocab import CODES_PER_GRID, Vocab
 
 DECODE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 """SDPA kernels for the loop. cuDNN's is left out: with a custom mask it builds a new graph for every
-key length, which cost about 3 ms of CPU per attention call (60% of a 7B step) in our H100 profile."""
+key length, which cost about 3 ms of CPU per attention call (60% of a 7B step) in an H100 profile of
+the loop before this one (this loop has not run on a GPU yet)."""
 SYNC_EVERY = 16
 """Decoding steps between two host reads of the finished flags (a finished batch runs at most this
 many steps too many)."""

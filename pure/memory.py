@@ -5,8 +5,9 @@
   :func:`prefill_bytes`, an estimate of the activations its prefill holds at once;
 - :func:`tiles_that_fit` and :func:`auto_batch_size`: the most tiles whose caches and prefill fit in the
   free device memory, after the weights (when they are not loaded yet) and a margin;
-- :func:`fit_batches`: runs a batch function over consecutive groups of items; when a group raises
-  ``torch.OutOfMemoryError`` the batch size is halved, the same group is retried and the run goes on;
+- :func:`fit_batches`: runs a batch function over consecutive groups of items; when a group runs out of
+  device memory (:func:`is_out_of_memory`) the batch size is halved, the same group is retried and the
+  run goes on;
   :class:`BatchLog` records the sizes used and every halving for the sidecar.
 
 :func:`weight_bytes` and :func:`stored_bytes` give a backbone's weight memory per ``backbone.quantize``
@@ -141,15 +142,24 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for ``torch.OutOfMemoryError`` and for the plain ``RuntimeError`` ("CUDA error: out of memory")
+    that an allocation inside CUDA-graph capture, graph instantiation or a cuBLAS workspace raises instead."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
 def fit_batches(
     items: Sequence[T], log: BatchLog, run: Callable[[int, list[T]], R]
 ) -> Iterator[tuple[int, list[T], R]]:
     """Yield ``(first, group, run(first, group))`` for consecutive groups of ``items``, ``log.chosen`` at a
     time; ``first`` is the group's index in ``items``.
 
-    When ``run`` raises ``torch.OutOfMemoryError`` the memory is released, the batch size halved (a line
-    in ``log.halvings``) and the same group retried; later groups keep the smaller size. ``run`` must have
-    no side effects a retry would repeat (generate there; decode and blend what is yielded). Raises
+    When ``run`` runs out of device memory (:func:`is_out_of_memory`) the memory is released, the batch
+    size halved (a line in ``log.halvings``) and the same group retried; later groups keep the smaller
+    size. ``run`` must have no side effects a retry would repeat (generate there; decode and blend what is
+    yielded). Other errors pass through. Raises
     :class:`TileOutOfMemoryError` when one item alone does not fit.
     """
     size, first = log.chosen, 0
@@ -157,7 +167,9 @@ def fit_batches(
         group = list(items[first : first + size])
         try:
             result, fits = run(first, group), True
-        except torch.OutOfMemoryError as err:
+        except RuntimeError as err:  # torch.OutOfMemoryError is one
+            if not is_out_of_memory(err):
+                raise
             if len(group) == 1:
                 raise TileOutOfMemoryError(
                     f"out of device memory with a single tile (item {first}): use backbone.quantize=int8 or "

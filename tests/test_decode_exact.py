@@ -4,6 +4,7 @@ with the right distribution, and a step with no host synchronisation (traceable 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -193,3 +194,97 @@ def test_cuda_graph_gives_the_eager_tokens_on_a_gpu(tiny, prompts):
     model.to("cpu")
     for b in range(2):
         assert torch.equal(eager.ids[b], graph.ids[b])
+
+
+def _on_fake_cuda(obj):
+    """``obj`` (a tensor, the cache, the decode state, the rules, the drafts; nested dataclasses) with
+    every tensor replaced by an empty one of the same shape, strides and dtype on the (fake) CUDA device."""
+    if isinstance(obj, torch.Tensor):
+        return torch.empty_strided(obj.shape, obj.stride(), dtype=obj.dtype, device="cuda")
+    if isinstance(obj, GuidedKVCache):
+        for part in obj.PARTS:
+            setattr(obj, part, _on_fake_cuda(getattr(obj, part)))
+        obj.scales = obj.scales and {part: _on_fake_cuda(s) for part, s in obj.scales.items()}
+        return obj
+    if isinstance(obj, Vocab):
+        moved = Vocab.__new__(Vocab)
+        moved.__dict__.update({key: _on_fake_cuda(value) for key, value in obj.__dict__.items()})
+        return moved
+    if dataclasses.is_dataclass(obj):
+        fields = {f.name: _on_fake_cuda(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if type(obj).__dataclass_params__.frozen:
+            return dataclasses.replace(obj, **fields)
+        for name, value in fields.items():
+            setattr(obj, name, value)
+    return obj
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not torch.backends.cuda.is_built(), reason="needs a CUDA build of PyTorch (no GPU needed)"
+)
+@pytest.mark.parametrize(("quantize", "kv_cache"), [("none", "model"), ("int8", "int8"), ("int4", "model")])
+def test_captured_step_stays_on_the_device(monkeypatch, quantize, kv_cache):
+    """What CUDA-graph capture replays (the step with ``limits=None``, and the speculative iteration at
+    widths 1 and 9), run on a fake CUDA device (PyTorch's fake tensors, no GPU): a host read of a device
+    value (``.item()``, ``bool()``, a data-dependent shape) or a host tensor mixed into device work (a copy
+    to the device) raises there, as it breaks capture on a GPU. bf16 weights as on a GPU, quantised with
+    the CUDA formats (int4 tile-packed), the KV cache as given. The kernels themselves need a GPU."""
+    import bench_7b
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    import pure.speculative as speculative
+    from pure.quantize import quantize_decoder_
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args, **kwargs: (9, 0))  # an H100/H200
+    shape, dtype = (128, 256, 2, 2), torch.bfloat16
+    vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
+    lq = torch.randint(0, 16384, (8, 8), generator=torch.Generator().manual_seed(0))
+    prompt, _ = conversation(tiny_tokenizer(), vocab, lq, "A cat.")
+    prompt = torch.cat([prompt, torch.tensor([vocab.image_start, vocab.size_token(1), vocab.size_token(1)])])
+    prompts, sampling = [prompt, prompt[3:]], SamplingConfig(max_new_tokens=60)
+    cpu_model = bench_7b.build_model(*shape, "cpu", dtype)
+    states = {}
+    with torch.inference_mode(), use_guided_attention(cpu_model):  # the prefill runs for real, on the CPU
+        for extra in (0, 9):
+            cache, d, rules = _start(
+                cpu_model,
+                prompts,
+                vocab,
+                sampling,
+                None,
+                None,
+                None,
+                512,
+                False,
+                extra=extra,
+                kv_cache=kv_cache,
+            )
+            drafts = speculative._new_drafts(d, vocab, "lq+jacobi", 8, prompts, rules, 0.0) if extra else None
+            states[extra] = (cache, d, rules, drafts)
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = bench_7b.build_model(*shape, "cuda", dtype)
+        quantize_decoder_(model, quantize)
+        with torch.inference_mode(), use_guided_attention(model):
+            cache, d, rules, _ = (_on_fake_cuda(x) for x in states[0])
+            _step(model, cache, d, rules, None)
+            assert d.logits.device.type == "cuda" and d.logits.dtype == torch.float32
+            cache, d, rules, drafts = (_on_fake_cuda(x) for x in states[9])
+            speculative._first(d, drafts, rules)
+            for width in (1, 9):
+                speculative._iterate(model, cache, d, drafts, rules, width, None)
+
+
+@pytest.mark.skipif(
+    not torch.backends.cuda.is_built(), reason="needs a CUDA build of PyTorch (no GPU needed)"
+)
+def test_the_fake_cuda_device_catches_a_host_read():
+    """The check above has teeth: a host read of a device value inside fake mode raises."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    host_read = "local_scalar_dense|[Dd]ata.dependent"
+    with FakeTensorMode(allow_non_fake_inputs=True), pytest.raises(Exception, match=host_read):
+        bool((torch.ones(3, device="cuda") > 0).any())
+    with FakeTensorMode(allow_non_fake_inputs=True), pytest.raises(Exception, match="device"):
+        torch.ones(3, device="cuda") + torch.ones(3)  # a host tensor in device work: a copy

@@ -17,6 +17,7 @@ from pure.memory import (
     auto_batch_size,
     fit_batches,
     free_bytes,
+    is_out_of_memory,
     prefill_bytes,
     tile_cache_bytes,
     tiles_that_fit,
@@ -113,6 +114,27 @@ def test_one_tile_that_does_not_fit_is_one_line():
         and "restore.tile" in message
     )
     assert log.halvings == ["items 0-1: out of memory at batch 2, halved to 1"]
+
+
+def test_out_of_memory_during_graph_capture_also_halves():
+    """Inside CUDA-graph capture an allocation failure is a plain RuntimeError, not OutOfMemoryError."""
+
+    def run(first: int, group: list[int]) -> list[int]:
+        if len(group) > 1:
+            raise RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be reported later")
+        return group
+
+    log = BatchLog(requested=2, chosen=2)
+    assert [g for _, g, _ in fit_batches([0, 1], log, run)] == [[0], [1]]
+    assert log.halvings == ["items 0-1: out of memory at batch 2, halved to 1"]
+    assert is_out_of_memory(torch.OutOfMemoryError("x"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+    def broken(first: int, group: list[int]) -> list[int]:
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(RuntimeError, match="shapes"):  # any other error is not taken for a full device
+        list(fit_batches([0, 1], BatchLog(requested=2, chosen=2), broken))
 
 
 def test_no_out_of_memory_keeps_the_chosen_size():

@@ -88,4 +88,3 @@ def test_moved_keys_say_where_they_went(tmp_path):
     with pytest.raises(ConfigError, match="backbone.hidden_size was renamed to backbone.tiny.hidden_size"):
         load_config(InferConfig, None, ["backbone.hidden_size=32"])
     assert load_config(InferConfig, None, ["backbone.tiny.num_layers=4"]).backbone.tiny.num_layers == 4
-

@@ -149,8 +149,6 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
     return save_model_folder(model.state_dict(), source_config(cfg.backbone), tokenizer, Path(output))
 
 
-
-
 def save_checkpoint(
     accelerator: Accelerator, output: Path, position: dict, cfg: TrainConfig, export: Callable[[Path], None]
 ) -> Path:

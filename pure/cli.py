@@ -59,6 +59,14 @@ FLAG_TO_KEY = {
 }
 
 
+def positive_int(value: str) -> int:
+    """An argparse type: an integer >= 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def batch_size(value: str) -> int | str:
     """``--batch-size``: the word auto, or an integer (the schema checks that it is positive)."""
     return value if value == "auto" else int(value)
@@ -180,30 +188,37 @@ def run_inference(args: argparse.Namespace) -> int:
     if code is not None:
         return code
     from pure.distributed import Processes
+
+    output = Path(args.output)
+    made = [folder for folder in (output, *output.parents) if not folder.exists()]  # removed if left empty
+    processes = Processes.start(cfg.device)  # this one, or all that accelerate launch started
+    cfg = replace(cfg, device=processes.device(cfg.device))
+    try:
+        return _plan_and_restore(args, cfg, processes)
+    finally:
+        if processes.is_main:
+            for folder in made:  # deepest first; a folder that holds anything stays
+                _remove_if_empty(folder)
+
+
+def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> int:
     from pure.download import locate
     from pure.infer import Summary, run_info
     from pure.pipeline import Restorer
     from pure.plan import plan_outputs
 
-    fresh = not Path(args.output).exists()  # made by this run: removed again if nothing is written
-    processes = Processes.start(cfg.device)  # this one, or all that accelerate launch started
-    cfg = replace(cfg, device=processes.device(cfg.device))
-    try:
-        plan = processes.plan(
-            lambda: plan_outputs(
-                Path(args.input),
-                Path(args.output),
-                args.suffix,
-                args.ext,
-                args.recursive,
-                _existing_mode(args),
-                args.save_entropy_map,
-            )
+    plan = processes.plan(
+        lambda: plan_outputs(
+            Path(args.input),
+            Path(args.output),
+            args.suffix,
+            args.ext,
+            args.recursive,
+            _existing_mode(args),
+            args.save_entropy_map,
+            cfg.restore.outscale,
         )
-    except PureError:
-        if fresh and processes.is_main:
-            _remove_if_empty(Path(args.output))
-        raise
+    )
     notices = [
         (
             plan.unsearched,
@@ -235,8 +250,6 @@ def run_inference(args: argparse.Namespace) -> int:
         summary.interrupted = True
     if not processes.is_main:
         return summary.exit_code()
-    if fresh:
-        _remove_if_empty(Path(args.output))
     if summary.interrupted:
         print(
             f"interrupted: {summary.restored} of {len(plan.jobs)} images restored; run the same command "
@@ -291,7 +304,7 @@ def _add_settings_arguments(p: argparse.ArgumentParser, schema: type, config_hel
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         help="CPU threads torch may use (default: torch's, one per core); 1 helps on a busy machine",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML and exit")

@@ -38,9 +38,19 @@ def choice(default: str, *allowed: str):
     return field(default=default, metadata={"choices": (default, *allowed)})
 
 
-def at_least(default: int | float, low: int | float):
-    """A numeric field that must be ``>= low`` (checked once, by :func:`load_config`)."""
-    return field(default=default, metadata={"min": low})
+def at_least(default: int | float, low: int | float, multiple_of: int | None = None):
+    """A numeric field that must be ``>= low`` (and a multiple of ``multiple_of`` when given; checked once,
+    by :func:`load_config`)."""
+    return field(default=default, metadata={"min": low, "multiple_of": multiple_of})
+
+
+def between(default: int, low: int, high: int):
+    """An integer field in ``[low, high]`` (checked once, by :func:`load_config`)."""
+    return field(default=default, metadata={"min": low, "max": high})
+
+
+SEED_LIMIT = 2**62
+"""Sampling seeds lie in [-2^62, 2^62]: tile i draws with seed + i as a 64-bit integer."""
 
 
 def auto_or_at_least(default: int | str, low: int):
@@ -132,8 +142,8 @@ class SamplingConfig:
     """Largest k of the entropy-adaptive top-k inside an image."""
     max_new_tokens: int = at_least(8192, 1)
     """Token budget of one answer."""
-    seed: int = 0
-    """Seed of the sampling generator; tile i of every image uses seed + i."""
+    seed: int = between(0, -SEED_LIMIT, SEED_LIMIT)
+    """Seed of the sampling generator; tile i of every image uses seed + i (|seed| <= 2^62)."""
 
 
 @dataclass
@@ -142,10 +152,10 @@ class RestoreConfig:
 
     outscale: float = at_least(4.0, 1e-6)
     """Output scale relative to the input (any float > 0)."""
-    tile: int = at_least(512, 32)
+    tile: int = at_least(512, 32, multiple_of=32)
     """Model tile size in pixels (a multiple of 32; the released model works at 512)."""
     tile_overlap: int = at_least(64, 0)
-    """Overlap between neighbouring tiles, in output pixels."""
+    """Overlap between neighbouring tiles, in output pixels (less than ``tile``)."""
     batch_size: int | str = auto_or_at_least(1, 1)
     """Tiles restored together in one batched generation, or auto: the most whose KV cache fits in the
     device's free memory (pure/memory.py); an out-of-memory batch is halved and retried."""
@@ -206,12 +216,18 @@ def load_config(
     sources: list[tuple[str, DictConfig]] = []
     if yaml_path is not None:
         path = Path(yaml_path)
+        if path.is_dir():
+            raise ConfigError(f"--config {path} is a folder; pass a YAML file, e.g. configs/tiny.yaml")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            sources.append((str(path), OmegaConf.load(path)))
+            loaded = OmegaConf.load(path)
         except Exception as err:  # YAML syntax errors come in several types
-            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+            reason = " ".join(str(err).split())
+            raise ConfigError(f"{path}: not valid YAML ({reason})") from err
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path}: the file must hold settings as key: value lines, not a list")
+        sources.append((str(path), loaded))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -255,9 +271,18 @@ def check_fields(cfg: object, prefix: str = "") -> None:
             raise ConfigError(f"{key}={value!r}: expected auto or an integer")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value!r}: must be a finite number")
-        low = item.metadata.get("min")
+        low, high = item.metadata.get("min"), item.metadata.get("max")
         if low is not None and isinstance(value, int | float) and value < low:
             raise ConfigError(f"{key}={value!r}: must be at least {low}")
+        if high is not None and isinstance(value, int | float) and value > high:
+            raise ConfigError(f"{key}={value!r}: must be at most {high}")
+        multiple = item.metadata.get("multiple_of")
+        if multiple and isinstance(value, int) and value % multiple:
+            raise ConfigError(f"{key}={value!r}: must be a multiple of {multiple}")
+    if isinstance(cfg, RestoreConfig) and cfg.tile_overlap >= cfg.tile:
+        raise ConfigError(
+            f"{prefix}tile_overlap={cfg.tile_overlap}: must be less than {prefix}tile={cfg.tile}"
+        )
 
 
 def _is_choice(value: object, allowed: tuple[str, ...]) -> bool:
@@ -274,6 +299,14 @@ def _dotted_keys(tree: object, prefix: str = "") -> list[str]:
     for name, value in tree.items():
         keys += [prefix + str(name), *_dotted_keys(value, f"{prefix}{name}.")]
     return keys
+
+
+def with_value(cfg: T, key: str, value: object) -> T:
+    """``cfg`` (a schema instance) with the dotted ``key`` set to ``value``, a new instance (no YAML or
+    interpolation on the way: a path or caption stays exactly as it is)."""
+    head, _, rest = key.partition(".")
+    inner = with_value(getattr(cfg, head), rest, value) if rest else value
+    return dataclasses.replace(cfg, **{head: inner})  # type: ignore[type-var]
 
 
 def to_yaml(cfg: object) -> str:
@@ -366,7 +399,7 @@ def _second_stage() -> DegradationStageConfig:
 class DegradationConfig:
     """Real-ESRGAN's second-order degradation pipeline; the defaults are RealESRGAN_x4plus's."""
 
-    scale: int = 4
+    scale: int = at_least(4, 1)
     """Integer down-scaling factor from HQ to LQ (4: 512 -> 128)."""
     kernel_sizes: list[int] = field(default_factory=lambda: [7, 9, 11, 13, 15, 17, 19, 21])
     """Odd blur kernel sizes, drawn uniformly for every kernel."""
@@ -420,7 +453,7 @@ class PrepareConfig:
     """Folders of high-quality images (searched recursively)."""
     out_dir: str = "data/prepared"
     """Output folder: shards, index files and the resolved config."""
-    hq_size: int = 512
+    hq_size: int = at_least(512, 32, multiple_of=32)
     """Side of the square HQ crop, a multiple of 32 and of ``degradation.scale`` (512 in PURE)."""
     shrink: bool = True
     """Shrink images to a short side of ``hq_size`` before cropping, as the reference does (false: no)."""
@@ -430,7 +463,7 @@ class PrepareConfig:
     """Seed of the per-image draws (crop, degradation); each image's generator also depends on its path."""
     shard_size: int = at_least(256, 1)
     """Examples per shard file."""
-    batch_size: int = 8
+    batch_size: int = at_least(8, 1)
     """Images encoded by the VQ at once."""
     workers: int = at_least(0, 0)
     """Worker processes that read, crop and degrade images while the VQ encodes (0: the main process)."""
@@ -500,9 +533,9 @@ class TrainDataConfig:
     """Optional manifest (JSONL or CSV) ``{"image": file name, "description": whole answer text}``."""
     default_text: str = "Medium blur, small noise."
     """Answer text of images the manifest does not list (a placeholder, not a real label)."""
-    size: int = 512
+    size: int = at_least(512, 32, multiple_of=32)
     """HQ side in pixels (a multiple of 32): images are resized (shorter side) and centre-cropped to it."""
-    scale: int = 4
+    scale: int = at_least(4, 1)
     """LQ = HQ downscaled by this factor, then upscaled back to ``size`` (both bicubic)."""
     max_images: int = 0
     """Use the first this many images in name order; 0 uses all."""

@@ -133,13 +133,13 @@ def job_settings(cfg: InferConfig, job: JobSettings) -> tuple[SamplingConfig, Re
         caption=(job.caption or "").strip(),
         kv_cache=job.kv_cache,
     )
-    check_fields(sampling, "sampling.")
-    check_fields(restore, "restore.")
-    if restore.tile % GRID_PX or restore.tile < smallest_tile(restore.tile_overlap):
+    if restore.tile % GRID_PX or restore.tile < smallest_tile(restore.tile_overlap):  # the page's words
         raise DemoError(
             f"tile {restore.tile} px: choose a multiple of {GRID_PX} px of at least "
             f"{smallest_tile(restore.tile_overlap)} (restore.tile_overlap={restore.tile_overlap})"
         )
+    check_fields(sampling, "sampling.")
+    check_fields(restore, "restore.")
     return sampling, restore
 
 

@@ -59,6 +59,7 @@ class TileRestorer(ImageRestorer, Protocol):
 
     def replaying(self, answers: dict[int, tuple[torch.Tensor, ...]]) -> ImageRestorer: ...
 
+
 # ------------------------------------------------------------------------------------ who does what
 
 

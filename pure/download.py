@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from omegaconf import OmegaConf
-
+from pure.config import with_value
 from pure.errors import PureError
 
 T = TypeVar("T")
@@ -160,10 +159,9 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
             missing.append(weights)
     if missing:
         raise WeightsMissingError(missing_message(missing, folder or Path("models")))
-    located = OmegaConf.merge(
-        OmegaConf.structured(cfg), OmegaConf.from_dotlist([f"{k}={v}" for k, v in found.items()])
-    )
-    return OmegaConf.to_object(located)  # type: ignore[return-value]
+    for key, path in found.items():
+        cfg = with_value(cfg, key, str(path))
+    return cfg
 
 
 def config_weights(path: str | Path) -> list[HubWeights]:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 def _temporary_name(name: str, limit: int) -> str:
     """A hidden name beside ``name`` that keeps its suffix and fits in ``limit`` bytes."""
-    suffix = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ""
+    suffix = Path(name).suffix if len(os.fsencode(Path(name).suffix)) <= 16 else ""
     tag = f".{secrets.token_hex(4)}.tmp"
-    room = limit - len(f".{tag}{suffix}".encode())
-    stem = name.encode()[:room].decode(errors="ignore")  # cut on a character boundary
+    room = limit - len(os.fsencode(f".{tag}{suffix}"))
+    stem = os.fsencode(name)[:room].decode(errors="ignore")  # cut on a character boundary (bytes that are
+    # not UTF-8, possible in Linux names, are left out: the temporary name only has to be unique and hidden)
     return f".{stem}{tag}{suffix}"
 
 

@@ -15,6 +15,7 @@ pixels, float values outside 0-255) raises :class:`ImageReadError` with one line
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,8 +114,15 @@ def scan_folder(
     return Scan(images, skipped, subfolders)
 
 
+def _check_regular(path: str | Path) -> None:
+    """Refuse what is not a regular file (a named pipe would make opening it wait forever)."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ImageReadError(f"{path}: not a regular file (a folder, pipe, socket or device); skipped")
+
+
 def read_header(path: str | Path) -> Header:
     """Open ``path`` and check what can be checked without decoding: a known format, one frame."""
+    _check_regular(path)
     try:
         with Image.open(path) as opened:
             _check_frames(opened, path)
@@ -127,6 +135,7 @@ def read_header(path: str | Path) -> Header:
 
 def read_image(path: str | Path) -> ReadImage:
     """Read any image file -> 8-bit sRGB RGB (+ alpha); raises :class:`ImageReadError` naming the file."""
+    _check_regular(path)
     try:
         with Image.open(path) as opened:
             _check_frames(opened, path)

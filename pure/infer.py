@@ -33,6 +33,7 @@ class ImageRestorer(Protocol):
         on_step: Callable[[int], object] | None = None,
     ) -> Restoration: ...
 
+
 ALPHA_NOTE = "RGB restored from the image composited on white; alpha upscaled bicubically and re-attached"
 
 
@@ -64,7 +65,8 @@ class Summary:
         ]
         if self.not_images:
             parts.append(f"{self.not_images} non-image file(s) ignored")
-        return ", ".join(parts) + f"; outputs in {self.output}"
+        where = f"outputs in {self.output}" if self.restored or self.skipped else "nothing written"
+        return ", ".join(parts) + f"; {where}"
 
     def exit_code(self) -> int:
         """130 when interrupted, 1 when any input failed, else 0."""

@@ -16,13 +16,14 @@ content, then the restored image as VQ tokens. :meth:`Restorer.restore` runs fou
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 
 from pure.colorfix import color_fix
@@ -79,6 +80,23 @@ class StageClock:
         return {**self.timings, "total": time.perf_counter() - self.start}
 
 
+def check_adapter_folder(adapter: str) -> None:
+    """Refuse, before anything loads, a ``backbone.adapter`` that is not a LoRA adapter folder (one with
+    peft's ``adapter_config.json``) and does not look like a hub repository id (``owner/name``)."""
+    if not adapter:
+        return
+    folder = Path(adapter)
+    if folder.is_dir() and not (folder / "adapter_config.json").is_file():
+        raise PureError(
+            f"backbone.adapter={adapter}: no adapter_config.json in that folder; pass a checkpoint folder "
+            "that scripts/train.py wrote with LoRA"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise PureError(f"backbone.adapter={adapter} is a file; pass the adapter's folder")
+    if not folder.exists() and adapter.count("/") != 1:
+        raise PureError(f"backbone.adapter={adapter} does not exist; pass a LoRA adapter folder")
+
+
 def split_text(answer: str) -> tuple[str, str]:
     """The answer text -> (degradation sentence, description): the first sentence, then the rest."""
     answer = answer.strip()
@@ -113,6 +131,7 @@ class Restorer:
         device = pick_device(cfg.device)
         dtype = torch.float32 if device.type == "cpu" else getattr(torch, cfg.dtype)
         check_adapter(cfg.backbone.quantize, cfg.backbone.adapter)
+        check_adapter_folder(cfg.backbone.adapter)
         folder = backbone_folder(cfg.backbone)
         model = load_backbone(str(folder), device=device, dtype=dtype, quantize=cfg.backbone.quantize)
         if cfg.backbone.adapter:
@@ -308,7 +327,7 @@ class Restorer:
     def settings_dict(self) -> dict:
         """The sampling and restore settings, for sidecars."""
         parts = {"sampling": self.sampling, "restore": self.settings}
-        return {name: OmegaConf.to_container(OmegaConf.structured(part)) for name, part in parts.items()}
+        return {name: dataclasses.asdict(part) for name, part in parts.items()}  # values as they are
 
 
 def _entropy_grid(ids: torch.Tensor, entropy: torch.Tensor, vocab: Vocab, tile: int) -> torch.Tensor:

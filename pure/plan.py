@@ -22,6 +22,8 @@ from pure.images import IMAGE_SUFFIXES, ImageReadError, read_header, scan_folder
 ENTROPY_FOLDER = "entropy"
 """Subfolder of the output folder that holds the entropy maps."""
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+JPEG_MAX_SIDE = 65_500
+"""Largest width or height libjpeg writes (pixels); larger outputs are written as PNG or refused."""
 
 
 class PlanError(PureError, ValueError):
@@ -79,10 +81,15 @@ def check_output_folder(output: Path) -> None:
         ) from err
 
 
-def _output_names(relative: Path, suffix: str, ext: str, has_alpha: bool, keep_ext: bool) -> tuple[str, str]:
+def _output_names(
+    relative: Path, suffix: str, ext: str, has_alpha: bool, keep_ext: bool, too_big_for_jpeg: bool = False
+) -> tuple[str, str]:
     """-> (output stem relative to the output folder, output extension)."""
     source_ext = relative.suffix.lower()
-    if has_alpha or ext == "png" or (ext == "auto" and source_ext not in JPEG_SUFFIXES):
+    png = (
+        has_alpha or ext == "png" or (ext == "auto" and (source_ext not in JPEG_SUFFIXES or too_big_for_jpeg))
+    )
+    if png:
         extension = ".png"
     else:
         extension = ".jpg"
@@ -113,16 +120,24 @@ def plan_outputs(
     recursive: bool = False,
     existing: str = "fail",
     entropy: bool = False,
+    outscale: float | None = None,
 ) -> Plan:
     """Plan the run that restores ``source`` (a file or a folder) into the folder ``output``.
 
     ``existing`` says what to do with outputs already on disk: ``fail`` (a :class:`PlanError`
-    listing them), ``skip`` or ``overwrite``. Raises :class:`PlanError` when the run cannot start:
-    a missing input, no images, an unwritable output folder, outputs that collide, or an output that
-    would replace an input.
+    listing them), ``skip`` (an input whose outputs all exist is done: the sidecar is written after the
+    image, so an interrupted one is restored again) or ``overwrite``. ``outscale``: the output size is
+    ``round(side * outscale)``; a JPEG output beyond :data:`JPEG_MAX_SIDE` becomes PNG with ``ext`` auto,
+    and fails that input otherwise. Raises :class:`PlanError` when the run cannot start: a missing input,
+    no images, a suffix with a path separator, an unwritable output folder, outputs that collide, an
+    output that would replace an input, or the input folder as the output folder without a suffix.
     """
     if existing not in ("fail", "skip", "overwrite"):
         raise ValueError(f"existing must be fail, skip or overwrite, got {existing!r}")
+    if any(c in suffix for c in ("/", "\\", "\0")):
+        raise PlanError(f"--suffix {suffix!r} must be part of a file name: no '/' or '\\'")
+    if source.exists() and not source.is_dir() and not source.is_file():
+        raise PlanError(f"input {source} is not a regular file or a folder (a pipe or a device?)")
     if source.is_file():
         root, files, not_images, unsearched = source.parent, [source], [], []
     elif source.is_dir():
@@ -141,15 +156,26 @@ def plan_outputs(
             headers[path] = read_header(path)
         except ImageReadError as err:
             plan.failed.append(str(err))
+    big = {path: _too_big_for_jpeg(header.size, outscale) for path, header in headers.items()}
     names = {
-        path: _output_names(path.relative_to(root), suffix, ext, header.has_alpha, keep_ext=False)
+        path: _output_names(path.relative_to(root), suffix, ext, header.has_alpha, False, big[path])
         for path, header in headers.items()
     }
     jobs = {path: _job(path, output, *names[path], entropy) for path in headers}
     clashing = _collisions(jobs.values())
     for path in clashing:  # keep the input's extension in every name of colliding inputs
-        stem, extension = _output_names(path.relative_to(root), suffix, ext, headers[path].has_alpha, True)
+        stem, extension = _output_names(
+            path.relative_to(root), suffix, ext, headers[path].has_alpha, True, big[path]
+        )
         jobs[path] = _job(path, output, stem, extension, entropy)
+    for path, job in list(jobs.items()):
+        if big[path] and job.image.suffix == ".jpg":
+            width, height = (round(side * outscale) for side in headers[path].size)
+            plan.failed.append(
+                f"{path}: the {width} x {height} px output is too large for JPEG (at most "
+                f"{JPEG_MAX_SIDE:,} px a side); pass --ext png or a smaller --outscale"
+            )
+            del jobs[path]
     still = _collisions(jobs.values())
     if still:
         listed = ", ".join(str(p) for p in sorted(still)[:6])
@@ -157,14 +183,25 @@ def plan_outputs(
             f"inputs whose outputs would collide even with their extensions kept: {listed}; rename them"
         )
     limit = _name_max(output)
-    too_long = [out for job in jobs.values() for out in job.outputs() if len(out.name.encode()) > limit]
+    too_long = [out for job in jobs.values() for out in job.outputs() if len(os.fsencode(out.name)) > limit]
     if too_long:
         raise PlanError(
             f"the output name {too_long[0].name!r} is longer than this file system allows ({limit} bytes); "
             "shorten the input's name or the --suffix"
         )
-    planned = {_key(out): job.source for job in jobs.values() for out in job.outputs()}
-    plan.previous_outputs = [path for path in jobs if planned.get(_key(path), path) != path]
+    if not suffix and any(_key(job.image.parent) == _key(job.source.parent) for job in jobs.values()):
+        raise PlanError(
+            f"restoring into the input folder ({output}) needs a --suffix (e.g. --suffix x4), so that "
+            "outputs and inputs never mix; or pass another -o"
+        )
+    # An image that another input here writes, with that input's sidecar beside it, is an earlier run's
+    # output (a rerun into the input folder): not restored again. Without the sidecar it is the user's.
+    planned = {_key(out): job for job in jobs.values() for out in (job.image, job.entropy) if out is not None}
+    plan.previous_outputs = [
+        path
+        for path in jobs
+        if (owner := planned.get(_key(path))) is not None and owner.source != path and owner.sidecar.exists()
+    ]
     for path in plan.previous_outputs:
         del jobs[path]
     inputs = {_key(path) for path in jobs}
@@ -182,9 +219,13 @@ def plan_outputs(
             "or --skip-existing to keep them"
         )
     for job in jobs.values():
-        done = existing == "skip" and job.image.exists()
+        done = existing == "skip" and all(out.exists() for out in job.outputs())
         (plan.existing if done else plan.jobs).append(job)
     return plan
+
+
+def _too_big_for_jpeg(size: tuple[int, int], outscale: float | None) -> bool:
+    return outscale is not None and max(round(side * outscale) for side in size) > JPEG_MAX_SIDE
 
 
 def _name_max(folder: Path) -> int:

@@ -18,6 +18,7 @@ is logged as ``val_loss`` every ``eval_every`` steps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -28,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import DistributedType, set_seed
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
@@ -292,7 +292,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
         position = json.loads((resume / "trainer.json").read_text())
         step, epoch, done = position["step"], position["epoch"], position["batches_in_epoch"]
         accelerator.print(f"resumed from {resume} at step {step}")
-    config = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    config = dataclasses.asdict(cfg)  # the settings as they are (a ${...} in a text stays text)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.yaml").write_text(to_yaml(cfg))

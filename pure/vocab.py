@@ -161,7 +161,6 @@ class Vocab:
         """``[16384]`` sorted token ids of all image tokens."""
         return self.code_to_id.sort().values
 
-
     def codes_to_ids(self, codes: torch.Tensor) -> torch.Tensor:
         """VQ codes (any shape, int64) -> token ids (same shape)."""
         return self.code_to_id.to(codes.device)[codes]

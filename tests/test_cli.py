@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pure.cli import download_main, infer_main, infer_parser, prepare_main, train_main
+from pure.cli import download_main, infer_main, infer_parser, literal, prepare_main, train_main
 from pure.config import InferConfig, load_config
 from pure.download import CHECKPOINT_FILES, hub_weights, locate
 
@@ -191,14 +191,16 @@ def test_the_hf_commands_of_the_message_run_with_the_installed_cli(fake_hub, mon
     ]
 
 
-def test_download_then_models_folder_is_used_offline(tmp_path, fake_hub, monkeypatch, capsys):
-    models = tmp_path / "models"
+@pytest.mark.parametrize("name", ["models", "models #1 [${x}]"])  # YAML and interpolation syntax in a path
+def test_download_then_models_folder_is_used_offline(tmp_path, fake_hub, monkeypatch, capsys, name):
+    models = tmp_path / name
     assert download_main([str(models)]) == 0
     assert f"pass --models {models}" in capsys.readouterr().out
     assert (models / "nonwhy" / "PURE" / "model.safetensors").is_file()
     assert (models / "FoundationVision" / "LlamaGen" / "vq_ds8_c2i.pt").is_file()
     monkeypatch.setattr(huggingface_hub, "snapshot_download", None)  # nothing may come from the hub now
-    cfg = locate(load_config(InferConfig, overrides=[f"models={models}"]), models)
+    cfg = locate(load_config(InferConfig, overrides=[f"models={literal(str(models))}"]), models)
+    assert cfg.models == str(models)
     assert cfg.backbone.source == str(models / "nonwhy" / "PURE")
     assert cfg.vq.source == str(models / "FoundationVision" / "LlamaGen" / "vq_ds8_c2i.pt")
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 import pure.config as config_module
-from pure.config import ConfigError, InferConfig, load_config
+from pure.config import ConfigError, InferConfig, PrepareConfig, load_config, with_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,3 +89,37 @@ def test_moved_keys_say_where_they_went(tmp_path):
     with pytest.raises(ConfigError, match="backbone.hidden_size was renamed to backbone.tiny.hidden_size"):
         load_config(InferConfig, None, ["backbone.hidden_size=32"])
     assert load_config(InferConfig, None, ["backbone.tiny.num_layers=4"]).backbone.tiny.num_layers == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("restore.tile=33", "restore.tile=33: must be a multiple of 32"),
+        ("restore.tile_overlap=512", "restore.tile_overlap=512: must be less than restore.tile=512"),
+        ("sampling.seed=18446744073709551615", "sampling.seed=18446744073709551615: must be at most"),
+        ("sampling.seed=-4611686018427387905", "must be at least"),
+    ],
+)
+def test_tile_and_seed_mistakes_are_settings_errors(override, message):
+    """Checked with the settings, before anything loads (not after the models, per image)."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(InferConfig, None, [override])
+
+
+def test_prepare_sizes_must_be_positive_multiples():
+    for override in ("hq_size=0", "hq_size=-32", "hq_size=100", "batch_size=0", "degradation.scale=0"):
+        with pytest.raises(ConfigError, match=re.escape(override.split("=")[0])):
+            load_config(PrepareConfig, None, [override])
+
+
+def test_a_config_file_that_is_a_list_or_a_folder(tmp_path):
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="key: value"):
+        load_config(InferConfig, tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(InferConfig, tmp_path)
+
+
+def test_with_value_sets_a_key_exactly():
+    cfg = with_value(load_config(InferConfig), "vq.source", "/models #1/[${x}]/vq.pt")
+    assert cfg.vq.source == "/models #1/[${x}]/vq.pt" and cfg.backbone == InferConfig().backbone

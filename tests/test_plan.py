@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from PIL import Image, ImageCms
 
 import pure.pipeline
 from pure.cli import benchmark_main, infer_main
-from pure.plan import plan_outputs
+from pure.plan import PlanError, plan_outputs
 from pure.restoration import Restoration
 from tests.icc import adobe_rgb_profile, adobe_to_srgb, png_rgba16
 
@@ -205,6 +207,7 @@ def test_counts_are_separate_and_exit_codes_honest(tmp_path, capsys, stand_in):
     inputs = tmp_path / "in"
     _image(inputs / "done.png")
     _image(tmp_path / "out" / "done.png")
+    (tmp_path / "out" / "done.json").write_text("{}")  # the sidecar, written last: done.png is complete
     _image(inputs / "new.png")
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     (inputs / "notes.txt").write_text("")
@@ -270,7 +273,7 @@ def test_an_output_never_replaces_its_input(tmp_path, capsys, stand_in):
     before = image.read_bytes()
     for flags in ([], ["--overwrite"], ["--skip-existing"]):
         code, _, stderr = _run(capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--ext", "png", *flags)
-        assert code == 2 and "would replace an input" in stderr
+        assert code == 2 and "needs a --suffix" in stderr  # into the input folder: refused before anything
     assert image.read_bytes() == before and stand_in.loads == 0
 
 
@@ -368,3 +371,94 @@ def test_a_run_that_writes_nothing_leaves_no_new_output_folder(tmp_path, capsys,
     (tmp_path / "kept").mkdir()
     code, _, _ = _run(capsys, "-i", str(notes), "-o", str(tmp_path / "kept"))
     assert code == 1 and (tmp_path / "kept").is_dir()  # a folder that was there before stays
+
+
+def test_an_original_named_like_an_output_is_never_replaced(tmp_path, capsys, stand_in):
+    """photo_edit.jpg is the user's own (no photo_edit.json beside it), not an earlier run's output of
+    photo.jpg with --suffix edit: refused with every flag, and left as it was."""
+    _image(tmp_path / "photo.jpg")
+    original = _image(tmp_path / "photo_edit.jpg", colour=(1, 2, 3)).read_bytes()
+    for flags in ([], ["--overwrite"], ["--skip-existing"]):
+        code, _, stderr = _run(capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "edit", *flags)
+        assert code == 2 and "would replace an input" in stderr, flags
+    assert (tmp_path / "photo_edit.jpg").read_bytes() == original
+
+
+def test_the_input_folder_as_output_needs_a_suffix_whatever_the_extension(tmp_path, capsys, stand_in):
+    _image(tmp_path / "a.jpg")
+    code, _, stderr = _run(capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--ext", "png")
+    assert code == 2 and "needs a --suffix" in stderr and _files(tmp_path) == ["a.jpg"]
+
+
+@pytest.mark.parametrize("suffix", ["x/../../escaped", "/abs", "a\\b"])
+def test_a_suffix_cannot_leave_the_output_folder(tmp_path, capsys, suffix):
+    _image(tmp_path / "in" / "a.png")
+    code, _, stderr = _run(
+        capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--suffix", suffix
+    )
+    assert code == 2 and "--suffix" in stderr and not (tmp_path / "out").exists()
+    assert _files(tmp_path) == ["in/a.png"]
+
+
+def test_an_output_too_large_for_jpeg(tmp_path):
+    """libjpeg writes at most 65,500 px a side: auto switches to PNG, --ext jpg fails the input up front."""
+    _image(tmp_path / "in" / "pano.jpg", size=(8200, 2))
+    _image(tmp_path / "in" / "small.jpg")
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out", outscale=8)
+    assert sorted(job.image.name for job in plan.jobs) == ["pano.png", "small.jpg"]
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out", ext="jpg", outscale=8)
+    assert [job.image.name for job in plan.jobs] == ["small.jpg"]
+    assert len(plan.failed) == 1 and "65600 x 16 px" in plan.failed[0] and "--ext png" in plan.failed[0]
+
+
+def test_skip_existing_restores_an_output_whose_sidecar_is_missing(tmp_path):
+    """The sidecar is written after the image: an image without it was interrupted, so it is redone."""
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "b.png")
+    _image(tmp_path / "out" / "a.png")
+    _image(tmp_path / "out" / "b.png")
+    (tmp_path / "out" / "b.json").write_text("{}")
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out", existing="skip")
+    assert [job.source.name for job in plan.jobs] == ["a.png"]
+    assert [job.source.name for job in plan.existing] == ["b.png"]
+    entropy = plan_outputs(tmp_path / "in", tmp_path / "out", existing="skip", entropy=True)
+    assert len(entropy.jobs) == 2  # maps asked for now, none written before
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="names that are not UTF-8 exist on Linux file systems")
+def test_a_file_name_that_is_not_utf8(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsdecode(b"bad\xff.png")
+    _image(folder / name)
+    _image(folder / "good.png")
+    plan = plan_outputs(folder, tmp_path / "out")
+    assert sorted(job.image.name for job in plan.jobs) == sorted([name, "good.png"])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_is_not_opened(tmp_path):
+    """Opening a pipe named like an image would wait forever for a writer."""
+    _image(tmp_path / "in" / "a.png")
+    os.mkfifo(tmp_path / "in" / "pipe.png")
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out")
+    assert [job.source.name for job in plan.jobs] == ["a.png"]
+    assert len(plan.failed) == 1 and "not a regular file" in plan.failed[0]
+    with pytest.raises(PlanError, match="not a regular file"):
+        plan_outputs(tmp_path / "in" / "pipe.png", tmp_path / "out")
+
+
+def test_folders_a_failed_run_made_are_removed(tmp_path, capsys):
+    """A run that stops after planning (here: an adapter folder that does not exist, found before the
+    backbone loads) leaves no empty output folders behind, nested ones included."""
+    _image(tmp_path / "in" / "a.png")
+    out = tmp_path / "new" / "a" / "b"
+    code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(out), "--adapter", "no-such-adapter")
+    assert code == 2 and "backbone.adapter=no-such-adapter does not exist" in stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_threads_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        infer_main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "--threads", "0"])
+    assert exit_.value.code == 2 and "--threads: must be at least 1" in capsys.readouterr().err

@@ -704,7 +704,11 @@ def _download(args: argparse.Namespace) -> int:
 
     wanted = [parse_source(source) for source in args.sources]
     wanted += [w for path in args.config for w in config_weights(path)]
-    wanted = wanted or hub_weights(load_config(InferConfig))
+    if not args.sources and not args.config:  # nothing named: the released model; a config that names
+        wanted = hub_weights(load_config(InferConfig))  # no hub weights (tiny sources) fetches nothing
+    if not wanted:
+        print("nothing to download: the config names no hub weights (its sources are local or tiny)")
+        return 0
     chosen: dict[tuple[str, str], HubWeights] = {}
     for weights in sorted(wanted, key=lambda w: -len(w.patterns)):  # a whole model covers its tokenizer
         chosen.setdefault((weights.repo, weights.filename), weights)

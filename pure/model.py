@@ -310,7 +310,10 @@ def pick_device(name: str, default: torch.device | None = None) -> torch.device:
         if default is not None:
             return default
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise PureError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PureError(f"device={name} but no CUDA device is visible: use device=auto or device=cpu")
     return device

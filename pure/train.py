@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from pure.config import (
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples
 from pure.launch import check_launch
-from pure.model import backbone_folder, load_for_training, load_text_side, quiet_peft
+from pure.model import CheckpointError, backbone_folder, load_for_training, load_text_side, quiet_peft
 from pure.vocab import Vocab
 from pure.vq import load_vq
 
@@ -62,6 +63,28 @@ DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # ----------------------------------------------------------------------------------------------
 # Data
+
+
+def check_lengths(dataset: Dataset, max_seq_len: int, say: Callable[[str], None] = print) -> None:
+    """Refuse ``max_seq_len`` when it cuts any example inside its prompt (none of its answer would be
+    trained: every label masked, a NaN loss), and say how many examples it cuts inside the answer.
+    ``dataset.spans``: ``(tokens, prompt tokens)`` per example; datasets without it are not checked."""
+    spans = getattr(dataset, "spans", None)
+    if not spans:
+        return
+    longest = max(tokens for tokens, _ in spans)
+    starved = sum(prompt >= max_seq_len for _, prompt in spans)
+    if starved:
+        raise ConfigError(
+            f"max_seq_len={max_seq_len} ends inside the prompt of {starved} of {len(spans)} example(s), so "
+            f"nothing of their answer would be trained; set max_seq_len={longest} (the longest example)"
+        )
+    cut = sum(tokens > max_seq_len for tokens, _ in spans)
+    if cut:
+        say(
+            f"note: max_seq_len={max_seq_len} cuts the answer's end of {cut} example(s) "
+            f"(longest {longest} tokens)"
+        )
 
 
 def build_dataset(
@@ -129,7 +152,16 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, rows: list[int]) -> nn.Module:
             target_modules=list(cfg.target_modules),
             trainable_token_indices={"embed_tokens": rows, "lm_head": rows} if rows else None,
         )
-        model = get_peft_model(model, config)
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as err:  # peft: a target module name that matches no layer
+            names = sorted(
+                {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+            )
+            raise ConfigError(
+                f"lora.target_modules={list(cfg.target_modules)}: {str(err).splitlines()[0]}; the model's "
+                f"linear layers are {', '.join(names)}"
+            ) from err
     for param in model.parameters():
         if param.requires_grad:
             param.data = param.data.float()
@@ -241,6 +273,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     if dataset is None:
         dataset = build_dataset(cfg.data, cfg.vq, tokenizer, vocab, accelerator.device)
     # A fixed held-out split (the same on every process and on resume) measures generalisation.
+    check_lengths(dataset, cfg.max_seq_len, accelerator.print)
     dataset, held_out = split_held_out(dataset, cfg.eval_examples, cfg.seed)
 
     # Frozen LoRA base in the autocast dtype; full fine-tunes keep fp32 master weights. Sharded runs
@@ -288,9 +321,17 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
     step = epoch = done = 0  # optimizer steps, epochs, micro-batches done in this epoch
     if resume is not None:
-        accelerator.load_state(str(resume / "state"))
-        position = json.loads((resume / "trainer.json").read_text())
-        step, epoch, done = position["step"], position["epoch"], position["batches_in_epoch"]
+        try:
+            accelerator.load_state(str(resume / "state"))
+            position = json.loads((resume / "trainer.json").read_text())
+            step, epoch, done = position["step"], position["epoch"], position["batches_in_epoch"]
+        except Exception as err:  # damaged files or other settings (peft, torch and json raise many types)
+            reason = " ".join(str(err).split())[:300]
+            raise CheckpointError(
+                f"cannot resume from {resume} ({type(err).__name__}: {reason}); if its settings differ from "
+                f"this run's, resume with those of {resume.parent / 'config.yaml'}; if it is damaged, delete "
+                "that checkpoint folder to resume from the one before, or set resume=none to start anew"
+            ) from err
         accelerator.print(f"resumed from {resume} at step {step}")
     config = dataclasses.asdict(cfg)  # the settings as they are (a ${...} in a text stays text)
     if accelerator.is_main_process:

@@ -263,3 +263,17 @@ def test_overrides_and_flags_mix_in_any_order():
     )
     assert args.overrides == ["restore.tile=256", "restore.outscale=2"]
     assert (args.input, args.quantize, args.skip_existing) == ("x", "int8", True)
+
+
+def test_download_of_a_config_without_hub_weights_fetches_nothing(tmp_path, fake_hub, capsys):
+    """configs/tiny.yaml names tiny sources only: not the released 14.5 GB model."""
+    assert download_main([str(tmp_path), "--config", str(ROOT / "configs" / "tiny.yaml"), "--list"]) == 0
+    assert "nothing to download" in capsys.readouterr().out and fake_hub == []
+
+
+def test_a_device_name_torch_does_not_know_is_one_line():
+    from pure.errors import PureError
+    from pure.model import pick_device
+
+    with pytest.raises(PureError, match="device='gpu' is not a device"):
+        pick_device("gpu")

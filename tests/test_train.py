@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config
-from pure.data.datasets import collate
+from pure.data.datasets import DataError, ShardDataset, collate
 from pure.model import backbone_folder, load_backbone
 from pure.sequence import IGNORE_INDEX
 from pure.tiny import (
@@ -31,6 +31,7 @@ from pure.tiny import (
 from pure.train import (
     add_residual_dropout,
     apply_lora,
+    check_lengths,
     learning_rate,
     train,
 )
@@ -356,3 +357,52 @@ def test_training_refuses_a_quantized_backbone(tmp_path):
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "backbone.quantize=int8"])
     with pytest.raises(ConfigError, match="backbone.quantize=int8: training needs the full-precision"):
         train(cfg)
+
+
+class _Spans(list):
+    """A stand-in dataset that only knows its examples' (tokens, prompt tokens)."""
+
+    @property
+    def spans(self):
+        return list(self)
+
+
+def test_max_seq_len_inside_a_prompt_is_refused():
+    """Cutting inside the prompt masks every label: the loss is NaN and nothing is learnt."""
+    with pytest.raises(
+        ConfigError, match=r"max_seq_len=1024 ends inside the prompt of 2 of 2.*max_seq_len=8600"
+    ):
+        check_lengths(_Spans([(8600, 4264), (8500, 4200)]), 1024)
+    notes: list[str] = []
+    check_lengths(_Spans([(8600, 4264), (4000, 3000)]), 5000, notes.append)  # cut inside one answer: said
+    assert notes == ["note: max_seq_len=5000 cuts the answer's end of 1 example(s) (longest 8600 tokens)"]
+
+
+def test_damaged_shards_are_one_line(tmp_path, hq_folder):
+    """A bad index line, a truncated shard file, a missing folder: DataError (one line), not a traceback."""
+    hq = tmp_path / "hq"
+    hq.mkdir()
+    shutil.copy(sorted(hq_folder.glob("*.png"))[0], hq)
+    args = ["--config", str(ROOT / "configs" / "prepare_tiny.yaml"), "--hq-dir", str(hq), "--no-progress"]
+    assert (
+        prepare_main([*args, "--out", str(tmp_path / "shards"), "hq_size=64", "caption.allow_missing=true"])
+        == 0
+    )
+    assert len(ShardDataset(tmp_path / "shards").spans) == 1
+    shard = next((tmp_path / "shards" / "shards").iterdir())
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(DataError, match="is damaged"):
+        ShardDataset(tmp_path / "shards")
+    index = tmp_path / "shards" / "index.jsonl"
+    index.write_text(index.read_text() + "{not json\n")
+    with pytest.raises(DataError, match="line 2: not JSON"):
+        ShardDataset(tmp_path / "shards")
+    with pytest.raises(DataError, match="not found"):
+        ShardDataset(tmp_path / "missing")
+
+
+def test_a_lora_target_that_matches_nothing_names_the_layers():
+    lora = load_config(TrainConfig, TINY_LORA, ["lora.target_modules=[q_prj]"]).lora
+    model = load_backbone(str(backbone_folder(BackboneConfig(source="tiny"))), dtype=torch.float32)
+    with pytest.raises(ConfigError, match=r"lora.target_modules=\['q_prj'\].*q_proj"):
+        apply_lora(model, lora, rows=[])

@@ -15,7 +15,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from pure.errors import PureError
 from pure.sequence import IGNORE_INDEX
+
+
+class DataError(PureError, FileNotFoundError):
+    """Training data that is missing or damaged; the message names the file and the fix."""
 
 
 class ShardDataset(torch.utils.data.Dataset):
@@ -29,13 +34,29 @@ class ShardDataset(torch.utils.data.Dataset):
         self.folder = Path(folder)
         index = self.folder / "index.jsonl"
         if not index.is_file():
-            raise FileNotFoundError(
-                f"{index} not found: run scripts/prepare_data.py with out_dir={self.folder}"
+            raise DataError(f"{index} not found: run scripts/prepare_data.py with out_dir={self.folder}")
+        self.records = []
+        for number, line in enumerate(index.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(
+                        f"{index}, line {number}: not JSON ({err.msg}); rerun scripts/prepare_data.py on "
+                        f"{self.folder}"
+                    ) from err
+        if not self.records:
+            raise DataError(
+                f"{index} lists no examples: run scripts/prepare_data.py with out_dir={self.folder}"
             )
-        self.records = [
-            json.loads(line) for line in index.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
         self._handles: dict[str, object] = {}
+        for shard in sorted({r["shard"] for r in self.records}):  # each header read once: damage shows now
+            self._open(shard)
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """``(tokens, prompt tokens)`` of every example, in index order."""
+        return [(r["length"], r.get("prompt_length", 0)) for r in self.records]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -49,11 +70,16 @@ class ShardDataset(torch.utils.data.Dataset):
         if shard not in self._handles:
             path = self.folder / "shards" / shard
             if not path.is_file():
-                raise FileNotFoundError(
+                raise DataError(
                     f"{path} is listed in {self.folder / 'index.jsonl'} but missing: "
                     "rerun scripts/prepare_data.py on this folder"
                 )
-            self._handles[shard] = safe_open(str(path), framework="pt")
+            try:
+                self._handles[shard] = safe_open(str(path), framework="pt")
+            except Exception as err:  # safetensors raises its own error types for damaged files
+                raise DataError(
+                    f"{path} is damaged ({err}): delete it and rerun scripts/prepare_data.py on this folder"
+                ) from err
         return self._handles[shard]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

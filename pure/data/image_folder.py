@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from pure.config import ConfigError, TrainDataConfig
 from pure.data.captions import read_manifest
+from pure.data.datasets import DataError
 from pure.images import is_image_name, read_image
 from pure.sequence import TextTokenizer, conversation
 from pure.vocab import GRID_PX, Vocab
@@ -47,11 +48,11 @@ class ImageFolderExamples(Dataset):
             )
         folder = Path(cfg.hq_folder)
         if not folder.is_dir():
-            raise FileNotFoundError(f"data.hq_folder={cfg.hq_folder!r} is not a folder of HQ images")
+            raise DataError(f"data.hq_folder={cfg.hq_folder!r} is not a folder of HQ images")
         files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
         files = files[: cfg.max_images] if cfg.max_images else files
         if not files:
-            raise FileNotFoundError(f"no images (files of a format Pillow reads) in data.hq_folder={folder}")
+            raise DataError(f"no images (files of a format Pillow reads) in data.hq_folder={folder}")
         captions = read_manifest(cfg.captions) if cfg.captions else {}
         self.examples = []
         for file in files:
@@ -64,6 +65,11 @@ class ImageFolderExamples(Dataset):
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        """``(tokens, prompt tokens)`` of every example."""
+        return [(len(e["ids"]), int((e["labels"] < 0).sum())) for e in self.examples]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.examples[index]

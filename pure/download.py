@@ -12,7 +12,10 @@ A models folder mirrors repo ids: ``DIR/nonwhy/PURE/`` (a model folder) and
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -83,15 +86,38 @@ class HubWeights:
         return f"hf download {self.repo}{revision} {include} --local-dir {self.local(models)}"
 
     def fetch(self, local_dir: Path | None = None) -> Path:
-        """Download it (into ``local_dir``, or the Hugging Face cache, where a cached copy is used as is)."""
+        """Download it (into ``local_dir``, or the Hugging Face cache, where a cached copy is used as is).
+        When the hub cannot be reached (:func:`hub_reachable`) only a cached copy is used, at once, without
+        huggingface_hub's retries (half a minute of "Retrying ..." lines before the same failure)."""
         from huggingface_hub import hf_hub_download, snapshot_download
 
-        target = {"local_dir": str(local_dir)} if local_dir is not None else {}
+        target: dict = {"local_dir": str(local_dir)} if local_dir is not None else {}
+        if not hub_reachable():
+            target["local_files_only"] = True
         if self.filename:
             return Path(hf_hub_download(self.repo, self.filename, revision=self.revision, **target))
         return Path(
             snapshot_download(self.repo, revision=self.revision, allow_patterns=list(self.patterns), **target)
         )
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a connection to the Hugging Face endpoint opens within ``timeout`` seconds (asked once per
+    process). False when ``HF_HUB_OFFLINE`` is set; True behind a proxy (``HTTPS_PROXY`` and the like),
+    which only the proxy can answer."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _is_repo_id(source: str) -> bool:

@@ -277,3 +277,33 @@ def test_a_device_name_torch_does_not_know_is_one_line():
 
     with pytest.raises(PureError, match="device='gpu' is not a device"):
         pick_device("gpu")
+
+
+def test_an_unreachable_hub_uses_the_cache_only(monkeypatch):
+    """No retries against a hub that cannot be reached: one quick look in the cache (local_files_only)."""
+    import socket
+
+    import pure.download as download
+
+    seen = {}
+
+    def hf_hub_download(repo_id, filename, **kwargs):
+        seen.update(kwargs)
+        raise FileNotFoundError("not cached")
+
+    def refuse(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    download.hub_reachable.cache_clear()
+    try:
+        assert not download.hub_reachable()
+        with pytest.raises(FileNotFoundError):
+            download.parse_source("FoundationVision/LlamaGen:vq_ds8_c2i.pt").fetch()
+        assert seen == {"revision": "main", "local_files_only": True}
+    finally:
+        download.hub_reachable.cache_clear()

@@ -188,7 +188,9 @@ def run_inference(args: argparse.Namespace) -> int:
     if code is not None:
         return code
     from pure.distributed import Processes
+    from pure.pipeline import check_answer_budget
 
+    check_answer_budget(cfg.sampling, cfg.restore)
     output = Path(args.output)
     made = [folder for folder in (output, *output.parents) if not folder.exists()]  # removed if left empty
     processes = Processes.start(cfg.device)  # this one, or all that accelerate launch started

@@ -217,7 +217,8 @@ def _has_alpha(image: Image.Image) -> bool:
 
 
 def _deep_to_8bit(image: Image.Image, path: str | Path, steps: list[str]) -> Image.Image:
-    """16-bit, 32-bit integer and float greyscale -> L, rescaled (never clipped at 255)."""
+    """16-bit, 32-bit integer and float greyscale -> L, rescaled (never clipped at 255); LA when the file
+    names a transparent grey level (PNG's tRNS key, kept as alpha 0 where the level is exact)."""
     values = np.asarray(image, dtype=np.float64)
     if not np.isfinite(values).all():
         raise ImageReadError(f"{path}: mode {image.mode} holds NaN or infinite values; save it without them")
@@ -237,7 +238,13 @@ def _deep_to_8bit(image: Image.Image, path: str | Path, steps: list[str]) -> Ima
             raise ImageReadError(f"{path}: 32-bit integer image with negative values; save it as 16 bits")
         peak = 255.0 if high <= 255 else 65535.0 if high <= 65535 else 2.0**31 - 1
         steps.append(f"32-bit integer levels read as 0-{peak:g}, scaled to 8 bits")
-    return Image.fromarray((values / peak * 255).round().clip(0, 255).astype(np.uint8), "L")
+    grey = Image.fromarray((values / peak * 255).round().clip(0, 255).astype(np.uint8), "L")
+    key = image.info.get("transparency")
+    if not isinstance(key, int | float):
+        return grey
+    steps.append(f"transparent level {key:g} kept as alpha")
+    grey.putalpha(Image.fromarray(np.where(values == key, 0, 255).astype(np.uint8), "L"))
+    return grey
 
 
 def _to_srgb(image: Image.Image, icc: bytes, path: str | Path, steps: list[str]) -> tuple[Image.Image, str]:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from pure.colorfix import color_fix
-from pure.config import InferConfig, RestoreConfig, SamplingConfig
+from pure.config import ConfigError, InferConfig, RestoreConfig, SamplingConfig
 from pure.errors import PureError
 from pure.generate import Generation, generate
 from pure.memory import BatchLog, auto_batch_size, fit_batches, free_bytes, prefill_bytes, tile_cache_bytes
@@ -41,7 +41,7 @@ from pure.model import (
 )
 from pure.quantize import check_adapter
 from pure.restoration import STAGES, Restoration
-from pure.sequence import TextTokenizer, conversation, split_answer
+from pure.sequence import TextTokenizer, block_length, conversation, split_answer
 from pure.speculative import generate_speculative
 from pure.tiling import Box, TileBlender, output_size, pad_to, padded_size, tile_boxes
 from pure.vocab import CODE_PX, GRID_PX, Vocab
@@ -78,6 +78,19 @@ class StageClock:
     def result(self) -> dict[str, float]:
         """The stage timings plus ``total`` (since the clock was made)."""
         return {**self.timings, "total": time.perf_counter() - self.start}
+
+
+def check_answer_budget(sampling: SamplingConfig, restore: RestoreConfig) -> None:
+    """Refuse a ``sampling.max_new_tokens`` too small for one tile's image block (SPEC section 2: start,
+    two size tokens, ``n`` rows of ``n`` codes and an end-of-row, end; ``n = tile / 8``): no answer
+    could hold a complete image. Raises :class:`ConfigError`."""
+    side = restore.tile // 8
+    needed = block_length(side, side)
+    if sampling.max_new_tokens < needed:
+        raise ConfigError(
+            f"sampling.max_new_tokens={sampling.max_new_tokens}: a {restore.tile} px tile's image alone is "
+            f"{needed} tokens; raise it (default 8192) or lower restore.tile"
+        )
 
 
 def check_adapter_folder(adapter: str) -> None:

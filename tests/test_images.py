@@ -274,3 +274,15 @@ def test_scan_folder_sorts_images_from_the_rest(tmp_path):
         "b.png",
         "sub/c.tif",
     ]
+
+
+def test_a_16_bit_grey_png_keeps_its_transparent_level(tmp_path):
+    """PNG's tRNS key on 16-bit greyscale: the exact level becomes alpha 0, as 8-bit files keep theirs."""
+    levels = np.full((4, 6), 1000, np.uint16)
+    levels[0, 0] = 57904
+    path = tmp_path / "g16.png"
+    Image.fromarray(levels, "I;16").save(path, transparency=57904)
+    assert Image.open(path).info["transparency"] == 57904
+    read = read_image(path)
+    assert read.alpha is not None and np.asarray(read.alpha)[0, :2].tolist() == [0, 255]
+    assert np.asarray(read.rgb)[0, 0].tolist() == [255, 255, 255]  # composited on white

@@ -462,3 +462,12 @@ def test_threads_must_be_positive(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         infer_main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "--threads", "0"])
     assert exit_.value.code == 2 and "--threads: must be at least 1" in capsys.readouterr().err
+
+
+def test_an_answer_budget_too_small_for_one_tile_is_refused_before_loading(tmp_path, capsys):
+    _image(tmp_path / "in" / "a.png")
+    code, _, stderr = _run(
+        capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "sampling.max_new_tokens=5"
+    )
+    assert code == 2 and "sampling.max_new_tokens=5" in stderr and "image alone is" in stderr
+    assert not (tmp_path / "out").exists()

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pure.config import BackboneConfig, ConfigError, TrainConfig, load_config, to_yaml
+from pure.files import give_plain_modes
 from pure.model import (
     CheckpointError,
     backbone_folder,
@@ -168,6 +169,7 @@ def save_checkpoint(
     if accelerator.is_main_process:
         (partial_dir / "trainer.json").write_text(json.dumps(position, indent=2))
         (partial_dir / "config.yaml").write_text(to_yaml(cfg))
+        give_plain_modes(partial_dir)
         if final.exists():
             shutil.rmtree(final)
         partial_dir.rename(final)

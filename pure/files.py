@@ -35,6 +35,23 @@ def _create_temporary(folder: Path, name: str) -> Path:
             continue
 
 
+def plain_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: 0o666 less the process's umask (read by
+    setting it and setting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def give_plain_modes(folder: Path) -> None:
+    """Give every file under ``folder`` :func:`plain_mode` (libraries that write 0o600, as safetensors does,
+    would leave shards and checkpoints unreadable to other users and training ranks)."""
+    mode = plain_mode()
+    for file in Path(folder).rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            os.chmod(file, mode)
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(temporary path)`` beside ``path``, then rename the result over ``path``.
 
@@ -53,8 +70,9 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
         raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     try:
         write(temp)
-        if path.exists():
-            os.chmod(temp, path.stat().st_mode & 0o7777)
+        # A replaced file keeps its mode; a new one gets a plain write's (0o666 less the umask), also
+        # when the writer re-created the file with its own (safetensors writes 0o600).
+        os.chmod(temp, path.stat().st_mode & 0o7777 if path.exists() else plain_mode())
         os.replace(temp, path)
     except OSError as err:
         temp.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ is logged as ``val_loss`` every ``eval_every`` steps.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import time
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import DistributedType, set_seed
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
@@ -84,6 +86,33 @@ def check_lengths(dataset: Dataset, max_seq_len: int, say: Callable[[str], None]
         say(
             f"note: max_seq_len={max_seq_len} cuts the answer's end of {cut} example(s) "
             f"(longest {longest} tokens)"
+        )
+
+
+RESUME_FIXED = ("batch_size", "grad_accum", "seed", "method", "max_seq_len")
+"""Settings a resumed run must share with its checkpoint: they fix which examples each step reads (the
+saved data position counts batches) and what the weights are."""
+
+
+def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume ``checkpoint`` with other :data:`RESUME_FIXED` settings than it was saved with
+    (its ``config.yaml``): the data position would point elsewhere and the resume would not be exact."""
+    saved = checkpoint / "config.yaml"
+    if not saved.is_file():
+        return
+    try:
+        old = OmegaConf.to_container(OmegaConf.load(saved))
+    except Exception:  # noqa: BLE001 - damaged: load_state says what is wrong with it
+        return
+    changed = [
+        f"{key}={old[key]} (now {getattr(cfg, key)})"
+        for key in RESUME_FIXED
+        if key in old and old[key] != getattr(cfg, key)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{checkpoint} was saved with {', '.join(changed)}: resume with the checkpoint's settings, or "
+            "start a new run in another output_dir"
         )
 
 
@@ -259,6 +288,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
             f"backbone.quantize={cfg.backbone.quantize}: training needs the full-precision weights; "
             "set backbone.quantize=none (quantise the trained model at inference with --quantize)"
         )
+    if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError("log.wandb=true needs wandb: pip install wandb (or set log.wandb=false)")
     output = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
@@ -268,6 +299,10 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     )
     check_launch(accelerator.num_processes, accelerator.distributed_type.name)
     resume = find_resume(output, cfg.resume)
+    if cfg.resume == "latest" and resume is None:
+        accelerator.print(f"resume=latest: no checkpoint in {output / 'checkpoints'}; starting a new run")
+    if resume is not None:
+        check_resumable(resume, cfg)
     set_seed(cfg.seed)
     tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
     if dataset is None:
@@ -333,6 +368,11 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
                 "that checkpoint folder to resume from the one before, or set resume=none to start anew"
             ) from err
         accelerator.print(f"resumed from {resume} at step {step}")
+        if step >= total:
+            accelerator.print(
+                f"the run had already reached step {step} of {total}: raise max_steps or epochs to train "
+                "further"
+            )
     config = dataclasses.asdict(cfg)  # the settings as they are (a ${...} in a text stays text)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from pure.files import write_atomic, write_text_atomic
+from pure.files import give_plain_modes, plain_mode, write_atomic, write_text_atomic
 
 
 def _plain_write_mode(folder) -> int:
@@ -79,3 +79,28 @@ def test_errors_name_the_target_not_the_temporary_file(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError, match=f"cannot write {tmp_path / 'file' / 'x.json'}"):
         write_text_atomic(tmp_path / "file" / "x.json", "x")
+
+
+def test_a_writer_that_sets_its_own_mode_still_gives_a_plain_writes_mode(tmp_path):
+    """safetensors' save_file re-creates its file as 0o600: shards and adapters must be readable as any
+    other output (other users, other training ranks on shared storage)."""
+
+    def private(temp):
+        temp.unlink()
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "shard.safetensors", private)
+        assert stat.S_IMODE((tmp_path / "shard.safetensors").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_give_plain_modes_opens_what_libraries_wrote_privately(tmp_path):
+    (tmp_path / "adapter").mkdir()
+    private = tmp_path / "adapter" / "adapter_model.safetensors"
+    private.write_bytes(b"x")
+    os.chmod(private, 0o600)
+    give_plain_modes(tmp_path)
+    assert stat.S_IMODE(private.stat().st_mode) == plain_mode()

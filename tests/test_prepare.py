@@ -178,6 +178,8 @@ def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_
     append_manifest(manifest, {NAMES[0]: "Lanterns."})
     with pytest.raises(MissingDescriptionsError, match=NAMES[1]):
         prep.prepare(_cfg(hq, tmp_path / "out", f"caption.manifest={manifest}"), progress=False)
+    # nothing was prepared there, so the refused run does not lock the folder to its settings
+    prep.check_settings(tmp_path / "out", _cfg(hq, tmp_path / "out", "seed=1"))
     assert not (tmp_path / "out" / "shards").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from pure.cli import infer_main, merge_main, prepare_main, train_main
-from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config
+from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config, to_yaml
 from pure.data.datasets import DataError, ShardDataset, collate
+from pure.files import plain_mode
 from pure.model import backbone_folder, load_backbone
 from pure.sequence import IGNORE_INDEX
 from pure.tiny import (
@@ -32,6 +34,7 @@ from pure.train import (
     add_residual_dropout,
     apply_lora,
     check_lengths,
+    check_resumable,
     learning_rate,
     train,
 )
@@ -390,6 +393,7 @@ def test_damaged_shards_are_one_line(tmp_path, hq_folder):
     )
     assert len(ShardDataset(tmp_path / "shards").spans) == 1
     shard = next((tmp_path / "shards" / "shards").iterdir())
+    assert stat.S_IMODE(shard.stat().st_mode) == plain_mode()  # not safetensors' 0o600
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(DataError, match="is damaged"):
         ShardDataset(tmp_path / "shards")
@@ -406,3 +410,19 @@ def test_a_lora_target_that_matches_nothing_names_the_layers():
     model = load_backbone(str(backbone_folder(BackboneConfig(source="tiny"))), dtype=torch.float32)
     with pytest.raises(ConfigError, match=r"lora.target_modules=\['q_prj'\].*q_proj"):
         apply_lora(model, lora, rows=[])
+
+
+def test_resuming_with_another_batch_size_is_refused(tmp_path):
+    """The saved data position counts batches: another batch_size would skip or repeat examples."""
+    checkpoint = tmp_path / "checkpoints" / "step-000010"
+    checkpoint.mkdir(parents=True)
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}"])
+    (checkpoint / "config.yaml").write_text(to_yaml(cfg))
+    check_resumable(checkpoint, cfg)  # the same settings: fine
+    other = load_config(
+        TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", f"batch_size={cfg.batch_size + 1}"]
+    )
+    with pytest.raises(
+        ConfigError, match=rf"saved with batch_size={cfg.batch_size} \(now {cfg.batch_size + 1}\)"
+    ):
+        check_resumable(checkpoint, other)

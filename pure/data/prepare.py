@@ -299,11 +299,12 @@ def write_index(out_dir: Path, sources: list[Source]) -> int:
 
 
 def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
-    """Refuse to add tokens made with other settings to ``out_dir``; record the settings on first use."""
+    """Refuse to add tokens made with other settings to ``out_dir``; record the settings on first use (and
+    again while nothing is prepared there: a refused or empty run does not lock the folder)."""
     from omegaconf import OmegaConf
 
     saved = out_dir / "prepare.yaml"
-    if saved.is_file():
+    if saved.is_file() and read_journals(out_dir):
         old, new = (
             OmegaConf.to_container(OmegaConf.load(saved)),
             OmegaConf.to_container(OmegaConf.structured(cfg)),

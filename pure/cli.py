@@ -67,6 +67,14 @@ def positive_int(value: str) -> int:
     return number
 
 
+def port(value: str) -> int:
+    """An argparse type: a TCP port number, 1-65535."""
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {number}")
+    return number
+
+
 def batch_size(value: str) -> int | str:
     """``--batch-size``: the word auto, or an integer (the schema checks that it is positive)."""
     return value if value == "auto" else int(value)
@@ -387,7 +395,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         metavar="A,B,...",
         help=f"metrics to run, comma-separated (repeatable), or 'all'; choices: {', '.join(METRICS)} "
-        f"(default: {','.join(DEFAULT_METRICS)}; without --gt only the no-reference ones)",
+        f"(default: {','.join(DEFAULT_METRICS)}; without ground truth only the no-reference ones)",
     )
     parser.add_argument(
         "--sr-name",
@@ -408,7 +416,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch device for the metrics: auto (cuda if available, else cpu), cpu, cuda, cuda:N "
         "(default: auto)",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
     parser.add_argument(
         "--download",
         action="store_true",
@@ -444,10 +452,16 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
-def _finish(evaluation: Evaluation, written: Sequence[Path]) -> int:
+def _finish(evaluation: Evaluation, written: Sequence[Path], named: bool = False) -> int:
+    """The exit code: 1 when no metric ran, or when a metric asked for by name (``named``: --metrics was
+    given) could not run; 0 otherwise (the default list skips what is unavailable)."""
     print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
     if not evaluation.mean:
         print("error: no metric could run (see above)", file=sys.stderr)
+        return 1
+    if named and evaluation.unavailable:
+        names = ", ".join(evaluation.unavailable)
+        print(f"error: asked for but not run: {names} (see above)", file=sys.stderr)
         return 1
     return 0
 
@@ -484,6 +498,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pure.metrics import evaluate_folders, weights_report
+    from pure.pairing import EvaluationError
     from pure.reports import load_rows, report, write_csv, write_json
 
     if args.check_weights:
@@ -493,9 +508,17 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--sr DIR is required")
     out = Path("runs") / "eval" / (args.name or Path(args.sr).name)
     json_path, csv_path = Path(args.json or out / "metrics.json"), Path(args.csv or out / "per_image.csv")
+    if json_path.resolve() == csv_path.resolve():
+        raise EvaluationError(f"--json and --csv are the same file ({json_path}); give each its own")
+    for path in (json_path, csv_path):  # before scoring, which can take minutes
+        if path.is_dir():
+            raise EvaluationError(f"{path} is a folder; pass --json FILE --csv FILE")
     compare = [row for path in args.compare for row in load_rows(path)]
     evaluation = evaluate_folders(args.sr, args.gt, name=args.name, **_evaluate_kwargs(args))
     print(report(evaluation, compare))
+    if not evaluation.mean:
+        print("error: no metric could run (see above); nothing written", file=sys.stderr)
+        return 1
     try:
         write_json(evaluation, json_path, {"sr": args.sr, "gt": args.gt})
         write_csv(evaluation, csv_path)
@@ -504,7 +527,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             f"error: cannot write results ({error}); pass --json FILE --csv FILE elsewhere", file=sys.stderr
         )
         return 1
-    return _finish(evaluation, [json_path, csv_path])
+    return _finish(evaluation, [json_path, csv_path], named=bool(args.metrics))
 
 
 def benchmark_main(argv: Sequence[str] | None = None) -> int:
@@ -514,7 +537,8 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
         description="Restore data/benchmarks/<name>/lr into RUN/sr as scripts/infer.py does (in this "
         "process, same input rules), then score RUN/sr against data/benchmarks/<name>/hr into "
         "RUN/metrics.json and RUN/per_image.csv. Arguments not listed here (e.g. --config FILE, "
-        "key=value) are infer.py's.",
+        "key=value) are infer.py's; --batch-size and --device here are the metrics' (for inference write "
+        "restore.batch_size=N and device=NAME).",
     )
     parser.add_argument("name", help="test set name: a folder under --root with lr/ and hr/")
     parser.add_argument(
@@ -542,8 +566,11 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # writing RUN/metrics.json or RUN/per_image.csv
+        print(f"error: cannot write results ({error}); pass another --run", file=sys.stderr)
+        return 1
     print(report(evaluation, compare))
-    return _finish(evaluation, [paths["json"], paths["csv"]])
+    return _finish(evaluation, [paths["json"], paths["csv"]], named=bool(args.metrics))
 
 
 # ---------------------------------------------------------------------------- training data
@@ -748,13 +775,15 @@ def app_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address to listen on; 0.0.0.0 serves every network interface (default 127.0.0.1: this machine)",
     )
-    p.add_argument("--port", type=int, help="port to listen on (default: 7860 or the next free one)")
+    p.add_argument(
+        "--port", type=port, help="port to listen on, 1-65535 (default: 7860 or the next free one)"
+    )
     p.add_argument(
         "--share", action="store_true", help="also open a temporary public gradio.live link (needs internet)"
     )
     p.add_argument(
         "--max-side",
-        type=int,
+        type=positive_int,
         default=1024,
         help="largest input the page accepts, in pixels on the longer side (default 1024)",
     )

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pure.images import ImageReadError, read_image
+from pure.images import ImageReadError, read_header, read_image
 from pure.pairing import EvaluationError, load_image, pair_images
 
 if TYPE_CHECKING:  # torch is imported where it is used, so `evaluate.py --help` stays fast
@@ -317,6 +317,10 @@ def select_metrics(metrics: Sequence[str] | None, has_gt: bool) -> list[str]:
     return list(dict.fromkeys(metrics))
 
 
+SSIM_WINDOW = 11
+"""Side of SSIM's Gaussian window in pixels (pyiqa, as the original SSIM): the smallest image it scores."""
+
+
 def evaluate_folders(
     sr_dir: str | Path,
     gt_dir: str | Path | None = None,
@@ -337,6 +341,14 @@ def evaluate_folders(
 
     names = select_metrics(metrics, gt_dir is not None)
     pairing = pair_images(Path(sr_dir), None if gt_dir is None else Path(gt_dir), sr_name)
+    if "ssim" in names:  # pyiqa's SSIM slides an 11 px Gaussian window: smaller images fail inside it
+        for sr, _ in pairing.pairs:
+            width, height = read_header(sr).size
+            if min(width, height) < SSIM_WINDOW:
+                raise EvaluationError(
+                    f"{sr}: {width}x{height} px is smaller than SSIM's {SSIM_WINDOW} px window; "
+                    "leave ssim out (e.g. --metrics psnr)"
+                )
     models, unavailable = create_metrics(names, device, download)
     per_image = {m: model for m, model in models.items() if METRICS[m].reference != "set"}
     scores: dict[str, list[float]] = {m: [] for m in per_image}

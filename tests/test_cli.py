@@ -307,3 +307,13 @@ def test_an_unreachable_hub_uses_the_cache_only(monkeypatch):
         assert seen == {"revision": "main", "local_files_only": True}
     finally:
         download.hub_reachable.cache_clear()
+
+
+@pytest.mark.parametrize("flags", [["--port", "70000"], ["--port", "-1"], ["--max-side", "0"]])
+def test_app_flags_out_of_range_are_usage_errors(flags, capsys):
+    """Refused by the parser (exit 2), before any model loads, not by Gradio after."""
+    from pure.cli import app_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        app_parser().parse_args(flags)
+    assert exit_.value.code == 2 and flags[0] in capsys.readouterr().err

@@ -207,8 +207,9 @@ def test_evaluate_command(tmp_path, capsys, no_weights):
         "lpips",
     ]
     argv += ["--json", str(tmp_path / "m.json"), "--csv", str(tmp_path / "p.csv"), "--no-progress"]
-    assert evaluate_main(argv) == 0
+    assert evaluate_main(argv) == 1  # lpips was asked for by name and could not run: the others are written
     out, err = capsys.readouterr()
+    assert "asked for but not run: lpips" in err
     assert out.startswith(
         "| method | images | PSNR ↑ | SSIM ↑ | LPIPS ↓ |\n|---|---|---|---|---|\n| sr | 2 |"
     )
@@ -250,3 +251,38 @@ def test_evaluate_script_fails_with_a_clear_error(tmp_path):
     )
     assert result.returncode == 2
     assert f"error: SR folder not found: {tmp_path / 'none'}" in result.stderr
+
+
+def test_ssim_on_an_image_smaller_than_its_window_is_one_line(tmp_path):
+    for folder in ("sr", "gt"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (8, 8), (90, 90, 90)).save(tmp_path / folder / "tiny.png")
+    with pytest.raises(P.EvaluationError, match=r"tiny.png: 8x8 px is smaller than SSIM's 11 px window"):
+        M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["psnr", "ssim"], progress=False)
+
+
+def test_json_and_csv_on_one_path_are_refused_before_scoring(tmp_path, capsys):
+    for folder in ("sr", "gt"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (16, 16), (90, 90, 90)).save(tmp_path / folder / "a.png")
+    same = str(tmp_path / "m.json")
+    argv = ["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt"), "--metrics", "psnr", "--no-progress"]
+    assert evaluate_main([*argv, "--json", same, "--csv", same]) == 2
+    assert "the same file" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
+
+
+def test_a_metric_asked_for_by_name_that_cannot_run_fails_the_run(tmp_path, capsys, monkeypatch):
+    for folder in ("sr", "gt"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (16, 16), (90, 90, 90)).save(tmp_path / folder / "a.png")
+    real = M.create_metrics
+
+    def without_lpips(names, device, download):
+        models, unavailable = real([n for n in names if n != "lpips"], device, download)
+        return models, {**unavailable, "lpips": "missing weights (a stand-in)"}
+
+    monkeypatch.setattr(M, "create_metrics", without_lpips)
+    argv = ["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt"), "--no-progress"]
+    out = ["--json", str(tmp_path / "m.json"), "--csv", str(tmp_path / "p.csv")]
+    assert evaluate_main([*argv, *out, "--metrics", "psnr,lpips"]) == 1
+    assert "asked for but not run: lpips" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import json
 import math
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from pure.errors import PureError
 
@@ -242,10 +243,17 @@ def load_config(
                 raise ConfigError(f"{origin}: {key} was renamed to {RENAMED[key]}; use the new key")
         try:
             cfg = OmegaConf.merge(cfg, part)
+        except ConfigKeyError as err:
+            key = getattr(err, "full_key", None) or "?"
+            raise ConfigError(
+                f"{origin}: no key {key!r} in {schema.__name__}{_suggest(key, schema)}"
+            ) from err
         except OmegaConfBaseException as err:
             key = getattr(err, "full_key", None) or "?"
             reason = str(err).splitlines()[0]
-            raise ConfigError(f"{origin}: bad key {key!r} for {schema.__name__}: {reason}") from err
+            if "Incompatible value 'None'" in reason:
+                reason += " (write key='' for an empty text)"
+            raise ConfigError(f"{origin}: bad value for {key!r} in {schema.__name__}: {reason}") from err
     try:
         result = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:  # e.g. a ${...} interpolation that names no key
@@ -254,6 +262,45 @@ def load_config(
         raise ConfigError(f"{key}: {reason} (write \\${{ for a literal ${{)") from err
     check_fields(result)
     return result  # type: ignore[return-value]
+
+
+ALIASES = {
+    "learning_rate": "optim.lr",
+    "lr": "optim.lr",
+    "weight_decay": "optim.weight_decay",
+    "lora.r": "lora.rank",
+    "lora_r": "lora.rank",
+    "lora_rank": "lora.rank",
+    "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "scale": "restore.outscale",
+    "outscale": "restore.outscale",
+    "tile": "restore.tile",
+    "cfg_scale": "sampling.cfg_scale",
+    "temperature": "sampling.temperature",
+    "seed": "sampling.seed",
+}
+"""Names other tools (transformers' Trainer, peft, Real-ESRGAN) give settings, and ours; suggested when
+typed as keys (only where the schema has the target)."""
+
+
+def _suggest(key: str, schema: type) -> str:
+    """``; did you mean ...?`` for an unknown dotted ``key``: a known alias, keys of the schema ending in
+    the same name (``lr`` -> ``optim.lr``), then close spellings among all keys; empty when none."""
+    every = _dotted_keys(OmegaConf.to_container(OmegaConf.structured(schema)))
+    # suggest settings, not sections
+    keys = [k for k in every if not any(other.startswith(k + ".") for other in every)]
+    last = key.rsplit(".", 1)[-1]
+    found = [ALIASES[k] for k in (key, last) if ALIASES.get(k) in keys]
+    found += [k for k in keys if k.rsplit(".", 1)[-1] == last]
+    found += difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(last, {k.rsplit(".", 1)[-1] for k in keys}, n=2, cutoff=0.75)
+    found += [k for k in keys if k.rsplit(".", 1)[-1] in close]
+    unique = list(dict.fromkeys(k for k in found if k != key))[:3]
+    return f"; did you mean {' or '.join(unique)}?" if unique else ""
 
 
 def check_fields(cfg: object, prefix: str = "") -> None:

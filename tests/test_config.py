@@ -123,3 +123,24 @@ def test_a_config_file_that_is_a_list_or_a_folder(tmp_path):
 def test_with_value_sets_a_key_exactly():
     cfg = with_value(load_config(InferConfig), "vq.source", "/models #1/[${x}]/vq.pt")
     assert cfg.vq.source == "/models #1/[${x}]/vq.pt" and cfg.backbone == InferConfig().backbone
+
+
+@pytest.mark.parametrize(
+    ("schema", "override", "hint"),
+    [
+        ("TrainConfig", "lr=1e-4", "did you mean optim.lr"),  # a nested key typed bare
+        ("TrainConfig", "learning_rate=1e-4", "did you mean optim.lr"),  # transformers' name
+        ("TrainConfig", "lora.r=16", "did you mean lora.rank"),  # peft's name
+        ("InferConfig", "restore.tiel=256", "did you mean restore.tile"),  # a typo
+    ],
+)
+def test_unknown_keys_suggest_the_setting_meant(schema, override, hint):
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        load_config(getattr(config_module, schema), None, [override])
+
+
+def test_a_bad_value_is_not_called_a_bad_key():
+    with pytest.raises(ConfigError, match=r"bad value for 'optim.lr'.*'fast'"):
+        load_config(config_module.TrainConfig, None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match=r"write key=''"):
+        load_config(config_module.TrainConfig, None, ["data.hq_folder="])

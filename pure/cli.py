@@ -729,7 +729,7 @@ def download_main(argv: list[str] | None = None) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from pure.download import HubWeights, config_weights, download, hub_weights, parse_source
+    from pure.download import HubWeights, config_weights, download, hub_reachable, hub_weights, parse_source
 
     wanted = [parse_source(source) for source in args.sources]
     wanted += [w for path in args.config for w in config_weights(path)]
@@ -745,12 +745,28 @@ def _download(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(w.command(Path(args.folder)) for w in unique))
         return 0
-    try:
-        paths = download(unique, args.folder)
-    except Exception as err:  # network, auth and not-found errors have different types
-        print(f"error: could not download ({type(err).__name__}: {err})", file=sys.stderr)
+    folder = Path(args.folder)
+    if folder.exists() and not folder.is_dir():
+        raise PureError(f"{folder} is a file; pass the folder to download into, e.g. models")
+    if not hub_reachable():
+        print(
+            "error: the Hugging Face hub cannot be reached from here (no network, or HF_HUB_OFFLINE=1); "
+            "run this on a machine with internet access, or print the commands with --list:\n"
+            + "\n".join(f"  {w.source}" for w in unique),
+            file=sys.stderr,
+        )
         return 1
-    print("\n".join(f"{w.source} -> {path}" for w, path in zip(unique, paths, strict=True)))
+    failed = 0
+    for weights in unique:  # each on its own: one failure does not stop the others
+        try:
+            print(f"{weights.source} -> {download([weights], folder)[0]}")
+        except Exception as err:  # network, auth and not-found errors have different types
+            print(
+                f"error: could not download {weights.source} ({type(err).__name__}: {err})", file=sys.stderr
+            )
+            failed += 1
+    if failed:
+        return 1
     print(f"copy {args.folder}/ to where the runs are and pass --models {args.folder}")
     return 0
 

@@ -126,7 +126,9 @@ def _is_repo_id(source: str) -> bool:
 
 def parse_source(source: str, key: str = "") -> HubWeights:
     """``repo`` (a model folder) or ``repo:filename`` (one file) as :class:`HubWeights`."""
-    repo, _, filename = source.partition(":")
+    repo, colon, filename = source.partition(":")
+    if colon and not filename:
+        raise PureError(f"{source!r} names no file after ':'; write {repo} (the whole folder) or {repo}:FILE")
     if repo.count("/") != 1:
         raise PureError(f"{source!r} is not a Hugging Face repo id (owner/name) or repo_id:filename")
     return HubWeights(key or source, repo, filename)
@@ -194,6 +196,8 @@ def config_weights(path: str | Path) -> list[HubWeights]:
     """What a YAML file of any script names (infer, prepare_data or train: the first schema it fits)."""
     from pure.config import ConfigError, InferConfig, PrepareConfig, TrainConfig, load_config
 
+    if not Path(path).is_file():
+        raise ConfigError(f"config file not found: {path}")
     for schema, backbone_weights in ((InferConfig, True), (TrainConfig, True), (PrepareConfig, False)):
         try:
             return hub_weights(load_config(schema, path), backbone_weights)

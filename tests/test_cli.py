@@ -16,6 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
+import pure.download
 from pure.cli import download_main, infer_main, infer_parser, literal, prepare_main, train_main
 from pure.config import InferConfig, load_config
 from pure.download import CHECKPOINT_FILES, hub_weights, locate
@@ -155,6 +156,7 @@ def fake_hub(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(pure.download, "hub_reachable", lambda: True)  # as on a machine with internet
     return calls
 
 
@@ -317,3 +319,15 @@ def test_app_flags_out_of_range_are_usage_errors(flags, capsys):
     with pytest.raises(SystemExit) as exit_:
         app_parser().parse_args(flags)
     assert exit_.value.code == 2 and flags[0] in capsys.readouterr().err
+
+
+def test_download_without_network_says_so_and_names_the_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pure.download, "hub_reachable", lambda: False)
+    assert download_main([str(tmp_path / "models")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be reached" in err and "--list" in err and "nonwhy/PURE" in err
+    assert not (tmp_path / "models").exists()  # nothing half made
+    (tmp_path / "file").write_text("")
+    assert download_main([str(tmp_path / "file"), "nonwhy/PURE"]) == 2
+    assert download_main([str(tmp_path), "nonwhy/PURE:"]) == 2
+    assert "names no file" in capsys.readouterr().err

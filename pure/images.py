@@ -149,8 +149,10 @@ def read_image(path: str | Path) -> ReadImage:
     except Exception as err:  # Pillow raises several types for corrupt or foreign files
         raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
     steps = info["steps"]
-    if orientation not in (1, None):
+    if orientation in range(2, 9):
         steps.append(f"EXIF orientation {orientation} applied")
+    elif orientation not in (1, None):
+        steps.append(f"EXIF orientation {orientation!r} ignored (valid values are 1-8)")
     if info["format"] == "MPO":
         steps.append("multi-picture JPEG: the primary picture read")
     try:
@@ -207,8 +209,8 @@ def _check_frames(opened: Image.Image, path: str | Path) -> None:
     frames = getattr(opened, "n_frames", 1)
     if frames > 1 and opened.format != "MPO":
         raise ImageReadError(
-            f"{path}: {opened.format} with {frames} frames; pure restores still images: save the frames "
-            f"as separate files (e.g. ffmpeg -i {Path(path).name} frame_%03d.png) and restore those"
+            f"{path}: {opened.format} with {frames} frames; pure reads still images only: save the frames "
+            f"as separate files (e.g. ffmpeg -i {Path(path).name} frame_%03d.png) and use those"
         )
 
 

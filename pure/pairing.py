@@ -34,6 +34,8 @@ class Pairing:
 
 def list_images(folder: Path, role: str) -> dict[str, Path]:
     """Image files directly in ``folder`` by stem (``a.png`` -> ``a``), sorted by name."""
+    if folder.exists() and not folder.is_dir():
+        raise EvaluationError(f"{role} {folder} is a file; pass the folder that holds the images")
     if not folder.is_dir():
         raise EvaluationError(f"{role} folder not found: {folder} (pass an existing folder of images)")
     images = {}

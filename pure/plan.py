@@ -211,6 +211,9 @@ def plan_outputs(
         raise PlanError(
             f"the output {out} of {source_path} would replace an input; pass another -o or a --suffix"
         )
+    folders = [out for job in jobs.values() for out in job.outputs() if out.is_dir()]
+    if folders:
+        raise PlanError(f"an output would replace the folder {folders[0]}; move it or pass another -o")
     present = [out for job in jobs.values() for out in job.outputs() if out.exists()]
     if present and existing == "fail":
         shown = ", ".join(map(str, present[:3])) + (" ..." if len(present) > 3 else "")

@@ -218,7 +218,7 @@ def test_dark_16_bit_image_is_not_brightened(tmp_path):
                 save_all=True,
                 append_images=[Image.new("RGB", (4, 4), c) for c in ("red", "blue")],
             ),
-            "GIF with 3 frames; pure restores still images",
+            "GIF with 3 frames; pure reads still images only",
         ),
         (lambda p: Image.fromarray(np.full((2, 2), np.nan, np.float32), "F").save(p, format="TIFF"), "NaN"),
         (lambda p: Image.fromarray(np.full((2, 2), 900.0, np.float32), "F").save(p, format="TIFF"), "0-1"),
@@ -243,7 +243,7 @@ def test_several_frames_or_pages_are_refused_in_every_format(tmp_path, fmt, suff
     frames = [Image.new("RGB", (4, 4), c) for c in ("red", "green", "blue")]
     path = tmp_path / f"anim{suffix}"
     frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
-    with pytest.raises(ImageReadError, match=f"^{path}: {fmt} with 3 frames; pure restores still images"):
+    with pytest.raises(ImageReadError, match=f"^{path}: {fmt} with 3 frames; pure reads still images only"):
         read_image(path)
 
 
@@ -286,3 +286,13 @@ def test_a_16_bit_grey_png_keeps_its_transparent_level(tmp_path):
     read = read_image(path)
     assert read.alpha is not None and np.asarray(read.alpha)[0, :2].tolist() == [0, 255]
     assert np.asarray(read.rgb)[0, 0].tolist() == [255, 255, 255]  # composited on white
+
+
+def test_an_invalid_exif_orientation_is_recorded_as_ignored(tmp_path):
+    path = tmp_path / "odd.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 9
+    Image.new("RGB", (6, 4), (10, 20, 30)).save(path, exif=exif)
+    read = read_image(path)
+    assert read.rgb.size == (6, 4)
+    assert "EXIF orientation 9 ignored (valid values are 1-8)" in read.info["steps"]

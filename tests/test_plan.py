@@ -157,7 +157,7 @@ def test_case_4_animated_gif_is_refused_in_one_line_before_the_models_load(tmp_p
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     code, stdout, stderr = _run(capsys, "-i", str(tmp_path / "anim.gif"), "-o", str(tmp_path / "out"))
     assert code == 1 and stand_in.loads == 0
-    assert stderr.count("GIF with 3 frames; pure restores still images") == 1
+    assert stderr.count("GIF with 3 frames; pure reads still images only") == 1
     assert "0 restored, 0 skipped (output exists), 1 failed" in stdout
     assert _files(tmp_path / "out") == []
 
@@ -471,3 +471,10 @@ def test_an_answer_budget_too_small_for_one_tile_is_refused_before_loading(tmp_p
     )
     assert code == 2 and "sampling.max_new_tokens=5" in stderr and "image alone is" in stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_in_an_outputs_place_is_refused_up_front(tmp_path, capsys, stand_in):
+    _image(tmp_path / "in" / "a.png")
+    (tmp_path / "out" / "a.png").mkdir(parents=True)
+    code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--overwrite")
+    assert code == 2 and "would replace the folder" in stderr and stand_in.loads == 0

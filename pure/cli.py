@@ -244,6 +244,12 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         if paths:
             names = ", ".join(p.name for p in paths[:5]) + (" ..." if len(paths) > 5 else "")
             print(text.format(n=len(paths), names=names), file=sys.stderr)
+    if plan.output_not_searched and processes.is_main:
+        print(
+            f"did not search the output folder {plan.output} (inside the input folder): its images are "
+            "not restored",
+            file=sys.stderr,
+        )
     for line in plan.failed if processes.is_main else []:
         print(f"failed: {line}", file=sys.stderr)
     summary = Summary.of(plan)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from pure.errors import PureError
 
@@ -36,6 +36,9 @@ IMAGE_SUFFIXES = frozenset(
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 ORIENTATION_TAG = 0x0112
+OUTPUT_MARK = "pure (PURE restoration)"
+"""Written into every image pure writes (PNG ``Software`` text, JPEG comment), so that an output whose
+sidecar is missing (an interrupted run) is still known as an output, never taken for a user's photo."""
 
 
 class ImageReadError(PureError, ValueError):
@@ -112,6 +115,29 @@ def scan_folder(
         else:
             skipped.append(path)
     return Scan(images, skipped, subfolders)
+
+
+def save_marked(image: Image.Image, path: str | Path, jpeg: bool, **options) -> None:
+    """Save ``image`` as JPEG or PNG at ``path`` with :data:`OUTPUT_MARK` in its metadata."""
+    if jpeg:
+        image.save(path, format="JPEG", comment=OUTPUT_MARK, **options)
+    else:
+        text = PngImagePlugin.PngInfo()
+        text.add_text("Software", OUTPUT_MARK)
+        image.save(path, format="PNG", pnginfo=text, **options)
+
+
+def is_marked(path: str | Path) -> bool:
+    """Whether ``path`` is an image that pure wrote (:data:`OUTPUT_MARK`); False for anything unreadable."""
+    try:
+        _check_regular(path)
+        with Image.open(path) as opened:
+            mark = opened.info.get("Software") or opened.info.get("comment") or ""
+    except (OSError, ValueError, ImageReadError, Image.DecompressionBombError):
+        return False
+    if isinstance(mark, bytes):
+        mark = mark.decode("latin-1")
+    return mark == OUTPUT_MARK
 
 
 def _check_regular(path: str | Path) -> None:

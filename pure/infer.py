@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from pure.config import InferConfig
 from pure.files import write_atomic, write_text_atomic
-from pure.images import read_image, srgb_profile
+from pure.images import read_image, save_marked, srgb_profile
 from pure.plan import Job, Plan
 from pure.restoration import Restoration
 from pure.sampling import ENTROPY_CEILING
@@ -80,12 +80,12 @@ def save_outputs(result: Restoration, job: Job, sidecar: dict, icc_profile: byte
     options = {"quality": 95} if jpeg else {}
     if icc_profile:
         options["icc_profile"] = icc_profile
-    write_atomic(job.image, lambda p: image.save(p, format="JPEG" if jpeg else "PNG", **options))
+    write_atomic(job.image, lambda p: save_marked(image, p, jpeg, **options))
     write_text_atomic(job.sidecar, json.dumps(sidecar, indent=2))
     if job.entropy is not None and result.entropy_map is not None:
         values = np.clip(result.entropy_map / ENTROPY_CEILING, 0, 1) * 255
         heat = Image.fromarray(values.astype(np.uint8), "L")
-        write_atomic(job.entropy, lambda p: heat.save(p, format="PNG"))
+        write_atomic(job.entropy, lambda p: save_marked(heat, p, jpeg=False))
 
 
 def run_info(cfg: InferConfig) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pure.errors import PureError
-from pure.images import IMAGE_SUFFIXES, ImageReadError, read_header, scan_folder
+from pure.images import IMAGE_SUFFIXES, ImageReadError, is_image_name, is_marked, read_header, scan_folder
 
 ENTROPY_FOLDER = "entropy"
 """Subfolder of the output folder that holds the entropy maps."""
@@ -60,6 +60,8 @@ class Plan:
     previous_outputs: list[Path] = field(default_factory=list)
     """Images of the input folder that another input there would write (a previous run into the same
     folder, with ``--suffix``): not restored again, so a rerun does not restore its own outputs."""
+    output_not_searched: bool = False
+    """The output folder lies inside the input folder and holds images: they were not searched."""
 
 
 def check_output_folder(output: Path) -> None:
@@ -107,6 +109,17 @@ def _job(source: Path, output: Path, stem: str, extension: str, entropy: bool) -
     )
 
 
+def _is_output(image: Path, job: Job) -> bool:
+    """Whether ``image`` (an existing output of ``job``) is pure's: its sidecar exists or it has the mark."""
+    return job.sidecar.exists() or is_marked(image)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (links resolved)."""
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return path == folder or folder in path.parents
+
+
 def _key(path: Path) -> str:
     """Collision key: the same file through symbolic links and on case-insensitive file systems too."""
     return os.path.normcase(os.path.realpath(path)).casefold()
@@ -131,6 +144,12 @@ def plan_outputs(
     and fails that input otherwise. Raises :class:`PlanError` when the run cannot start: a missing input,
     no images, a suffix with a path separator, an unwritable output folder, outputs that collide, an
     output that would replace an input, or the input folder as the output folder without a suffix.
+
+    Where the output and input folders overlap (one inside the other), an existing file is replaced only
+    when it is pure's: its sidecar is beside it or it carries :data:`pure.images.OUTPUT_MARK` (so an
+    output whose sidecar an interrupted run never wrote is still known). Anything else there is the
+    user's, and refused whatever ``existing`` says. The output folder and its ``entropy`` subfolder are
+    never searched for inputs.
     """
     if existing not in ("fail", "skip", "overwrite"):
         raise ValueError(f"existing must be fail, skip or overwrite, got {existing!r}")
@@ -142,7 +161,7 @@ def plan_outputs(
         root, files, not_images, unsearched = source.parent, [source], [], []
     elif source.is_dir():
         root = source
-        scan = scan_folder(source, recursive, exclude=(output,))
+        scan = scan_folder(source, recursive, exclude=(output, output / ENTROPY_FOLDER))
         files, not_images, unsearched = scan.images, scan.skipped, scan.subfolders
         if not files:
             raise PlanError(_no_images(source, scan.skipped, scan.subfolders))
@@ -150,6 +169,12 @@ def plan_outputs(
         raise PlanError(f"input {source} does not exist")
     check_output_folder(output)
     plan = Plan(output, not_images=not_images, unsearched=unsearched)
+    plan.output_not_searched = (
+        source.is_dir()
+        and _key(output) != _key(source)
+        and _inside(output, source)
+        and any(is_image_name(p) for p in output.iterdir())
+    )
     headers = {}
     for path in files:
         try:
@@ -194,23 +219,38 @@ def plan_outputs(
             f"restoring into the input folder ({output}) needs a --suffix (e.g. --suffix x4), so that "
             "outputs and inputs never mix; or pass another -o"
         )
-    # An image that another input here writes, with that input's sidecar beside it, is an earlier run's
-    # output (a rerun into the input folder): not restored again. Without the sidecar it is the user's.
+    # An image that another input here writes is an earlier run's output (a rerun into the input folder)
+    # when it is pure's (its sidecar beside it, or pure's mark inside): not restored again. Else it is
+    # the user's, and never replaced.
     planned = {_key(out): job for job in jobs.values() for out in (job.image, job.entropy) if out is not None}
     plan.previous_outputs = [
         path
         for path in jobs
-        if (owner := planned.get(_key(path))) is not None and owner.source != path and owner.sidecar.exists()
+        if (owner := planned.get(_key(path))) is not None and owner.source != path and _is_output(path, owner)
     ]
     for path in plan.previous_outputs:
         del jobs[path]
+    other = "another --suffix" if suffix else "a --suffix"
     inputs = {_key(path) for path in jobs}
     replacing = [(job.source, out) for job in jobs.values() for out in job.outputs() if _key(out) in inputs]
     if replacing:
         source_path, out = replacing[0]
         raise PlanError(
-            f"the output {out} of {source_path} would replace an input; pass another -o or a --suffix"
+            f"the output {out} of {source_path} would replace an input; pass another -o or {other}"
         )
+    if _inside(output, root) or _inside(root, output):  # the input's own folders: only pure's files go
+        originals = [
+            (job.source, out)
+            for job in jobs.values()
+            for out in (job.image, job.entropy)
+            if out is not None and out.is_file() and not _is_output(out, job)
+        ]
+        if originals:
+            source_path, out = originals[0]
+            raise PlanError(
+                f"the output {out} of {source_path} would replace {out.name}, which pure did not write (no "
+                f"sidecar, no pure mark); pass another -o or {other}"
+            )
     folders = [out for job in jobs.values() for out in job.outputs() if out.is_dir()]
     if folders:
         raise PlanError(f"an output would replace the folder {folders[0]}; move it or pass another -o")

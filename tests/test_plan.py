@@ -17,6 +17,7 @@ from PIL import Image, ImageCms
 
 import pure.pipeline
 from pure.cli import benchmark_main, infer_main
+from pure.images import is_marked
 from pure.plan import PlanError, plan_outputs
 from pure.restoration import Restoration
 from tests.icc import adobe_rgb_profile, adobe_to_srgb, png_rgba16
@@ -478,3 +479,65 @@ def test_a_folder_in_an_outputs_place_is_refused_up_front(tmp_path, capsys, stan
     (tmp_path / "out" / "a.png").mkdir(parents=True)
     code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--overwrite")
     assert code == 2 and "would replace the folder" in stderr and stand_in.loads == 0
+
+
+def test_an_original_beside_one_input_or_in_an_output_subfolder_is_kept(tmp_path, capsys, stand_in):
+    """The user's own a_x1.png beside a.png, or y2023/a.png when -o is the input's subfolder y2023: no
+    sidecar and no pure mark, so not pure's. Refused with every flag (never the advice --overwrite)."""
+    single = tmp_path / "single"
+    _image(single / "a.png")
+    original = _image(single / "a_x1.png", colour=(1, 2, 3)).read_bytes()
+    for flags in ([], ["--overwrite"], ["--skip-existing"]):
+        code, _, stderr = _run(
+            capsys, "-i", str(single / "a.png"), "-o", str(single), "--suffix", "x1", *flags
+        )
+        assert code == 2 and "which pure did not write" in stderr and "another --suffix" in stderr, flags
+        assert "--overwrite" not in stderr
+    assert (single / "a_x1.png").read_bytes() == original
+    tree = tmp_path / "tree"
+    _image(tree / "a.png")
+    kept = _image(tree / "y2023" / "a.png", colour=(4, 5, 6)).read_bytes()
+    _image(tree / "y2023" / "other.png")
+    code, _, stderr = _run(capsys, "-i", str(tree), "-r", "-o", str(tree / "y2023"), "--overwrite")
+    assert code == 2 and "which pure did not write" in stderr
+    assert (tree / "y2023" / "a.png").read_bytes() == kept
+
+
+def test_the_output_subfolder_left_out_of_the_search_is_named(tmp_path, capsys, stand_in):
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "sr" / "old.png")
+    code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-r", "-o", str(tmp_path / "in" / "sr"))
+    assert code == 0 and "did not search the output folder" in stderr
+    assert "sr/a.png" in _files(tmp_path / "in")
+    assert plan_outputs(tmp_path / "in", tmp_path / "out").output_not_searched is False
+
+
+def test_an_interrupted_output_without_its_sidecar_is_still_pure_s(tmp_path, capsys, stand_in):
+    """Killed between the image and its sidecar: the image carries pure's mark, so an in-place rerun
+    restores that input again instead of calling the image the user's."""
+    _image(tmp_path / "a.png")
+    _image(tmp_path / "b.png")
+    code, _, _ = _run(capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x1")
+    assert code == 0 and is_marked(tmp_path / "a_x1.png")
+    (tmp_path / "a_x1.json").unlink()
+    code, stdout, stderr = _run(
+        capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x1", "--skip-existing"
+    )
+    assert code == 0, stderr
+    assert "1 restored, 1 skipped" in stdout
+    assert (tmp_path / "a_x1.json").exists() and "a_x1_x1.png" not in _files(tmp_path)
+
+
+def test_a_recursive_rerun_in_place_never_takes_the_entropy_maps_for_inputs(tmp_path, capsys, stand_in):
+    _image(tmp_path / "a.png")
+    _image(tmp_path / "sub" / "b.png")
+    args = ["-i", str(tmp_path), "-o", str(tmp_path), "-r", "--suffix", "x1"]
+    code, _, _ = _run(capsys, *args, "--save-entropy-map")
+    assert code == 0 and (tmp_path / "entropy" / "a_x1.png").exists()
+    code, _, stderr = _run(capsys, *args, "--skip-existing")
+    assert code == 0, stderr
+    assert not [name for name in _files(tmp_path) if "_x1_x1" in name]
+    code, _, stderr = _run(
+        capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x1", "--skip-existing"
+    )
+    assert "entropy" not in stderr

@@ -47,7 +47,8 @@ def run_benchmark(
 ) -> tuple[Evaluation, dict[str, Path]]:
     """Super-resolve ``root/name/lr`` into ``run/sr`` with ``infer(lr_dir, sr_dir)`` (in-process; it
     returns an exit code), then evaluate ``run/sr`` against ``root/name/hr`` and write
-    ``run/metrics.json`` and ``run/per_image.csv``. Without ``infer`` an existing ``run/sr`` is scored.
+    ``run/metrics.json`` and ``run/per_image.csv`` (not when no metric could run: earlier results stay).
+    Without ``infer`` an existing ``run/sr`` is scored.
 
     ``evaluate_kwargs`` go to :func:`evaluate_folders`.
     """
@@ -60,6 +61,8 @@ def run_benchmark(
                 f"inference of {paths['lr']} into {paths['sr']} failed (exit {code}); see above"
             )
     evaluation = evaluate_folders(paths["sr"], paths["hr"], name=name, **evaluate_kwargs)
+    if not evaluation.mean:  # no metric ran: an earlier run's results stay
+        return evaluation, paths
     write_json(evaluation, paths["json"], {"sr": str(paths["sr"]), "gt": str(paths["hr"])})
     write_csv(evaluation, paths["csv"])
     return evaluation, paths

@@ -459,12 +459,13 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _finish(evaluation: Evaluation, written: Sequence[Path], named: bool = False) -> int:
-    """The exit code: 1 when no metric ran, or when a metric asked for by name (``named``: --metrics was
-    given) could not run; 0 otherwise (the default list skips what is unavailable)."""
-    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
+    """The exit code: 1 when no metric ran (then nothing was written, earlier results stay), or when a
+    metric asked for by name (``named``: --metrics was given) could not run; 0 otherwise (the default
+    list skips what is unavailable)."""
     if not evaluation.mean:
-        print("error: no metric could run (see above)", file=sys.stderr)
+        print("error: no metric could run (see above); nothing written", file=sys.stderr)
         return 1
+    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
     if named and evaluation.unavailable:
         names = ", ".join(evaluation.unavailable)
         print(f"error: asked for but not run: {names} (see above)", file=sys.stderr)
@@ -503,6 +504,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pure.images import IMAGE_SUFFIXES
     from pure.metrics import evaluate_folders, weights_report
     from pure.pairing import EvaluationError
     from pure.reports import load_rows, report, write_csv, write_json
@@ -516,15 +518,16 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     json_path, csv_path = Path(args.json or out / "metrics.json"), Path(args.csv or out / "per_image.csv")
     if json_path.resolve() == csv_path.resolve():
         raise EvaluationError(f"--json and --csv are the same file ({json_path}); give each its own")
-    for path in (json_path, csv_path):  # before scoring, which can take minutes
+    for flag, path in (("--json", json_path), ("--csv", csv_path)):  # before scoring (it can take minutes)
         if path.is_dir():
             raise EvaluationError(f"{path} is a folder; pass --json FILE --csv FILE")
+        if path.suffix.lower() in IMAGE_SUFFIXES:  # e.g. an image being scored: never replaced by a table
+            raise EvaluationError(f"{flag} {path} names an image file; pass a {flag[1:]} file name")
     compare = [row for path in args.compare for row in load_rows(path)]
     evaluation = evaluate_folders(args.sr, args.gt, name=args.name, **_evaluate_kwargs(args))
     print(report(evaluation, compare))
     if not evaluation.mean:
-        print("error: no metric could run (see above); nothing written", file=sys.stderr)
-        return 1
+        return _finish(evaluation, [])
     try:
         write_json(evaluation, json_path, {"sr": args.sr, "gt": args.gt})
         write_csv(evaluation, csv_path)
@@ -562,7 +565,8 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     from pure.reports import load_rows, report
 
     def infer(lr: Path, sr: Path) -> int:
-        return run_inference(infer_parser().parse_args(["-i", str(lr), "-o", str(sr), *infer_args]))
+        quiet = ["--no-progress"] if args.no_progress else []  # one flag hides both stages' bars
+        return run_inference(infer_parser().parse_args(["-i", str(lr), "-o", str(sr), *quiet, *infer_args]))
 
     try:
         compare = [row for path in args.compare for row in load_rows(path)]

@@ -321,6 +321,15 @@ SSIM_WINDOW = 11
 """Side of SSIM's Gaussian window in pixels (pyiqa, as the original SSIM): the smallest image it scores."""
 
 
+def _smaller_than_ssim_window(pairs) -> str | None:
+    """Why SSIM cannot score these pairs (pyiqa's 11 px Gaussian window fails inside it), or None."""
+    for sr, _ in pairs:
+        width, height = read_header(sr).size
+        if min(width, height) < SSIM_WINDOW:
+            return f"{sr}: {width}x{height} px is smaller than SSIM's {SSIM_WINDOW} px window"
+    return None
+
+
 def evaluate_folders(
     sr_dir: str | Path,
     gt_dir: str | Path | None = None,
@@ -335,21 +344,21 @@ def evaluate_folders(
     """Score the SR images in ``sr_dir`` (against same-named GT images in ``gt_dir``, if given).
 
     Per-image metrics run in batches of up to ``batch_size`` same-size images on ``device``.
-    Metrics that cannot run (missing weights) are listed in ``Evaluation.unavailable``.
+    Metrics that cannot run (missing weights; SSIM on an image under :data:`SSIM_WINDOW` px unless
+    ``metrics`` names it, which raises :class:`EvaluationError`) are listed in ``Evaluation.unavailable``.
     """
     from tqdm import tqdm
 
     names = select_metrics(metrics, gt_dir is not None)
     pairing = pair_images(Path(sr_dir), None if gt_dir is None else Path(gt_dir), sr_name)
-    if "ssim" in names:  # pyiqa's SSIM slides an 11 px Gaussian window: smaller images fail inside it
-        for sr, _ in pairing.pairs:
-            width, height = read_header(sr).size
-            if min(width, height) < SSIM_WINDOW:
-                raise EvaluationError(
-                    f"{sr}: {width}x{height} px is smaller than SSIM's {SSIM_WINDOW} px window; "
-                    "leave ssim out (e.g. --metrics psnr)"
-                )
-    models, unavailable = create_metrics(names, device, download)
+    too_small = _smaller_than_ssim_window(pairing.pairs) if "ssim" in names else None
+    if too_small and metrics is not None and "ssim" in metrics:  # named: the user must choose
+        raise EvaluationError(f"{too_small}; leave ssim out (e.g. --metrics psnr)")
+    models, unavailable = create_metrics(
+        [m for m in names if not (m == "ssim" and too_small)], device, download
+    )
+    if too_small:  # in the default list or 'all': skipped like any metric that cannot run
+        unavailable["ssim"] = too_small
     per_image = {m: model for m, model in models.items() if METRICS[m].reference != "set"}
     scores: dict[str, list[float]] = {m: [] for m in per_image}
     with tqdm(total=len(pairing.pairs), desc="metrics", unit="img", disable=not progress) as bar:

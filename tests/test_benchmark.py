@@ -34,7 +34,7 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tm
     calls = []
 
     def fake_run_inference(args):
-        calls.append((args.input, args.output, args.config, args.overrides))
+        calls.append((args.input, args.output, args.config, args.overrides, args.no_progress))
         return 0
 
     monkeypatch.setattr(pure.cli, "run_inference", fake_run_inference)
@@ -46,7 +46,13 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tm
     argv = ["realsr", "--root", str(tmp_path), "--config", "c.yaml", "--metrics", "psnr", "sampling.top_k=1"]
     assert benchmark_main([*argv, "--run", str(run), "--no-progress"]) == 0
     lr = str(tmp_path / "realsr" / "lr")
-    assert calls == [(lr, str(run / "sr"), "c.yaml", ["sampling.top_k=1"])]
+    assert calls == [
+        (lr, str(run / "sr"), "c.yaml", ["sampling.top_k=1"], True)
+    ]  # --no-progress: both stages
+    scored = (run / "metrics.json").read_text()
+    again = ["realsr", "--root", str(tmp_path), "--run", str(run), "--skip-inference", "--no-progress"]
+    assert benchmark_main([*again, "--metrics", "niqe"]) == 1  # no weights here: no metric runs
+    assert (run / "metrics.json").read_text() == scored  # the earlier results stay
 
 
 def test_benchmark_chains_inference_and_evaluation(tmp_path):

@@ -259,6 +259,9 @@ def test_ssim_on_an_image_smaller_than_its_window_is_one_line(tmp_path):
         Image.new("RGB", (8, 8), (90, 90, 90)).save(tmp_path / folder / "tiny.png")
     with pytest.raises(P.EvaluationError, match=r"tiny.png: 8x8 px is smaller than SSIM's 11 px window"):
         M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["psnr", "ssim"], progress=False)
+    evaluation = M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", progress=False)  # the default list:
+    assert "psnr" in evaluation.mean and "ssim" not in evaluation.mean  # SSIM skipped, PSNR scored
+    assert "smaller than SSIM's 11 px window" in evaluation.unavailable["ssim"]
 
 
 def test_json_and_csv_on_one_path_are_refused_before_scoring(tmp_path, capsys):
@@ -269,6 +272,9 @@ def test_json_and_csv_on_one_path_are_refused_before_scoring(tmp_path, capsys):
     argv = ["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt"), "--metrics", "psnr", "--no-progress"]
     assert evaluate_main([*argv, "--json", same, "--csv", same]) == 2
     assert "the same file" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
+    image = tmp_path / "sr" / "a.png"
+    assert evaluate_main([*argv, "--json", str(image)]) == 2  # never a table written over a scored image
+    assert "names an image file" in capsys.readouterr().err and Image.open(image).size == (16, 16)
 
 
 def test_a_metric_asked_for_by_name_that_cannot_run_fails_the_run(tmp_path, capsys, monkeypatch):

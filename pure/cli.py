@@ -842,8 +842,9 @@ def _serve_app(args: argparse.Namespace) -> int:
         return 2
     from pure.demo import Models, serve
     from pure.download import locate
-    from pure.pipeline import Restorer
+    from pure.pipeline import Restorer, check_answer_budget
 
+    check_answer_budget(cfg.sampling, cfg.restore)  # before the models load
     located = locate(cfg, cfg.models)
     models = Models(located, Restorer.from_config(located), Restorer.from_config)
     output = Path(args.output) if args.output else None

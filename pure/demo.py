@@ -15,6 +15,7 @@ import dataclasses
 import gc
 import json
 import logging
+import shutil
 import signal
 import tempfile
 import threading
@@ -30,11 +31,12 @@ from pure.config import BackboneConfig, InferConfig, RestoreConfig, SamplingConf
 from pure.errors import PureError
 from pure.images import read_header, read_image
 from pure.infer import restore_plan, run_info
+from pure.pipeline import check_answer_budget
 from pure.plan import plan_outputs
 from pure.restoration import Restoration
 from pure.sampling import ENTROPY_CEILING
-from pure.sequence import block_length
-from pure.vocab import CODE_PX, GRID_PX
+from pure.sequence import answer_length, largest_tile
+from pure.vocab import GRID_PX
 
 MAX_UPLOAD = "50mb"
 """Largest file the page accepts; Gradio refuses bigger uploads before they reach a job."""
@@ -119,7 +121,8 @@ def job_settings(cfg: InferConfig, job: JobSettings) -> tuple[SamplingConfig, Re
     """Copies of ``cfg.sampling`` and ``cfg.restore`` with the page's values, checked like a config file's.
 
     Raises:
-        ConfigError: a value outside its choices or below its minimum (``restore.tile=16: ...``).
+        ConfigError: a value outside its choices or below its minimum (``restore.tile=16: ...``), or a
+            tile whose answer cannot fit in ``sampling.max_new_tokens``.
         DemoError: a tile that is not a multiple of 32 px or not larger than ``restore.tile_overlap``.
     """
     sampling = dataclasses.replace(
@@ -140,6 +143,7 @@ def job_settings(cfg: InferConfig, job: JobSettings) -> tuple[SamplingConfig, Re
         )
     check_fields(sampling, "sampling.")
     check_fields(restore, "restore.")
+    check_answer_budget(sampling, restore)
     return sampling, restore
 
 
@@ -171,9 +175,8 @@ class JobProgress:
     """
 
     def __init__(self, report: Callable[[float, str], object], restore: RestoreConfig) -> None:
-        side = restore.tile // CODE_PX
         self.report = report
-        self.answer_bound = restore.max_text_tokens + block_length(side, side)
+        self.answer_bound = answer_length(restore.tile, restore.max_text_tokens)
         self.tiles = self.done = self.batch = self.batch_tokens = self.tokens = 0
 
     def on_batch(self, first: int, size: int, tiles: int) -> None:
@@ -282,15 +285,19 @@ def restore_upload(
     width, height = check_upload(path, max_side)
     sampling, restore = job_settings(models.cfg, job)
     folder = Path(tempfile.mkdtemp(prefix=f"{path.stem[:40]}-", dir=output))
-    plan = plan_outputs(path, folder, ext="png", entropy=job.entropy_map)
-    if plan.failed:
-        raise DemoError(plan.failed[0].replace(str(path), path.name))
-    base = models.restorer(job.quantize)
-    progress = JobProgress(report, restore)
-    restorer = ReportingRestorer(base, sampling, restore, progress)
-    summary = restore_plan(plan, restorer, run_info(models.cfg), progress=False)
-    if summary.failed:
-        raise DemoError(summary.failed[0].replace(str(path), path.name))
+    try:
+        plan = plan_outputs(path, folder, ext="png", entropy=job.entropy_map)
+        if plan.failed:
+            raise DemoError(plan.failed[0].replace(str(path), path.name))
+        base = models.restorer(job.quantize)
+        progress = JobProgress(report, restore)
+        restorer = ReportingRestorer(base, sampling, restore, progress)
+        summary = restore_plan(plan, restorer, run_info(models.cfg), progress=False)
+        if summary.failed:
+            raise DemoError(summary.failed[0].replace(str(path), path.name))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # this job's own folder: no empty or partial results left
+        raise
     written = plan.jobs[0]
     sidecar = json.loads(written.sidecar.read_text())
     with Image.open(written.image) as restored:
@@ -466,7 +473,7 @@ def _settings(gr, cfg: InferConfig) -> list:
             outscale = gr.Slider(1, max(8, restore.outscale), value=restore.outscale, step=0.5, label="Scale")
             tile = gr.Slider(
                 low,
-                max(1024, restore.tile),
+                max(low, largest_tile(sampling.max_new_tokens, restore.max_text_tokens)),  # whose answer fits
                 value=restore.tile,
                 step=GRID_PX,
                 label="Tile size (px)",

@@ -41,7 +41,7 @@ from pure.model import (
 )
 from pure.quantize import check_adapter
 from pure.restoration import STAGES, Restoration
-from pure.sequence import TextTokenizer, block_length, conversation, split_answer
+from pure.sequence import TextTokenizer, answer_length, block_length, conversation, largest_tile, split_answer
 from pure.speculative import generate_speculative
 from pure.tiling import Box, TileBlender, output_size, pad_to, padded_size, tile_boxes
 from pure.vocab import CODE_PX, GRID_PX, Vocab
@@ -81,15 +81,19 @@ class StageClock:
 
 
 def check_answer_budget(sampling: SamplingConfig, restore: RestoreConfig) -> None:
-    """Refuse a ``sampling.max_new_tokens`` too small for one tile's image block (SPEC section 2: start,
-    two size tokens, ``n`` rows of ``n`` codes and an end-of-row, end; ``n = tile / 8``): no answer
-    could hold a complete image. Raises :class:`ConfigError`."""
-    side = restore.tile // 8
-    needed = block_length(side, side)
+    """Refuse a ``sampling.max_new_tokens`` too small for one tile's whole answer: up to
+    ``restore.max_text_tokens`` of text, then the image block (SPEC section 2: start, two size tokens,
+    ``n`` rows of ``n`` codes and an end-of-row, end; ``n = tile / 8``), so that no answer can end before
+    its image is complete. Raises :class:`ConfigError`."""
+    needed = answer_length(restore.tile, restore.max_text_tokens)
     if sampling.max_new_tokens < needed:
+        side = restore.tile // CODE_PX
+        largest = largest_tile(sampling.max_new_tokens, restore.max_text_tokens)
+        lower = f"restore.tile={largest} or less" if largest else "restore.max_text_tokens"
         raise ConfigError(
-            f"sampling.max_new_tokens={sampling.max_new_tokens}: a {restore.tile} px tile's image alone is "
-            f"{needed} tokens; raise it (default 8192) or lower restore.tile"
+            f"sampling.max_new_tokens={sampling.max_new_tokens}: a {restore.tile} px tile's answer can take "
+            f"{needed} tokens (up to restore.max_text_tokens={restore.max_text_tokens} of text, then its "
+            f"{block_length(side, side)}-token image); raise it (default 8192) or pass {lower}"
         )
 
 

@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 
 from pure.errors import PureError
-from pure.vocab import CODES_PER_GRID, Vocab
+from pure.vocab import CODE_PX, CODES_PER_GRID, GRID_PX, Vocab
 
 INSTRUCTION = (
     "Perceive the degradation level, understand the image content, and restore the high-quality image. "
@@ -40,6 +40,22 @@ class LayoutError(PureError, ValueError):
 def block_length(h: int, w: int) -> int:
     """Tokens in the block of an ``h x w`` latent grid: 4 + h * (w + 1) (4164 for 64 x 64)."""
     return 4 + h * (w + 1)
+
+
+def answer_length(tile: int, max_text_tokens: int) -> int:
+    """The most tokens one ``tile`` px tile's answer can take: up to ``max_text_tokens`` of text (after which
+    generation opens the image), then the tile's image block (``tile / 8`` codes a side). 4676 for a 512 px
+    tile with 512 text tokens."""
+    side = tile // CODE_PX
+    return max_text_tokens + block_length(side, side)
+
+
+def largest_tile(max_new_tokens: int, max_text_tokens: int) -> int:
+    """The largest tile (a multiple of 32 px) whose whole answer fits in ``max_new_tokens``; 0 if none."""
+    tile = 0
+    while answer_length(tile + GRID_PX, max_text_tokens) <= max_new_tokens:
+        tile += GRID_PX
+    return tile
 
 
 def image_block(codes: torch.Tensor, vocab: Vocab) -> torch.Tensor:

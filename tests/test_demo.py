@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -29,6 +30,7 @@ from pure.demo import (
     quantize_choices,
     restore_upload,
 )
+from pure.errors import PureError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -91,6 +93,25 @@ def test_job_settings_are_checked_copies():
         job_settings(cfg, settings(kv_cache="fp8"))
     with pytest.raises(ConfigError, match=r"sampling.temperature=0.0: must be at least"):
         job_settings(cfg, settings(temperature=0))
+    tight = load_config(InferConfig, TINY, [*SMALL, "sampling.max_new_tokens=600"])  # 160 px: 16 + 4 + 20 * 21
+    assert job_settings(tight, settings(tile=160))[1].tile == 160
+    with pytest.raises(
+        ConfigError, match=r"a 192 px tile's answer can take 620 tokens .*restore.tile=160 or less"
+    ):
+        job_settings(tight, settings(tile=192))  # refused at once, not after generating 600 tokens
+
+
+def test_a_failed_job_leaves_no_folder(small_input: Path, tmp_path: Path):
+    """A job that fails (here: its model cannot load) leaves nothing in --output, not even its folder."""
+
+    def broken(quantize):
+        raise PureError("the backbone cannot load")
+
+    models = SimpleNamespace(cfg=load_config(InferConfig, TINY, SMALL), restorer=broken)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(PureError, match="cannot load"):
+        restore_upload(small_input, settings(), models, tmp_path / "out", 64)
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_an_input_over_the_limit_is_one_line_naming_the_file_and_the_flag(small_input: Path, tmp_path: Path):
@@ -183,6 +204,9 @@ def test_app_refuses_bad_settings_in_one_line(capsys):
     assert app_main(["--config", TINY, "restore.color_fix=sharpen"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "restore.color_fix" in err
+    assert app_main(["--config", TINY, "sampling.max_new_tokens=10"]) == 2  # before any model loads
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sampling.max_new_tokens=10" in err
 
 
 # ---------------------------------------------------------------------------- one job, tiny models

@@ -466,11 +466,24 @@ def test_threads_must_be_positive(tmp_path, capsys):
 
 
 def test_an_answer_budget_too_small_for_one_tile_is_refused_before_loading(tmp_path, capsys):
+    """The budget counts the text too: 24 tokens hold a 32 px tile's 24-token image but not its text."""
     _image(tmp_path / "in" / "a.png")
+    for budget, needed in ((24, 40), (39, 40)):  # tile 32: 24-token image; tiny.yaml: 16 text tokens
+        code, _, stderr = _run(
+            capsys,
+            "-i",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out"),
+            f"sampling.max_new_tokens={budget}",
+            "restore.tile=32",
+            "restore.tile_overlap=0",
+        )
+        assert code == 2 and f"can take {needed} tokens" in stderr
     code, _, stderr = _run(
         capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "sampling.max_new_tokens=5"
     )
-    assert code == 2 and "sampling.max_new_tokens=5" in stderr and "image alone is" in stderr
+    assert code == 2 and "sampling.max_new_tokens=5" in stderr and "answer can take" in stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -147,7 +147,9 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(checkpoint / "adapter")).merge_and_unload()
-    return save_model_folder(model.state_dict(), source_config(cfg.backbone), tokenizer, Path(output))
+    folder = save_model_folder(model.state_dict(), source_config(cfg.backbone), tokenizer, Path(output))
+    give_plain_modes(folder)  # a folder to share and pass to --model: readable like any plain write
+    return folder
 
 
 def save_checkpoint(

@@ -96,14 +96,22 @@ saved data position counts batches) and what the weights are."""
 
 def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
     """Refuse to resume ``checkpoint`` with other :data:`RESUME_FIXED` settings than it was saved with
-    (its ``config.yaml``): the data position would point elsewhere and the resume would not be exact."""
+    (its ``config.yaml``): the data position would point elsewhere and the resume would not be exact.
+    Raises :class:`ConfigError` for changed settings, :class:`CheckpointError` for an unreadable file."""
     saved = checkpoint / "config.yaml"
     if not saved.is_file():
         return
     try:
         old = OmegaConf.to_container(OmegaConf.load(saved))
-    except Exception:  # noqa: BLE001 - damaged: load_state says what is wrong with it
-        return
+        if not isinstance(old, dict):
+            raise ValueError("not a mapping of settings")
+    except Exception as err:  # noqa: BLE001 - OmegaConf and YAML raise many types
+        reason = " ".join(str(err).split())[:200]
+        raise CheckpointError(
+            f"cannot read {saved} ({type(err).__name__}: {reason}), so resuming {checkpoint} cannot be "
+            "checked against this run's settings; if it is damaged, delete that checkpoint folder to resume "
+            "from the one before, or set resume=none to start anew"
+        ) from err
     changed = [
         f"{key}={old[key]} (now {getattr(cfg, key)})"
         for key in RESUME_FIXED
@@ -364,7 +372,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
             reason = " ".join(str(err).split())[:300]
             raise CheckpointError(
                 f"cannot resume from {resume} ({type(err).__name__}: {reason}); if its settings differ from "
-                f"this run's, resume with those of {resume.parent / 'config.yaml'}; if it is damaged, delete "
+                f"this run's, resume with those of {resume / 'config.yaml'}; if it is damaged, delete "
                 "that checkpoint folder to resume from the one before, or set resume=none to start anew"
             ) from err
         accelerator.print(f"resumed from {resume} at step {step}")

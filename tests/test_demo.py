@@ -93,7 +93,9 @@ def test_job_settings_are_checked_copies():
         job_settings(cfg, settings(kv_cache="fp8"))
     with pytest.raises(ConfigError, match=r"sampling.temperature=0.0: must be at least"):
         job_settings(cfg, settings(temperature=0))
-    tight = load_config(InferConfig, TINY, [*SMALL, "sampling.max_new_tokens=600"])  # 160 px: 16 + 4 + 20 * 21
+    tight = load_config(
+        InferConfig, TINY, [*SMALL, "sampling.max_new_tokens=600"]
+    )  # 160 px: 16 + 4 + 20 * 21
     assert job_settings(tight, settings(tile=160))[1].tile == 160
     with pytest.raises(
         ConfigError, match=r"a 192 px tile's answer can take 620 tokens .*restore.tile=160 or less"

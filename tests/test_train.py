@@ -19,7 +19,7 @@ from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config, to_yaml
 from pure.data.datasets import DataError, ShardDataset, collate
 from pure.files import plain_mode
-from pure.model import backbone_folder, load_backbone
+from pure.model import CheckpointError, backbone_folder, load_backbone
 from pure.sequence import IGNORE_INDEX
 from pure.tiny import (
     SECOND_IMAGE_ID,
@@ -177,6 +177,8 @@ def test_lora_trains_only_adapters_and_image_rows(tmp_path, hq_folder):
     assert all("lora_" in k or "trainable_tokens_delta" in k for k in saved)
 
     assert merge_main([str(last), str(tmp_path / "merged"), "--dtype", "float32"]) == 0
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "merged").iterdir() if p.is_file()}
+    assert set(modes.values()) == {plain_mode()}, modes  # the weights too (safetensors writes 0o600)
     base = load_backbone(str(folder), dtype=torch.float32).state_dict()
     merged = load_backbone(str(tmp_path / "merged"), dtype=torch.float32).state_dict()
     assert merged.keys() == base.keys()
@@ -249,6 +251,15 @@ def test_resume_matches_uninterrupted_run(tmp_path, hq_folder):
     a = load_file(str(whole / "checkpoints" / "step-000004" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(cut / "checkpoints" / "step-000004" / "adapter" / "adapter_model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+    damaged = tmp_path / "damaged"  # a damaged checkpoint: the message names its own config.yaml
+    shutil.copytree(cut, damaged)
+    (damaged / "checkpoints" / "step-000004" / "trainer.json").write_text("{")
+    last = damaged / "checkpoints" / "step-000004"
+    with pytest.raises(
+        CheckpointError, match=rf"cannot resume from {last} .*those of {last / 'config.yaml'}"
+    ):
+        train(_cfg(TINY_LORA, damaged, hq_folder, *run, "max_steps=5", "resume=latest"))
 
 
 @pytest.mark.slow
@@ -426,3 +437,7 @@ def test_resuming_with_another_batch_size_is_refused(tmp_path):
         ConfigError, match=rf"saved with batch_size={cfg.batch_size} \(now {cfg.batch_size + 1}\)"
     ):
         check_resumable(checkpoint, other)
+    for damaged in ("batch_size: [", "- a list"):  # unreadable: refused, never resumed unchecked
+        (checkpoint / "config.yaml").write_text(damaged)
+        with pytest.raises(CheckpointError, match=r"cannot read .*config.yaml"):
+            check_resumable(checkpoint, cfg)

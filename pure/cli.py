@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -358,8 +359,12 @@ def literal(value: str | list[str]) -> str:
     non-ASCII kept as is (JSON's ``\\ud83d`` surrogate pairs are not valid YAML) and OmegaConf's
     interpolation ``${`` escaped, so captions and paths are never evaluated."""
 
-    def escaped(v):
-        return v.replace("${", "\\${") if isinstance(v, str) else [escaped(x) for x in v]
+    def escaped(v):  # backslashes right before ${ are escapes too: double them, then escape the ${
+        return (
+            re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", v)
+            if isinstance(v, str)
+            else [escaped(x) for x in v]
+        )
 
     return json.dumps(escaped(value), ensure_ascii=False)
 
@@ -720,7 +725,7 @@ def download_main(argv: list[str] | None = None) -> int:
         "machines without access and pass it to any script as --models DIR (or models=DIR). Without "
         "SOURCE or --config: what scripts/infer.py needs by default (nonwhy/PURE and the VQ tokenizer).",
     )
-    p.add_argument("folder", help="the models folder, e.g. models")
+    p.add_argument("folder", nargs="?", help="the models folder, e.g. models (required)")
     p.add_argument(
         "sources",
         nargs="*",
@@ -735,6 +740,8 @@ def download_main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--list", action="store_true", help="print the equivalent hf download commands and exit")
     args = p.parse_args(argv)
+    if args.folder is None:  # argparse would also call the optional SOURCE required
+        p.error("the following argument is required: folder (where the weights go, e.g. models)")
     return _run(lambda: _download(args))
 
 

@@ -244,15 +244,23 @@ def load_config(
         try:
             cfg = OmegaConf.merge(cfg, part)
         except ConfigKeyError as err:
-            key = getattr(err, "full_key", None) or "?"
+            key = _misfit(OmegaConf.to_container(part), schema, getattr(err, "full_key", None) or "")[0]
             raise ConfigError(
                 f"{origin}: no key {key!r} in {schema.__name__}{_suggest(key, schema)}"
             ) from err
         except OmegaConfBaseException as err:
-            key = getattr(err, "full_key", None) or "?"
+            key, section = _misfit(OmegaConf.to_container(part), schema, getattr(err, "full_key", None) or "")
             reason = str(err).splitlines()[0]
-            if "Incompatible value 'None'" in reason:
-                reason += " (write key='' for an empty text)"
+            if section:  # a value where a group of settings belongs (backbone=tiny)
+                example = _leaves(schema, key)
+                reason = f"{key} is a group of settings ({', '.join(example[:4])}, ...); set one of them"
+                reason += f", e.g. {example[0]}=..."
+            elif "Incompatible value 'None'" in reason:
+                reason += (
+                    " (write key='' for an empty text)"
+                    if _field_type(schema, key) == "str"
+                    else " (a key with nothing after its colon is null: give it a value or delete the line)"
+                )
             raise ConfigError(f"{origin}: bad value for {key!r} in {schema.__name__}: {reason}") from err
     try:
         result = OmegaConf.to_object(cfg)
@@ -287,6 +295,62 @@ ALIASES = {
 typed as keys (only where the schema has the target)."""
 
 
+SCRIPTS = {
+    "InferConfig": "scripts/infer.py",
+    "PrepareConfig": "scripts/prepare_data.py",
+    "TrainConfig": "scripts/train.py",
+}
+"""The script each top-level schema configures (named when a key of one is given to another)."""
+
+
+def _schema_tree(schema: type) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(schema))
+
+
+def _misfit(part: object, schema: type, hint: str) -> tuple[str, bool]:
+    """The dotted key of ``part`` (a YAML file's or an override's settings) that does not fit ``schema``,
+    and whether it is a value given where a group of settings belongs. ``hint``: OmegaConf's key for the
+    error, used when nothing else is found (it names only the section of an unknown nested key)."""
+
+    def walk(given: object, known: dict, prefix: str) -> tuple[str, bool] | None:
+        for name, value in given.items() if isinstance(given, dict) else ():
+            key = prefix + str(name)
+            if name not in known:
+                leaves = [k for k in _dotted_keys(value, key + ".") if not k.endswith(".")]
+                return (leaves[-1] if leaves else key), False
+            if isinstance(known[name], dict) and known[name]:
+                if not isinstance(value, dict):
+                    return key, True
+                found = walk(value, known[name], key + ".")
+                if found:
+                    return found
+        return None
+
+    found = walk(part, _schema_tree(schema), "")
+    if found and (not hint or found[0] == hint or found[0].startswith(hint + ".")):
+        return found
+    return hint or "?", False
+
+
+def _leaves(schema: type, section: str) -> list[str]:
+    """The dotted setting keys inside ``section`` of ``schema``."""
+    every = _dotted_keys(_schema_tree(schema))
+    inside = [k for k in every if k.startswith(section + ".")]
+    return [k for k in inside if not any(other.startswith(k + ".") for other in every)]
+
+
+def _field_type(schema: type, key: str) -> str:
+    """The annotation of the dotted ``key`` in ``schema``, as written (``"int"``, ``"str"``); "" if none."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    head, _, rest = key.partition(".")
+    if head not in fields:
+        return ""
+    kind = typing.get_type_hints(schema).get(head)
+    if rest:
+        return _field_type(kind, rest) if dataclasses.is_dataclass(kind) else ""
+    return getattr(kind, "__name__", str(kind))
+
+
 def _suggest(key: str, schema: type) -> str:
     """``; did you mean ...?`` for an unknown dotted ``key``: a known alias, keys of the schema ending in
     the same name (``lr`` -> ``optim.lr``), then close spellings among all keys; empty when none."""
@@ -299,6 +363,14 @@ def _suggest(key: str, schema: type) -> str:
     found += difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
     close = difflib.get_close_matches(last, {k.rsplit(".", 1)[-1] for k in keys}, n=2, cutoff=0.75)
     found += [k for k in keys if k.rsplit(".", 1)[-1] in close]
+    elsewhere = [
+        script
+        for name, script in SCRIPTS.items()
+        if name != schema.__name__ and key in _dotted_keys(_schema_tree(globals()[name]))
+    ]
+    if elsewhere:  # a setting of another script (restore.tile given to train.py)
+        this = SCRIPTS.get(schema.__name__, schema.__name__)
+        return f"; {key} is a setting of {' and '.join(elsewhere)}, not of {this}"
     unique = list(dict.fromkeys(k for k in found if k != key))[:3]
     return f"; did you mean {' or '.join(unique)}?" if unique else ""
 

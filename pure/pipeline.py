@@ -103,6 +103,11 @@ def check_adapter_folder(adapter: str) -> None:
     if not adapter:
         return
     folder = Path(adapter)
+    if folder.is_dir() and (folder / "adapter" / "adapter_config.json").is_file():
+        raise PureError(
+            f"backbone.adapter={adapter} is a training checkpoint; pass its adapter subfolder: "
+            f"--adapter {folder / 'adapter'}"
+        )
     if folder.is_dir() and not (folder / "adapter_config.json").is_file():
         raise PureError(
             f"backbone.adapter={adapter}: no adapter_config.json in that folder; pass a checkpoint folder "

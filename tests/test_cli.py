@@ -243,7 +243,10 @@ def test_inference_imports_no_metric_library_and_peft_says_nothing():
     assert result.returncode == 0 and result.stdout.strip() == "[]" and result.stderr == ""
 
 
-@pytest.mark.parametrize("caption", ["一只猫 🐱 on a mat", "costs ${price} today", 'he said "hi"\tand left'])
+@pytest.mark.parametrize(
+    "caption",
+    ["一只猫 🐱 on a mat", "costs ${price} today", 'he said "hi"\tand left', "a \\${z} and \\\\${y}\\"],
+)
 def test_free_text_and_paths_reach_the_config_as_typed(caption, capsys):
     """Flags are passed to OmegaConf as key=value strings: emoji (outside the BMP), ${...} and quotes
     must come back exactly, never as a YAML error or an interpolation."""
@@ -271,6 +274,23 @@ def test_download_of_a_config_without_hub_weights_fetches_nothing(tmp_path, fake
     """configs/tiny.yaml names tiny sources only: not the released 14.5 GB model."""
     assert download_main([str(tmp_path), "--config", str(ROOT / "configs" / "tiny.yaml"), "--list"]) == 0
     assert "nothing to download" in capsys.readouterr().out and fake_hub == []
+    with pytest.raises(SystemExit) as exit_:  # no folder: only the folder is called required
+        download_main(["--config", str(ROOT / "configs" / "tiny.yaml")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "required: folder" in err and "SOURCE" not in err
+
+
+def test_an_adapter_flag_given_a_training_checkpoint_names_its_adapter_folder(tmp_path):
+    from pure.errors import PureError
+    from pure.pipeline import check_adapter_folder
+
+    (tmp_path / "step-000004" / "adapter").mkdir(parents=True)
+    (tmp_path / "step-000004" / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(
+        PureError, match=r"is a training checkpoint; pass its adapter subfolder: --adapter .*adapter"
+    ):
+        check_adapter_folder(str(tmp_path / "step-000004"))
+    check_adapter_folder(str(tmp_path / "step-000004" / "adapter"))  # the adapter folder itself is fine
 
 
 def test_a_device_name_torch_does_not_know_is_one_line():

@@ -132,6 +132,13 @@ def test_with_value_sets_a_key_exactly():
         ("TrainConfig", "learning_rate=1e-4", "did you mean optim.lr"),  # transformers' name
         ("TrainConfig", "lora.r=16", "did you mean lora.rank"),  # peft's name
         ("InferConfig", "restore.tiel=256", "did you mean restore.tile"),  # a typo
+        (
+            "TrainConfig",
+            "restore.tile=64",
+            "restore.tile is a setting of scripts/infer.py, not of scripts/train.py",
+        ),
+        ("InferConfig", "max_steps=3", "max_steps is a setting of scripts/train.py"),
+        ("PrepareConfig", "optim.lr=1", "optim.lr is a setting of scripts/train.py"),
     ],
 )
 def test_unknown_keys_suggest_the_setting_meant(schema, override, hint):
@@ -144,3 +151,22 @@ def test_a_bad_value_is_not_called_a_bad_key():
         load_config(config_module.TrainConfig, None, ["optim.lr=fast"])
     with pytest.raises(ConfigError, match=r"write key=''"):
         load_config(config_module.TrainConfig, None, ["data.hq_folder="])
+    with pytest.raises(
+        ConfigError, match=r"bad value for 'data' in TrainConfig: data is a group of settings"
+    ):
+        load_config(config_module.TrainConfig, None, ["data=3"])  # OmegaConf names no key here
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("restore:\n  tile:\n", r"bad value for 'restore.tile'.*nothing after its colon is null"),  # not ''
+        ("restore:\n  caption:\n", r"bad value for 'restore.caption'.*write key=''"),
+        ("restore: [1]\n", r"bad value for 'restore'.*a group of settings \(restore.outscale, restore.tile"),
+        ("backbone: tiny\n", r"bad value for 'backbone'.*e.g. backbone.source="),
+    ],
+)
+def test_a_bad_value_names_its_key_and_the_fix(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(InferConfig, tmp_path / "c.yaml")

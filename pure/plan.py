@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,9 +121,22 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _key(path: Path) -> str:
-    """Collision key: the same file through symbolic links and on case-insensitive file systems too."""
-    return os.path.normcase(os.path.realpath(path)).casefold()
+def _file_key(path: Path, fold_case: bool = True) -> str:
+    """Collision key: the same file through symbolic links, and (``fold_case``) on case-insensitive file
+    systems, where ``IMG.png`` and ``img.png`` are one file."""
+    key = os.path.normcase(os.path.realpath(path))
+    return key.casefold() if fold_case else key
+
+
+def ignores_case(folder: Path) -> bool:
+    """Whether the file system of ``folder`` (an existing, writable folder) treats names that differ
+    only in case as one file (macOS and Windows by default; not Linux)."""
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".pure-case-", dir=folder) as probe:
+            name = Path(probe.name)
+            return (name.parent / name.name.upper()).exists()
+    except OSError:
+        return True  # cannot tell: the cautious answer
 
 
 def plan_outputs(
@@ -168,10 +182,15 @@ def plan_outputs(
     else:
         raise PlanError(f"input {source} does not exist")
     check_output_folder(output)
+    fold = ignores_case(output)
+
+    def key(path: Path) -> str:  # the collision key of this output folder's file system
+        return _file_key(path, fold)
+
     plan = Plan(output, not_images=not_images, unsearched=unsearched)
     plan.output_not_searched = (
         source.is_dir()
-        and _key(output) != _key(source)
+        and key(output) != key(source)
         and _inside(output, source)
         and any(is_image_name(p) for p in output.iterdir())
     )
@@ -187,7 +206,7 @@ def plan_outputs(
         for path, header in headers.items()
     }
     jobs = {path: _job(path, output, *names[path], entropy) for path in headers}
-    clashing = _collisions(jobs.values())
+    clashing = _collisions(jobs.values(), key)
     for path in clashing:  # keep the input's extension in every name of colliding inputs
         stem, extension = _output_names(
             path.relative_to(root), suffix, ext, headers[path].has_alpha, True, big[path]
@@ -201,7 +220,7 @@ def plan_outputs(
                 f"{JPEG_MAX_SIDE:,} px a side); pass --ext png or a smaller --outscale"
             )
             del jobs[path]
-    still = _collisions(jobs.values())
+    still = _collisions(jobs.values(), key)
     if still:
         listed = ", ".join(str(p) for p in sorted(still)[:6])
         raise PlanError(
@@ -214,7 +233,7 @@ def plan_outputs(
             f"the output name {too_long[0].name!r} is longer than this file system allows ({limit} bytes); "
             "shorten the input's name or the --suffix"
         )
-    if not suffix and any(_key(job.image.parent) == _key(job.source.parent) for job in jobs.values()):
+    if not suffix and any(key(job.image.parent) == key(job.source.parent) for job in jobs.values()):
         raise PlanError(
             f"restoring into the input folder ({output}) needs a --suffix (e.g. --suffix x4), so that "
             "outputs and inputs never mix; or pass another -o"
@@ -222,17 +241,17 @@ def plan_outputs(
     # An image that another input here writes is an earlier run's output (a rerun into the input folder)
     # when it is pure's (its sidecar beside it, or pure's mark inside): not restored again. Else it is
     # the user's, and never replaced.
-    planned = {_key(out): job for job in jobs.values() for out in (job.image, job.entropy) if out is not None}
+    planned = {key(out): job for job in jobs.values() for out in (job.image, job.entropy) if out is not None}
     plan.previous_outputs = [
         path
         for path in jobs
-        if (owner := planned.get(_key(path))) is not None and owner.source != path and _is_output(path, owner)
+        if (owner := planned.get(key(path))) is not None and owner.source != path and _is_output(path, owner)
     ]
     for path in plan.previous_outputs:
         del jobs[path]
     other = "another --suffix" if suffix else "a --suffix"
-    inputs = {_key(path) for path in jobs}
-    replacing = [(job.source, out) for job in jobs.values() for out in job.outputs() if _key(out) in inputs]
+    inputs = {key(path) for path in jobs}
+    replacing = [(job.source, out) for job in jobs.values() for out in job.outputs() if key(out) in inputs]
     if replacing:
         source_path, out = replacing[0]
         raise PlanError(
@@ -279,13 +298,13 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
-def _collisions(jobs) -> set[Path]:
+def _collisions(jobs, key: Callable[[Path], str]) -> set[Path]:
     """Sources of jobs that share an output file with another job."""
     owners: dict[str, Path] = {}
     clashing: set[Path] = set()
     for job in jobs:
         for out in job.outputs():
-            other = owners.setdefault(_key(out), job.source)
+            other = owners.setdefault(key(out), job.source)
             if other != job.source:
                 clashing |= {other, job.source}
     return clashing

@@ -554,3 +554,18 @@ def test_a_recursive_rerun_in_place_never_takes_the_entropy_maps_for_inputs(tmp_
         capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x1", "--skip-existing"
     )
     assert "entropy" not in stderr
+
+
+def test_names_that_differ_only_in_case_follow_the_output_file_system(tmp_path, monkeypatch):
+    """IMG.png and img.png are two files on Linux (two outputs), one on macOS/Windows (kept extensions
+    cannot separate them there: refused)."""
+    import pure.plan
+
+    _image(tmp_path / "in" / "IMG.png")
+    _image(tmp_path / "in" / "img.png")
+    if not pure.plan.ignores_case(tmp_path):
+        plan = plan_outputs(tmp_path / "in", tmp_path / "out")
+        assert sorted(job.image.name for job in plan.jobs) == ["IMG.png", "img.png"]
+    monkeypatch.setattr(pure.plan, "ignores_case", lambda folder: True)
+    with pytest.raises(PlanError, match="would collide even with their extensions kept"):
+        plan_outputs(tmp_path / "in", tmp_path / "out2")

@@ -365,3 +365,14 @@ def load_for_training(
     if vocab_size > old:
         model.resize_token_embeddings(vocab_size)
     return model, range(old, max(old, vocab_size))
+
+
+def enable_activation_checkpointing(model: PureChameleon) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of storing them (non-reentrant
+    ``torch.utils.checkpoint``). transformers 5.2x names this ``activation_checkpointing_enable``; earlier
+    5.x releases (5.17 on the lent GPU machines) only ``gradient_checkpointing_enable``."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

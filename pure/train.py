@@ -52,7 +52,14 @@ from pure.config import (
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples
 from pure.launch import check_launch
-from pure.model import CheckpointError, backbone_folder, load_for_training, load_text_side, quiet_peft
+from pure.model import (
+    CheckpointError,
+    backbone_folder,
+    enable_activation_checkpointing,
+    load_for_training,
+    load_text_side,
+    quiet_peft,
+)
 from pure.vocab import Vocab
 from pure.vq import load_vq
 
@@ -328,7 +335,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     model.config.z_loss_weight = cfg.z_loss_weight
     add_residual_dropout(model, cfg.residual_dropout)
     if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable({"use_reentrant": False})
+        enable_activation_checkpointing(model)
     if cfg.method == "lora":
         model = apply_lora(model, cfg.lora, token_rows(cfg.lora.token_rows, vocab, added))
     model.train()

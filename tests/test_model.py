@@ -14,6 +14,7 @@ from pure.kv_cache import CACHE_ARG
 from pure.model import (
     CheckpointError,
     causal_lm_loss,
+    enable_activation_checkpointing,
     load_backbone,
     load_tokenizer,
     load_vocab,
@@ -131,6 +132,36 @@ def test_tiny_checkpoint_with_tokenizer(tmp_path):
     assert vocab.end_of_turn == layout.END_OF_TURN_ID
     assert vocab.size_token(16) == SIZE_TOKEN_BASE + 16 + layout.RESERVED_OFFSET
     assert model.dtype == torch.float32
+
+
+def test_activation_checkpointing_keeps_the_gradients(tmp_path):
+    """Every decoder layer recomputes its activations, and the gradients stay the same."""
+    folder = write_tiny_checkpoint(tmp_path / "tiny", seed=3)
+    ids = torch.randint(0, 1000, (1, 12), generator=torch.Generator().manual_seed(0))
+
+    def gradients(model):
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+        return [p.grad for p in model.parameters()]
+
+    plain = gradients(load_backbone(str(folder), dtype=torch.float32))
+    model = load_backbone(str(folder), dtype=torch.float32)
+    enable_activation_checkpointing(model)
+    assert all(layer.gradient_checkpointing for layer in model.model.layers)
+    for a, b in zip(plain, gradients(model), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_activation_checkpointing_on_older_transformers():
+    """transformers before 5.2x (5.17 on the lent GPU machines) has only ``gradient_checkpointing_enable``."""
+    calls = []
+
+    class Older:
+        def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+            calls.append(gradient_checkpointing_kwargs)
+
+    enable_activation_checkpointing(Older())
+    assert calls == [{"use_reentrant": False}]
 
 
 def test_missing_shard_is_a_clear_error(tmp_path):

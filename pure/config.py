@@ -232,6 +232,14 @@ def load_config(
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, _, text = item.partition("=")
+        if _field_type(schema, key) == "str" and not _quoted(text):
+            # a text setting takes the text as typed: YAML would read no/on/yes/off as booleans and an
+            # empty value as null (caption.manifest= is an empty text, as in a shell key='')
+            part = OmegaConf.create()
+            OmegaConf.update(part, key, text)
+            sources.append((f"override {item!r}", part))
+            continue
         try:
             sources.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
         except Exception as err:  # the value is parsed as YAML: its errors come in several types
@@ -241,6 +249,7 @@ def load_config(
         for key in _dotted_keys(OmegaConf.to_container(part)):
             if key in RENAMED:
                 raise ConfigError(f"{origin}: {key} was renamed to {RENAMED[key]}; use the new key")
+            _unbool(part, key, schema, origin)
         try:
             cfg = OmegaConf.merge(cfg, part)
         except ConfigKeyError as err:
@@ -257,7 +266,7 @@ def load_config(
                 reason += f", e.g. {example[0]}=..."
             elif "Incompatible value 'None'" in reason:
                 reason += (
-                    " (write key='' for an empty text)"
+                    f" (write {key.rsplit('.', 1)[-1]}: '' for an empty text)"
                     if _field_type(schema, key) == "str"
                     else " (a key with nothing after its colon is null: give it a value or delete the line)"
                 )
@@ -337,6 +346,46 @@ def _leaves(schema: type, section: str) -> list[str]:
     every = _dotted_keys(_schema_tree(schema))
     inside = [k for k in every if k.startswith(section + ".")]
     return [k for k in inside if not any(other.startswith(k + ".") for other in every)]
+
+
+def _quoted(text: str) -> bool:
+    """Whether an override's value is one YAML quoted scalar (``'...'`` or ``"..."``)."""
+    return len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+
+
+YAML_TRUE, YAML_FALSE = ("on", "yes", "true", "y"), ("off", "no", "false", "n")
+"""Words YAML 1.1 (PyYAML, hence OmegaConf) reads as booleans in a file: ``compile: on`` is True."""
+
+
+def _unbool(part: DictConfig, key: str, schema: type, origin: str) -> None:
+    """Give a text setting that YAML read as a boolean its word back: the one word of the field's closed
+    choice that reads so (``restore.compile: on``, ``mixed_precision: no``). Elsewhere (a free text, or no
+    such word among the choices) raise :class:`ConfigError` asking for quotes: the word typed is lost."""
+    value = OmegaConf.select(part, key, throw_on_missing=False)
+    if not isinstance(value, bool) or _field_type(schema, key) != "str":
+        return
+    allowed = _field(schema, key).metadata.get("choices", ())
+    words = [w for w in allowed if w.lower() in (YAML_TRUE if value else YAML_FALSE)]
+    if len(words) == 1:
+        OmegaConf.update(part, key, words[0])
+        return
+    expected = f" (one of {', '.join(allowed)})" if allowed else ""
+    raise ConfigError(
+        f"{origin}: {key} is a text{expected}, but YAML reads an unquoted yes/no/on/off/true/false as "
+        f"{value}; quote the word, e.g. {key.rsplit('.', 1)[-1]}: 'yes'"
+    )
+
+
+def _field(schema: type, key: str) -> dataclasses.Field | None:
+    """The dataclass field of the dotted ``key`` in ``schema``; None if there is none."""
+    head, _, rest = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    if head not in fields:
+        return None
+    if not rest:
+        return fields[head]
+    kind = typing.get_type_hints(schema).get(head)
+    return _field(kind, rest) if dataclasses.is_dataclass(kind) else None
 
 
 def _field_type(schema: type, key: str) -> str:

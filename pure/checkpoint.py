@@ -33,7 +33,7 @@ from pure.model import (
     backbone_folder,
     load_for_training,
     load_text_side,
-    quiet_peft,
+    merge_lora_adapter,
 )
 from pure.tiny import write_backbone_checkpoint
 
@@ -129,6 +129,8 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
     """A LoRA checkpoint -> a standalone model folder (adapters merged into the base) for ``--model``.
 
     ``checkpoint`` is a checkpoint folder (``checkpoints/step-NNNNNN``) or its ``adapter/`` folder.
+    ``output`` must be new or an empty folder (:class:`ConfigError` otherwise, before anything loads); the
+    model is written beside it as ``.NAME.partial`` and renamed when whole.
     """
     checkpoint = Path(checkpoint)
     if checkpoint.name == "adapter" and (checkpoint.parent / "config.yaml").is_file():
@@ -138,18 +140,31 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
             f"{checkpoint} is not a training checkpoint (no config.yaml in it): pass a folder such as "
             "outputs/RUN/checkpoints/step-001000 or its adapter/ folder"
         )
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {output} is a file; pass a new folder for the merged model")
+    if output.is_dir() and any(output.iterdir()):
+        raise ConfigError(
+            f"output {output} already exists and is not empty; pass a new folder for the merged model "
+            "(nothing is overwritten)"
+        )
     cfg = load_config(TrainConfig, checkpoint / "config.yaml")
     if cfg.method != "lora":
         raise ConfigError(f"{checkpoint} is a full fine-tune: its model/ folder is already standalone")
     tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
     model, _ = load_for_training(cfg.backbone, "cpu", getattr(torch, dtype), vocab.size)
-    with quiet_peft():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(checkpoint / "adapter")).merge_and_unload()
-    folder = save_model_folder(model.state_dict(), source_config(cfg.backbone), tokenizer, Path(output))
-    give_plain_modes(folder)  # a folder to share and pass to --model: readable like any plain write
-    return folder
+    model = merge_lora_adapter(model, checkpoint / "adapter")
+    partial = output.parent / f".{output.name}.partial"  # renamed once whole: never a half-written model
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        save_model_folder(model.state_dict(), source_config(cfg.backbone), tokenizer, partial)
+        give_plain_modes(partial)  # a folder to share and pass to --model: readable like any plain write
+        if output.is_dir():
+            output.rmdir()  # empty, checked above
+        partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return output
 
 
 def save_checkpoint(

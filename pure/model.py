@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbedding
@@ -239,7 +240,7 @@ def load_backbone(
     unexpected: list[str] = []
     for file in files:
         state = {}
-        with safe_open(str(file), framework="pt", device=_safetensors_device(device)) as f:
+        with _readable(file), safe_open(str(file), framework="pt", device=_safetensors_device(device)) as f:
             for name in f.keys():  # noqa: SIM118  (safe_open is not a dict)
                 if name.startswith(IGNORED_PREFIXES):
                     continue
@@ -268,6 +269,67 @@ def load_backbone(
         )
     model.model.rotary_emb = ChameleonRotaryEmbedding(config).to(device)
     return model.eval()
+
+
+@contextmanager
+def _readable(file: Path):
+    """Turn safetensors' errors while ``file`` is read (a truncated or damaged download) into one
+    :class:`CheckpointError` that names the file and the fix."""
+    try:
+        yield
+    except (SafetensorError, OSError) as err:
+        reason = " ".join(str(err).split())
+        raise CheckpointError(
+            f"{file} is not a readable safetensors file ({reason}): it is damaged or incomplete; "
+            "download or copy it again"
+        ) from err
+
+
+def merge_lora_adapter(model: PureChameleon, adapter: str | Path) -> PureChameleon:
+    """``model`` with the peft LoRA adapter in the folder (or hub repo) ``adapter`` merged into its weights.
+
+    Raises :class:`CheckpointError`, naming the folder, when the adapter's weights are unreadable or were
+    trained on another backbone (shapes differ, or layers of this model have no weights in the adapter).
+    """
+    with quiet_peft(), warnings.catch_warnings():
+        from peft import PeftModel
+
+        warnings.filterwarnings("error", "Found missing adapter keys")  # peft only warns
+        try:
+            return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        except (SafetensorError, OSError) as err:
+            reason = " ".join(str(err).split())
+            raise CheckpointError(
+                f"adapter {adapter}: its weights cannot be read ({reason}); copy the adapter folder again "
+                "or pass another checkpoint's adapter/"
+            ) from err
+        except (RuntimeError, UserWarning) as err:
+            reason = _adapter_misfit(str(err))
+            if reason is None:
+                raise
+            raise CheckpointError(
+                f"adapter {adapter} does not fit this backbone ({reason}); it was trained on another model: "
+                "pass the backbone it was trained on (backbone.source, as in its checkpoint's config.yaml)"
+            ) from err
+
+
+def _adapter_misfit(message: str) -> str | None:
+    """peft's and torch's long error for an adapter of another backbone -> a short reason; None if the
+    message is about something else."""
+    shape = r"torch\.Size\(\[([^\]]*)\]\)"
+    found = re.search(
+        rf"size mismatch for ([\w.]+): copying a param with shape {shape} from checkpoint, "
+        rf"the shape in current model is {shape}",
+        message,
+    )
+    if found:
+        name, theirs, ours = found.groups()
+        return f"{name.removeprefix('base_model.model.')} is [{theirs}] in the adapter, [{ours}] here"
+    if "missing adapter keys" in message:
+        names = re.findall(r"'([\w.]+)'", message)
+        example = names[0].removeprefix("base_model.model.") if names else "?"
+        return f"{len(names)} adapter weights of this backbone's layers are not in it, e.g. {example}"
+    return None
 
 
 def load_text_side(source: str | Path = DEFAULT_SOURCE, revision: str = "main") -> tuple[object, Vocab]:

@@ -36,8 +36,8 @@ from pure.model import (
     describe_source,
     load_backbone,
     load_text_side,
+    merge_lora_adapter,
     pick_device,
-    quiet_peft,
 )
 from pure.quantize import check_adapter
 from pure.restoration import STAGES, Restoration
@@ -157,10 +157,7 @@ class Restorer:
         folder = backbone_folder(cfg.backbone)
         model = load_backbone(str(folder), device=device, dtype=dtype, quantize=cfg.backbone.quantize)
         if cfg.backbone.adapter:
-            with quiet_peft():
-                from peft import PeftModel
-
-                model = PeftModel.from_pretrained(model, cfg.backbone.adapter).merge_and_unload()
+            model = merge_lora_adapter(model, cfg.backbone.adapter)
         tokenizer, vocab = load_text_side(folder)
         vq = load_vq(cfg.vq.source, device=device, cfg=cfg.vq)
         return cls(

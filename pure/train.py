@@ -303,6 +303,12 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
             f"backbone.quantize={cfg.backbone.quantize}: training needs the full-precision weights; "
             "set backbone.quantize=none (quantise the trained model at inference with --quantize)"
         )
+    if cfg.backbone.adapter:
+        raise ConfigError(
+            f"backbone.adapter={cfg.backbone.adapter}: scripts/train.py trains the backbone itself, not an "
+            "adapter given to it; to continue a LoRA run pass resume=CHECKPOINT, to start from a fine-tuned "
+            "model merge it first (scripts/merge_lora.py) and pass backbone.source=MERGED_FOLDER"
+        )
     if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
         raise ConfigError("log.wandb=true needs wandb: pip install wandb (or set log.wandb=false)")
     output = Path(cfg.output_dir)

@@ -386,6 +386,15 @@ def _check_state_dict(state: dict[str, torch.Tensor], model: VQModel, origin: st
         )
 
 
+def _load_reason(err: Exception) -> str:
+    """The first line of torch.load's error, without its advice about ``weights_only`` (which does not
+    apply: a VQ checkpoint holds tensors only) or a bare number (what unpickling garbage reports)."""
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    if "weights_only" in first or not first or first.isdigit():
+        return f"{type(err).__name__}: not a PyTorch file of tensors"
+    return first
+
+
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a LlamaGen checkpoint file: ``{"model": state_dict, ...}`` or a bare state dict."""
     # LlamaGen's training checkpoints also pickle their argparse arguments; allow just that class.
@@ -393,7 +402,10 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         try:
             content = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # unpickling and zip errors come in many types
-            raise VQCheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+            raise VQCheckpointError(
+                f"{path} is not a readable torch checkpoint ({_load_reason(err)}); pass LlamaGen's "
+                "vq_ds8_c2i.pt (scripts/download.py fetches it), downloaded or copied again if damaged"
+            ) from err
     state = content.get("model", content) if isinstance(content, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise VQCheckpointError(

@@ -18,6 +18,8 @@ from pure.model import (
     load_backbone,
     load_tokenizer,
     load_vocab,
+    merge_lora_adapter,
+    quiet_peft,
     z_loss,
 )
 from pure.tiny import (
@@ -198,3 +200,47 @@ def test_missing_config_is_a_clear_error(tmp_path):
     shutil.move(folder / "config.json", tmp_path / "elsewhere.json")
     with pytest.raises(CheckpointError, match="config.json"):
         load_backbone(str(folder))
+
+
+def _adapter(folder, **sizes):
+    """A peft LoRA adapter of a tiny backbone built with ``sizes``, saved to ``folder``."""
+    base = load_backbone(str(write_tiny_checkpoint(folder.parent / "base", **sizes)), dtype=torch.float32)
+    with quiet_peft():
+        from peft import LoraConfig, get_peft_model
+
+        lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    lora.save_pretrained(str(folder))
+    return folder
+
+
+def test_an_adapter_of_another_backbone_or_damaged_is_one_clear_error(tmp_path):
+    """Where peft raises a long size-mismatch error, only warns about layers it has no weights for, or
+    safetensors cannot parse a cut file: one CheckpointError naming the adapter and the fix."""
+    adapter = _adapter(tmp_path / "a" / "adapter")
+    model = lambda **sizes: load_backbone(  # noqa: E731
+        str(write_tiny_checkpoint(tmp_path / f"m{len(list(tmp_path.iterdir()))}", **sizes)),
+        dtype=torch.float32,
+    )
+    assert merge_lora_adapter(model(), adapter) is not None  # the backbone it was made for
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not fit this backbone \(model.layers.0.self_attn.q_proj"
+        r".*is \[2, 64\] in the adapter, \[2, 128\] here\); it was trained on another model",
+    ):
+        merge_lora_adapter(model(hidden_size=128, intermediate_size=256), adapter)
+    with pytest.raises(CheckpointError, match=r"4 adapter weights of this backbone's layers are not in it"):
+        merge_lora_adapter(model(num_layers=3), adapter)
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"adapter .*adapter: its weights cannot be read \(.*\); copy"):
+        merge_lora_adapter(model(), adapter)
+
+
+def test_a_damaged_shard_is_one_clear_error(tmp_path):
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    shard = next(folder.glob("*.safetensors"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(
+        CheckpointError, match=rf"{shard} is not a readable safetensors file .*download or copy"
+    ):
+        load_backbone(str(folder), dtype=torch.float32)

@@ -172,6 +172,15 @@ def test_resumed_run_equals_uninterrupted_run(prepared, shared_data_dir, tmp_pat
         prep.prepare(_cfg(hq, out, "seed=1"), progress=False)
 
 
+@pytest.mark.parametrize("setting", ["backbone.adapter=runs/x/adapter", "backbone.quantize=int8"])
+def test_backbone_weight_settings_are_refused_not_ignored(tmp_path, setting):
+    """prepare_data.py reads only the tokenizer: a setting about the weights would do nothing."""
+    key = setting.partition("=")[0]
+    with pytest.raises(prep.PrepareError, match=rf"^{key}=.*reads only the backbone's tokenizer"):
+        prep.prepare(_cfg(tmp_path / "hq", tmp_path / "out", setting), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_path):
     hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:2])
     manifest = tmp_path / "m.csv"

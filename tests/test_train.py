@@ -177,6 +177,7 @@ def test_lora_trains_only_adapters_and_image_rows(tmp_path, hq_folder):
     assert all("lora_" in k or "trainable_tokens_delta" in k for k in saved)
 
     assert merge_main([str(last), str(tmp_path / "merged"), "--dtype", "float32"]) == 0
+    assert not (tmp_path / ".merged.partial").exists()  # written beside it, then renamed
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "merged").iterdir() if p.is_file()}
     assert set(modes.values()) == {plain_mode()}, modes  # the weights too (safetensors writes 0o600)
     base = load_backbone(str(folder), dtype=torch.float32).state_dict()
@@ -316,6 +317,26 @@ def test_merge_names_a_folder_that_is_no_checkpoint(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
+def test_merge_never_overwrites(tmp_path, capsys):
+    """An existing file, a non-empty folder (the base model's, or the checkpoint itself) is refused before
+    anything loads; nothing in it changes."""
+    checkpoint = tmp_path / "step-000002"
+    (checkpoint / "adapter").mkdir(parents=True)
+    (checkpoint / "config.yaml").write_text("method: lora\n")
+    (tmp_path / "file.png").write_bytes(b"x")
+    for output, message in [
+        (tmp_path / "file.png", "is a file; pass a new folder"),
+        (checkpoint, "already exists and is not empty; pass a new folder"),
+    ]:
+        before = sorted(p.name for p in tmp_path.rglob("*"))
+        assert merge_main([str(checkpoint), str(output)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: output {output} {message}" + (
+            " for the merged model (nothing is overwritten)" if output.is_dir() else " for the merged model"
+        )
+        assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
 @pytest.mark.slow
 def test_extended_vocabulary_trains_the_new_rows(tmp_path, hq_folder):
     """A base with 65,536 rows and PURE's 73,728-entry tokenizer: rows 65536.. are added and trained."""
@@ -370,6 +391,12 @@ def test_trains_from_prepared_shards(tmp_path, hq_folder):
 def test_training_refuses_a_quantized_backbone(tmp_path):
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "backbone.quantize=int8"])
     with pytest.raises(ConfigError, match="backbone.quantize=int8: training needs the full-precision"):
+        train(cfg)
+
+
+def test_training_refuses_an_adapter_it_would_not_use(tmp_path):
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "backbone.adapter=/nonexistent"])
+    with pytest.raises(ConfigError, match=r"backbone.adapter=/nonexistent: .*resume=CHECKPOINT.*merge_lora"):
         train(cfg)
 
 

@@ -180,6 +180,21 @@ def test_checkpoint_key_errors_name_keys_and_file(tiny: VQModel, tmp_path: Path)
         load_vq(_save(tmp_path / "list.pt", [1, 2], wrap=False), cfg=TINY)
 
 
+def test_a_file_that_is_no_checkpoint_is_one_clear_line(tiny: VQModel, tmp_path: Path):
+    """An image, random bytes or a cut download: one line naming the file and what to pass, without torch's
+    advice about weights_only (which does not apply) or a bare number."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "junk.pt").write_bytes(bytes(range(256)) * 8)
+    whole = Path(_save(tmp_path / "cut.pt", tiny.state_dict())).read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    for name in ("a.png", "junk.pt", "cut.pt"):
+        with pytest.raises(VQCheckpointError) as caught:
+            load_vq(str(tmp_path / name), cfg=TINY)
+        message = str(caught.value)
+        assert message.startswith(f"{tmp_path / name} is not a readable torch checkpoint (")
+        assert "vq_ds8_c2i.pt" in message and "weights_only" not in message and "\n" not in message
+
+
 def test_missing_local_file(tmp_path: Path):
     with pytest.raises(VQCheckpointNotFoundError, match="nope.pt"):
         load_vq(str(tmp_path / "nope.pt"), cfg=TINY)

@@ -393,6 +393,15 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     from pure.sequence import conversation
     from pure.vq import load_vq
 
+    for key, value, unset in (
+        ("backbone.adapter", cfg.backbone.adapter, ""),
+        ("backbone.quantize", cfg.backbone.quantize, "none"),
+    ):
+        if value != unset:
+            raise PrepareError(
+                f"{key}={value}: scripts/prepare_data.py reads only the backbone's tokenizer, never its "
+                f"weights; leave {key} unset (it applies to scripts/infer.py)"
+            )
     state = PartialState(cpu=cfg.device == "cpu")  # several CPU processes (torchrun) then talk over gloo
     rank, world, main = state.process_index, state.num_processes, state.is_main_process
     if cfg.hq_size % 32 or cfg.hq_size % cfg.degradation.scale:

@@ -26,6 +26,11 @@ JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 JPEG_MAX_SIDE = 65_500
 """Largest width or height libjpeg writes (pixels); larger outputs are written as PNG or refused."""
 
+CANVAS_BYTES_PER_PIXEL = 24
+"""Bytes per output pixel of a restoration's blending canvases alone (:class:`pure.tiling.TileBlender`:
+the image's three channels and their weight sum, the entropy map and its weight sum, float32): a lower
+bound of the memory an output needs, checked against the machine's memory before any model loads."""
+
 
 class PlanError(PureError, ValueError):
     """The run cannot start; the message says why and what to do."""
@@ -200,6 +205,18 @@ def plan_outputs(
             headers[path] = read_header(path)
         except ImageReadError as err:
             plan.failed.append(str(err))
+    memory = physical_memory()
+    for path, header in list(headers.items()):
+        if outscale is None or memory is None:
+            break
+        width, height = (round(side * outscale) for side in header.size)
+        if width * height * CANVAS_BYTES_PER_PIXEL > memory:
+            largest = (memory / CANVAS_BYTES_PER_PIXEL / (header.size[0] * header.size[1])) ** 0.5
+            plan.failed.append(
+                f"{path}: the {width:,} x {height:,} px output needs more memory than this machine has "
+                f"({memory / 2**30:.0f} GiB) for its canvases alone; pass an --outscale below {largest:.3g}"
+            )
+            del headers[path]
     big = {path: _too_big_for_jpeg(header.size, outscale) for path, header in headers.items()}
     names = {
         path: _output_names(path.relative_to(root), suffix, ext, header.has_alpha, False, big[path])
@@ -284,6 +301,14 @@ def plan_outputs(
         done = existing == "skip" and all(out.exists() for out in job.outputs())
         (plan.existing if done else plan.jobs).append(job)
     return plan
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _too_big_for_jpeg(size: tuple[int, int], outscale: float | None) -> bool:

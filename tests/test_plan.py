@@ -412,6 +412,19 @@ def test_an_output_too_large_for_jpeg(tmp_path):
     assert len(plan.failed) == 1 and "65600 x 16 px" in plan.failed[0] and "--ext png" in plan.failed[0]
 
 
+def test_an_output_larger_than_memory_fails_up_front(tmp_path, monkeypatch):
+    """An --outscale whose output's canvases alone would not fit in memory fails that input before any model
+    loads (instead of the kernel killing the run), naming the largest --outscale that would."""
+    monkeypatch.setattr(pure.plan, "physical_memory", lambda: 2**30)
+    _image(tmp_path / "in" / "a.png", size=(10, 10))
+    assert len(plan_outputs(tmp_path / "in", tmp_path / "out", outscale=600).jobs) == 1  # 36 Mpx: 0.8 GiB
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out", outscale=1000)  # 100 Mpx: 2.2 GiB
+    assert not plan.jobs and plan.failed == [
+        f"{tmp_path / 'in' / 'a.png'}: the 10,000 x 10,000 px output needs more memory than this machine has "
+        "(1 GiB) for its canvases alone; pass an --outscale below 669"
+    ]
+
+
 def test_skip_existing_restores_an_output_whose_sidecar_is_missing(tmp_path):
     """The sidecar is written after the image: an image without it was interrupted, so it is redone."""
     _image(tmp_path / "in" / "a.png")

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pure.images import ImageReadError, read_header, read_image
 from pure.metrics import Evaluation, evaluate_folders, select_metrics
-from pure.pairing import EvaluationError
+from pure.pairing import EvaluationError, list_images
 from pure.reports import write_csv, write_json
+from pure.tiling import output_size
 
 
 def benchmark_paths(
@@ -38,22 +40,50 @@ def benchmark_paths(
     }
 
 
+def check_scale(lr: Path, hr: Path, outscale: float) -> None:
+    """Raise :class:`EvaluationError` when an HR image is not its LR image's size times ``outscale`` (as
+    :func:`pure.tiling.output_size` rounds): the restorations could never be scored against it. Reads
+    the files' headers (decoding a pair only where those disagree), so it fails in seconds what evaluation
+    would find after all the inference."""
+    hr_images = list_images(hr, "HR")
+    for stem, lr_path in list_images(lr, "LR").items():
+        if stem not in hr_images:
+            continue
+        try:
+            lr_size, hr_size = read_header(lr_path).size, read_header(hr_images[stem]).size
+            if output_size(*lr_size, outscale) != tuple(hr_size):  # decode: EXIF orientation may turn them
+                lr_size, hr_size = (read_image(p).rgb.size for p in (lr_path, hr_images[stem]))
+        except ImageReadError:
+            continue  # inference and evaluation report unreadable files themselves
+        expected = output_size(*lr_size, outscale)
+        if tuple(hr_size) != expected:
+            raise EvaluationError(
+                f"{lr_path} is {lr_size[0]}x{lr_size[1]}: at --outscale {outscale:g} its restoration is "
+                f"{expected[0]}x{expected[1]}, but {hr_images[stem]} is {hr_size[0]}x{hr_size[1]}; pass "
+                f"the test set's scale (--outscale {hr_size[0] / lr_size[0]:g}?)"
+            )
+
+
 def run_benchmark(
     name: str,
     root: str | Path = "data/benchmarks",
     run: str | Path | None = None,
     infer: Callable[[Path, Path], int] | None = None,
+    outscale: float | None = None,
     **evaluate_kwargs,
 ) -> tuple[Evaluation, dict[str, Path]]:
     """Super-resolve ``root/name/lr`` into ``run/sr`` with ``infer(lr_dir, sr_dir)`` (in-process; it
     returns an exit code), then evaluate ``run/sr`` against ``root/name/hr`` and write
     ``run/metrics.json`` and ``run/per_image.csv`` (not when no metric could run: earlier results stay).
-    Without ``infer`` an existing ``run/sr`` is scored.
+    Without ``infer`` an existing ``run/sr`` is scored. ``outscale``: the scale ``infer`` restores to;
+    every HR image must then have its LR image's size times it (:func:`check_scale`, before inference).
 
     ``evaluate_kwargs`` go to :func:`evaluate_folders`.
     """
     paths = benchmark_paths(name, root, run)
     select_metrics(evaluate_kwargs.get("metrics"), has_gt=True)  # fail on a typo before inference
+    if infer is not None and outscale is not None:
+        check_scale(paths["lr"], paths["hr"], outscale)
     if infer is not None:
         code = infer(paths["lr"], paths["sr"])
         if code != 0:

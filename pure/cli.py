@@ -185,15 +185,25 @@ def _existing_mode(args: argparse.Namespace) -> str:
     return "skip" if args.skip_existing else "overwrite" if args.overwrite else "fail"
 
 
-def run_inference(args: argparse.Namespace) -> int:
-    """Plan, load the models, restore; the exit code: 0 done, 1 any input failed, 2 nothing could start,
-    130 interrupted. Everything that can be checked is checked before the models load."""
-    overrides = [
+def _infer_flags(args: argparse.Namespace) -> list[str]:
+    """infer.py's setting flags as ``key=value`` overrides."""
+    return [
         f"{FLAG_TO_KEY[k]}={literal(v) if isinstance(v, str) else v}"
         for k, v in vars(args).items()
         if k in FLAG_TO_KEY and v is not None
     ]
-    cfg, code = _start(InferConfig, args, overrides)
+
+
+def infer_settings(args: argparse.Namespace) -> InferConfig:
+    """The settings infer.py's parsed ``args`` make: defaults, --config, flags, --models, overrides."""
+    models = [f"models={literal(args.models)}"] if args.models else []
+    return load_config(InferConfig, args.config, _infer_flags(args) + models + args.overrides)
+
+
+def run_inference(args: argparse.Namespace) -> int:
+    """Plan, load the models, restore; the exit code: 0 done, 1 any input failed, 2 nothing could start,
+    130 interrupted. Everything that can be checked is checked before the models load."""
+    cfg, code = _start(InferConfig, args, _infer_flags(args))
     if code is not None:
         return code
     from pure.distributed import Processes
@@ -287,8 +297,10 @@ def infer_main(argv: list[str] | None = None) -> int:
     """``scripts/infer.py``: restore a file or a folder (see :func:`run_inference` for the exit codes)."""
     parser = infer_parser()
     args = parser.parse_args(argv)
-    if not args.print_config and not (args.input and args.output):
-        parser.error("the following arguments are required: -i/--input, -o/--output")
+    given = {"-i/--input": args.input, "-o/--output": args.output}
+    missing = [flag for flag, value in given.items() if not value]
+    if not args.print_config and missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     return _run(lambda: run_inference(args))
 
 
@@ -527,7 +539,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if path.is_dir():
             raise EvaluationError(f"{path} is a folder; pass --json FILE --csv FILE")
         if path.suffix.lower() in IMAGE_SUFFIXES:  # e.g. an image being scored: never replaced by a table
-            raise EvaluationError(f"{flag} {path} names an image file; pass a {flag[1:]} file name")
+            raise EvaluationError(f"{flag} {path} names an image file; pass a .{flag[2:]} file name")
     compare = [row for path in args.compare for row in load_rows(path)]
     evaluation = evaluate_folders(args.sr, args.gt, name=args.name, **_evaluate_kwargs(args))
     print(report(evaluation, compare))
@@ -567,16 +579,32 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
 
 def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     from pure.benchmark import run_benchmark
+    from pure.pairing import EvaluationError
     from pure.reports import load_rows, report
 
+    if args.skip_inference and infer_args:
+        raise EvaluationError(
+            f"{' '.join(infer_args)}: inference settings do nothing with --skip-inference (it scores RUN/sr "
+            "again); leave them out, or drop --skip-inference"
+        )
+    quiet = ["--no-progress"] if args.no_progress else []  # one flag hides both stages' bars
+    parser = infer_parser()
+    parser.prog = "benchmark.py"  # a typo in infer.py's flags is this command's error
+    settings = parser.parse_args(["-i", "LR", "-o", "SR", *quiet, *infer_args])  # before anything runs
+    outscale = None if args.skip_inference else infer_settings(settings).restore.outscale
+
     def infer(lr: Path, sr: Path) -> int:
-        quiet = ["--no-progress"] if args.no_progress else []  # one flag hides both stages' bars
-        return run_inference(infer_parser().parse_args(["-i", str(lr), "-o", str(sr), *quiet, *infer_args]))
+        return run_inference(argparse.Namespace(**{**vars(settings), "input": str(lr), "output": str(sr)}))
 
     try:
         compare = [row for path in args.compare for row in load_rows(path)]
         evaluation, paths = run_benchmark(
-            args.name, args.root, args.run, None if args.skip_inference else infer, **_evaluate_kwargs(args)
+            args.name,
+            args.root,
+            args.run,
+            None if args.skip_inference else infer,
+            outscale=outscale,
+            **_evaluate_kwargs(args),
         )
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -186,7 +186,10 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
         except Exception:  # offline, no cache, network, auth and not-found errors have different types
             missing.append(weights)
     if missing:
-        raise WeightsMissingError(missing_message(missing, folder or Path("models")))
+        message = missing_message(missing, folder or Path("models"))
+        if folder is not None and not folder.is_dir():
+            message = f"--models {folder} does not exist (not a folder here); " + message
+        raise WeightsMissingError(message)
     for key, path in found.items():
         cfg = with_value(cfg, key, str(path))
     return cfg

@@ -141,9 +141,14 @@ def is_marked(path: str | Path) -> bool:
 
 
 def _check_regular(path: str | Path) -> None:
-    """Refuse what is not a regular file (a named pipe would make opening it wait forever)."""
+    """Refuse what is not a regular file (a named pipe would make opening it wait forever), a link to
+    nothing and an empty file, each with its own reason."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ImageReadError(f"{path}: a link to {os.readlink(path)}, which does not exist; skipped")
     if os.path.exists(path) and not os.path.isfile(path):
         raise ImageReadError(f"{path}: not a regular file (a folder, pipe, socket or device); skipped")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ImageReadError(f"{path}: an empty file (0 bytes), not an image; skipped")
 
 
 def read_header(path: str | Path) -> Header:

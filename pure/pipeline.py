@@ -110,8 +110,8 @@ def check_adapter_folder(adapter: str) -> None:
         )
     if folder.is_dir() and not (folder / "adapter_config.json").is_file():
         raise PureError(
-            f"backbone.adapter={adapter}: no adapter_config.json in that folder; pass a checkpoint folder "
-            "that scripts/train.py wrote with LoRA"
+            f"backbone.adapter={adapter}: no adapter_config.json in that folder; pass the adapter/ folder of "
+            "a checkpoint that scripts/train.py wrote with LoRA (outputs/RUN/checkpoints/step-NNNNNN/adapter)"
         )
     if folder.exists() and not folder.is_dir():
         raise PureError(f"backbone.adapter={adapter} is a file; pass the adapter's folder")

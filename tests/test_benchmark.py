@@ -38,17 +38,16 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tm
         return 0
 
     monkeypatch.setattr(pure.cli, "run_inference", fake_run_inference)
-    for sub in ("lr", "hr"):
-        random_image(tmp_path / "realsr" / sub, "a.png", (8, 8), seed=0)
+    random_image(tmp_path / "realsr" / "lr", "a.png", (8, 8), seed=0)
+    random_image(tmp_path / "realsr" / "hr", "a.png", (16, 16), seed=0)
     run = tmp_path / "run"
     (run / "sr").mkdir(parents=True)
     shutil.copy(tmp_path / "realsr" / "hr" / "a.png", run / "sr" / "a.png")
-    argv = ["realsr", "--root", str(tmp_path), "--config", "c.yaml", "--metrics", "psnr", "sampling.top_k=1"]
-    assert benchmark_main([*argv, "--run", str(run), "--no-progress"]) == 0
+    config = str(ROOT / "configs" / "tiny.yaml")
+    argv = ["realsr", "--root", str(tmp_path), "--config", config, "--metrics", "psnr", "sampling.seed=1"]
+    assert benchmark_main([*argv, "--run", str(run), "--no-progress", "--outscale", "2"]) == 0
     lr = str(tmp_path / "realsr" / "lr")
-    assert calls == [
-        (lr, str(run / "sr"), "c.yaml", ["sampling.top_k=1"], True)
-    ]  # --no-progress: both stages
+    assert calls == [(lr, str(run / "sr"), config, ["sampling.seed=1"], True)]  # --no-progress: both stages
     scored = (run / "metrics.json").read_text()
     again = ["realsr", "--root", str(tmp_path), "--run", str(run), "--skip-inference", "--no-progress"]
     assert benchmark_main([*again, "--metrics", "niqe"]) == 1  # no weights here: no metric runs
@@ -76,3 +75,24 @@ def test_benchmark_chains_inference_and_evaluation(tmp_path):
     assert paths["csv"].read_text().startswith("image,psnr\n0.png,")
     with pytest.raises(P.EvaluationError, match=r"failed \(exit 1\)"):
         B.run_benchmark("tiny", tmp_path / "sets", tmp_path / "run2", lambda lr, sr: 1, metrics=["psnr"])
+
+
+def test_benchmark_refuses_up_front_what_could_never_be_scored(monkeypatch, tmp_path, capsys):
+    """A scale the test set does not have (HR = LR x outscale, checked from the headers), inference settings
+    with --skip-inference, and a typo in infer.py's flags: one line each, before any inference."""
+    monkeypatch.setattr(pure.cli, "run_inference", lambda args: pytest.fail("inference ran"))
+    random_image(tmp_path / "realsr" / "lr", "a.png", (12, 10), seed=0)
+    random_image(tmp_path / "realsr" / "hr", "a.png", (48, 40), seed=0)
+    base = ["realsr", "--root", str(tmp_path), "--run", str(tmp_path / "run"), "--no-progress"]
+    assert benchmark_main([*base, "--outscale", "3"]) == 2
+    lr, hr = tmp_path / "realsr" / "lr" / "a.png", tmp_path / "realsr" / "hr" / "a.png"
+    assert capsys.readouterr().err == (
+        f"error: {lr} is 12x10: at --outscale 3 its restoration is 36x30, but {hr} is 48x40; pass the "
+        "test set's scale (--outscale 4?)\n"
+    )
+    assert benchmark_main([*base, "--skip-inference", "--seed", "5"]) == 2
+    assert "--seed 5: inference settings do nothing with --skip-inference" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        benchmark_main([*base, "--tilee", "64"])
+    assert "benchmark.py: error: unrecognized arguments: --tilee (" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

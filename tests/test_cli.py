@@ -171,6 +171,13 @@ def test_offline_without_weights_lists_every_file_once(tmp_path, offline_hub, ca
     assert "  python scripts/download.py models nonwhy/PURE FoundationVision/LlamaGen:vq_ds8_c2i.pt\n" in err
     assert "huggingface-cli" not in err and "--models models" in err
     assert "Traceback" not in err
+    assert (
+        infer_main(["-i", str(image), "-o", str(tmp_path / "out"), "--models", str(tmp_path / "typo")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: --models {tmp_path / 'typo'} does not exist (not a folder here); the weights"
+    )
 
 
 def test_the_hf_commands_of_the_message_run_with_the_installed_cli(fake_hub, monkeypatch, tmp_path):
@@ -268,6 +275,17 @@ def test_overrides_and_flags_mix_in_any_order():
     )
     assert args.overrides == ["restore.tile=256", "restore.outscale=2"]
     assert (args.input, args.quantize, args.skip_existing) == ("x", "int8", True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing"),
+    [(["-i", "x"], "-o/--output"), ([], "-i/--input, -o/--output"), (["-o", "y"], "-i/--input")],
+)
+def test_infer_names_only_the_flags_missing(argv, missing, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        infer_main(argv)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and f"error: the following arguments are required: {missing} (" in err
 
 
 def test_download_of_a_config_without_hub_weights_fetches_nothing(tmp_path, fake_hub, capsys):

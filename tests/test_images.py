@@ -210,7 +210,7 @@ def test_dark_16_bit_image_is_not_brightened(tmp_path):
     "make, message",
     [
         (lambda p: p.write_text("not an image"), "not a readable image"),
-        (lambda p: p.write_bytes(b""), "not a readable image"),
+        (lambda p: p.write_bytes(b""), "an empty file (0 bytes)"),
         (
             lambda p: Image.new("RGB", (4, 4)).save(
                 p,

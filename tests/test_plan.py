@@ -225,7 +225,7 @@ def test_benchmark_runs_inference_in_process_with_the_same_input_rules(tmp_path,
         (tmp_path / "sets" / "mini" / "lr" / name).write_text("")
     run = tmp_path / "run"
     argv = ["mini", "--root", str(tmp_path / "sets"), "--run", str(run), "--metrics", "psnr", *TINY]
-    assert benchmark_main([*argv, "--save-entropy-map"]) == 0
+    assert benchmark_main([*argv, "--save-entropy-map", "--outscale", "2"]) == 0  # the stand-in: x2
     assert stand_in.loads == 1
     assert json.loads((run / "metrics.json").read_text())["count"] == 1  # entropy maps are not scored
     assert (run / "sr" / "entropy" / "a.png").is_file()
@@ -460,6 +460,18 @@ def test_a_named_pipe_is_not_opened(tmp_path):
     assert len(plan.failed) == 1 and "not a regular file" in plan.failed[0]
     with pytest.raises(PlanError, match="not a regular file"):
         plan_outputs(tmp_path / "in" / "pipe.png", tmp_path / "out")
+
+
+def test_a_broken_link_and_an_empty_file_say_what_they_are(tmp_path):
+    _image(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "empty.png").touch()
+    (tmp_path / "in" / "link.png").symlink_to(tmp_path / "gone.png")
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out")
+    assert [job.source.name for job in plan.jobs] == ["a.png"]
+    assert sorted(plan.failed) == [
+        f"{tmp_path / 'in' / 'empty.png'}: an empty file (0 bytes), not an image; skipped",
+        f"{tmp_path / 'in' / 'link.png'}: a link to {tmp_path / 'gone.png'}, which does not exist; skipped",
+    ]
 
 
 def test_folders_a_failed_run_made_are_removed(tmp_path, capsys):

@@ -875,11 +875,12 @@ def _serve_app(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("gradio") is None:
         print('error: the web demo needs Gradio: pip install -e ".[demo]"', file=sys.stderr)
         return 2
-    from pure.demo import Models, serve
+    from pure.demo import Models, check_port, serve
     from pure.download import locate
     from pure.pipeline import Restorer, check_answer_budget
 
     check_answer_budget(cfg.sampling, cfg.restore)  # before the models load
+    check_port(args.host, args.port)
     located = locate(cfg, cfg.models)
     models = Models(located, Restorer.from_config(located), Restorer.from_config)
     output = Path(args.output) if args.output else None

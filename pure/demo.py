@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Callable
@@ -496,6 +497,23 @@ def _settings(gr, cfg: InferConfig) -> list:
     return [outscale, tile, seed, cfg_scale, temperature, color_fix, caption]
 
 
+def check_port(host: str, port: int | None) -> None:
+    """Raise :class:`DemoError` when the server could not listen on ``host:port`` (in use, or a host that is
+    not this machine's): checked before the models load, which takes minutes. ``port`` None: Gradio picks
+    a free one."""
+    if port is None:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise DemoError(
+            f"cannot serve on {host}:{port} ({reason}): pass another --port, stop the server using it, or "
+            "pass a --host of this machine"
+        ) from err
+
+
 def launch(
     demo,
     host: str = "127.0.0.1",
@@ -510,15 +528,20 @@ def launch(
     ``folders``: where the page's files live outside the working directory and the temporary folder
     (the job outputs, the samples); Gradio serves no other file."""
     demo.queue(default_concurrency_limit=1)
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        max_file_size=MAX_UPLOAD,
-        allowed_paths=[str(folder) for folder in folders or ()],
-        prevent_thread_lock=True,
-        quiet=True,
-    )
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            max_file_size=MAX_UPLOAD,
+            allowed_paths=[str(folder) for folder in folders or ()],
+            prevent_thread_lock=True,
+            quiet=True,
+        )
+    except OSError as err:  # Gradio: no free port in its range, or the port was taken since the check
+        raise DemoError(
+            f"cannot start the server ({' '.join(str(err).split())}); pass another --port"
+        ) from err
     if block:
         public = f" and {demo.share_url}" if demo.share_url else ""
         print(f"the demo is at {demo.local_url}{public} (Ctrl-C stops it)", flush=True)

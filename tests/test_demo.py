@@ -211,6 +211,23 @@ def test_app_refuses_bad_settings_in_one_line(capsys):
     assert err.count("\n") == 1 and "sampling.max_new_tokens=10" in err
 
 
+
+def test_app_refuses_a_port_in_use_before_the_models_load(capsys, monkeypatch):
+    import socket
+
+    import pure.pipeline
+
+    monkeypatch.setattr(pure.pipeline.Restorer, "from_config", lambda cfg: pytest.fail("models loaded"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert app_main(["--config", TINY, "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot serve on 127.0.0.1:{port} (") and "pass another --port" in err
+    assert err.count("\n") == 1
+
+
 # ---------------------------------------------------------------------------- one job, tiny models
 
 

@@ -9,6 +9,17 @@ traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class PureError(Exception):
     """A mistake the user can fix; the message names the file or setting and the fix."""
+
+
+def from_here(path: str | Path) -> str:
+    """``path`` for a message; a relative one adds where it was looked for (settings' paths are read from
+    the current folder, not from the config file's: ``../shared/data`` in a config works only from the
+    folder it was written for)."""
+    if Path(path).is_absolute():
+        return str(path)
+    return f"{path} (relative to the current folder {Path.cwd()})"

@@ -211,7 +211,6 @@ def test_app_refuses_bad_settings_in_one_line(capsys):
     assert err.count("\n") == 1 and "sampling.max_new_tokens=10" in err
 
 
-
 def test_app_refuses_a_port_in_use_before_the_models_load(capsys, monkeypatch):
     import socket
 

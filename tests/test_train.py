@@ -394,6 +394,20 @@ def test_training_refuses_a_quantized_backbone(tmp_path):
         train(cfg)
 
 
+def test_a_relative_hq_folder_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """Config paths are read from the current folder, not the config file's: the message says which."""
+    from pure.data.image_folder import ImageFolderExamples
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(TrainConfig, TINY_LORA, ["data.hq_folder=../shared/data/hr"]).data
+    with pytest.raises(
+        DataError,
+        match=rf"data.hq_folder=../shared/data/hr \(relative to the current folder "
+        rf"{tmp_path}\) is not a folder of HQ images",
+    ):
+        ImageFolderExamples(cfg, None, None, None)
+
+
 def test_training_refuses_an_adapter_it_would_not_use(tmp_path):
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "backbone.adapter=/nonexistent"])
     with pytest.raises(ConfigError, match=r"backbone.adapter=/nonexistent: .*resume=CHECKPOINT.*merge_lora"):

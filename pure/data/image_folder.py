@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from pure.config import ConfigError, TrainDataConfig
 from pure.data.captions import read_manifest
 from pure.data.datasets import DataError
+from pure.errors import from_here
 from pure.images import is_image_name, read_image
 from pure.sequence import TextTokenizer, conversation
 from pure.vocab import GRID_PX, Vocab
@@ -48,7 +49,7 @@ class ImageFolderExamples(Dataset):
             )
         folder = Path(cfg.hq_folder)
         if not folder.is_dir():
-            raise DataError(f"data.hq_folder={cfg.hq_folder!r} is not a folder of HQ images")
+            raise DataError(f"data.hq_folder={from_here(cfg.hq_folder)} is not a folder of HQ images")
         files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
         files = files[: cfg.max_images] if cfg.max_images else files
         if not files:

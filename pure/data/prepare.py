@@ -46,7 +46,7 @@ from pure.data.captions import (
 )
 from pure.data.degradations import DegradationParams, degrade
 from pure.data.labels import Label, label_from_params
-from pure.errors import PureError
+from pure.errors import PureError, from_here
 from pure.files import write_atomic, write_text_atomic
 from pure.images import ImageReadError, is_image_name, read_header, read_image
 from pure.vq import image_to_tensor
@@ -125,7 +125,7 @@ def list_sources(hq_dirs: list[str]) -> list[Source]:
     found: dict[str, Source] = {}
     for folder in map(Path, hq_dirs):
         if not folder.is_dir():
-            raise PrepareError(f"HQ folder {folder} does not exist")
+            raise PrepareError(f"HQ folder {from_here(folder)} does not exist")
         for path in sorted(folder.rglob("*")):
             rel = path.relative_to(folder)
             if not is_image_name(path) or any(p.startswith(".") for p in rel.parts):

@@ -250,6 +250,7 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
             "skipped {n} file(s) that other inputs here write (outputs of an earlier run): {names}",
         ),
         (plan.not_images, "skipped {n} file(s) that are not images: {names}"),
+        (plan.png_for_alpha, "writing {n} image(s) with transparency as PNG (JPEG has no alpha): {names}"),
     ]
     for paths, text in notices if processes.is_main else []:
         if paths:

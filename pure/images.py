@@ -202,7 +202,10 @@ def _to_rgb8(
     if image.mode in DEEP_MODES:
         image = _deep_to_8bit(image, path, steps)
     if image.mode == "1":
+        steps.append("1-bit pixels read as grey levels 0 and 255")
         image = image.convert("L")
+    if image.mode in ("P", "PA"):
+        steps.append("palette colours expanded")
     if transparent or image.mode in ("P", "PA"):
         image = image.convert("RGBA" if transparent or image.mode == "PA" else "RGB")
     alpha = image.getchannel("A") if image.mode in ALPHA_MODES else None
@@ -210,8 +213,17 @@ def _to_rgb8(
     description = None
     if icc:
         colour, description = _to_srgb(colour, icc, path, steps)
+    if colour.mode == "L":
+        steps.append("grey level copied to R, G and B")
+    elif colour.mode == "CMYK":
+        steps.append("CMYK converted to RGB without a colour profile (Pillow's conversion)")
+    elif colour.mode != "RGB":
+        steps.append(f"{colour.mode} converted to RGB")
     rgb = colour.convert("RGB")
-    if alpha is None or alpha.getextrema()[0] == 255:
+    if alpha is None:
+        return rgb, None, description
+    if alpha.getextrema()[0] == 255:
+        steps.append("alpha fully opaque: not kept")
         return rgb, None, description
     steps.append("RGB composited on white; alpha kept")
     rgba = rgb.copy()

@@ -34,7 +34,7 @@ class ImageRestorer(Protocol):
     ) -> Restoration: ...
 
 
-ALPHA_NOTE = "RGB restored from the image composited on white; alpha upscaled bicubically and re-attached"
+ALPHA_NOTE = "RGB restored from the image composited on white; alpha resized bicubically and re-attached"
 
 
 @dataclass

@@ -68,6 +68,8 @@ class Plan:
     folder, with ``--suffix``): not restored again, so a rerun does not restore its own outputs."""
     output_not_searched: bool = False
     """The output folder lies inside the input folder and holds images: they were not searched."""
+    png_for_alpha: list[Path] = field(default_factory=list)
+    """Inputs with transparency written as PNG although ``--ext jpg`` asked for JPEG (which has no alpha)."""
 
 
 def check_output_folder(output: Path) -> None:
@@ -297,6 +299,8 @@ def plan_outputs(
             f"{len(present)} output file(s) already exist ({shown}); pass --overwrite to replace them "
             "or --skip-existing to keep them"
         )
+    if ext == "jpg":
+        plan.png_for_alpha = [path for path, job in jobs.items() if job.image.suffix == ".png"]
     for job in jobs.values():
         done = existing == "skip" and all(out.exists() for out in job.outputs())
         (plan.existing if done else plan.jobs).append(job)

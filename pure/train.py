@@ -389,10 +389,15 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
                 "that checkpoint folder to resume from the one before, or set resume=none to start anew"
             ) from err
         accelerator.print(f"resumed from {resume} at step {step}")
-        if step >= total:
+        if step == total:
             accelerator.print(
-                f"the run had already reached step {step} of {total}: raise max_steps or epochs to train "
+                f"the run had already reached its last step ({total}): raise max_steps or epochs to train "
                 "further"
+            )
+        elif step > total:
+            accelerator.print(
+                f"the checkpoint is at step {step}, beyond this run's last step ({total}): nothing to train; "
+                "raise max_steps or epochs above it to train further"
             )
     config = dataclasses.asdict(cfg)  # the settings as they are (a ${...} in a text stays text)
     if accelerator.is_main_process:

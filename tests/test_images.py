@@ -296,3 +296,22 @@ def test_an_invalid_exif_orientation_is_recorded_as_ignored(tmp_path):
     read = read_image(path)
     assert read.rgb.size == (6, 4)
     assert "EXIF orientation 9 ignored (valid values are 1-8)" in read.info["steps"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "step"),
+    [
+        ("1", "1-bit pixels read as grey levels 0 and 255"),
+        ("L", "grey level copied to R, G and B"),
+        ("P", "palette colours expanded"),
+        ("CMYK", "CMYK converted to RGB without a colour profile (Pillow's conversion)"),
+        ("RGBA", "alpha fully opaque: not kept"),
+    ],
+)
+def test_every_conversion_is_a_step_of_the_sidecar(tmp_path, mode, step):
+    """The sidecar's read.steps lists every change the reader made, mode conversions included."""
+    path = tmp_path / ("a.tif" if mode == "CMYK" else "a.png")
+    Image.fromarray(TRUTH).convert(mode).save(path)
+    read = read_image(path)
+    assert read.info["mode"] == mode and step in read.info["steps"]
+    assert read.rgb.mode == "RGB"

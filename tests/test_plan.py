@@ -462,6 +462,14 @@ def test_a_named_pipe_is_not_opened(tmp_path):
         plan_outputs(tmp_path / "in" / "pipe.png", tmp_path / "out")
 
 
+def test_ext_jpg_with_transparency_is_png_and_said(tmp_path, capsys, stand_in):
+    _image(tmp_path / "in" / "a.png")
+    Image.new("RGBA", (6, 4), (1, 2, 3, 100)).save(tmp_path / "in" / "b.png")
+    code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ext", "jpg")
+    assert code == 0 and "writing 1 image(s) with transparency as PNG (JPEG has no alpha): b.png" in stderr
+    assert _files(tmp_path / "out") == ["a.jpg", "a.json", "b.json", "b.png"]
+
+
 def test_a_broken_link_and_an_empty_file_say_what_they_are(tmp_path):
     _image(tmp_path / "in" / "a.png")
     (tmp_path / "in" / "empty.png").touch()

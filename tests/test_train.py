@@ -218,7 +218,7 @@ def test_full_fine_tune_overfits_one_batch(tmp_path, hq_folder):
 
 
 @pytest.mark.slow
-def test_resume_matches_uninterrupted_run(tmp_path, hq_folder):
+def test_resume_matches_uninterrupted_run(tmp_path, hq_folder, capsys):
     """Interrupted after step 1 (mid-epoch: 2 of 4 micro-batches), then resume=latest; dropout on; one of
     the 5 examples held out, its loss logged every 2 steps."""
     run = [
@@ -261,6 +261,14 @@ def test_resume_matches_uninterrupted_run(tmp_path, hq_folder):
         CheckpointError, match=rf"cannot resume from {last} .*those of {last / 'config.yaml'}"
     ):
         train(_cfg(TINY_LORA, damaged, hq_folder, *run, "max_steps=5", "resume=latest"))
+
+    for steps, said in (
+        ("4", "already reached its last step (4)"),
+        ("3", "at step 4, beyond this run's last"),
+    ):
+        train(_cfg(TINY_LORA, cut, hq_folder, *run, f"max_steps={steps}", "resume=latest"))
+        assert said in capsys.readouterr().out
+    assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in _log(cut)] == records  # nothing trained
 
 
 @pytest.mark.slow

@@ -24,6 +24,12 @@ from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from pure.errors import PureError
 
+try:  # HEIC/HEIF (phone photos) when pillow-heif is installed: a Pillow plugin, registered by name
+    from pillow_heif import register_heif_opener
+except ImportError:
+    pass
+else:
+    register_heif_opener()
 Image.init()
 UNREADABLE_FORMATS = frozenset({"BUFR", "GRIB", "HDF5", "MPEG", "WMF", "EPS"})
 """Formats Pillow names but cannot decode here: stubs without a decoder, or Ghostscript's."""
@@ -33,6 +39,19 @@ IMAGE_SUFFIXES = frozenset(
     if fmt in Image.OPEN and fmt not in UNREADABLE_FORMATS
 )
 """File suffixes (lower case) of every format Pillow reads here: a folder's files with these are images."""
+OTHER_IMAGE_FORMATS = {
+    **dict.fromkeys((".heic", ".heif", ".hif"), "HEIC/HEIF"),
+    **dict.fromkeys(
+        (".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".pef", ".srw"),
+        "a camera raw format",
+    ),
+    ".jxl": "JPEG XL",
+    ".svg": "SVG (vector graphics)",
+    ".exr": "OpenEXR",
+    ".hdr": "Radiance HDR",
+}
+"""Suffixes of image formats Pillow does not read here (unless a plugin adds them): such a file is an
+image the user meant to restore, so it fails with its format named instead of being ignored."""
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 ORIENTATION_TAG = 0x0112
@@ -78,6 +97,13 @@ class Scan:
     """Files that are not images (by suffix) or are hidden."""
     subfolders: list[Path]
     """Subfolders that were not searched (without ``recursive``)."""
+
+
+def unreadable_format(path: str | Path) -> str | None:
+    """The name of the image format of ``path``'s suffix when it is one Pillow does not read here
+    (:data:`OTHER_IMAGE_FORMATS`), else None."""
+    suffix = Path(path).suffix.lower()
+    return None if suffix in IMAGE_SUFFIXES else OTHER_IMAGE_FORMATS.get(suffix)
 
 
 def is_image_name(path: Path) -> bool:
@@ -142,7 +168,12 @@ def is_marked(path: str | Path) -> bool:
 
 def _check_regular(path: str | Path) -> None:
     """Refuse what is not a regular file (a named pipe would make opening it wait forever), a link to
-    nothing and an empty file, each with its own reason."""
+    nothing, an empty file and an image format Pillow does not read here, each with its own reason."""
+    if (name := unreadable_format(path)) is not None and not os.path.isdir(path):
+        plugin = " (or pip install pillow-heif, which pure then uses)" if name == "HEIC/HEIF" else ""
+        raise ImageReadError(
+            f"{path}: {name}, an image format Pillow cannot read here; convert it to PNG or JPEG{plugin}"
+        )
     if os.path.islink(path) and not os.path.exists(path):
         raise ImageReadError(f"{path}: a link to {os.readlink(path)}, which does not exist; skipped")
     if os.path.exists(path) and not os.path.isfile(path):

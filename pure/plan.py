@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pure.errors import PureError
-from pure.images import IMAGE_SUFFIXES, ImageReadError, is_image_name, is_marked, read_header, scan_folder
+from pure.images import (
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    is_image_name,
+    is_marked,
+    read_header,
+    scan_folder,
+    unreadable_format,
+)
 
 ENTROPY_FOLDER = "entropy"
 """Subfolder of the output folder that holds the entropy maps."""
@@ -184,6 +192,10 @@ def plan_outputs(
         root = source
         scan = scan_folder(source, recursive, exclude=(output, output / ENTROPY_FOLDER))
         files, not_images, unsearched = scan.images, scan.skipped, scan.subfolders
+        files += [
+            path for path in not_images if unreadable_format(path)
+        ]  # they fail, with their format named
+        not_images = [path for path in not_images if not unreadable_format(path)]
         if not files:
             raise PlanError(_no_images(source, scan.skipped, scan.subfolders))
     else:

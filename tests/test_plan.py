@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
+import pure.images
 import pure.pipeline
 from pure.cli import benchmark_main, infer_main
 from pure.images import is_marked
@@ -468,6 +469,27 @@ def test_ext_jpg_with_transparency_is_png_and_said(tmp_path, capsys, stand_in):
     code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--ext", "jpg")
     assert code == 0 and "writing 1 image(s) with transparency as PNG (JPEG has no alpha): b.png" in stderr
     assert _files(tmp_path / "out") == ["a.jpg", "a.json", "b.json", "b.png"]
+
+
+def test_images_in_formats_pillow_cannot_read_fail_with_the_format_named(tmp_path):
+    """A phone's HEIC photo or a camera raw file is an image the user meant to restore: it fails (exit 1)
+    saying which format it is and what to do, instead of being ignored as a non-image file."""
+    _image(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "raw.DNG").write_bytes(b"II*\0raw")
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out")
+    assert [job.source.name for job in plan.jobs] == ["a.png"] and plan.not_images == [
+        tmp_path / "in" / "notes.txt"
+    ]
+    assert plan.failed == [
+        f"{tmp_path / 'in' / 'raw.DNG'}: a camera raw format, an image format Pillow cannot read here; "
+        "convert it to PNG or JPEG"
+    ]
+    (tmp_path / "photo.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    if pure.images.unreadable_format(tmp_path / "photo.heic"):  # pillow-heif not installed
+        plan = plan_outputs(tmp_path / "photo.heic", tmp_path / "out")
+        assert not plan.jobs and "HEIC/HEIF, an image format Pillow cannot read here" in plan.failed[0]
+        assert "pip install pillow-heif" in plan.failed[0]
 
 
 def test_a_broken_link_and_an_empty_file_say_what_they_are(tmp_path):

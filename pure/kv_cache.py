@@ -159,9 +159,8 @@ class GuidedKVCache:
         for target, new in targets:
             if cols.ndim == 1:
                 target.index_copy_(2, cols, new)
-            else:
-                rows = torch.arange(new.shape[0], device=new.device)[:, None]
-                target[rows, :, cols] = new.transpose(1, 2)
+            else:  # row r's token i goes to column cols[r, i] (distinct within a row)
+                target.scatter_(2, cols[:, None, :, None].expand(new.shape), new)
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
         """Write the new ``key``/``value`` ``[R, heads, q, head_dim]`` where ``self.plan`` says."""

@@ -755,8 +755,8 @@ class TrainConfig:
     models: str = ""
     """Folder written by ``scripts/download.py`` (``DIR/<repo id>/...``): hub sources are read from it when it
     holds them, else from the Hugging Face cache or the hub."""
-    epochs: float = 2.0
-    """Passes over the data (fractions allowed)."""
+    epochs: float = field(default=2.0, metadata={"min": 0})
+    """Passes over the data (fractions allowed; more than 0 unless ``max_steps`` is set)."""
     max_steps: int = at_least(0, 0)
     """Optimizer steps in all; 0 derives them from ``epochs``. The schedule spans exactly these steps."""
     batch_size: int = at_least(1, 1)

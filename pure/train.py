@@ -18,6 +18,7 @@ is logged as ``val_loss`` every ``eval_every`` steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -50,7 +51,7 @@ from pure.config import (
     to_yaml,
 )
 from pure.data.datasets import ShardDataset, collate
-from pure.data.image_folder import ImageFolderExamples
+from pure.data.image_folder import ImageFolderExamples, check_captions_file
 from pure.launch import check_launch
 from pure.model import (
     CheckpointError,
@@ -96,9 +97,39 @@ def check_lengths(dataset: Dataset, max_seq_len: int, say: Callable[[str], None]
         )
 
 
-RESUME_FIXED = ("batch_size", "grad_accum", "seed", "method", "max_seq_len")
-"""Settings a resumed run must share with its checkpoint: they fix which examples each step reads (the
-saved data position counts batches) and what the weights are."""
+def check_creatable(folder: Path, key: str) -> None:
+    """Raise :class:`ConfigError` when ``folder`` does not exist and cannot be made (``/proc/x``, a
+    read-only disk): found before anything loads, not when the first checkpoint is written. Folders made
+    to find out are removed again."""
+    made = [f for f in (folder, *folder.parents) if not f.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ConfigError(f"{key}={folder} cannot be created ({reason}); choose another") from err
+    finally:
+        for f in made:  # deepest first
+            with contextlib.suppress(OSError):
+                f.rmdir()
+
+
+RESUME_FIXED = (
+    "batch_size",
+    "grad_accum",
+    "seed",
+    "method",
+    "max_seq_len",
+    "eval_examples",
+    "data.hq_folder",
+    "data.captions",
+    "data.default_text",
+    "data.size",
+    "data.scale",
+    "data.max_images",
+    "data.shards",
+)
+"""Settings a resumed run must share with its checkpoint: they fix which examples there are and which each
+step reads (the saved data position counts batches), and what the weights are."""
 
 
 def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
@@ -117,12 +148,17 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
         raise CheckpointError(
             f"cannot read {saved} ({type(err).__name__}: {reason}), so resuming {checkpoint} cannot be "
             "checked against this run's settings; if it is damaged, delete that checkpoint folder to resume "
-            "from the one before, or set resume=none to start anew"
+            "from the one before, or start anew in another output_dir"
         ) from err
+    def value(tree, key: str):  # a dotted key of a settings mapping or dataclass; None if absent
+        for part in key.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else getattr(tree, part, None)
+        return tree
+
     changed = [
-        f"{key}={old[key]} (now {getattr(cfg, key)})"
+        f"{key}={value(old, key)} (now {value(cfg, key)})"
         for key in RESUME_FIXED
-        if key in old and old[key] != getattr(cfg, key)
+        if value(old, key) is not None and value(old, key) != value(cfg, key)
     ]
     if changed:
         raise ConfigError(
@@ -303,6 +339,11 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
             f"backbone.quantize={cfg.backbone.quantize}: training needs the full-precision weights; "
             "set backbone.quantize=none (quantise the trained model at inference with --quantize)"
         )
+    if cfg.max_steps == 0 and cfg.epochs <= 0:
+        raise ConfigError("epochs=0 with max_steps=0 trains nothing: set epochs above 0 or max_steps")
+    check_creatable(Path(cfg.output_dir), "output_dir")
+    if not cfg.data.shards:
+        check_captions_file(cfg.data)
     if cfg.backbone.adapter:
         raise ConfigError(
             f"backbone.adapter={cfg.backbone.adapter}: scripts/train.py trains the backbone itself, not an "
@@ -386,7 +427,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
             raise CheckpointError(
                 f"cannot resume from {resume} ({type(err).__name__}: {reason}); if its settings differ from "
                 f"this run's, resume with those of {resume / 'config.yaml'}; if it is damaged, delete "
-                "that checkpoint folder to resume from the one before, or set resume=none to start anew"
+                "that checkpoint folder to resume from the one before, or start anew in another output_dir"
             ) from err
         accelerator.print(f"resumed from {resume} at step {step}")
         if step == total:

@@ -34,6 +34,10 @@ def test_manifest_errors_name_the_file(tmp_path):
     bad.write_text('{"image": "a.png", "description": "ok"}\n{"image": "b.png"}\n')
     with pytest.raises(ManifestError, match=r"m.jsonl:2"):
         read_manifest(bad)
+    for value in ("null", '["a", "b"]', "5"):  # never stored as the text 'None', "['a', 'b']" or '5'
+        bad.write_text(f'{{"image": "a.png", "description": {value}}}\n')
+        with pytest.raises(ManifestError, match=r"m.jsonl:1: .*the description is \w+, not text"):
+            read_manifest(bad)
     (tmp_path / "m.csv").write_text("file,text\na,b\n")
     with pytest.raises(ManifestError, match="image,description"):
         read_manifest(tmp_path / "m.csv")

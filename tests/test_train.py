@@ -416,6 +416,21 @@ def test_a_relative_hq_folder_says_where_it_was_looked_for(tmp_path, monkeypatch
         ImageFolderExamples(cfg, None, None, None)
 
 
+def test_training_refuses_what_would_fail_late_or_do_nothing(tmp_path, monkeypatch):
+    """Before anything loads: no steps at all, an output_dir that cannot be made (nothing left behind),
+    and a data.captions file that does not exist (its descriptions would silently be the placeholder)."""
+    with pytest.raises(ConfigError, match="epochs=0 with max_steps=0 trains nothing"):
+        train(load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'a'}", "epochs=0"]))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"output_dir=.*file/run cannot be created \(.*\); choose another"):
+        train(load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'file' / 'run'}"]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'b'}", "data.captions=typo.jsonl"])
+    with pytest.raises(DataError, match=r"data.captions=typo.jsonl \(relative to .*\) does not exist"):
+        train(cfg)
+
+
 def test_training_refuses_an_adapter_it_would_not_use(tmp_path):
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "backbone.adapter=/nonexistent"])
     with pytest.raises(ConfigError, match=r"backbone.adapter=/nonexistent: .*resume=CHECKPOINT.*merge_lora"):
@@ -486,6 +501,10 @@ def test_resuming_with_another_batch_size_is_refused(tmp_path):
         ConfigError, match=rf"saved with batch_size={cfg.batch_size} \(now {cfg.batch_size + 1}\)"
     ):
         check_resumable(checkpoint, other)
+    for changed in ("data.max_images=3", "data.size=32", "eval_examples=2"):  # another set of examples
+        other = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", changed])
+        with pytest.raises(ConfigError, match=rf"saved with {changed.partition('=')[0]}=.*\(now "):
+            check_resumable(checkpoint, other)
     for damaged in ("batch_size: [", "- a list"):  # unreadable: refused, never resumed unchecked
         (checkpoint / "config.yaml").write_text(damaged)
         with pytest.raises(CheckpointError, match=r"cannot read .*config.yaml"):

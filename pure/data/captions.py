@@ -63,7 +63,9 @@ def read_manifest(path: str | Path) -> dict[str, str]:
             continue
         try:
             item = json.loads(line)
-            entries[str(item["image"])] = str(item["description"])
+            if not isinstance(item["description"], str):
+                raise TypeError(f"the description is {type(item['description']).__name__}, not text")
+            entries[str(item["image"])] = item["description"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ManifestError(
                 f'{path}:{number}: expected {{"image": ..., "description": ...}}, got {line[:80]!r} ({err})'

@@ -39,6 +39,16 @@ def hq_lq_pair(image: Image.Image, size: int, scale: int) -> tuple[Image.Image, 
     return hq, small.resize((size, size), Image.BICUBIC)
 
 
+def check_captions_file(cfg: TrainDataConfig) -> None:
+    """Raise :class:`DataError` when ``data.captions`` names a file that does not exist (every example would
+    silently get ``data.default_text``)."""
+    if cfg.captions and not Path(cfg.captions).is_file():
+        raise DataError(
+            f"data.captions={from_here(cfg.captions)} does not exist; pass the descriptions file "
+            "(.jsonl or .csv), or data.captions= to train on data.default_text"
+        )
+
+
 class ImageFolderExamples(Dataset):
     """Map-style dataset of ``{"ids": [T] int64, "labels": [T] int64}``, one per HQ image."""
 
@@ -54,6 +64,7 @@ class ImageFolderExamples(Dataset):
         files = files[: cfg.max_images] if cfg.max_images else files
         if not files:
             raise DataError(f"no images (files of a format Pillow reads) in data.hq_folder={folder}")
+        check_captions_file(cfg)
         captions = read_manifest(cfg.captions) if cfg.captions else {}
         self.examples = []
         for file in files:

@@ -498,17 +498,20 @@ def field_docs(schema: type) -> dict[str, str]:
     return docs
 
 
-def schema_help(schema: type, prefix: str = "") -> str:
+def schema_help(schema: type, prefix: str = "", defaults: object = None) -> str:
     """Every key of ``schema`` (dotted, as ``key=value`` overrides name them) with its type, default and
-    docstring: plain keys first, then each section: the text of ``--help-config``."""
+    docstring: plain keys first, then each section: the text of ``--help-config``. ``defaults``: the
+    instance whose values are shown (default ``schema()``; a section's own, so that a section built by
+    a factory with other values, such as ``degradation.second``, shows those)."""
     docs, hints = field_docs(schema), typing.get_type_hints(schema)
+    defaults = schema() if defaults is None else defaults
     keys, sections = [], []
     for item in dataclasses.fields(schema):
         key, kind = prefix + item.name, hints[item.name]
+        default = getattr(defaults, item.name)
         if dataclasses.is_dataclass(kind):
-            sections += ["", f"{key}: {docs.get(item.name, '')}", schema_help(kind, key + ".")]
+            sections += ["", f"{key}: {docs.get(item.name, '')}", schema_help(kind, key + ".", default)]
             continue
-        default = item.default if item.default_factory is dataclasses.MISSING else item.default_factory()
         type_name = kind.__name__ if typing.get_origin(kind) is None else str(kind)
         keys += [f"  {key} ({type_name}) = {json.dumps(default)}", f"      {docs.get(item.name, '')}"]
     return "\n".join(keys + sections).strip("\n")

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 import pure.config as config_module
 from pure.config import ConfigError, InferConfig, PrepareConfig, load_config, with_value
@@ -185,3 +186,24 @@ def test_a_bad_value_names_its_key_and_the_fix(tmp_path, text, message):
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(InferConfig, tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("schema", ["InferConfig", "TrainConfig", "PrepareConfig"])
+def test_help_config_shows_the_defaults_print_config_resolves(schema):
+    """--help-config's default of every key is the value the settings have without overrides, also in
+    sections built by a factory with other values than their class's (degradation.second)."""
+    import json as json_module
+
+    schema = getattr(config_module, schema)
+    shown = {}
+    for line in config_module.schema_help(schema).splitlines():
+        found = re.fullmatch(r"  (\S+) \(.*?\) = (.*)", line)
+        if found:
+            shown[found.group(1)] = json_module.loads(found.group(2))
+    resolved = OmegaConf.to_container(OmegaConf.structured(load_config(schema)))
+    for key, value in shown.items():
+        node = resolved
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+    assert len(shown) > 20

@@ -574,8 +574,31 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run", help="run folder (default: runs/<name>/<date-time>)")
     parser.add_argument("--skip-inference", action="store_true", help="score an existing RUN/sr again")
     _add_common_arguments(parser)
-    args, infer_args = parser.parse_known_args(argv)
-    return _run(lambda: _benchmark(args, infer_args))
+    own, infer_args = _split_infer_flags(list(sys.argv[1:] if argv is None else argv), parser)
+    args, unknown = parser.parse_known_args(own)
+    return _run(lambda: _benchmark(args, infer_args + unknown))
+
+
+def _split_infer_flags(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    """``argv`` -> (benchmark.py's own arguments, infer.py's flags with their values), so that a value of an
+    infer.py flag (``--config FILE``, ``--threads 1``) is never taken for the test set's name."""
+    ours = set(parser._option_string_actions)
+    takes_value = {
+        flag: action.nargs != 0
+        for flag, action in infer_parser()._option_string_actions.items()
+        if flag not in ours
+    }
+    own, infer = [], []
+    words = iter(argv)
+    for word in words:
+        flag = word.partition("=")[0]
+        if flag in takes_value:
+            infer.append(word)
+            if takes_value[flag] and "=" not in word:
+                infer.append(next(words, ""))
+        else:
+            own.append(word)
+    return own, [w for w in infer if w != ""]
 
 
 def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
@@ -597,6 +620,10 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     def infer(lr: Path, sr: Path) -> int:
         return run_inference(argparse.Namespace(**{**vars(settings), "input": str(lr), "output": str(sr)}))
 
+    scoring = _evaluate_kwargs(args)
+    if settings.suffix and args.sr_name == "{stem}":  # the outputs carry the suffix infer.py gave them
+        scoring["sr_name"] = "{stem}_" + settings.suffix.replace("{", "{{").replace("}", "}}")
+
     try:
         compare = [row for path in args.compare for row in load_rows(path)]
         evaluation, paths = run_benchmark(
@@ -605,7 +632,7 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
             args.run,
             None if args.skip_inference else infer,
             outscale=outscale,
-            **_evaluate_kwargs(args),
+            **scoring,
         )
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

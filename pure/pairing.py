@@ -60,6 +60,13 @@ def pair_images(sr_dir: Path, gt_dir: Path | None = None, sr_name: str = "{stem}
     ``sr_name`` such as ``"{stem}_out"`` matches outputs that carry a suffix. Without ``gt_dir``
     every SR image is returned unpaired. Extensions may differ (``a.png`` against ``a.jpg``).
     """
+    try:
+        sr_name.format(stem="")
+    except (KeyError, IndexError, ValueError) as err:  # another {field}, {0}, an unpaired brace
+        raise EvaluationError(
+            f"--sr-name {sr_name!r}: only {{stem}} may stand in braces (e.g. '{{stem}}_out'); {{{{ and }}}} "
+            f"write a literal brace ({type(err).__name__}: {err})"
+        ) from err
     if "{stem}" not in sr_name:
         raise EvaluationError(f"--sr-name {sr_name!r} must contain {{stem}}, e.g. '{{stem}}_out'")
     sr = list_images(Path(sr_dir), "SR")

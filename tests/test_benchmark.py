@@ -96,3 +96,38 @@ def test_benchmark_refuses_up_front_what_could_never_be_scored(monkeypatch, tmp_
         benchmark_main([*base, "--tilee", "64"])
     assert "benchmark.py: error: unrecognized arguments: --tilee (" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_benchmark_takes_infer_flags_before_the_name_and_scores_suffixed_outputs(monkeypatch, tmp_path):
+    """``--config FILE NAME`` and ``--threads 1 NAME``: the flag's value is never the set's name; outputs
+    written with ``--suffix x4`` are scored against their HR images without a --sr-name."""
+    calls = []
+
+    def fake_run_inference(args):  # the HR image as the "restoration", named as infer.py names it
+        calls.append((args.config, args.threads, args.suffix))
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "realsr" / "hr" / "a.png", Path(args.output) / f"a_{args.suffix}.png")
+        return 0
+
+    monkeypatch.setattr(pure.cli, "run_inference", fake_run_inference)
+    random_image(tmp_path / "realsr" / "lr", "a.png", (8, 8), seed=0)
+    random_image(tmp_path / "realsr" / "hr", "a.png", (32, 32), seed=0)
+    config = str(ROOT / "configs" / "tiny.yaml")
+    for i, argv in enumerate(
+        (["--config", config, "realsr"], ["--threads", "1", "--config=" + config, "realsr"])
+    ):
+        run = tmp_path / f"run{i}"
+        rest = [
+            "--root",
+            str(tmp_path),
+            "--run",
+            str(run),
+            "--metrics",
+            "psnr",
+            "--no-progress",
+            "--suffix",
+            "x4",
+        ]
+        assert benchmark_main([*argv, *rest]) == 0
+        assert json.loads((run / "metrics.json").read_text())["count"] == 1
+    assert calls == [(config, None, "x4"), (config, 1, "x4")]

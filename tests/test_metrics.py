@@ -293,3 +293,9 @@ def test_a_metric_asked_for_by_name_that_cannot_run_fails_the_run(tmp_path, caps
     out = ["--json", str(tmp_path / "m.json"), "--csv", str(tmp_path / "p.csv")]
     assert evaluate_main([*argv, *out, "--metrics", "psnr,lpips"]) == 1
     assert "asked for but not run: lpips" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["{stem}_{x}", "{stem}{0}", "{stem}_{"])
+def test_an_sr_name_with_other_braces_is_one_line(tmp_path, name):
+    with pytest.raises(P.EvaluationError, match=r"only \{stem\} may stand in braces"):
+        P.pair_images(tmp_path, tmp_path, name)

@@ -124,3 +124,15 @@ def test_captioning_model_from_a_local_folder(shared_data_dir, tmp_path):
     assert captioner(images) == ["cat cat cat"] * 3
     with pytest.raises(ValueError, match="captioning model"):
         load_captioner(CaptionConfig(model=str(tmp_path / "nothing")))
+
+
+def test_a_captioning_model_that_cannot_load_is_one_clear_error(tmp_path, monkeypatch):
+    from pure.data.captions import CaptionerError, load_captioner
+    from pure.errors import PureError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        CaptionerError, match=r"cannot load the captioning model .*scripts/download.py"
+    ) as caught:
+        load_captioner(CaptionConfig(model=str(tmp_path / "no-model")))
+    assert isinstance(caught.value, PureError) and "\n" not in str(caught.value)

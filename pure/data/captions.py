@@ -35,6 +35,10 @@ class ManifestError(PureError, ValueError):
     """A manifest file cannot be read."""
 
 
+class CaptionerError(PureError, ValueError):
+    """The captioning model ``caption.model`` cannot be loaded."""
+
+
 class MissingDescriptionsError(PureError, ValueError):
     """Some images have no description and label-free training was not allowed."""
 
@@ -102,9 +106,11 @@ def load_captioner(cfg: CaptionConfig, device: str = "cpu") -> Captioner:
     try:
         pipe = pipeline("image-text-to-text", model=cfg.model, device=device)
     except Exception as err:  # missing files, unknown architectures and hub errors have many types
-        raise ValueError(
-            f"cannot load the captioning model {cfg.model!r}: {err}. Set caption.model to a hub id "
-            "or a local folder of an image-text-to-text model, or fill caption.manifest"
+        reason = " ".join(str(err).split())[:300]
+        raise CaptionerError(
+            f"cannot load the captioning model {cfg.model!r} ({type(err).__name__}: {reason}); set "
+            "caption.model to a local folder of an image-text-to-text model (offline, download it first with "
+            "scripts/download.py MODELS_DIR REPO_ID) or a hub id, or fill caption.manifest"
         ) from err
     chat = getattr(pipe.processor, "chat_template", None) is not None
     kwargs = {"max_new_tokens": cfg.max_new_tokens, "return_full_text": False, "batch_size": cfg.batch_size}

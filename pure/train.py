@@ -276,15 +276,23 @@ def learning_rate(step: int, total: int, warmup: int, cfg: OptimConfig) -> float
 # Logging
 
 
+def _step_of(line: str) -> float:
+    """The step of a ``log.jsonl`` line; infinity (dropped on resume) for a line that is not a record, such as
+    the half-written last line of a killed run."""
+    try:
+        record = json.loads(line)
+        return float(record["step"]) if isinstance(record, dict) else math.inf
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return math.inf
+
+
 class RunLog:
     """Records to ``output_dir/log.jsonl`` (always, main process) and to the accelerate trackers (wandb)."""
 
     def __init__(self, accelerator: Accelerator, path: Path, resumed_step: int) -> None:
         self.accelerator, self.path = accelerator, path
         if accelerator.is_main_process and path.is_file():  # forget records a resumed run will redo
-            lines = [
-                line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resumed_step
-            ]
+            lines = [line for line in path.read_text().splitlines() if _step_of(line) <= resumed_step]
             path.write_text("".join(line + "\n" for line in lines))
 
     def write(self, record: dict) -> None:

@@ -509,3 +509,18 @@ def test_resuming_with_another_batch_size_is_refused(tmp_path):
         (checkpoint / "config.yaml").write_text(damaged)
         with pytest.raises(CheckpointError, match=r"cannot read .*config.yaml"):
             check_resumable(checkpoint, cfg)
+
+
+def test_a_resumed_log_drops_a_half_written_line(tmp_path):
+    """A run killed while writing log.jsonl leaves a cut last line: resuming drops it (and any record past
+    the checkpoint's step) instead of failing on it."""
+    from types import SimpleNamespace
+
+    from pure.train import RunLog
+
+    log = tmp_path / "log.jsonl"
+    log.write_text(
+        '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "loss": 1.2}\n{"step": 4, "lo'
+    )
+    RunLog(SimpleNamespace(is_main_process=True), log, resumed_step=2)
+    assert log.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'

@@ -456,6 +456,10 @@ def _metric_list(values: Sequence[str] | None) -> list[str] | None:
     if not values:
         return None
     names = [n.strip() for value in values for n in value.split(",") if n.strip()]
+    if not names:
+        from pure.pairing import EvaluationError
+
+        raise EvaluationError(f"--metrics names no metric; pass some of {', '.join(METRICS)}, or all")
     return list(METRICS) if names == ["all"] else names
 
 

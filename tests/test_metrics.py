@@ -299,3 +299,13 @@ def test_a_metric_asked_for_by_name_that_cannot_run_fails_the_run(tmp_path, caps
 def test_an_sr_name_with_other_braces_is_one_line(tmp_path, name):
     with pytest.raises(P.EvaluationError, match=r"only \{stem\} may stand in braces"):
         P.pair_images(tmp_path, tmp_path, name)
+
+
+def test_an_empty_metrics_flag_is_a_usage_error(tmp_path, capsys):
+    for folder in ("sr", "gt"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (16, 16)).save(tmp_path / folder / "a.png")
+    argv = ["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt"), "--no-progress", "--metrics="]
+    assert evaluate_main(argv) == 2
+    assert capsys.readouterr().err.startswith("error: --metrics names no metric; pass some of psnr")
+    assert not (tmp_path / "runs").exists()

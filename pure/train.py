@@ -150,6 +150,7 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
             "checked against this run's settings; if it is damaged, delete that checkpoint folder to resume "
             "from the one before, or start anew in another output_dir"
         ) from err
+
     def value(tree, key: str):  # a dotted key of a settings mapping or dataclass; None if absent
         for part in key.split("."):
             tree = tree.get(part) if isinstance(tree, dict) else getattr(tree, part, None)

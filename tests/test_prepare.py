@@ -181,6 +181,14 @@ def test_backbone_weight_settings_are_refused_not_ignored(tmp_path, setting):
     assert not (tmp_path / "out").exists()
 
 
+def test_an_out_dir_that_cannot_be_created_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(
+        prep.PrepareError, match=r"out_dir=.*file/out cannot be created \(.*\); choose another"
+    ):
+        prep.check_settings(tmp_path / "file" / "out", load_config(PrepareConfig))
+
+
 def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_path):
     hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:2])
     manifest = tmp_path / "m.csv"

@@ -316,7 +316,11 @@ def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
                 "use a new out_dir, or delete that folder to start again"
             )
     else:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # /proc/x, a read-only disk: one line, before any work
+            reason = err.strerror or str(err)
+            raise PrepareError(f"out_dir={out_dir} cannot be created ({reason}); choose another") from err
         saved.write_text(to_yaml(cfg))
 
 

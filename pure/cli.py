@@ -34,6 +34,7 @@ from pure.config import (
     to_yaml,
 )
 from pure.errors import PureError
+from pure.files import can_write_in
 
 if TYPE_CHECKING:
     from pure.metrics import Evaluation
@@ -545,6 +546,8 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             raise EvaluationError(f"{path} is a folder; pass --json FILE --csv FILE")
         if path.suffix.lower() in IMAGE_SUFFIXES:  # e.g. an image being scored: never replaced by a table
             raise EvaluationError(f"{flag} {path} names an image file; pass a .{flag[2:]} file name")
+        if (reason := can_write_in(path.parent)) is not None:  # never one file written and the other not
+            raise EvaluationError(f"{flag} {path} cannot be written ({reason}); pass another {flag}")
     compare = [row for path in args.compare for row in load_rows(path)]
     evaluation = evaluate_folders(args.sr, args.gt, name=args.name, **_evaluate_kwargs(args))
     print(report(evaluation, compare))

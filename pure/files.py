@@ -4,6 +4,7 @@ can be written, a new file gets ``0o666`` minus the umask and a replaced file ke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable
@@ -85,3 +86,21 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def can_write_in(folder: str | Path) -> str | None:
+    """Whether a file could be written in ``folder`` (made if missing): None if so, else the reason. Tries it
+    with a hidden temporary file, removed at once, and removes the folders it made to find out, so a run can
+    refuse an unwritable destination (``/proc/x``, a read-only disk) before its work, leaving nothing."""
+    folder = Path(folder)
+    made = [f for f in (folder, *folder.parents) if not f.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _create_temporary(folder, "probe").unlink()
+        return None
+    except OSError as err:
+        return err.strerror or str(err)
+    finally:
+        for f in made:  # deepest first
+            with contextlib.suppress(OSError):
+                f.rmdir()

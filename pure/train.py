@@ -18,7 +18,6 @@ is logged as ``val_loss`` every ``eval_every`` steps.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -52,6 +51,7 @@ from pure.config import (
 )
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
+from pure.files import can_write_in
 from pure.launch import check_launch
 from pure.model import (
     CheckpointError,
@@ -95,22 +95,6 @@ def check_lengths(dataset: Dataset, max_seq_len: int, say: Callable[[str], None]
             f"note: max_seq_len={max_seq_len} cuts the answer's end of {cut} example(s) "
             f"(longest {longest} tokens)"
         )
-
-
-def check_creatable(folder: Path, key: str) -> None:
-    """Raise :class:`ConfigError` when ``folder`` does not exist and cannot be made (``/proc/x``, a
-    read-only disk): found before anything loads, not when the first checkpoint is written. Folders made
-    to find out are removed again."""
-    made = [f for f in (folder, *folder.parents) if not f.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise ConfigError(f"{key}={folder} cannot be created ({reason}); choose another") from err
-    finally:
-        for f in made:  # deepest first
-            with contextlib.suppress(OSError):
-                f.rmdir()
 
 
 RESUME_FIXED = (
@@ -350,7 +334,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
         )
     if cfg.max_steps == 0 and cfg.epochs <= 0:
         raise ConfigError("epochs=0 with max_steps=0 trains nothing: set epochs above 0 or max_steps")
-    check_creatable(Path(cfg.output_dir), "output_dir")
+    if (reason := can_write_in(cfg.output_dir)) is not None:
+        raise ConfigError(f"output_dir={cfg.output_dir} cannot be written ({reason}); choose another")
     if not cfg.data.shards:
         check_captions_file(cfg.data)
     if cfg.backbone.adapter:

@@ -238,8 +238,8 @@ def test_evaluate_command(tmp_path, capsys, no_weights):
     )
     assert "no metric could run" in capsys.readouterr().err
     blocked = ["--json", str(tmp_path / "m.json" / "x.json"), "--metrics", "psnr", "--no-progress"]
-    assert evaluate_main(["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt"), *blocked]) == 1
-    assert "cannot write results" in capsys.readouterr().err
+    assert evaluate_main(["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt"), *blocked]) == 2
+    assert "x.json cannot be written (" in capsys.readouterr().err  # before scoring
 
 
 @pytest.mark.slow
@@ -309,3 +309,16 @@ def test_an_empty_metrics_flag_is_a_usage_error(tmp_path, capsys):
     assert evaluate_main(argv) == 2
     assert capsys.readouterr().err.startswith("error: --metrics names no metric; pass some of psnr")
     assert not (tmp_path / "runs").exists()
+
+
+def test_results_that_cannot_be_written_are_refused_before_scoring(tmp_path, capsys):
+    """--csv in a folder that cannot be made: one line before any scoring, and no --json written alone."""
+    for folder in ("sr", "gt"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (16, 16)).save(tmp_path / folder / "a.png")
+    (tmp_path / "file").write_text("x")
+    argv = ["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt"), "--no-progress", "--metrics", "psnr"]
+    csv_path = tmp_path / "file" / "t.csv"
+    assert evaluate_main([*argv, "--json", str(tmp_path / "m.json"), "--csv", str(csv_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --csv {csv_path} cannot be written (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "gt", "sr"]

@@ -422,7 +422,7 @@ def test_training_refuses_what_would_fail_late_or_do_nothing(tmp_path, monkeypat
     with pytest.raises(ConfigError, match="epochs=0 with max_steps=0 trains nothing"):
         train(load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'a'}", "epochs=0"]))
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match=r"output_dir=.*file/run cannot be created \(.*\); choose another"):
+    with pytest.raises(ConfigError, match=r"output_dir=.*file/run cannot be written \(.*\); choose another"):
         train(load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'file' / 'run'}"]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
     monkeypatch.chdir(tmp_path)

@@ -88,12 +88,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
-def can_write_in(folder: str | Path) -> str | None:
+def can_write_in(folder: str | Path, keep: bool = False) -> str | None:
     """Whether a file could be written in ``folder`` (made if missing): None if so, else the reason. Tries it
-    with a hidden temporary file, removed at once, and removes the folders it made to find out, so a run can
-    refuse an unwritable destination (``/proc/x``, a read-only disk) before its work, leaving nothing."""
+    with a hidden temporary file, removed at once, and removes the folders it made to find out (unless
+    ``keep``: several processes may check one folder at once), so a run can refuse an unwritable
+    destination (``/proc/x``, a read-only disk) before its work, leaving nothing."""
     folder = Path(folder)
-    made = [f for f in (folder, *folder.parents) if not f.exists()]
+    made = [] if keep else [f for f in (folder, *folder.parents) if not f.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _create_temporary(folder, "probe").unlink()

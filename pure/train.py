@@ -334,8 +334,6 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
         )
     if cfg.max_steps == 0 and cfg.epochs <= 0:
         raise ConfigError("epochs=0 with max_steps=0 trains nothing: set epochs above 0 or max_steps")
-    if (reason := can_write_in(cfg.output_dir)) is not None:
-        raise ConfigError(f"output_dir={cfg.output_dir} cannot be written ({reason}); choose another")
     if not cfg.data.shards:
         check_captions_file(cfg.data)
     if cfg.backbone.adapter:
@@ -346,6 +344,9 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
         )
     if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
         raise ConfigError("log.wandb=true needs wandb: pip install wandb (or set log.wandb=false)")
+    # the last check: it makes output_dir (every process of a launch at once; the run writes there anyway)
+    if (reason := can_write_in(cfg.output_dir, keep=True)) is not None:
+        raise ConfigError(f"output_dir={cfg.output_dir} cannot be written ({reason}); choose another")
     output = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,

@@ -197,8 +197,13 @@ def _infer_flags(args: argparse.Namespace) -> list[str]:
 
 def infer_settings(args: argparse.Namespace) -> InferConfig:
     """The settings infer.py's parsed ``args`` make: defaults, --config, flags, --models, overrides."""
+    return _settings(InferConfig, args, _infer_flags(args))
+
+
+def _settings(schema: type, args: argparse.Namespace, flags: list[str]) -> Any:
+    """``schema``'s defaults, then ``--config``, the ``flags``, ``--models`` and the trailing overrides."""
     models = [f"models={literal(args.models)}"] if args.models else []
-    return load_config(InferConfig, args.config, _infer_flags(args) + models + args.overrides)
+    return load_config(schema, args.config, flags + models + args.overrides)
 
 
 def run_inference(args: argparse.Namespace) -> int:
@@ -354,8 +359,7 @@ def _start(
     ``--models`` and the trailing overrides), ``--print-config``, the output folder (``output_key``:
     one line when it, or a folder above it, is a file) and ``--threads``. Returns the settings and,
     when the script should stop here, its exit code."""
-    models = [f"models={literal(args.models)}"] if args.models else []
-    cfg = load_config(schema, args.config, flags + models + args.overrides)
+    cfg = _settings(schema, args, flags)
     if not args.print_config and output_key:
         _check_output_folder(str(getattr(cfg, output_key)), output_key)
     if args.print_config:

@@ -220,9 +220,7 @@ def plan_outputs(
         except ImageReadError as err:
             plan.failed.append(str(err))
     memory = physical_memory()
-    for path, header in list(headers.items()):
-        if outscale is None or memory is None:
-            break
+    for path, header in list(headers.items()) if outscale is not None and memory is not None else []:
         width, height = (round(side * outscale) for side in header.size)
         if width * height * CANVAS_BYTES_PER_PIXEL > memory:
             largest = (memory / CANVAS_BYTES_PER_PIXEL / (header.size[0] * header.size[1])) ** 0.5

@@ -37,6 +37,9 @@ TOKENIZER_FILES = [
 """Every file a tokenizer may be made of, and config.json (whose ``vocabulary_map`` may name image tokens)."""
 CHECKPOINT_FILES = [*TOKENIZER_FILES, "*.safetensors", "*.safetensors.index.json"]
 """What a model folder needs: weights, config and tokenizer files (no other weights)."""
+CAPTIONER_FILES = [*CHECKPOINT_FILES, "*.json", "*.jinja", "*.txt", "*.tiktoken"]
+"""What an image-text-to-text model folder needs besides weights and tokenizer: processor, chat template
+and generation configs (``*.json``, ``chat_template.jinja``)."""
 
 
 class WeightsMissingError(PureError, FileNotFoundError):
@@ -57,6 +60,9 @@ class HubWeights:
     """Branch, tag or commit."""
     patterns: tuple[str, ...] = tuple(CHECKPOINT_FILES)
     """Files of a folder source: a whole model, or only its tokenizer (:data:`TOKENIZER_FILES`)."""
+    optional: bool = False
+    """Needed only by some runs (the captioning model: only for images the manifest lacks). :func:`locate`
+    takes it from the models folder when it is there and otherwise leaves the source to its own loader."""
 
     @property
     def source(self) -> str:
@@ -135,9 +141,9 @@ def parse_source(source: str, key: str = "") -> HubWeights:
 
 
 def hub_weights(cfg, backbone_weights: bool = True) -> list[HubWeights]:
-    """The hub sources a config names (``backbone``, ``vq`` and, for training, ``tokenizer``); local
-    paths and ``tiny`` need nothing. ``backbone_weights=False``: only the backbone's tokenizer files
-    (data preparation writes text with it, it loads no weights)."""
+    """The hub sources a config names (``backbone``, ``vq``, for training ``tokenizer``, for data
+    preparation ``caption.model``); local paths and ``tiny`` need nothing. ``backbone_weights=False``:
+    only the backbone's tokenizer files (data preparation writes text with it, it loads no weights)."""
     revision = cfg.backbone.revision
     found = []
     if _is_repo_id(cfg.backbone.source):
@@ -149,6 +155,9 @@ def hub_weights(cfg, backbone_weights: bool = True) -> list[HubWeights]:
     repo, sep, filename = cfg.vq.source.partition(":")
     if sep and repo and filename and not Path(cfg.vq.source).exists():
         found.append(HubWeights("vq.source", repo, filename))
+    captioner = getattr(getattr(cfg, "caption", None), "model", "")
+    if captioner and _is_repo_id(captioner):
+        found.append(HubWeights("caption.model", captioner, patterns=tuple(CAPTIONER_FILES), optional=True))
     return found
 
 
@@ -180,6 +189,8 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
     for weights in hub_weights(cfg, backbone_weights):
         if folder is not None and weights.present(folder):
             found[weights.key] = weights.local(folder)
+            continue
+        if weights.optional:
             continue
         try:
             found[weights.key] = weights.fetch()

@@ -18,7 +18,7 @@ from PIL import Image
 
 import pure.download
 from pure.cli import download_main, infer_main, infer_parser, literal, prepare_main, train_main
-from pure.config import InferConfig, load_config
+from pure.config import InferConfig, PrepareConfig, load_config
 from pure.download import CHECKPOINT_FILES, hub_weights, locate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,6 +223,27 @@ def test_download_of_a_training_config_fetches_base_tokenizer_and_vq(tmp_path, f
     assert "*.safetensors" not in lines["nonwhy/PURE"]  # the tokenizer only
     assert fake_hub == []
     assert download_main([str(tmp_path), "not-a-repo"]) == 2
+
+
+def test_download_of_a_prepare_config_lists_its_captioning_model(tmp_path, fake_hub, capsys, monkeypatch):
+    """caption.model is listed with its processor files; a prepare run takes it from --models when it is
+    there, and otherwise leaves it to the captioner's loader (a full manifest needs no model)."""
+    config = tmp_path / "prepare.yaml"
+    config.write_text(
+        "hq_dirs: [hq]\nbackbone: {source: tiny}\nvq: {source: tiny}\ncaption:\n"
+        "  manifest: captions.jsonl\n  model: Salesforce/blip-image-captioning-base\n"
+    )
+    assert download_main([str(tmp_path / "models"), "--config", str(config), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hf download Salesforce/blip-image-captioning-base ")
+    assert '--include "*.safetensors"' in lines[0] and '--include "*.json"' in lines[0]
+    assert download_main([str(tmp_path / "models"), "--config", str(config)]) == 0
+    folder = tmp_path / "models" / "Salesforce" / "blip-image-captioning-base"
+    assert (folder / "model.safetensors").is_file()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", None)  # nothing may come from the hub now
+    cfg = load_config(PrepareConfig, config)
+    assert locate(cfg, tmp_path / "models", backbone_weights=False).caption.model == str(folder)
+    assert locate(cfg, tmp_path / "elsewhere", backbone_weights=False).caption.model == cfg.caption.model
 
 
 def test_one_opencv_and_a_hub_with_the_hf_cli():

@@ -200,6 +200,28 @@ def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_
     assert not (tmp_path / "out" / "shards").exists()
 
 
+def test_a_run_that_fails_before_any_example_leaves_nothing(shared_data_dir, tmp_path, monkeypatch):
+    """A captioning model that cannot load: no prepare.yaml and no out_dir are left behind; an out_dir that
+    already held examples keeps its settings file."""
+    from pure.data.captions import CaptionerError
+
+    def cannot_load(cfg, device="cpu"):
+        raise CaptionerError("cannot load the captioning model")
+
+    monkeypatch.setattr(prep, "load_captioner", cannot_load)
+    hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:1])
+    manifest = tmp_path / "m.jsonl"
+    cfg = _cfg(hq, tmp_path / "out", f"caption.manifest={manifest}", "caption.model=some/captioner")
+    with pytest.raises(CaptionerError):
+        prep.prepare(cfg, progress=False)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    with pytest.raises(CaptionerError):
+        prep.prepare(_cfg(hq, tmp_path / "kept", f"caption.manifest={manifest}", "caption.model=x/y"), False)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]
+
+
 # ----------------------------------------------------------------------------- datasets
 
 

@@ -391,11 +391,6 @@ def _record(pair: Pair, description: str, ids: torch.Tensor, labels: torch.Tenso
 def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     """Bring ``cfg.out_dir`` up to date with ``cfg.hq_dirs`` (see the module docstring)."""
     from accelerate import PartialState
-    from accelerate.utils import gather_object
-
-    from pure.model import backbone_folder, load_text_side, pick_device
-    from pure.sequence import conversation
-    from pure.vq import load_vq
 
     for key, value, unset in (
         ("backbone.adapter", cfg.backbone.adapter, ""),
@@ -407,13 +402,43 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
                 f"weights; leave {key} unset (it applies to scripts/infer.py)"
             )
     state = PartialState(cpu=cfg.device == "cpu")  # several CPU processes (torchrun) then talk over gloo
-    rank, world, main = state.process_index, state.num_processes, state.is_main_process
+    main = state.is_main_process
     if cfg.hq_size % 32 or cfg.hq_size % cfg.degradation.scale:
         raise PrepareError(f"hq_size={cfg.hq_size} must be a multiple of 32 and of degradation.scale")
     out_dir = Path(cfg.out_dir)
     sources = list_sources(list(cfg.hq_dirs))
+    created = not out_dir.exists()
     if main:
         check_settings(out_dir, cfg)
+    try:
+        return _bring_up_to_date(sources, cfg, state, progress)
+    except BaseException:  # a failure (or Ctrl-C) before any example was written leaves nothing behind
+        if main and not read_journals(out_dir):
+            forget_settings(out_dir, created)
+        raise
+
+
+def forget_settings(out_dir: Path, created: bool) -> None:
+    """Remove the ``prepare.yaml`` of a run that wrote no example, its empty shard and journal folders,
+    and ``out_dir`` itself when the run ``created`` it and nothing else is in it."""
+    (out_dir / "prepare.yaml").unlink(missing_ok=True)
+    for folder in (out_dir / "shards", out_dir / "journal"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+
+
+def _bring_up_to_date(sources: list[Source], cfg: PrepareConfig, state, progress: bool) -> Summary:
+    """The work of :func:`prepare` after its checks: descriptions, then the pending images as shards."""
+    from accelerate.utils import gather_object
+
+    from pure.model import backbone_folder, load_text_side, pick_device
+    from pure.sequence import conversation
+    from pure.vq import load_vq
+
+    rank, world, main = state.process_index, state.num_processes, state.is_main_process
+    out_dir = Path(cfg.out_dir)
     state.wait_for_everyone()
     descriptions = _descriptions(sources, cfg, state, progress and main)
     records = read_journals(out_dir)

@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from pure.config import DegradationConfig, load_config
+from pure.config import ConfigError, DegradationConfig, load_config
 from pure.data.degradations import (
     Blur,
+    check_degradation,
     degrade,
     filter2d,
     kernel,
@@ -114,11 +116,60 @@ def _branches() -> list[tuple[str, dict, object]]:
 @pytest.mark.parametrize("name, overrides, check", _branches(), ids=[c[0] for c in _branches()])
 def test_every_branch_is_reachable(hq_crop, name, overrides, check):
     cfg = load_config(DegradationConfig, None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    check_degradation(cfg)  # every setting a branch needs passes the up-front check
     hq = hq_crop()
     for seed in range(2):
         lq, params = degrade(hq, cfg, torch.Generator().manual_seed(seed))
         assert check(params), params
         assert lq.shape == (3, 32, 32) and torch.isfinite(lq).all()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("first.kernel_prob=[0.5,0.5]", r"first.kernel_prob=\[0.5, 0.5\]: expected 6 probabilities"),
+        ("second.kernel_list=[iso,box]", r"second.kernel_list=.*box is not one of iso, aniso"),
+        ("first.kernel_prob=[0,0,0,0,0,0]", "with a positive sum"),
+        ("first.resize_prob=[0.5,0.5]", "expected 3 probabilities"),
+        (
+            "first.blur_sigma=[3.0,0.2]",
+            r"first.blur_sigma=\[3.0, 0.2\]: expected \[low, high\] with low <= high",
+        ),
+        ("second.jpeg_range=[30,120]", r"second.jpeg_range=\[30.0, 120.0\]: must lie within \[1, 100\]"),
+        ("first.resize_range=[1.2,1.5]", "must hold 1"),
+        ("first.noise_range=[-1,3]", "must lie within"),
+        ("second.blur_prob=1.5", r"second.blur_prob=1.5: a probability must lie in \[0, 1\]"),
+        ("final_sinc_prob=-0.1", "final_sinc_prob"),
+        ("kernel_sizes=[7,8]", "expected odd sizes"),
+        ("resize_modes=[area,lanczos]", "lanczos is not one of area"),
+        ("resize_modes=[]", r"\(none\) is not one of"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_draw(override, message):
+    cfg = load_config(DegradationConfig, None, [override])
+    with pytest.raises(ConfigError, match=message) as caught:
+        check_degradation(cfg)
+    assert str(caught.value).startswith(f"degradation.{override.partition('=')[0]}=")
+
+
+def test_a_bad_degradation_stops_prepare_before_the_out_dir(tmp_path):
+    from pure.config import PrepareConfig
+    from pure.data.prepare import prepare
+
+    (tmp_path / "hq").mkdir()
+    Image.new("RGB", (64, 64)).save(tmp_path / "hq" / "a.png")
+    cfg = load_config(
+        PrepareConfig,
+        None,
+        [
+            f"hq_dirs=[{tmp_path / 'hq'}]",
+            f"out_dir={tmp_path / 'out'}",
+            "degradation.second.jpeg_range=[0,101]",
+        ],
+    )
+    with pytest.raises(ConfigError, match="degradation.second.jpeg_range"):
+        prepare(cfg, progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("scale", [2, 3])

@@ -299,6 +299,72 @@ def _draw_quality(g: torch.Generator, stage: DegradationStageConfig) -> int:
     return int(round(_uniform(g, *stage.jpeg_range)))
 
 
+# ----------------------------------------------------------------------------- settings
+
+KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+"""The blur kernels of ``kernel_list`` (basicsr's names; ``sinc`` is drawn by ``sinc_prob`` instead)."""
+RESIZE_MODES = ("area", "bilinear", "bicubic", "nearest", "nearest-exact")
+"""``torch.nn.functional.interpolate`` modes for images, usable in ``resize_modes``."""
+JPEG_QUALITY = (1.0, 100.0)
+"""The JPEG qualities OpenCV encodes (it clamps others silently)."""
+
+
+def _check_range(key: str, values: list, low: float, high: float, around: float | None = None) -> None:
+    if len(values) != 2 or not values[0] <= values[1]:
+        raise ConfigError(f"{key}={list(values)}: expected [low, high] with low <= high")
+    if values[0] < low or values[1] > high:
+        raise ConfigError(f"{key}={list(values)}: must lie within [{low:g}, {high:g}]")
+    if around is not None and not values[0] <= around <= values[1]:
+        raise ConfigError(
+            f"{key}={list(values)}: must hold {around:g} (one side is drawn below it, one above)"
+        )
+
+
+def _check_probabilities(key: str, values: list, count: int) -> None:
+    if len(values) != count:
+        raise ConfigError(f"{key}={list(values)}: expected {count} probabilities, one per option")
+    if any(v < 0 for v in values) or sum(values) <= 0:
+        raise ConfigError(f"{key}={list(values)}: probabilities must be >= 0 with a positive sum")
+
+
+def check_degradation(cfg: DegradationConfig, prefix: str = "degradation.") -> None:
+    """Refuse settings :func:`degrade` could not draw from or would silently change, before any image is
+    read: probabilities outside [0, 1] or of the wrong length, reversed or impossible ranges, even kernel
+    sizes, unknown kernels and resize modes, JPEG qualities outside 1-100. Raises :class:`ConfigError`
+    (``key=value: why``). The rules are basicsr's ``RealESRGANDataset`` assumptions."""
+    if not cfg.kernel_sizes or any(k < 1 or k % 2 == 0 for k in cfg.kernel_sizes):
+        raise ConfigError(
+            f"{prefix}kernel_sizes={list(cfg.kernel_sizes)}: expected odd sizes (e.g. [7, 9, 21])"
+        )
+    for mode in cfg.resize_modes or ["(none)"]:
+        if mode not in RESIZE_MODES:
+            modes = ", ".join(RESIZE_MODES)
+            raise ConfigError(f"{prefix}resize_modes={list(cfg.resize_modes)}: {mode} is not one of {modes}")
+    for name in ("final_sinc_prob", "sinc_before_jpeg_prob"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ConfigError(f"{prefix}{name}={getattr(cfg, name)}: a probability must lie in [0, 1]")
+    for order in ("first", "second"):
+        stage, key = getattr(cfg, order), f"{prefix}{order}."
+        for name in ("blur_prob", "sinc_prob", "gaussian_noise_prob", "gray_noise_prob"):
+            if not 0 <= getattr(stage, name) <= 1:
+                raise ConfigError(f"{key}{name}={getattr(stage, name)}: a probability must lie in [0, 1]")
+        unknown = [k for k in stage.kernel_list if k not in KERNEL_TYPES]
+        if unknown or not stage.kernel_list:
+            what = f"{unknown[0]} is not" if unknown else "expected at least one of"
+            raise ConfigError(
+                f"{key}kernel_list={list(stage.kernel_list)}: {what} one of {', '.join(KERNEL_TYPES)}"
+            )
+        _check_probabilities(f"{key}kernel_prob", stage.kernel_prob, len(stage.kernel_list))
+        _check_probabilities(f"{key}resize_prob", stage.resize_prob, 3)  # up, down, keep
+        _check_range(f"{key}blur_sigma", stage.blur_sigma, 1e-6, math.inf)
+        _check_range(f"{key}betag_range", stage.betag_range, 1e-6, math.inf, around=1.0)
+        _check_range(f"{key}betap_range", stage.betap_range, 1e-6, math.inf, around=1.0)
+        _check_range(f"{key}resize_range", stage.resize_range, 1e-6, math.inf, around=1.0)
+        _check_range(f"{key}noise_range", stage.noise_range, 0.0, math.inf)
+        _check_range(f"{key}poisson_scale_range", stage.poisson_scale_range, 0.0, math.inf)
+        _check_range(f"{key}jpeg_range", stage.jpeg_range, *JPEG_QUALITY)
+
+
 # ----------------------------------------------------------------------------- the pipeline
 
 

@@ -44,7 +44,7 @@ from pure.data.captions import (
     load_captioner,
     read_manifest,
 )
-from pure.data.degradations import DegradationParams, degrade
+from pure.data.degradations import DegradationParams, check_degradation, degrade
 from pure.data.labels import Label, label_from_params
 from pure.errors import PureError, from_here
 from pure.files import write_atomic, write_text_atomic
@@ -405,6 +405,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     main = state.is_main_process
     if cfg.hq_size % 32 or cfg.hq_size % cfg.degradation.scale:
         raise PrepareError(f"hq_size={cfg.hq_size} must be a multiple of 32 and of degradation.scale")
+    check_degradation(cfg.degradation)
     out_dir = Path(cfg.out_dir)
     sources = list_sources(list(cfg.hq_dirs))
     created = not out_dir.exists()

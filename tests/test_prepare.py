@@ -189,6 +189,16 @@ def test_an_out_dir_that_cannot_be_created_is_one_line(tmp_path):
         prep.check_settings(tmp_path / "file" / "out", load_config(PrepareConfig))
 
 
+@pytest.mark.parametrize("inner", ["hq/sub", "hq", "hq/./"])
+def test_overlapping_hq_folders_are_refused(tmp_path, inner):
+    """A folder inside another (or the same one twice) would prepare its images twice: one line."""
+    (tmp_path / "hq" / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "hq" / "sub" / "a.png")
+    with pytest.raises(prep.PrepareError, match=r"would be prepared twice .*; list only .*hq$"):
+        prep.list_sources([str(tmp_path / "hq"), str(tmp_path / inner)])
+    assert [s.key for s in prep.list_sources([str(tmp_path / "hq")])] == ["sub/a.png"]
+
+
 def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_path):
     hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:2])
     manifest = tmp_path / "m.csv"

@@ -122,10 +122,20 @@ def list_sources(hq_dirs: list[str]) -> list[Source]:
     """Image files under ``hq_dirs`` (recursively, hidden files skipped), sorted by key."""
     if not hq_dirs:
         raise PrepareError("no HQ folders: set hq_dirs in the config or pass --hq-dir")
-    found: dict[str, Source] = {}
     for folder in map(Path, hq_dirs):
         if not folder.is_dir():
             raise PrepareError(f"HQ folder {from_here(folder)} does not exist")
+    resolved = [Path(folder).resolve() for folder in hq_dirs]
+    for i, inner in enumerate(resolved):
+        for j, outer in enumerate(resolved):
+            if i != j and inner.is_relative_to(outer) and (inner != outer or i > j):
+                how = "is listed twice" if inner == outer else f"is inside {hq_dirs[j]}"
+                raise PrepareError(
+                    f"HQ folder {hq_dirs[i]} {how}: its images would be prepared twice (HQ folders are "
+                    f"searched recursively); list only {hq_dirs[j]}"
+                )
+    found: dict[str, Source] = {}
+    for folder in map(Path, hq_dirs):
         for path in sorted(folder.rglob("*")):
             rel = path.relative_to(folder)
             if not is_image_name(path) or any(p.startswith(".") for p in rel.parts):

@@ -287,6 +287,21 @@ class RunLog:
         self.accelerator.log(record, step=record["step"])
 
 
+RUN_CONFIG_HEADER = "# the settings of the last run started in this folder (written by scripts/train.py)\n"
+"""First line of ``output_dir/config.yaml``: marks the file as one a run wrote, which a new run replaces."""
+
+
+def check_run_config(output_dir: Path) -> None:
+    """Refuse a fresh run in ``output_dir`` when its ``config.yaml`` was not written by a run (a file of the
+    user's, which the run would overwrite). Raises :class:`ConfigError`."""
+    saved = output_dir / "config.yaml"
+    if saved.is_file() and not saved.read_text(errors="replace").startswith(RUN_CONFIG_HEADER):
+        raise ConfigError(
+            f"{saved} is not a config a training run wrote, and a run writes its settings there: move that "
+            "file elsewhere (pass it with --config), or choose another output_dir"
+        )
+
+
 def start_trackers(accelerator: Accelerator, cfg: LogConfig, output_dir: Path, config: dict) -> None:
     """Weights & Biases (online or offline) when ``cfg.wandb``."""
     if cfg.wandb:
@@ -356,6 +371,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     )
     check_launch(accelerator.num_processes, accelerator.distributed_type.name)
     resume = find_resume(output, cfg.resume)
+    if resume is None:
+        check_run_config(output)
     if cfg.resume == "latest" and resume is None:
         accelerator.print(f"resume=latest: no checkpoint in {output / 'checkpoints'}; starting a new run")
     if resume is not None:
@@ -438,7 +455,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     config = dataclasses.asdict(cfg)  # the settings as they are (a ${...} in a text stays text)
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        (output / "config.yaml").write_text(to_yaml(cfg))
+        (output / "config.yaml").write_text(RUN_CONFIG_HEADER + to_yaml(cfg))
     start_trackers(accelerator, cfg.log, output, config)
     log = RunLog(accelerator, output / "log.jsonl", step)
     base_config = source_config(cfg.backbone)

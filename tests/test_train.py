@@ -31,6 +31,7 @@ from pure.tiny import (
     write_backbone_checkpoint,
 )
 from pure.train import (
+    RUN_CONFIG_HEADER,
     add_residual_dropout,
     apply_lora,
     check_lengths,
@@ -172,6 +173,7 @@ def test_lora_trains_only_adapters_and_image_rows(tmp_path, hq_folder):
 
     last = train(_cfg(TINY_LORA, tmp_path / "run", hq_folder, "max_steps=2", "lora.token_rows=image"))
     assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2]
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith(RUN_CONFIG_HEADER)
     assert (last / "config.yaml").is_file() and not (last / "model").exists()
     saved = load_file(str(last / "adapter" / "adapter_model.safetensors"))
     assert all("lora_" in k or "trainable_tokens_delta" in k for k in saved)
@@ -429,6 +431,22 @@ def test_training_refuses_what_would_fail_late_or_do_nothing(tmp_path, monkeypat
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'b'}", "data.captions=typo.jsonl"])
     with pytest.raises(DataError, match=r"data.captions=typo.jsonl \(relative to .*\) does not exist"):
         train(cfg)
+
+
+def test_a_fresh_run_never_overwrites_a_config_it_did_not_write(tmp_path):
+    """output_dir/config.yaml of the user's own is refused (one line, the file untouched); one a run
+    wrote (its first line says so) is replaced by a new run's settings."""
+    from pure.train import check_run_config
+
+    (tmp_path / "config.yaml").write_text("method: lora\n")
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}"])
+    with pytest.raises(
+        ConfigError, match=r"config.yaml is not a config a training run wrote.*move that file"
+    ):
+        train(cfg)
+    assert (tmp_path / "config.yaml").read_text() == "method: lora\n"
+    (tmp_path / "config.yaml").write_text(RUN_CONFIG_HEADER + "method: lora\n")
+    check_run_config(tmp_path)
 
 
 def test_training_refuses_an_adapter_it_would_not_use(tmp_path):

@@ -45,8 +45,8 @@ def check_scale(lr: Path, hr: Path, outscale: float) -> None:
     :func:`pure.tiling.output_size` rounds): the restorations could never be scored against it. Reads
     the files' headers (decoding a pair only where those disagree), so it fails in seconds what evaluation
     would find after all the inference."""
-    hr_images = list_images(hr, "HR")
-    for stem, lr_path in list_images(lr, "LR").items():
+    hr_images = list_images(hr, "HR").images
+    for stem, lr_path in list_images(lr, "LR").images.items():
         if stem not in hr_images:
             continue
         try:

@@ -516,6 +516,13 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         help="folder of ground-truth images with the same names; without it only no-reference metrics run",
     )
     parser.add_argument("--name", help="row name in the table and JSON (default: the SR folder's name)")
+    parser.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="also the images in subfolders, paired by their path (sr/x/a.png with gt/x/a.png; infer.py's "
+        "entropy/ folder is left out); without it, subfolders with images are named in a note",
+    )
     parser.add_argument("--json", help="where to write the means (default: runs/eval/<name>/metrics.json)")
     parser.add_argument(
         "--csv", help="where to write per-image scores (default: runs/eval/<name>/per_image.csv)"
@@ -553,7 +560,9 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if (reason := can_write_in(path.parent)) is not None:  # never one file written and the other not
             raise EvaluationError(f"{flag} {path} cannot be written ({reason}); pass another {flag}")
     compare = [row for path in args.compare for row in load_rows(path)]
-    evaluation = evaluate_folders(args.sr, args.gt, name=args.name, **_evaluate_kwargs(args))
+    evaluation = evaluate_folders(
+        args.sr, args.gt, name=args.name, recursive=args.recursive, **_evaluate_kwargs(args)
+    )
     print(report(evaluation, compare))
     if not evaluation.mean:
         return _finish(evaluation, [])

@@ -287,6 +287,8 @@ class Evaluation:
     unavailable: dict[str, str]
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    unsearched: list[str] = field(default_factory=list)
+    """Subfolders holding images that were not scored (without ``recursive``)."""
 
     def as_dict(self) -> dict:
         """The JSON summary: ``{"mean": {...}, "count": N, "lower_better": {...}, ...}``."""
@@ -340,8 +342,10 @@ def evaluate_folders(
     download: bool = False,
     progress: bool = True,
     name: str | None = None,
+    recursive: bool = False,
 ) -> Evaluation:
-    """Score the SR images in ``sr_dir`` (against same-named GT images in ``gt_dir``, if given).
+    """Score the SR images in ``sr_dir`` (against same-named GT images in ``gt_dir``, if given; with
+    ``recursive`` also those in subfolders, paired by their path: see :func:`pure.pairing.pair_images`).
 
     Per-image metrics run in batches of up to ``batch_size`` same-size images on ``device``.
     Metrics that cannot run (missing weights; SSIM on an image under :data:`SSIM_WINDOW` px unless
@@ -350,7 +354,7 @@ def evaluate_folders(
     from tqdm import tqdm
 
     names = select_metrics(metrics, gt_dir is not None)
-    pairing = pair_images(Path(sr_dir), None if gt_dir is None else Path(gt_dir), sr_name)
+    pairing = pair_images(Path(sr_dir), None if gt_dir is None else Path(gt_dir), sr_name, recursive)
     too_small = _smaller_than_ssim_window(pairing.pairs) if "ssim" in names else None
     if too_small and metrics is not None and "ssim" in metrics:  # named: the user must choose
         raise EvaluationError(f"{too_small}; leave ssim out (e.g. --metrics psnr)")
@@ -380,12 +384,13 @@ def evaluate_folders(
     return Evaluation(
         name=name or Path(sr_dir).name,
         metrics=names,
-        images=[sr.name for sr, _ in pairing.pairs],
+        images=[sr.relative_to(sr_dir).as_posix() for sr, _ in pairing.pairs],
         scores=scores,
         mean=mean,
         unavailable={m: unavailable[m] for m in names if m in unavailable},
         missing=pairing.missing,
         extra=pairing.extra,
+        unsearched=pairing.unsearched,
     )
 
 

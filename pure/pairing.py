@@ -6,14 +6,15 @@ rescaled, alpha composited on white), so a metric sees what a restoration saw.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pure.errors import PureError
-from pure.images import ImageReadError, is_image_name, read_image
+from pure.images import ImageReadError, read_image, scan_folder
+from pure.plan import ENTROPY_FOLDER
 
 if TYPE_CHECKING:  # torch is imported where it is used, so `evaluate.py --help` stays fast
     import torch
@@ -25,40 +26,68 @@ class EvaluationError(PureError, ValueError):
 
 @dataclass
 class Pairing:
-    """SR images matched to GT images by name; GT images with no SR (``missing``) and the reverse."""
+    """SR images matched to GT images by name; GT images with no SR (``missing``) and the reverse, as paths
+    relative to their folder; subfolders holding images that were not searched (``unsearched``)."""
 
     pairs: list[tuple[Path, Path | None]]
     missing: list[str]
     extra: list[str]
+    unsearched: list[str] = field(default_factory=list)
 
 
-def list_images(folder: Path, role: str) -> dict[str, Path]:
-    """Image files directly in ``folder`` by stem (``a.png`` -> ``a``), sorted by name."""
+@dataclass
+class Listing:
+    """A folder's images by key (the path inside the folder without its suffix: ``sub/a`` for
+    ``sub/a.png``), and the subfolders with images that were not searched (without ``recursive``)."""
+
+    images: dict[str, Path]
+    unsearched: list[Path]
+
+
+def list_images(folder: Path, role: str, recursive: bool = False, exclude: tuple[Path, ...] = ()) -> Listing:
+    """Image files in ``folder`` (with ``recursive`` also in its subfolders, except hidden ones and
+    ``exclude``), by key, sorted. Raises :class:`EvaluationError` for a missing folder, two images with one
+    key (``a.png`` and ``a.jpg``), or no image at all."""
     if folder.exists() and not folder.is_dir():
         raise EvaluationError(f"{role} {folder} is a file; pass the folder that holds the images")
     if not folder.is_dir():
         raise EvaluationError(f"{role} folder not found: {folder} (pass an existing folder of images)")
-    images = {}
-    for path in sorted(folder.iterdir()):
-        if is_image_name(path) and path.is_file():
-            if path.stem in images:
-                raise EvaluationError(
-                    f"two {role} images share the name {path.stem!r}: {images[path.stem].name} and "
-                    f"{path.name} in {folder}; keep one"
-                )
-            images[path.stem] = path
+    scan = scan_folder(folder, recursive, exclude)
+    images: dict[str, Path] = {}
+    for path in scan.images:
+        if not path.is_file():  # a broken link
+            continue
+        key = path.relative_to(folder).with_suffix("").as_posix()
+        if key in images:
+            raise EvaluationError(
+                f"two {role} images share the name {key!r}: {images[key].relative_to(folder)} and "
+                f"{path.relative_to(folder)} in {folder}; keep one"
+            )
+        images[key] = path
+    unsearched = [sub for sub in scan.subfolders if scan_folder(sub, True, exclude).images]
     if not images:
+        hint = f"; pass --recursive to use those in {_names(unsearched)}" if unsearched else ""
         raise EvaluationError(
             f"no images in the {role} folder {folder} (files of a format Pillow reads: .png, .jpg, .tif, ...)"
+            + hint
         )
-    return images
+    return Listing(dict(sorted(images.items())), unsearched)
 
 
-def pair_images(sr_dir: Path, gt_dir: Path | None = None, sr_name: str = "{stem}") -> Pairing:
+def _names(folders: list[Path], shown: int = 3) -> str:
+    names = [f"{folder.name}/" for folder in folders[:shown]]
+    return ", ".join(names) + (f" and {len(folders) - shown} more" if len(folders) > shown else "")
+
+
+def pair_images(
+    sr_dir: Path, gt_dir: Path | None = None, sr_name: str = "{stem}", recursive: bool = False
+) -> Pairing:
     """Match each GT image ``<stem>.*`` to the SR image named ``sr_name.format(stem=<stem>)`` + any suffix.
 
     ``sr_name`` such as ``"{stem}_out"`` matches outputs that carry a suffix. Without ``gt_dir``
-    every SR image is returned unpaired. Extensions may differ (``a.png`` against ``a.jpg``).
+    every SR image is returned unpaired. Extensions may differ (``a.png`` against ``a.jpg``). With
+    ``recursive``, subfolders count too and images pair by their path (``sr/x/a.png`` with
+    ``gt/x/a.jpg``, ``<stem>`` then being ``x/a``); infer.py's entropy maps (``sr/entropy/``) are left out.
     """
     try:
         sr_name.format(stem="")
@@ -69,24 +98,28 @@ def pair_images(sr_dir: Path, gt_dir: Path | None = None, sr_name: str = "{stem}
         ) from err
     if "{stem}" not in sr_name:
         raise EvaluationError(f"--sr-name {sr_name!r} must contain {{stem}}, e.g. '{{stem}}_out'")
-    sr = list_images(Path(sr_dir), "SR")
+    sr_dir = Path(sr_dir)
+    sr_listing = list_images(sr_dir, "SR", recursive, exclude=(sr_dir / ENTROPY_FOLDER,))
+    sr, unsearched = sr_listing.images, [f"{folder}/" for folder in sr_listing.unsearched]
     if gt_dir is None:
-        return Pairing([(path, None) for path in sr.values()], [], [])
+        return Pairing([(path, None) for path in sr.values()], [], [], unsearched)
+    gt_listing = list_images(Path(gt_dir), "GT", recursive)
+    unsearched += [f"{folder}/" for folder in gt_listing.unsearched]
     pairs, missing, used = [], [], set()
-    for stem, gt_path in list_images(Path(gt_dir), "GT").items():
+    for stem, gt_path in gt_listing.images.items():
         key = sr_name.format(stem=stem)
         if key in sr:
             pairs.append((sr[key], gt_path))
             used.add(key)
         else:
-            missing.append(gt_path.name)
-    extra = [path.name for key, path in sr.items() if key not in used]
+            missing.append(gt_path.relative_to(gt_dir).as_posix())
+    extra = [path.relative_to(sr_dir).as_posix() for key, path in sr.items() if key not in used]
     if not pairs:
         raise EvaluationError(
             f"no SR image in {sr_dir} matches a GT image in {gt_dir} by name (SR names expected as "
             f"{sr_name!r} + suffix); check the folders or pass --sr-name"
         )
-    return Pairing(pairs, missing, extra)
+    return Pairing(pairs, missing, extra, unsearched)
 
 
 def load_image(path: Path) -> torch.Tensor:

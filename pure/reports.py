@@ -112,4 +112,9 @@ def report(evaluation: Evaluation, compare: Sequence[Row] = ()) -> str:
         lines.append(
             f"- {len(evaluation.extra)} SR image(s) without a GT image: {', '.join(evaluation.extra)}"
         )
+    if evaluation.unsearched:
+        lines.append(
+            f"- {len(evaluation.unsearched)} subfolder(s) with images not scored: "
+            f"{', '.join(evaluation.unsearched)} (pass --recursive to score them too)"
+        )
     return "\n".join(lines)

@@ -35,6 +35,36 @@ def test_pairing_with_a_name_pattern_and_without_gt(tmp_path):
     assert P.pair_images(tmp_path / "sr").pairs == [(tmp_path / "sr" / "a_out.png", None)]
 
 
+def test_subfolders_are_named_or_paired_by_path(tmp_path):
+    """Without recursive, subfolders with images are named (never silently left out); with it, images pair
+    by their path inside the folders; infer.py's entropy maps are never SR images."""
+    for side in ("sr", "gt"):
+        for name in ("a.png", "x/a.png", "x/y/b.png"):
+            random_image(tmp_path / side / os.path.dirname(name), os.path.basename(name))
+    random_image(tmp_path / "sr" / "entropy", "a.png")
+    (tmp_path / "gt" / "empty").mkdir()
+    flat = P.pair_images(tmp_path / "sr", tmp_path / "gt")
+    assert [sr.name for sr, _ in flat.pairs] == ["a.png"] and not flat.missing and not flat.extra
+    assert flat.unsearched == [f"{tmp_path / 'sr' / 'x'}/", f"{tmp_path / 'gt' / 'x'}/"]
+    deep = P.pair_images(tmp_path / "sr", tmp_path / "gt", recursive=True)
+    pairs = [
+        (sr.relative_to(tmp_path).as_posix(), gt.relative_to(tmp_path).as_posix()) for sr, gt in deep.pairs
+    ]
+    assert pairs == [("sr/a.png", "gt/a.png"), ("sr/x/a.png", "gt/x/a.png"), ("sr/x/y/b.png", "gt/x/y/b.png")]
+    assert not deep.missing and not deep.extra and not deep.unsearched
+    (tmp_path / "gt" / "x" / "y" / "b.png").unlink()
+    evaluation = M.evaluate_folders(
+        tmp_path / "sr", tmp_path / "gt", metrics=["psnr"], progress=False, recursive=True
+    )
+    assert evaluation.images == ["a.png", "x/a.png"] and evaluation.extra == ["x/y/b.png"]
+    flat_only = tmp_path / "only_sub"
+    random_image(flat_only / "x", "a.png")
+    with pytest.raises(
+        P.EvaluationError, match=r"no images in the SR folder .*; pass --recursive to use those in x/"
+    ):
+        P.pair_images(flat_only)
+
+
 @pytest.mark.parametrize(
     "layout, kwargs, message",
     [

@@ -153,15 +153,21 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
 
 
 def build_dataset(
-    cfg: TrainDataConfig, vq_cfg: VQConfig, tokenizer, vocab: Vocab, device: torch.device
+    cfg: TrainDataConfig,
+    vq_cfg: VQConfig,
+    tokenizer,
+    vocab: Vocab,
+    device: torch.device,
+    note: Callable[[str], object] = print,
 ) -> Dataset:
-    """The examples ``cfg`` names: HQ images encoded with the VQ ``vq_cfg`` on ``device``."""
+    """The examples ``cfg`` names: HQ images encoded with the VQ ``vq_cfg`` on ``device`` (images left out
+    are said through ``note``)."""
     if cfg.shards:
         return ShardDataset(cfg.shards)
     if not cfg.hq_folder:
         raise ConfigError("data.hq_folder is empty: name a folder of high-quality training images")
     vq = load_vq(vq_cfg.source, device=device, cfg=vq_cfg)
-    return ImageFolderExamples(cfg, tokenizer, vocab, vq)
+    return ImageFolderExamples(cfg, tokenizer, vocab, vq, note)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,7 +386,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     set_seed(cfg.seed)
     tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
     if dataset is None:
-        dataset = build_dataset(cfg.data, cfg.vq, tokenizer, vocab, accelerator.device)
+        dataset = build_dataset(cfg.data, cfg.vq, tokenizer, vocab, accelerator.device, accelerator.print)
     # A fixed held-out split (the same on every process and on resume) measures generalisation.
     check_lengths(dataset, cfg.max_seq_len, accelerator.print)
     dataset, held_out = split_held_out(dataset, cfg.eval_examples, cfg.seed)

@@ -449,6 +449,36 @@ def test_a_fresh_run_never_overwrites_a_config_it_did_not_write(tmp_path):
     check_run_config(tmp_path)
 
 
+def test_an_hq_folder_skips_unreadable_and_small_images(tmp_path, hq_folder):
+    """As prepare_data.py does: a broken file and an image below data.size are said and left out (never
+    upscaled into a target), max_images counts usable images, and nothing usable is one line."""
+    from pure.data.image_folder import ImageFolderExamples
+    from pure.model import load_text_side
+    from pure.vq import load_vq
+
+    folder = tmp_path / "hq"
+    folder.mkdir()
+    (folder / "0-broken.png").write_bytes(b"not a png")
+    Image.new("RGB", (40, 24), "gray").save(folder / "1-small.png")
+    for good in sorted(hq_folder.glob("*.png"))[:2]:
+        shutil.copy(good, folder / f"2-{good.name}")
+    cfg = load_config(
+        TrainConfig, TINY_LORA, [f"data.hq_folder={folder}", "data.size=32", "data.max_images=1"]
+    )
+    tokenizer, vocab = load_text_side(backbone_folder(BackboneConfig(source="tiny")))
+    vq = load_vq("tiny")
+    notes: list[str] = []
+    dataset = ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)
+    assert len(dataset) == 1 and len(dataset.skipped) == 2 and len(notes) == 2
+    assert "0-broken.png" in notes[0] and notes[0].startswith("warning: skipped ")
+    assert "1-small.png: 40x24 is smaller than data.size=32" in notes[1]
+    (folder / "2-keep").mkdir()
+    for good in folder.glob("2-*.png"):
+        good.rename(folder / "2-keep" / good.name)
+    with pytest.raises(DataError, match=r"no usable image in data.hq_folder=.*all 2 were skipped"):
+        ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)
+
+
 def test_training_refuses_an_adapter_it_would_not_use(tmp_path):
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "backbone.adapter=/nonexistent"])
     with pytest.raises(ConfigError, match=r"backbone.adapter=/nonexistent: .*resume=CHECKPOINT.*merge_lora"):

@@ -16,6 +16,7 @@ training process).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from pure.config import ConfigError, TrainDataConfig
 from pure.data.captions import read_manifest
 from pure.data.datasets import DataError
 from pure.errors import from_here
-from pure.images import is_image_name, read_image
+from pure.images import ImageReadError, is_image_name, read_image
 from pure.sequence import TextTokenizer, conversation
 from pure.vocab import GRID_PX, Vocab
 from pure.vq import VQModel, image_to_tensor
@@ -50,9 +51,22 @@ def check_captions_file(cfg: TrainDataConfig) -> None:
 
 
 class ImageFolderExamples(Dataset):
-    """Map-style dataset of ``{"ids": [T] int64, "labels": [T] int64}``, one per HQ image."""
+    """Map-style dataset of ``{"ids": [T] int64, "labels": [T] int64}``, one per usable HQ image.
 
-    def __init__(self, cfg: TrainDataConfig, tokenizer: TextTokenizer, vocab: Vocab, vq: VQModel) -> None:
+    Files that cannot be read, and images whose shorter side is below ``data.size`` (they would be
+    upscaled into blurry targets), are skipped as ``scripts/prepare_data.py`` skips them: each is said in
+    one line through ``note`` and listed in :attr:`skipped`. ``data.max_images`` counts usable images.
+    Raises :class:`DataError` when no image is usable.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainDataConfig,
+        tokenizer: TextTokenizer,
+        vocab: Vocab,
+        vq: VQModel,
+        note: Callable[[str], object] = print,
+    ) -> None:
         if cfg.size % GRID_PX or cfg.size % cfg.scale:
             raise ConfigError(
                 f"data.size={cfg.size} must be a multiple of {GRID_PX} and of data.scale={cfg.scale}"
@@ -61,19 +75,42 @@ class ImageFolderExamples(Dataset):
         if not folder.is_dir():
             raise DataError(f"data.hq_folder={from_here(cfg.hq_folder)} is not a folder of HQ images")
         files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
-        files = files[: cfg.max_images] if cfg.max_images else files
         if not files:
             raise DataError(f"no images (files of a format Pillow reads) in data.hq_folder={folder}")
         check_captions_file(cfg)
         captions = read_manifest(cfg.captions) if cfg.captions else {}
-        self.examples = []
+        self.examples: list[dict[str, torch.Tensor]] = []
+        self.skipped: list[str] = []
+        """``path: reason`` of every file left out."""
         for file in files:
-            hq, lq = hq_lq_pair(read_image(file).rgb, cfg.size, cfg.scale)
+            if cfg.max_images and len(self.examples) == cfg.max_images:
+                break
+            try:
+                image = read_image(file).rgb
+            except ImageReadError as err:
+                reason = str(err)
+            else:
+                reason = ""
+                if min(image.size) < cfg.size:
+                    reason = (
+                        f"{file}: {image.width}x{image.height} is smaller than data.size={cfg.size} "
+                        "(it would be upscaled into a blurry target)"
+                    )
+            if reason:
+                self.skipped.append(reason)
+                note(f"warning: skipped {reason}")
+                continue
+            hq, lq = hq_lq_pair(image, cfg.size, cfg.scale)
             codes = vq.encode(torch.stack([image_to_tensor(lq), image_to_tensor(hq)])).cpu()
             ids, labels = conversation(
                 tokenizer, vocab, codes[0], captions.get(file.name, cfg.default_text), codes[1]
             )
             self.examples.append({"ids": ids, "labels": labels})
+        if not self.examples:
+            raise DataError(
+                f"no usable image in data.hq_folder={folder}: all {len(files)} were skipped (the first: "
+                f"{self.skipped[0]}); add images of at least {cfg.size} px or lower data.size"
+            )
 
     def __len__(self) -> int:
         return len(self.examples)

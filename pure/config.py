@@ -39,10 +39,10 @@ def choice(default: str, *allowed: str):
     return field(default=default, metadata={"choices": (default, *allowed)})
 
 
-def at_least(default: int | float, low: int | float, multiple_of: int | None = None):
+def at_least(default: int | float, low: int | float, multiple_of: int | None = None, hint: str = ""):
     """A numeric field that must be ``>= low`` (and a multiple of ``multiple_of`` when given; checked once,
-    by :func:`load_config`)."""
-    return field(default=default, metadata={"min": low, "multiple_of": multiple_of})
+    by :func:`load_config`); ``hint`` follows the error (what the user may have meant)."""
+    return field(default=default, metadata={"min": low, "multiple_of": multiple_of, "hint": hint})
 
 
 def between(default: int, low: int, high: int):
@@ -133,7 +133,9 @@ class SamplingConfig:
 
     cfg_scale: float = 0.8
     """Classifier-free guidance g in ``g * (cond - uncond) + uncond``; 1.0 disables guidance."""
-    temperature: float = at_least(0.9, 1e-6)
+    temperature: float = at_least(
+        0.9, 1e-6, hint="for greedy decoding set sampling.image_top_k_max=1; text is greedy already"
+    )
     """Softmax temperature applied after top-k."""
     text_top_k: int = at_least(1, 1)
     """Top-k for text tokens (1 = greedy text, as PURE)."""
@@ -441,7 +443,8 @@ def check_fields(cfg: object, prefix: str = "") -> None:
             raise ConfigError(f"{key}={value!r}: must be a finite number")
         low, high = item.metadata.get("min"), item.metadata.get("max")
         if low is not None and isinstance(value, int | float) and value < low:
-            raise ConfigError(f"{key}={value!r}: must be at least {low}")
+            hint = item.metadata.get("hint")
+            raise ConfigError(f"{key}={value!r}: must be at least {low}" + (f" ({hint})" if hint else ""))
         if high is not None and isinstance(value, int | float) and value > high:
             raise ConfigError(f"{key}={value!r}: must be at most {high}")
         multiple = item.metadata.get("multiple_of")

@@ -207,3 +207,11 @@ def test_help_config_shows_the_defaults_print_config_resolves(schema):
             node = node[part]
         assert node == value, key
     assert len(shown) > 20
+
+
+def test_a_zero_temperature_says_how_to_decode_greedily():
+    with pytest.raises(
+        ConfigError, match=r"temperature=0.0: must be at least 1e-06 \(for greedy decoding set "
+    ):
+        load_config(InferConfig, overrides=["sampling.temperature=0"])
+    assert load_config(InferConfig, overrides=["sampling.image_top_k_max=1"]).sampling.image_top_k_max == 1

@@ -58,7 +58,7 @@ def load_rows(path: str | Path) -> list[Row]:
         raise EvaluationError(f"compare file not found: {path}")
     try:
         if path.suffix.lower() == ".csv":
-            with open(path, newline="", encoding="utf-8") as file:
+            with open(path, newline="", encoding="utf-8-sig") as file:
                 records = list(csv.DictReader(file))
             rows = [
                 Row(
@@ -69,7 +69,7 @@ def load_rows(path: str | Path) -> list[Row]:
                 for r in records
             ]
         else:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
             records = data["rows"] if "rows" in data else [{"name": data.get("name", path.stem), **data}]
             rows = [
                 Row(r["name"], {k.lower(): float(v) for k, v in r["mean"].items()}, r.get("count"))

@@ -136,3 +136,14 @@ def test_a_captioning_model_that_cannot_load_is_one_clear_error(tmp_path, monkey
     ) as caught:
         load_captioner(CaptionConfig(model=str(tmp_path / "no-model")))
     assert isinstance(caught.value, PureError) and "\n" not in str(caught.value)
+
+
+def test_manifests_saved_by_excel_are_read(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark; other encodings are one line naming the fix."""
+    (tmp_path / "m.csv").write_bytes(b'\xef\xbb\xbfimage,description\r\na.png,caf\xc3\xa9 "on" a\r\n')
+    (tmp_path / "m.jsonl").write_bytes(b'\xef\xbb\xbf{"image": "a.png", "description": "x"}\r\n')
+    assert read_manifest(tmp_path / "m.csv") == {"a.png": 'café "on" a'}
+    assert read_manifest(tmp_path / "m.jsonl") == {"a.png": "x"}
+    (tmp_path / "latin.csv").write_bytes(b"image,description\na.png,caf\xe9\n")
+    with pytest.raises(ManifestError, match=r"latin.csv is not UTF-8 text .*save it as UTF-8"):
+        read_manifest(tmp_path / "latin.csv")

@@ -72,3 +72,8 @@ def test_compare_files(tmp_path):
     (tmp_path / "bad.csv").write_text("method,psnr\nx,1\n")
     with pytest.raises(P.EvaluationError, match=r"cannot read results from .*bad\.csv"):
         R.load_rows(tmp_path / "bad.csv")
+
+
+def test_a_compare_csv_saved_by_excel_is_read(tmp_path):
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbfname,psnr\r\nMine,24.1\r\n")
+    assert R.load_rows(tmp_path / "excel.csv") == [R.Row("Mine", {"psnr": 24.1}, None)]

@@ -16,6 +16,7 @@ described whole, before cropping, so one description serves any crop settings.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -51,8 +52,15 @@ def read_manifest(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         return {}
+    try:  # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ManifestError(
+            f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 (in Excel: "
+            "CSV UTF-8)"
+        ) from err
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
+        with io.StringIO(text, newline="") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"image", "description"} <= set(reader.fieldnames):
                 raise ManifestError(
@@ -62,7 +70,7 @@ def read_manifest(path: str | Path) -> dict[str, str]:
     if path.suffix.lower() != ".jsonl":
         raise ManifestError(f"{path}: a manifest must be a .jsonl or .csv file")
     entries = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

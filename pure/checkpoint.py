@@ -27,7 +27,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pure.config import BackboneConfig, ConfigError, TrainConfig, load_config, to_yaml
-from pure.files import give_plain_modes
+from pure.errors import DiskFullError
+from pure.files import can_write_in, give_plain_modes, out_of_space
 from pure.model import (
     CheckpointError,
     backbone_folder,
@@ -148,6 +149,8 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
             f"output {output} already exists and is not empty; pass a new folder for the merged model "
             "(nothing is overwritten)"
         )
+    if (reason := can_write_in(output.parent)) is not None:
+        raise ConfigError(f"output {output} cannot be written ({reason}); pass a folder elsewhere")
     cfg = load_config(TrainConfig, checkpoint / "config.yaml")
     if cfg.method != "lora":
         raise ConfigError(f"{checkpoint} is a full fine-tune: its model/ folder is already standalone")
@@ -162,6 +165,13 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
         if output.is_dir():
             output.rmdir()  # empty, checked above
         partial.rename(output)
+    except Exception as err:
+        if out_of_space(err, partial.parent):
+            raise DiskFullError(
+                f"no space left on the device of {output.parent} while writing the merged model "
+                f"({type(err).__name__}); free space or pass a folder on another disk"
+            ) from err
+        raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return output
@@ -177,19 +187,29 @@ def save_checkpoint(
     root = output / "checkpoints"
     final = root / f"step-{position['step']:06d}"
     partial_dir = root / f".{final.name}.partial"
-    if accelerator.is_main_process:
-        shutil.rmtree(partial_dir, ignore_errors=True)
-        partial_dir.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial_dir / "state"))
-    export(partial_dir)
-    if accelerator.is_main_process:
-        (partial_dir / "trainer.json").write_text(json.dumps(position, indent=2))
-        (partial_dir / "config.yaml").write_text(to_yaml(cfg))
-        give_plain_modes(partial_dir)
-        if final.exists():
-            shutil.rmtree(final)
-        partial_dir.rename(final)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(partial_dir, ignore_errors=True)
+            partial_dir.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(partial_dir / "state"))
+        export(partial_dir)
+        if accelerator.is_main_process:
+            (partial_dir / "trainer.json").write_text(json.dumps(position, indent=2))
+            (partial_dir / "config.yaml").write_text(to_yaml(cfg))
+            give_plain_modes(partial_dir)
+            if final.exists():
+                shutil.rmtree(final)
+            partial_dir.rename(final)
+    except Exception as err:  # never a half-written checkpoint left filling the disk
+        if accelerator.is_main_process:
+            shutil.rmtree(partial_dir, ignore_errors=True)
+        if out_of_space(err, root):
+            raise DiskFullError(
+                f"no space left on the device of {root} while writing {final.name} ({type(err).__name__}); "
+                "free space (or set keep_last lower), then rerun the same command with resume=latest"
+            ) from err
+        raise
         for old in checkpoints(output)[: -cfg.keep_last] if cfg.keep_last else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()

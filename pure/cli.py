@@ -18,7 +18,9 @@ import contextlib
 import json
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -308,6 +310,13 @@ def infer_main(argv: list[str] | None = None) -> int:
     missing = [flag for flag, value in given.items() if not value]
     if not args.print_config and missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
+    stray = [item for item in args.overrides if "=" not in item and Path(item).exists()]
+    if stray and args.input:  # `-i photos/*.png`: the shell gave every file, argparse kept the first
+        folder = Path(args.input).parent
+        parser.error(
+            f"-i/--input takes one image or one folder, but {len(stray) + 1} paths were given (a shell "
+            f"pattern such as *.png expands to every file): pass the folder, -i {folder}"
+        )
     return _run(lambda: run_inference(args))
 
 
@@ -395,22 +404,40 @@ def _check_output_folder(path: str, key: str) -> None:
             return
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, a scheduler's preemption), raised where Ctrl-C would be so that
+    the same clean stop runs: the summary, no half-written file, the line saying how to continue."""
+
+
 def _run(work: Callable[[], int]) -> int:
     """Run one command: the one place a user's mistake (:class:`~pure.errors.PureError`) is caught; it is
     printed as one line and the exit code is 2. Ctrl-C before the work's own handling (while settings are
-    read or libraries and models load) prints ``interrupted`` and exits 130, as the work does."""
+    read or libraries and models load) prints ``interrupted`` and exits 130, as the work does. SIGTERM is
+    handled as Ctrl-C, and the exit code is then 143 (128 + 15, what an unhandled SIGTERM gives)."""
+    received: list[int] = []
+
+    def terminate(signum: int, frame: object) -> NoReturn:
+        received.append(signum)
+        raise Terminated()
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     try:
-        return work()
+        code = work()
     except PureError as err:
-        return _error(err)
+        code = _error(err)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return 143 if code == 130 and received else code
 
 
 def _error(err: BaseException) -> int:
     print(f"error: {err}", file=sys.stderr)
-    return 2
+    return getattr(err, "exit_code", 2)  # 2: could not start; a DiskFullError stopped started work: 1
 
 
 # ---------------------------------------------------------------------------- evaluation

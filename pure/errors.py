@@ -16,6 +16,13 @@ class PureError(Exception):
     """A mistake the user can fix; the message names the file or setting and the fix."""
 
 
+class DiskFullError(PureError, OSError):
+    """A write failed because the disk (or quota) is full: the work stopped part-way, so the command exits
+    1 (it had started), not 2; the message names the folder and how to continue."""
+
+    exit_code = 1
+
+
 def from_here(path: str | Path) -> str:
     """``path`` for a message; a relative one adds where it was looked for (settings' paths are read from
     the current folder, not from the config file's: ``../shared/data`` in a config works only from the

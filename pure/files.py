@@ -5,8 +5,10 @@ can be written, a new file gets ``0o666`` minus the umask and a replaced file ke
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,3 +107,25 @@ def can_write_in(folder: str | Path, keep: bool = False) -> str | None:
         for f in made:  # deepest first
             with contextlib.suppress(OSError):
                 f.rmdir()
+
+
+LOW_SPACE_BYTES = 16 * 2**20
+"""Free bytes below which a failed write is taken for a full disk (torch's checkpoint writer reports one as
+``unexpected pos ...`` or ``iostream error``, without an errno)."""
+
+
+def out_of_space(err: BaseException, path: str | Path) -> bool:
+    """Whether writing at ``path`` failed because its disk (or quota) is full: an ``OSError`` with ENOSPC or
+    EDQUOT, an error that says so (safetensors: ``os error 28``), or any failure with less than
+    :data:`LOW_SPACE_BYTES` left there."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "No space left on device" in str(err) or "os error 28" in str(err):
+        return True
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+    except OSError:
+        return False

@@ -24,6 +24,12 @@ from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from pure.errors import PureError
 
+Image.MAX_IMAGE_PIXELS = None
+"""Pillow's decompression-bomb limit (a warning above 89 Mpx, an error above 179 Mpx) is for untrusted
+uploads; pure reads the files its user names and restores any size by tiling. What guards memory instead:
+the plan refuses outputs larger than this machine's memory before anything loads (``pure.plan``), and the
+web demo refuses uploads beyond ``--max-side`` from the header, before decoding."""
+
 try:  # HEIC/HEIF (phone photos) when pillow-heif is installed: a Pillow plugin, registered by name
     from pillow_heif import register_heif_opener
 except ImportError:
@@ -200,6 +206,7 @@ def read_image(path: str | Path) -> ReadImage:
     _check_regular(path)
     try:
         with Image.open(path) as opened:
+            deep_colour = opened.mode in ("RGB", "RGBA") and ";16" in _rawmode(opened)  # before any load
             _check_frames(opened, path)
             info = {"format": opened.format, "mode": opened.mode, "size": list(opened.size), "steps": []}
             orientation = opened.getexif().get(ORIENTATION_TAG, 1)
@@ -217,6 +224,8 @@ def read_image(path: str | Path) -> ReadImage:
         steps.append(f"EXIF orientation {orientation!r} ignored (valid values are 1-8)")
     if info["format"] == "MPO":
         steps.append("multi-picture JPEG: the primary picture read")
+    if deep_colour:  # Pillow has no 16-bit colour modes: it decodes such files to 8 bits itself
+        steps.append("16 bits per channel reduced to 8 by Pillow (the high byte kept)")
     try:
         rgb, alpha, description = _to_rgb8(image, icc, transparent, path, steps)
     except ImageReadError:
@@ -277,6 +286,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def srgb_profile() -> bytes:
     """An sRGB ICC profile, for outputs of colour-managed inputs."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _rawmode(opened: Image.Image) -> str:
+    """How the file stores its pixels (``RGB;16B`` for 16-bit colour PNG), from the first tile to decode;
+    empty when Pillow does not say."""
+    tiles = getattr(opened, "tile", None) or []
+    args = tiles[0].args if tiles and hasattr(tiles[0], "args") else None
+    rawmode = args[0] if isinstance(args, tuple) and args else args
+    return rawmode if isinstance(rawmode, str) else ""
 
 
 def _check_frames(opened: Image.Image, path: str | Path) -> None:

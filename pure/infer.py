@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pure.config import InferConfig
-from pure.files import write_atomic, write_text_atomic
+from pure.files import out_of_space, write_atomic, write_text_atomic
 from pure.images import read_image, save_marked, srgb_profile
 from pure.plan import Job, Plan
 from pure.restoration import Restoration
@@ -94,7 +94,8 @@ def run_info(cfg: InferConfig) -> dict:
 
 
 def restore_plan(plan: Plan, restorer: ImageRestorer, run_info: dict, progress: bool = True) -> Summary:
-    """Restore every job of ``plan``; one bad file never stops the run, Ctrl-C stops it cleanly.
+    """Restore every job of ``plan``; one bad file never stops the run, Ctrl-C stops it cleanly, and so does a
+    full disk (every later image would fail at its write, after minutes of work each).
 
     ``run_info`` (model, VQ source, ...) is added to every sidecar. A file being written when the
     run is interrupted is removed, never left half written.
@@ -111,6 +112,14 @@ def restore_plan(plan: Plan, restorer: ImageRestorer, run_info: dict, progress: 
                 message = str(err) if str(job.source) in str(err) else f"{job.source}: {err}"
                 summary.failed.append(message)
                 tqdm.write(f"failed: {message}", file=sys.stderr)
+                if out_of_space(err, job.image.parent):  # a full disk fails every later image as well
+                    left = len(plan.jobs) - summary.restored - len(summary.failed) + len(plan.failed)
+                    tqdm.write(
+                        f"stopped: no space left on the device of {plan.output} ({left} image(s) not "
+                        "started); free space, then run the same command with --skip-existing",
+                        file=sys.stderr,
+                    )
+                    break
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

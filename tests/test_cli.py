@@ -290,6 +290,20 @@ def test_non_finite_numbers_are_one_line_before_loading(capsys):
         assert err.count("\n") == 1 and "must be a finite number" in err
 
 
+def test_several_inputs_from_a_shell_pattern_name_the_folder(tmp_path, capsys):
+    """`-i in/*.png` reaches us as several paths: the error says to pass their folder, not that a file
+    is a malformed key=value override."""
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    with pytest.raises(SystemExit) as exit_:
+        infer_main(
+            ["-i", str(tmp_path / "a.png"), str(tmp_path / "b.png"), str(tmp_path / "c.png"), "-o", "o"]
+        )
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and "takes one image or one folder, but 3 paths were given" in err
+    assert err.endswith(f"pass the folder, -i {tmp_path} (--help explains every flag)")
+
+
 def test_overrides_and_flags_mix_in_any_order():
     args = infer_parser().parse_args(
         ["-i", "x", "restore.tile=256", "--quantize", "int8", "restore.outscale=2", "--skip-existing"]

@@ -104,3 +104,19 @@ def test_give_plain_modes_opens_what_libraries_wrote_privately(tmp_path):
     os.chmod(private, 0o600)
     give_plain_modes(tmp_path)
     assert stat.S_IMODE(private.stat().st_mode) == plain_mode()
+
+
+def test_a_full_disk_is_known_by_errno_message_or_free_space(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from pure import files
+
+    assert files.out_of_space(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    assert files.out_of_space(RuntimeError("I/O error: No space left on device (os error 28)"), tmp_path)
+    assert not files.out_of_space(RuntimeError("unexpected pos 12740672 vs 12740560"), tmp_path)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 4096, 4096))
+    # torch's writer says nothing of space; the folder (or, not made yet, its parent) has almost none left
+    assert files.out_of_space(RuntimeError("unexpected pos 12740672 vs 12740560"), tmp_path / "new" / "x")

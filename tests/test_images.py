@@ -315,3 +315,34 @@ def test_every_conversion_is_a_step_of_the_sidecar(tmp_path, mode, step):
     read = read_image(path)
     assert read.info["mode"] == mode and step in read.info["steps"]
     assert read.rgb.mode == "RGB"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16_bit_colour_is_a_step_of_the_sidecar(tmp_path, suffix):
+    """Pillow decodes 16-bit colour to 8 bits itself (mode RGB): the sidecar says so; 8-bit files say
+    nothing."""
+    import cv2
+
+    pixels = np.zeros((4, 6, 3), np.uint16)
+    pixels[0, 0] = [1000, 40000, 65535]
+    cv2.imwrite(str(tmp_path / f"deep{suffix}"), pixels)
+    cv2.imwrite(str(tmp_path / f"plain{suffix}"), (pixels >> 8).astype(np.uint8))
+    deep, plain = read_image(tmp_path / f"deep{suffix}"), read_image(tmp_path / f"plain{suffix}")
+    assert "16 bits per channel reduced to 8 by Pillow (the high byte kept)" in deep.info["steps"]
+    assert plain.info["steps"] == []
+    assert np.array_equal(np.asarray(deep.rgb), np.asarray(plain.rgb))  # BGR on disk: the same pixels
+
+
+def test_a_very_large_image_is_no_decompression_bomb(tmp_path):
+    """Pillow refuses more than 179 Mpx (a limit for untrusted uploads); pure restores any size by tiling
+    and guards memory itself (the plan), so a 20000 x 20000 header reads."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)  # 8-bit grey, declared only
+    path = tmp_path / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    assert read_header(path).size == (20000, 20000)

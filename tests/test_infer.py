@@ -35,6 +35,57 @@ def _expected_size(path: Path, scale: float) -> tuple[int, int]:
     return max(1, round(image.width * scale)), max(1, round(image.height * scale))
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """kill / docker stop / a scheduler's preemption: the interrupted summary and cleanup of Ctrl-C, exit
+    143; the handler is removed again afterwards."""
+    import os
+    import signal
+
+    import pure.infer
+
+    before = signal.getsignal(signal.SIGTERM)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (16, 16), "gray").save(inputs / name)
+
+    def killed(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(pure.infer, "_restore_one", killed)
+    assert infer_main(["-i", str(inputs), "-o", str(tmp_path / "out"), *TINY]) == 143
+    err = capsys.readouterr().err
+    assert "interrupted: 0 of 2 images restored; run the same command with --skip-existing" in err
+    assert not (tmp_path / "out").exists()  # created by the run, nothing written: removed
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_full_disk_stops_the_run_at_the_first_image(tmp_path, monkeypatch, capsys):
+    """Every later image would fail at its write too: the run stops with one line saying how to go on."""
+    import errno
+
+    import pure.infer
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (16, 16), "gray").save(inputs / name)
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pure.infer, "save_outputs", full)
+    assert infer_main(["-i", str(inputs), "-o", str(tmp_path / "out"), *TINY]) == 1
+    captured = capsys.readouterr()
+    assert len(err_lines(captured.err, "failed:")) == 1
+    assert (
+        "stopped: no space left on the device of" in captured.err
+        and "(2 image(s) not started)" in captured.err
+    )
+    assert "0 restored, 0 skipped (output exists), 1 failed; nothing written" in captured.out
+
+
 @pytest.mark.slow
 def test_edge_cases_folder_end_to_end(shared_data_dir, tmp_path, capsys):
     inputs = tmp_path / "in"
@@ -94,7 +145,7 @@ def test_realsrset_images_at_4x(shared_data_dir, tmp_path):
         sidecar = json.loads((out / f"{name}.json").read_text())
         assert sidecar["entropy_map"] == str(out / "entropy" / f"{name}.png")
     # the maps stay out of the image set: evaluation scores the two restorations only (issue 12, item 6)
-    assert sorted(list_images(out, "SR")) == ["chip", "comic1"]
+    assert sorted(list_images(out, "SR").images) == ["chip", "comic1"]
 
 
 @pytest.mark.slow

@@ -184,7 +184,7 @@ def test_backbone_weight_settings_are_refused_not_ignored(tmp_path, setting):
 def test_an_out_dir_that_cannot_be_created_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(
-        prep.PrepareError, match=r"out_dir=.*file/out cannot be created \(.*\); choose another"
+        prep.PrepareError, match=r"out_dir=.*file/out cannot be written \(.*\); choose another"
     ):
         prep.check_settings(tmp_path / "file" / "out", load_config(PrepareConfig))
 
@@ -197,6 +197,34 @@ def test_overlapping_hq_folders_are_refused(tmp_path, inner):
     with pytest.raises(prep.PrepareError, match=r"would be prepared twice .*; list only .*hq$"):
         prep.list_sources([str(tmp_path / "hq"), str(tmp_path / inner)])
     assert [s.key for s in prep.list_sources([str(tmp_path / "hq")])] == ["sub/a.png"]
+
+
+def test_an_unwritable_or_full_out_dir_is_one_line(shared_data_dir, tmp_path, monkeypatch, capsys):
+    """An existing folder that cannot be written (here /proc) is refused before any work; a disk that fills
+    up while shards are written ends in one line (exit 1) saying how to continue."""
+    with pytest.raises(prep.PrepareError, match=r"^out_dir=/proc cannot be written \(.*\); choose another"):
+        prep.check_settings(Path("/proc"), load_config(PrepareConfig))
+    hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:1])
+
+    def full(*args, **kwargs):
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(prep, "save_file", full)
+    args = ["--config", str(ROOT / "configs" / "prepare_tiny.yaml"), "--hq-dir", str(hq)]
+    args += [
+        "--out",
+        str(tmp_path / "out"),
+        "--manifest",
+        str(MANIFEST),
+        "--no-progress",
+        f"hq_size={HQ_SIZE}",
+    ]
+    assert prepare_main(args) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: no space left on the device of out_dir={tmp_path / 'out'}")
+        and err.count("\n") == 1
+    )
 
 
 def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -80,6 +81,10 @@ def hq_folder(tmp_path_factory) -> Path:
 def _cfg(base: Path, out: Path, hq: Path, *overrides: str) -> TrainConfig:
     fast = [f"output_dir={out}", f"data.hq_folder={hq}", "data.size=32", "data.max_images=4", "log.every=1"]
     return load_config(TrainConfig, base, fast + list(overrides))
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def _log(folder: Path) -> list[dict]:
@@ -180,6 +185,10 @@ def test_lora_trains_only_adapters_and_image_rows(tmp_path, hq_folder):
 
     assert merge_main([str(last), str(tmp_path / "merged"), "--dtype", "float32"]) == 0
     assert not (tmp_path / ".merged.partial").exists()  # written beside it, then renamed
+    with pytest.MonkeyPatch.context() as patch:  # a full disk: one line, exit 1, nothing left
+        patch.setattr("pure.checkpoint.save_model_folder", _no_space)
+        assert merge_main([str(last), str(tmp_path / "merged2"), "--dtype", "float32"]) == 1
+    assert not (tmp_path / "merged2").exists() and not (tmp_path / ".merged2.partial").exists()
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "merged").iterdir() if p.is_file()}
     assert set(modes.values()) == {plain_mode()}, modes  # the weights too (safetensors writes 0o600)
     base = load_backbone(str(folder), dtype=torch.float32).state_dict()
@@ -345,6 +354,8 @@ def test_merge_never_overwrites(tmp_path, capsys):
             " for the merged model (nothing is overwritten)" if output.is_dir() else " for the merged model"
         )
         assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert merge_main([str(checkpoint), "/proc/pure-merged/model"]) == 2  # before anything loads
+    assert capsys.readouterr().err.startswith("error: output /proc/pure-merged/model cannot be written (")
 
 
 @pytest.mark.slow
@@ -477,6 +488,35 @@ def test_an_hq_folder_skips_unreadable_and_small_images(tmp_path, hq_folder):
         good.rename(folder / "2-keep" / good.name)
     with pytest.raises(DataError, match=r"no usable image in data.hq_folder=.*all 2 were skipped"):
         ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)
+
+
+def test_a_full_disk_while_saving_is_one_line_and_leaves_no_partial_checkpoint(
+    tmp_path, hq_folder, monkeypatch, capsys
+):
+    import pure.train
+
+    def full(*args):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 12740672 vs 12740560")
+
+    monkeypatch.setattr(pure.train, "export_weights", full)
+    monkeypatch.setattr("pure.checkpoint.out_of_space", lambda err, path: "unexpected pos" in str(err))
+    out = tmp_path / "run"
+    args = [
+        f"output_dir={out}",
+        f"data.hq_folder={hq_folder}",
+        "data.size=32",
+        "data.max_images=2",
+        "max_steps=1",
+    ]
+    assert train_main(["--config", str(TINY_LORA), *args]) == 1
+    (err,) = [
+        line[line.index("error: ") :] for line in capsys.readouterr().err.splitlines() if "error: " in line
+    ]
+    assert err.startswith(
+        f"error: no space left on the device of {out / 'checkpoints'} while writing step-000001"
+    )
+    assert err.endswith("rerun the same command with resume=latest")
+    assert list((out / "checkpoints").iterdir()) == []
 
 
 def test_training_refuses_an_adapter_it_would_not_use(tmp_path):

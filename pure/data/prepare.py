@@ -46,8 +46,8 @@ from pure.data.captions import (
 )
 from pure.data.degradations import DegradationParams, check_degradation, degrade
 from pure.data.labels import Label, label_from_params
-from pure.errors import PureError, from_here
-from pure.files import write_atomic, write_text_atomic
+from pure.errors import DiskFullError, PureError, from_here
+from pure.files import can_write_in, out_of_space, write_atomic, write_text_atomic
 from pure.images import ImageReadError, is_image_name, read_header, read_image
 from pure.vq import image_to_tensor
 
@@ -314,6 +314,8 @@ def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
     from omegaconf import OmegaConf
 
     saved = out_dir / "prepare.yaml"
+    if (reason := can_write_in(out_dir, keep=True)) is not None:  # /proc/x, a read-only disk: before any work
+        raise PrepareError(f"out_dir={out_dir} cannot be written ({reason}); choose another")
     if saved.is_file() and read_journals(out_dir):
         old, new = (
             OmegaConf.to_container(OmegaConf.load(saved)),
@@ -326,11 +328,6 @@ def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
                 "use a new out_dir, or delete that folder to start again"
             )
     else:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:  # /proc/x, a read-only disk: one line, before any work
-            reason = err.strerror or str(err)
-            raise PrepareError(f"out_dir={out_dir} cannot be created ({reason}); choose another") from err
         saved.write_text(to_yaml(cfg))
 
 
@@ -423,9 +420,14 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
         check_settings(out_dir, cfg)
     try:
         return _bring_up_to_date(sources, cfg, state, progress)
-    except BaseException:  # a failure (or Ctrl-C) before any example was written leaves nothing behind
+    except BaseException as err:  # a failure (or Ctrl-C) before any example was written leaves nothing behind
         if main and not read_journals(out_dir):
             forget_settings(out_dir, created)
+        if isinstance(err, Exception) and out_of_space(err, out_dir):
+            raise DiskFullError(
+                f"no space left on the device of out_dir={out_dir} ({type(err).__name__}); free space, then "
+                "run the same command again (images in complete shards are kept)"
+            ) from err
         raise
 
 

@@ -210,6 +210,7 @@ def save_checkpoint(
                 "free space (or set keep_last lower), then rerun the same command with resume=latest"
             ) from err
         raise
+    if accelerator.is_main_process:
         for old in checkpoints(output)[: -cfg.keep_last] if cfg.keep_last else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()

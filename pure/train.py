@@ -481,56 +481,55 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
             lambda folder: export_weights(accelerator, model, folder, cfg.method, base_config, tokenizer),
         )
 
-    bar = tqdm(
+    with tqdm(
         total=total, initial=step, desc="train", unit="step", disable=not accelerator.is_local_main_process
-    )
-    losses, tokens, tick = [], torch.zeros((), device=accelerator.device), time.perf_counter()
-    last = resume
-    while step < total:
-        loader.set_epoch(epoch)
-        for batch in accelerator.skip_first_batches(loader, done) if done else loader:
-            with accelerator.accumulate(model):
-                lr = learning_rate(step, total, warmup, cfg.optim)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                loss = model(input_ids=batch["ids"], labels=batch["labels"], use_cache=False).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.optim.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            done += 1
-            losses.append(loss.detach())
-            tokens += batch["tokens"]
-            if not accelerator.sync_gradients:
-                continue
-            step += 1
-            bar.update(1)
-            if step % cfg.log.every == 0 or step == total:
-                seconds, tick = time.perf_counter() - tick, time.perf_counter()
-                mean_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
-                throughput = accelerator.reduce(tokens, "sum").item() / seconds
-                record = {
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": mean_loss,
-                    "lr": lr,
-                    "tokens_per_s": throughput,
-                }
-                log.write(record)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{throughput:.0f}", lr=f"{lr:.2e}")
-                losses, tokens = [], torch.zeros((), device=accelerator.device)
-            if val_loader is not None and (step % cfg.eval_every == 0 or step == total):
-                val_loss = held_out_loss(model, val_loader, accelerator)
-                log.write({"step": step, "epoch": epoch, "val_loss": val_loss})
-                bar.set_postfix(loss=f"{mean_loss:.4f}", val_loss=f"{val_loss:.4f}")
-            if step % cfg.save_every == 0 or step == total:
-                last = save()
-            if step >= total:
-                break
-        else:
-            epoch, done = epoch + 1, 0
-    bar.close()
+    ) as bar:  # closed before an error is printed
+        losses, tokens, tick = [], torch.zeros((), device=accelerator.device), time.perf_counter()
+        last = resume
+        while step < total:
+            loader.set_epoch(epoch)
+            for batch in accelerator.skip_first_batches(loader, done) if done else loader:
+                with accelerator.accumulate(model):
+                    lr = learning_rate(step, total, warmup, cfg.optim)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    loss = model(input_ids=batch["ids"], labels=batch["labels"], use_cache=False).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.optim.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                done += 1
+                losses.append(loss.detach())
+                tokens += batch["tokens"]
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                bar.update(1)
+                if step % cfg.log.every == 0 or step == total:
+                    seconds, tick = time.perf_counter() - tick, time.perf_counter()
+                    mean_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+                    throughput = accelerator.reduce(tokens, "sum").item() / seconds
+                    record = {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": mean_loss,
+                        "lr": lr,
+                        "tokens_per_s": throughput,
+                    }
+                    log.write(record)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{throughput:.0f}", lr=f"{lr:.2e}")
+                    losses, tokens = [], torch.zeros((), device=accelerator.device)
+                if val_loader is not None and (step % cfg.eval_every == 0 or step == total):
+                    val_loss = held_out_loss(model, val_loader, accelerator)
+                    log.write({"step": step, "epoch": epoch, "val_loss": val_loss})
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", val_loss=f"{val_loss:.4f}")
+                if step % cfg.save_every == 0 or step == total:
+                    last = save()
+                if step >= total:
+                    break
+            else:
+                epoch, done = epoch + 1, 0
     accelerator.print(f"last checkpoint: {last}")
     accelerator.end_training()
     return last

@@ -61,6 +61,9 @@ def find_resume(output_dir: str | Path, resume: str) -> Path | None:
     if resume == "latest":
         return existing[-1] if existing else None
     path = Path(resume)
+    if not path.exists():
+        found = f"; this run's are {', '.join(c.name for c in existing)}" if existing else ""
+        raise ConfigError(f"resume={resume!r} does not exist (pruned by keep_last, or a typo){found}")
     if not (path / "trainer.json").is_file():
         raise ConfigError(f"resume={resume!r} is not a checkpoint folder (no trainer.json in it)")
     return path
@@ -136,10 +139,15 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
     checkpoint = Path(checkpoint)
     if checkpoint.name == "adapter" and (checkpoint.parent / "config.yaml").is_file():
         checkpoint = checkpoint.parent
-    if not (checkpoint / "config.yaml").is_file():
+    saved = checkpoints(checkpoint) if checkpoint.is_dir() else []
+    if saved:  # the run's own folder (it has a config.yaml too)
         raise ConfigError(
-            f"{checkpoint} is not a training checkpoint (no config.yaml in it): pass a folder such as "
-            "outputs/RUN/checkpoints/step-001000 or its adapter/ folder"
+            f"{checkpoint} is a training run; pass one of its checkpoints, e.g. {saved[-1]} (the last)"
+        )
+    if not (checkpoint / "config.yaml").is_file() or not (checkpoint / "trainer.json").is_file():
+        raise ConfigError(
+            f"{checkpoint} is not a training checkpoint (no config.yaml and trainer.json in it): pass a "
+            "folder such as outputs/RUN/checkpoints/step-001000 or its adapter/ folder"
         )
     output = Path(output)
     if output.exists() and not output.is_dir():

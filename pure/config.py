@@ -450,6 +450,8 @@ def check_fields(cfg: object, prefix: str = "") -> None:
         multiple = item.metadata.get("multiple_of")
         if multiple and isinstance(value, int) and value % multiple:
             raise ConfigError(f"{key}={value!r}: must be a multiple of {multiple}")
+    if isinstance(cfg, OptimConfig) and (len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas)):
+        raise ConfigError(f"{prefix}betas={list(cfg.betas)}: expected two values in [0, 1), e.g. [0.9, 0.95]")
     if isinstance(cfg, RestoreConfig) and cfg.tile_overlap >= cfg.tile:
         raise ConfigError(
             f"{prefix}tile_overlap={cfg.tile_overlap}: must be less than {prefix}tile={cfg.tile}"
@@ -681,19 +683,19 @@ class LoRAConfig:
 class OptimConfig:
     """AdamW, linear warm-up then cosine decay, gradient clipping (defaults: the released recipe)."""
 
-    lr: float = 4e-4
+    lr: float = at_least(4e-4, 0.0)
     """Peak learning rate, reached at the end of warm-up."""
-    min_lr: float = 0.0
+    min_lr: float = at_least(0.0, 0.0)
     """Learning rate at the end of the cosine decay."""
-    warmup_epochs: float = 0.5
+    warmup_epochs: float = at_least(0.5, 0.0)
     """Length of the linear warm-up, in epochs (fractions allowed)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     """AdamW (beta1, beta2)."""
-    eps: float = 1e-8
+    eps: float = at_least(1e-8, 0.0)
     """AdamW epsilon."""
-    weight_decay: float = 0.1
+    weight_decay: float = at_least(0.1, 0.0)
     """Decoupled weight decay, on matrices only (not on norms or biases)."""
-    grad_clip: float = 4.0
+    grad_clip: float = at_least(4.0, 0.0)
     """Clip the global gradient norm to this value; 0 disables clipping."""
 
 

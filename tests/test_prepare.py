@@ -227,6 +227,19 @@ def test_an_unwritable_or_full_out_dir_is_one_line(shared_data_dir, tmp_path, mo
     )
 
 
+def test_a_missing_manifest_or_a_file_as_hq_folder_is_one_line(shared_data_dir, tmp_path):
+    """A manifest path with a typo is refused (with caption.allow_missing it would silently drop every
+    description); a file given as an HQ folder is said to be a file."""
+    hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:1])
+    for extra in ([], ["caption.allow_missing=true"]):
+        cfg = _cfg(hq, tmp_path / "out", f"caption.manifest={tmp_path / 'typo.jsonl'}", *extra)
+        with pytest.raises(prep.PrepareError, match=r"caption.manifest=.*typo.jsonl does not exist"):
+            prep.prepare(cfg, progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(prep.PrepareError, match=r"HQ folder .*Canon_011_LR4.png is a file; pass the folder"):
+        prep.list_sources([str(hq / NAMES[0])])
+
+
 def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_path):
     hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:2])
     manifest = tmp_path / "m.csv"

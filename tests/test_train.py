@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
+from pure.checkpoint import find_resume
 from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config, to_yaml
 from pure.data.datasets import DataError, ShardDataset, collate
@@ -334,6 +335,33 @@ def test_merge_names_a_folder_that_is_no_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path} is not a training checkpoint") and "adapter/" in err
     assert len(err.splitlines()) == 1
+    (tmp_path / "config.yaml").write_text("method: lora\n")  # a run's own folder: it names a checkpoint
+    (tmp_path / "checkpoints" / "step-000008").mkdir(parents=True)
+    assert merge_main([str(tmp_path), str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"error: {tmp_path} is a training run; pass one of its checkpoints, e.g. "
+        + str(tmp_path / "checkpoints" / "step-000008")
+        + " (the last)"
+    )
+
+
+def test_a_resume_checkpoint_that_is_gone_lists_those_there(tmp_path):
+    (tmp_path / "checkpoints" / "step-000008").mkdir(parents=True)
+    with pytest.raises(
+        ConfigError, match=r"resume='.*step-000004' does not exist \(pruned by keep_last.*step-000008"
+    ):
+        find_resume(tmp_path, str(tmp_path / "checkpoints" / "step-000004"))
+
+
+def test_shards_named_by_their_subfolder_point_to_the_prepared_folder(tmp_path):
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "index.jsonl").write_text("")
+    with pytest.raises(
+        DataError, match=rf"data.shards names the prepared folder itself, data.shards={tmp_path}$"
+    ):
+        ShardDataset(tmp_path / "shards")
 
 
 def test_merge_never_overwrites(tmp_path, capsys):
@@ -342,6 +370,7 @@ def test_merge_never_overwrites(tmp_path, capsys):
     checkpoint = tmp_path / "step-000002"
     (checkpoint / "adapter").mkdir(parents=True)
     (checkpoint / "config.yaml").write_text("method: lora\n")
+    (checkpoint / "trainer.json").write_text("{}")
     (tmp_path / "file.png").write_bytes(b"x")
     for output, message in [
         (tmp_path / "file.png", "is a file; pass a new folder"),

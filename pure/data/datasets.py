@@ -33,6 +33,11 @@ class ShardDataset(torch.utils.data.Dataset):
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         index = self.folder / "index.jsonl"
+        if not index.is_file() and (self.folder.parent / "index.jsonl").is_file():  # data.shards=OUT/shards
+            raise DataError(
+                f"{index} not found: data.shards names the prepared folder itself, "
+                f"data.shards={self.folder.parent}"
+            )
         if not index.is_file():
             raise DataError(f"{index} not found: run scripts/prepare_data.py with out_dir={self.folder}")
         self.records = []

@@ -123,6 +123,10 @@ def list_sources(hq_dirs: list[str]) -> list[Source]:
     if not hq_dirs:
         raise PrepareError("no HQ folders: set hq_dirs in the config or pass --hq-dir")
     for folder in map(Path, hq_dirs):
+        if folder.is_file():
+            raise PrepareError(
+                f"HQ folder {from_here(folder)} is a file; pass the folder that holds the images"
+            )
         if not folder.is_dir():
             raise PrepareError(f"HQ folder {from_here(folder)} does not exist")
     resolved = [Path(folder).resolve() for folder in hq_dirs]
@@ -341,6 +345,11 @@ def _descriptions(sources: list[Source], cfg: PrepareConfig, state, progress: bo
     main process then appends the parts to the manifest (also parts left by an interrupted run).
     """
     caption = cfg.caption
+    if caption.manifest and not caption.model and not Path(caption.manifest).is_file():
+        raise PrepareError(
+            f"caption.manifest={from_here(caption.manifest)} does not exist; pass the descriptions file "
+            "(.jsonl or .csv), or set caption.model to have a model write it"
+        )
     if not caption.manifest:
         if caption.model:
             raise PrepareError(

@@ -30,6 +30,10 @@ def benchmark_paths(
                 f"{root}/{name}/hr (same file names), or pass --root"
             )
     run = Path(run) if run else Path("runs") / name / time.strftime("%Y%m%d-%H%M%S")
+    if run.exists() and not run.is_dir():
+        raise EvaluationError(
+            f"--run {run} is a file; pass a folder for the run (its sr/, metrics.json, ...)"
+        )
     return {
         "lr": base / "lr",
         "hr": base / "hr",
@@ -75,7 +79,8 @@ def run_benchmark(
     """Super-resolve ``root/name/lr`` into ``run/sr`` with ``infer(lr_dir, sr_dir)`` (in-process; it
     returns an exit code), then evaluate ``run/sr`` against ``root/name/hr`` and write
     ``run/metrics.json`` and ``run/per_image.csv`` (not when no metric could run: earlier results stay).
-    Without ``infer`` an existing ``run/sr`` is scored. ``outscale``: the scale ``infer`` restores to;
+    Without ``infer`` an existing ``run/sr`` is scored. An interrupted ``infer`` (exit 130) raises
+    ``KeyboardInterrupt``. ``outscale``: the scale ``infer`` restores to;
     every HR image must then have its LR image's size times it (:func:`check_scale`, before inference).
 
     ``evaluate_kwargs`` go to :func:`evaluate_folders`.
@@ -86,6 +91,8 @@ def run_benchmark(
         check_scale(paths["lr"], paths["hr"], outscale)
     if infer is not None:
         code = infer(paths["lr"], paths["sr"])
+        if code == 130:  # inference was interrupted (Ctrl-C or SIGTERM) and said how far it got
+            raise KeyboardInterrupt
         if code != 0:
             raise EvaluationError(
                 f"inference of {paths['lr']} into {paths['sr']} failed (exit {code}); see above"

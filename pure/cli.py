@@ -649,7 +649,7 @@ def _split_infer_flags(argv: list[str], parser: argparse.ArgumentParser) -> tupl
 
 
 def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
-    from pure.benchmark import run_benchmark
+    from pure.benchmark import benchmark_paths, run_benchmark
     from pure.pairing import EvaluationError
     from pure.reports import load_rows, report
 
@@ -671,18 +671,21 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     if settings.suffix and args.sr_name == "{stem}":  # the outputs carry the suffix infer.py gave them
         scoring["sr_name"] = "{stem}_" + settings.suffix.replace("{", "{{").replace("}", "}}")
 
+    run = benchmark_paths(args.name, args.root, args.run)["run"]  # one time-stamped folder for the hint
     try:
         compare = [row for path in args.compare for row in load_rows(path)]
         evaluation, paths = run_benchmark(
             args.name,
             args.root,
-            args.run,
+            run,
             None if args.skip_inference else infer,
             outscale=outscale,
             **scoring,
         )
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        continued = "" if args.run else f" --run {run}"
+        hint = "" if args.skip_inference else f": to continue this run, add{continued} --skip-existing"
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
     except OSError as error:  # writing RUN/metrics.json or RUN/per_image.csv
         print(f"error: cannot write results ({error}); pass another --run", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -52,6 +53,35 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tm
     again = ["realsr", "--root", str(tmp_path), "--run", str(run), "--skip-inference", "--no-progress"]
     assert benchmark_main([*again, "--metrics", "niqe"]) == 1  # no weights here: no metric runs
     assert (run / "metrics.json").read_text() == scored  # the earlier results stay
+
+
+def test_an_interrupted_benchmark_says_how_to_continue_its_run(monkeypatch, tmp_path, capsys):
+    """Inference stopped by Ctrl-C or SIGTERM (its exit 130) is an interruption, not a failure: exit 130
+    and the hint names the time-stamped run folder, which a plain rerun would not reuse."""
+    monkeypatch.setattr(pure.cli, "run_inference", lambda args: 130)
+    random_image(tmp_path / "realsr" / "lr", "a.png", (8, 8), seed=0)
+    random_image(tmp_path / "realsr" / "hr", "a.png", (32, 32), seed=0)
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "realsr",
+        "--root",
+        str(tmp_path),
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--no-progress",
+    ]
+    assert benchmark_main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert "failed" not in err
+    assert re.fullmatch(
+        r"interrupted: to continue this run, add --run runs/realsr/\d{8}-\d{6} --skip-existing", err
+    )
+    (tmp_path / "file").write_text("x")
+    assert benchmark_main([*argv, "--run", "file"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: --run file is a file; pass a folder for the run (its sr/, metrics.json, ...)"
+    )
 
 
 def test_benchmark_chains_inference_and_evaluation(tmp_path):

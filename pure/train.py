@@ -18,6 +18,7 @@ is logged as ``val_loss`` every ``eval_every`` steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -366,9 +367,21 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
         raise ConfigError("log.wandb=true needs wandb: pip install wandb (or set log.wandb=false)")
     # the last check: it makes output_dir (every process of a launch at once; the run writes there anyway)
+    output = Path(cfg.output_dir)
+    made = [folder for folder in (output, *output.parents) if not folder.exists()]  # deepest first
     if (reason := can_write_in(cfg.output_dir, keep=True)) is not None:
         raise ConfigError(f"output_dir={cfg.output_dir} cannot be written ({reason}); choose another")
-    output = Path(cfg.output_dir)
+    try:
+        return _train_in(output, cfg, dataset)
+    except BaseException:  # refused later (data, resume, LoRA targets) or interrupted: no empty folder left
+        for folder in made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote there
+                folder.rmdir()
+        raise
+
+
+def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
+    """:func:`train` after its checks, in the existing folder ``output``."""
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,

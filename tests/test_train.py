@@ -548,6 +548,19 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_no_partial_checkpoint(
     assert list((out / "checkpoints").iterdir()) == []
 
 
+def test_a_run_refused_after_making_its_output_dir_leaves_no_folder(tmp_path, hq_folder):
+    """Checks that need the data (here max_seq_len) come after output_dir is made: it is removed again,
+    with the parents the run made; a folder that held something before is kept."""
+    cfg = _cfg(TINY_LORA, tmp_path / "a" / "run", hq_folder, "max_seq_len=100")
+    with pytest.raises(ConfigError, match="max_seq_len=100 ends inside the prompt"):
+        train(cfg)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ConfigError, match="max_seq_len=100 ends inside the prompt"):
+        train(_cfg(TINY_LORA, tmp_path / "kept", hq_folder, "max_seq_len=100"))
+    assert (tmp_path / "kept").is_dir()
+
+
 def test_training_refuses_an_adapter_it_would_not_use(tmp_path):
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "backbone.adapter=/nonexistent"])
     with pytest.raises(ConfigError, match=r"backbone.adapter=/nonexistent: .*resume=CHECKPOINT.*merge_lora"):

@@ -34,6 +34,10 @@ class ConfigError(PureError, ValueError):
     """A YAML file or an override does not fit the schema."""
 
 
+class UnknownKeyError(ConfigError):
+    """A key the schema does not have (the file may be another script's)."""
+
+
 def choice(default: str, *allowed: str):
     """A closed-choice field: ``default``, one of ``allowed`` (checked once, by :func:`load_config`)."""
     return field(default=default, metadata={"choices": (default, *allowed)})
@@ -256,7 +260,7 @@ def load_config(
             cfg = OmegaConf.merge(cfg, part)
         except ConfigKeyError as err:
             key = _misfit(OmegaConf.to_container(part), schema, getattr(err, "full_key", None) or "")[0]
-            raise ConfigError(
+            raise UnknownKeyError(
                 f"{origin}: no key {key!r} in {schema.__name__}{_suggest(key, schema)}"
             ) from err
         except OmegaConfBaseException as err:

@@ -208,15 +208,20 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
 
 def config_weights(path: str | Path) -> list[HubWeights]:
     """What a YAML file of any script names (infer, prepare_data or train: the first schema it fits)."""
-    from pure.config import ConfigError, InferConfig, PrepareConfig, TrainConfig, load_config
+    from pure.config import ConfigError, InferConfig, PrepareConfig, TrainConfig, UnknownKeyError, load_config
 
     if not Path(path).is_file():
         raise ConfigError(f"config file not found: {path}")
+    wrong_values = []
     for schema, backbone_weights in ((InferConfig, True), (TrainConfig, True), (PrepareConfig, False)):
         try:
             return hub_weights(load_config(schema, path), backbone_weights)
-        except ConfigError:
+        except UnknownKeyError:  # another script's file
             continue
+        except ConfigError as err:  # the keys fit this script's settings, a value does not
+            wrong_values.append(err)
+    if wrong_values:
+        raise wrong_values[0]
     raise ConfigError(f"{path} fits none of the scripts' settings (see any script's --help-config)")
 
 

@@ -246,6 +246,16 @@ def test_download_of_a_prepare_config_lists_its_captioning_model(tmp_path, fake_
     assert locate(cfg, tmp_path / "elsewhere", backbone_weights=False).caption.model == cfg.caption.model
 
 
+def test_download_of_a_config_with_a_wrong_value_says_which(tmp_path, capsys):
+    """A file whose keys fit one script's settings but a value does not: that error, not "fits none"."""
+    (tmp_path / "t.yaml").write_text("restore:\n  tile: 64\n")
+    assert download_main([str(tmp_path / "models"), "--list", "--config", str(tmp_path / "t.yaml")]) == 2
+    assert capsys.readouterr().err == "error: restore.tile_overlap=64: must be less than restore.tile=64\n"
+    (tmp_path / "t.yaml").write_text("nothing_of_ours: 1\n")
+    assert download_main([str(tmp_path / "models"), "--list", "--config", str(tmp_path / "t.yaml")]) == 2
+    assert "fits none of the scripts' settings" in capsys.readouterr().err
+
+
 def test_one_opencv_and_a_hub_with_the_hf_cli():
     dependencies = re.findall(r'^    "([^"]+)",$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
     assert [d for d in dependencies if d.startswith("opencv")] == ["opencv-python-headless>=4.8"]

@@ -172,6 +172,10 @@ def read_config(folder: Path) -> ChameleonConfig:
     are kept as extra attributes; ``rope_theta`` is converted by transformers.
     """
     path = folder / "config.json"
+    if not path.is_file() and (folder / "model" / "config.json").is_file():  # a full fine-tune's checkpoint
+        raise CheckpointError(f"{folder} is a training checkpoint; pass its model folder: {folder / 'model'}")
+    if not path.is_file() and (folder / "adapter_config.json").is_file():
+        raise CheckpointError(f"{folder} is a LoRA adapter, not a model: pass it as --adapter {folder}")
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: a model folder needs config.json next to its safetensors")
     fields = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}

@@ -244,3 +244,20 @@ def test_a_damaged_shard_is_one_clear_error(tmp_path):
         CheckpointError, match=rf"{shard} is not a readable safetensors file .*download or copy"
     ):
         load_backbone(str(folder), dtype=torch.float32)
+
+
+def test_a_checkpoint_or_adapter_given_as_the_model_names_what_to_pass(tmp_path):
+    from pure.model import CheckpointError, read_config
+
+    (tmp_path / "step-000008" / "model").mkdir(parents=True)
+    (tmp_path / "step-000008" / "model" / "config.json").write_text("{}")
+    with pytest.raises(
+        CheckpointError, match=r"is a training checkpoint; pass its model folder: .*step-000008/model$"
+    ):
+        read_config(tmp_path / "step-000008")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(
+        CheckpointError, match=r"is a LoRA adapter, not a model: pass it as --adapter .*adapter$"
+    ):
+        read_config(tmp_path / "adapter")

@@ -198,6 +198,10 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
             missing.append(weights)
     if missing:
         message = missing_message(missing, folder or Path("models"))
+        if folder is not None and folder.is_file():
+            raise WeightsMissingError(
+                f"--models {folder} is a file; pass the folder scripts/download.py wrote"
+            )
         if folder is not None and not folder.is_dir():
             message = f"--models {folder} does not exist (not a folder here); " + message
         raise WeightsMissingError(message)

@@ -178,6 +178,11 @@ def test_offline_without_weights_lists_every_file_once(tmp_path, offline_hub, ca
     assert err.startswith(
         f"error: --models {tmp_path / 'typo'} does not exist (not a folder here); the weights"
     )
+    assert infer_main(["-i", str(image), "-o", str(tmp_path / "out"), "--models", str(image)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: --models {image} is a file; pass the folder scripts/download.py wrote\n"
+    )
 
 
 def test_the_hf_commands_of_the_message_run_with_the_installed_cli(fake_hub, monkeypatch, tmp_path):

@@ -865,12 +865,12 @@ def _download(args: argparse.Namespace) -> int:
     for weights in sorted(wanted, key=lambda w: -len(w.patterns)):  # a whole model covers its tokenizer
         chosen.setdefault((weights.repo, weights.filename), weights)
     unique = list(chosen.values())
-    if args.list:
-        print("\n".join(w.command(Path(args.folder)) for w in unique))
-        return 0
     folder = Path(args.folder)
     if folder.exists() and not folder.is_dir():
         raise PureError(f"{folder} is a file; pass the folder to download into, e.g. models")
+    if args.list:
+        print("\n".join(w.command(folder) for w in unique))
+        return 0
     if not hub_reachable():
         print(
             "error: the Hugging Face hub cannot be reached from here (no network, or HF_HUB_OFFLINE=1); "

@@ -133,6 +133,10 @@ def _is_repo_id(source: str) -> bool:
 def parse_source(source: str, key: str = "") -> HubWeights:
     """``repo`` (a model folder) or ``repo:filename`` (one file) as :class:`HubWeights`."""
     repo, colon, filename = source.partition(":")
+    if repo.startswith((".", "/", "~")) or Path(source).exists():
+        raise PureError(
+            f"{source!r} is a path on this machine, not a Hugging Face repo id: it needs no download"
+        )
     if colon and not filename:
         raise PureError(f"{source!r} names no file after ':'; write {repo} (the whole folder) or {repo}:FILE")
     if repo.count("/") != 1:

@@ -261,6 +261,17 @@ def test_download_of_a_config_with_a_wrong_value_says_which(tmp_path, capsys):
     assert "fits none of the scripts' settings" in capsys.readouterr().err
 
 
+def test_download_list_checks_its_folder_and_sources(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert download_main([str(tmp_path / "file"), "--list"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {tmp_path / 'file'} is a file; pass the folder to download into, e.g. models\n"
+    )
+    assert download_main([str(tmp_path / "models"), "./local_folder", "--list"]) == 2
+    assert "is a path on this machine, not a Hugging Face repo id" in capsys.readouterr().err
+
+
 def test_one_opencv_and_a_hub_with_the_hf_cli():
     dependencies = re.findall(r'^    "([^"]+)",$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
     assert [d for d in dependencies if d.startswith("opencv")] == ["opencv-python-headless>=4.8"]

@@ -14,7 +14,6 @@ Heavy libraries (torch, transformers, pyiqa) are imported after the arguments ar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -36,7 +35,7 @@ from pure.config import (
     to_yaml,
 )
 from pure.errors import PureError
-from pure.files import can_write_in
+from pure.files import can_write_in, folders_to_make, remove_empty
 
 if TYPE_CHECKING:
     from pure.metrics import Evaluation
@@ -219,15 +218,14 @@ def run_inference(args: argparse.Namespace) -> int:
 
     check_answer_budget(cfg.sampling, cfg.restore)
     output = Path(args.output)
-    made = [folder for folder in (output, *output.parents) if not folder.exists()]  # removed if left empty
+    made = folders_to_make(output)  # removed if left empty
     processes = Processes.start(cfg.device)  # this one, or all that accelerate launch started
     cfg = replace(cfg, device=processes.device(cfg.device))
     try:
         return _plan_and_restore(args, cfg, processes)
     finally:
         if processes.is_main:
-            for folder in made:  # deepest first; a folder that holds anything stays
-                _remove_if_empty(folder)
+            remove_empty(made)
 
 
 def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> int:
@@ -294,12 +292,6 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         )
     print(summary.line())
     return summary.exit_code()
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """Remove ``folder`` if it is empty (an output folder this run made but wrote nothing into)."""
-    with contextlib.suppress(OSError):  # not empty, or already gone
-        folder.rmdir()
 
 
 def infer_main(argv: list[str] | None = None) -> int:

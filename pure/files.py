@@ -90,13 +90,27 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
+def folders_to_make(folder: str | Path) -> list[Path]:
+    """``folder`` and the folders above it that do not exist yet, deepest first: what ``mkdir -p`` makes,
+    so that a run that ends up writing nothing can take them away again (:func:`remove_empty`)."""
+    folder = Path(folder)
+    return [f for f in (folder, *folder.parents) if not f.exists()]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders``, in order (deepest first), that is empty; one that holds anything stays."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            folder.rmdir()
+
+
 def can_write_in(folder: str | Path, keep: bool = False) -> str | None:
     """Whether a file could be written in ``folder`` (made if missing): None if so, else the reason. Tries it
     with a hidden temporary file, removed at once, and removes the folders it made to find out (unless
     ``keep``: several processes may check one folder at once), so a run can refuse an unwritable
     destination (``/proc/x``, a read-only disk) before its work, leaving nothing."""
     folder = Path(folder)
-    made = [] if keep else [f for f in (folder, *folder.parents) if not f.exists()]
+    made = [] if keep else folders_to_make(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _create_temporary(folder, "probe").unlink()
@@ -104,9 +118,7 @@ def can_write_in(folder: str | Path, keep: bool = False) -> str | None:
     except OSError as err:
         return err.strerror or str(err)
     finally:
-        for f in made:  # deepest first
-            with contextlib.suppress(OSError):
-                f.rmdir()
+        remove_empty(made)
 
 
 LOW_SPACE_BYTES = 16 * 2**20

@@ -18,7 +18,6 @@ is logged as ``val_loss`` every ``eval_every`` steps.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -52,7 +51,7 @@ from pure.config import (
 )
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
-from pure.files import can_write_in
+from pure.files import can_write_in, folders_to_make, remove_empty
 from pure.launch import check_launch
 from pure.model import (
     CheckpointError,
@@ -368,15 +367,13 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
         raise ConfigError("log.wandb=true needs wandb: pip install wandb (or set log.wandb=false)")
     # the last check: it makes output_dir (every process of a launch at once; the run writes there anyway)
     output = Path(cfg.output_dir)
-    made = [folder for folder in (output, *output.parents) if not folder.exists()]  # deepest first
+    made = folders_to_make(output)
     if (reason := can_write_in(cfg.output_dir, keep=True)) is not None:
         raise ConfigError(f"output_dir={cfg.output_dir} cannot be written ({reason}); choose another")
     try:
         return _train_in(output, cfg, dataset)
     except BaseException:  # refused later (data, resume, LoRA targets) or interrupted: no empty folder left
-        for folder in made:
-            with contextlib.suppress(OSError):  # not empty: the run wrote there
-                folder.rmdir()
+        remove_empty(made)
         raise
 
 

@@ -47,7 +47,14 @@ from pure.data.captions import (
 from pure.data.degradations import DegradationParams, check_degradation, degrade
 from pure.data.labels import Label, label_from_params
 from pure.errors import DiskFullError, PureError, from_here
-from pure.files import can_write_in, out_of_space, write_atomic, write_text_atomic
+from pure.files import (
+    can_write_in,
+    folders_to_make,
+    out_of_space,
+    remove_empty,
+    write_atomic,
+    write_text_atomic,
+)
 from pure.images import ImageReadError, is_image_name, read_header, read_image
 from pure.vq import image_to_tensor
 
@@ -424,14 +431,14 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     check_degradation(cfg.degradation)
     out_dir = Path(cfg.out_dir)
     sources = list_sources(list(cfg.hq_dirs))
-    created = not out_dir.exists()
+    made = folders_to_make(out_dir)
     if main:
         check_settings(out_dir, cfg)
     try:
         return _bring_up_to_date(sources, cfg, state, progress)
     except BaseException as err:  # a failure (or Ctrl-C) before any example was written leaves nothing behind
         if main and not read_journals(out_dir):
-            forget_settings(out_dir, created)
+            forget_settings(out_dir, made)
         if isinstance(err, Exception) and out_of_space(err, out_dir):
             raise DiskFullError(
                 f"no space left on the device of out_dir={out_dir} ({type(err).__name__}); free space, then "
@@ -440,15 +447,11 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
         raise
 
 
-def forget_settings(out_dir: Path, created: bool) -> None:
-    """Remove the ``prepare.yaml`` of a run that wrote no example, its empty shard and journal folders,
-    and ``out_dir`` itself when the run ``created`` it and nothing else is in it."""
+def forget_settings(out_dir: Path, made: list[Path]) -> None:
+    """Remove the ``prepare.yaml`` of a run that wrote no example, its empty shard and journal folders, and
+    the folders the run ``made`` (:func:`pure.files.folders_to_make`) when nothing else is in them."""
     (out_dir / "prepare.yaml").unlink(missing_ok=True)
-    for folder in (out_dir / "shards", out_dir / "journal"):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-        out_dir.rmdir()
+    remove_empty([out_dir / "shards", out_dir / "journal", *made])
 
 
 def _bring_up_to_date(sources: list[Source], cfg: PrepareConfig, state, progress: bool) -> Summary:

@@ -253,7 +253,8 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         ),
         (
             plan.previous_outputs,
-            "skipped {n} file(s) that other inputs here write (outputs of an earlier run): {names}",
+            "skipped {n} output(s) of an earlier run here (pure's mark or sidecar; to restore them again, "
+            "pass them by name or another -o): {names}",
         ),
         (plan.not_images, "skipped {n} file(s) that are not images: {names}"),
         (plan.png_for_alpha, "writing {n} image(s) with transparency as PNG (JPEG has no alpha): {names}"),
@@ -740,10 +741,9 @@ def _prepare(args: argparse.Namespace, flags: list[str]) -> int:
         done = "nothing to do, " if not summary.prepared and not summary.skipped else ""
         print(
             f"{done}{summary.prepared} images prepared, {summary.up_to_date} already up to date, "
-            f"{len(summary.skipped)} skipped; {summary.examples} examples in {cfg.out_dir}/index.jsonl"
+            f"{len(summary.skipped)} skipped{' (each named above)' if summary.skipped else ''}; "
+            f"{summary.examples} examples in {cfg.out_dir}/index.jsonl"
         )
-        for line in summary.skipped:
-            print(f"  skipped {line}")
     return 1 if summary.skipped else 0
 
 

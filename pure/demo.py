@@ -168,6 +168,32 @@ def check_upload(path: Path, max_side: int) -> tuple[int, int]:
     return width, height
 
 
+def upload_image(gr, max_side: int, **kwargs):
+    """Gradio's image upload (``type="filepath"``), except that a file Pillow cannot open (a text file, a
+    HEIC photo without pillow-heif) is refused with pure's one line (:func:`check_upload`'s) instead of
+    Gradio's generic "Error". ``kwargs`` go to ``gr.Image``."""
+
+    class Upload(gr.Image):
+        is_template = True  # the page draws it as Gradio's own image upload
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error:
+                raise
+            except Exception as err:
+                path = Path(payload.path) if payload is not None and payload.path else None
+                if path is None:
+                    raise
+                try:
+                    check_upload(path, max_side)
+                except DemoError as refused:
+                    raise gr.Error(str(refused)) from err
+                raise gr.Error(f"{path.name}: not a readable image ({type(err).__name__})") from err
+
+    return Upload(type="filepath", **kwargs)
+
+
 class JobProgress:
     """Counts one job's tiles and tokens and reports ``(fraction done, one line)`` as it goes.
 
@@ -401,8 +427,9 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
         gr.Markdown(model_line(models), elem_id="model-line")
         with gr.Row():
             with gr.Column(scale=2):
-                upload = gr.Image(
-                    type="filepath",
+                upload = upload_image(
+                    gr,
+                    max_side,
                     image_mode=None,
                     sources=["upload", "clipboard"],
                     label=f"Low-quality photo (up to {max_side} px on the longer side)",

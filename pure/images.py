@@ -92,6 +92,8 @@ class Header:
     mode: str
     size: tuple[int, int]
     has_alpha: bool
+    marked: bool = False
+    """Whether the file carries :data:`OUTPUT_MARK` (pure wrote it)."""
 
 
 @dataclass
@@ -164,12 +166,15 @@ def is_marked(path: str | Path) -> bool:
     try:
         _check_regular(path)
         with Image.open(path) as opened:
-            mark = opened.info.get("Software") or opened.info.get("comment") or ""
+            return _mark(opened) == OUTPUT_MARK
     except (OSError, ValueError, ImageReadError, Image.DecompressionBombError):
         return False
-    if isinstance(mark, bytes):
-        mark = mark.decode("latin-1")
-    return mark == OUTPUT_MARK
+
+
+def _mark(opened: Image.Image) -> str:
+    """The writer's note of an opened image: a PNG's ``Software`` text or a JPEG comment ("" if none)."""
+    mark = opened.info.get("Software") or opened.info.get("comment") or ""
+    return mark.decode("latin-1") if isinstance(mark, bytes) else str(mark)
 
 
 def _check_regular(path: str | Path) -> None:
@@ -188,17 +193,32 @@ def _check_regular(path: str | Path) -> None:
         raise ImageReadError(f"{path}: an empty file (0 bytes), not an image; skipped")
 
 
+def _unreadable(path: str | Path, err: Exception) -> ImageReadError:
+    """``path: not a readable image (Error: detail)``, the path named once (Pillow repeats it in its own
+    messages, e.g. ``cannot identify image file '<path>'``)."""
+    detail = str(err).replace(repr(str(path)), "").replace(str(path), "").strip(" :")
+    return ImageReadError(
+        f"{path}: not a readable image ({type(err).__name__}{': ' + detail if detail else ''})"
+    )
+
+
 def read_header(path: str | Path) -> Header:
     """Open ``path`` and check what can be checked without decoding: a known format, one frame."""
     _check_regular(path)
     try:
         with Image.open(path) as opened:
             _check_frames(opened, path)
-            return Header(opened.format or "", opened.mode, opened.size, _has_alpha(opened))
+            return Header(
+                opened.format or "",
+                opened.mode,
+                opened.size,
+                _has_alpha(opened),
+                _mark(opened) == OUTPUT_MARK,
+            )
     except ImageReadError:
         raise
     except Exception as err:  # Pillow raises several types for corrupt or foreign files
-        raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
+        raise _unreadable(path, err) from err
 
 
 def read_image(path: str | Path) -> ReadImage:
@@ -216,7 +236,7 @@ def read_image(path: str | Path) -> ReadImage:
     except ImageReadError:
         raise
     except Exception as err:  # Pillow raises several types for corrupt or foreign files
-        raise ImageReadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
+        raise _unreadable(path, err) from err
     steps = info["steps"]
     if orientation in range(2, 9):
         steps.append(f"EXIF orientation {orientation} applied")

@@ -72,8 +72,9 @@ class Plan:
     unsearched: list[Path] = field(default_factory=list)
     """Subfolders of the input folder that were not searched (no ``--recursive``)."""
     previous_outputs: list[Path] = field(default_factory=list)
-    """Images of the input folder that another input there would write (a previous run into the same
-    folder, with ``--suffix``): not restored again, so a rerun does not restore its own outputs."""
+    """Images of the input folder that an earlier run wrote there: those another input would write (the
+    same ``--suffix``), and, where the input and output folders overlap, every image carrying pure's mark
+    (any suffix). Not restored again, so a rerun does not restore its own outputs."""
     output_not_searched: bool = False
     """The output folder lies inside the input folder and holds images: they were not searched."""
     png_for_alpha: list[Path] = field(default_factory=list)
@@ -219,6 +220,13 @@ def plan_outputs(
             headers[path] = read_header(path)
         except ImageReadError as err:
             plan.failed.append(str(err))
+    # Restoring a folder into itself (or into a folder inside it, or around it): an image pure wrote
+    # there is an earlier run's output, whatever its suffix, and is not restored again (a single file
+    # given by name is restored as asked).
+    if source.is_dir() and (_inside(output, root) or _inside(root, output)):
+        plan.previous_outputs = [path for path, header in headers.items() if header.marked]
+        for path in plan.previous_outputs:
+            del headers[path]
     memory = physical_memory()
     for path, header in list(headers.items()) if outscale is not None and memory is not None else []:
         width, height = (round(side * outscale) for side in header.size)
@@ -271,13 +279,14 @@ def plan_outputs(
     # when it is pure's (its sidecar beside it, or pure's mark inside): not restored again. Else it is
     # the user's, and never replaced.
     planned = {key(out): job for job in jobs.values() for out in (job.image, job.entropy) if out is not None}
-    plan.previous_outputs = [
+    written = [
         path
         for path in jobs
         if (owner := planned.get(key(path))) is not None and owner.source != path and _is_output(path, owner)
     ]
-    for path in plan.previous_outputs:
+    for path in written:
         del jobs[path]
+    plan.previous_outputs = sorted(plan.previous_outputs + written)
     other = "another --suffix" if suffix else "a --suffix"
     inputs = {key(path) for path in jobs}
     replacing = [(job.source, out) for job in jobs.values() for out in job.outputs() if key(out) in inputs]

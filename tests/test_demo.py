@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from pure.demo import (
     job_settings,
     quantize_choices,
     restore_upload,
+    upload_image,
 )
 from pure.errors import PureError
 
@@ -130,6 +132,30 @@ def test_an_input_over_the_limit_is_one_line_naming_the_file_and_the_flag(small_
     with pytest.raises(DemoError, match=r"^anim.gif: ") as err:
         check_upload(tmp_path / "anim.gif", 64)
     assert str(tmp_path) not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_upload_pillow_cannot_open_is_pures_one_line(small_input: Path, tmp_path: Path):
+    """Gradio's own image upload opens the file with Pillow first and shows a bare "Error" when that
+    fails; the page's upload says what pure's reader says, naming the file."""
+    gr = pytest.importorskip("gradio", reason='the demo extra is not installed: pip install -e ".[demo]"')
+    from gradio.data_classes import ImageData
+
+    upload = upload_image(gr, 64)
+    assert upload.get_block_name() == "image"  # drawn as Gradio's image upload
+    assert upload.preprocess(ImageData(path=str(small_input), orig_name=small_input.name)) == str(small_input)
+    cases = {
+        "notes.png": (
+            b"shopping list",
+            r"^notes.png: not a readable image \(UnidentifiedImageError: cannot identify image file\)$",
+        ),
+        "phone.heic": (b"\0\0\0\x18ftypheic", r"^phone.heic: (HEIC/HEIF, an image format|not a readable)"),
+    }
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(gr.Error) as err:
+            upload.preprocess(ImageData(path=str(tmp_path / name), orig_name=name))
+        assert re.match(expected, err.value.message), err.value.message
+        assert str(tmp_path) not in err.value.message
 
 
 def test_progress_counts_tiles_and_tokens():

@@ -346,3 +346,15 @@ def test_a_very_large_image_is_no_decompression_bomb(tmp_path):
     path = tmp_path / "huge.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
     assert read_header(path).size == (20000, 20000)
+
+
+def test_an_unreadable_file_is_named_once(tmp_path):
+    """Pillow repeats the path in its own message (``cannot identify image file '<path>'``)."""
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    for read in (read_image, read_header):
+        with pytest.raises(ImageReadError) as caught:
+            read(broken)
+        message = str(caught.value)
+        assert message.startswith(f"{broken}: not a readable image (UnidentifiedImageError")
+        assert message.count("broken.png") == 1, message

@@ -320,13 +320,20 @@ def test_a_rerun_into_the_input_folder_does_not_restore_its_own_outputs(tmp_path
             capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x2", *flags
         )
         assert code == 0, stderr
-        assert (
-            "skipped 2 file(s) that other inputs here write (outputs of an earlier run): a_x2.png, b_x2.png"
-            in stderr
-        )
+        assert "pass them by name or another -o): a_x2.png, b_x2.png" in stderr
     assert "a_x2_x2.png" not in _files(tmp_path)
+    # a new suffix: the marked outputs of the first run are not inputs either
+    code, stdout, stderr = _run(capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x4")
+    assert code == 0 and "2 restored" in stdout and "a_x2.png, b_x2.png" in stderr, stderr
+    assert [n for n in _files(tmp_path) if "x4" in n] == ["a_x4.json", "a_x4.png", "b_x4.json", "b_x4.png"]
+    # outside the input folder, or given by name, an earlier output is an input like any other
+    assert [job.source.name for job in plan_outputs(tmp_path / "a_x2.png", tmp_path, suffix="x8").jobs] == [
+        "a_x2.png"
+    ]
+    assert len(plan_outputs(tmp_path, tmp_path / "elsewhere" / "..", suffix="x8").jobs) == 2
+    assert len(plan_outputs(tmp_path, tmp_path.parent / "other").jobs) == 6
     plan = plan_outputs(tmp_path, tmp_path, suffix="x2", existing="skip")
-    assert sorted(p.name for p in plan.previous_outputs) == ["a_x2.png", "b_x2.png"]
+    assert [p.name for p in plan.previous_outputs] == ["a_x2.png", "a_x4.png", "b_x2.png", "b_x4.png"]
     assert sorted(job.source.name for job in plan.existing) == ["a.png", "b.png"] and not plan.jobs
 
 

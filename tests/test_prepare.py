@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import shutil
@@ -74,23 +76,28 @@ def prepared(shared_data_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("prepared")
     hq = _sources(shared_data_dir, base / "hq", NAMES)
     (hq / "broken.png").write_bytes(b"not a png")
-    code = prepare_main(
-        [
-            "--config",
-            str(ROOT / "configs" / "prepare_tiny.yaml"),
-            "--hq-dir",
-            str(hq),
-            "--out",
-            str(base / "out"),
-            "--manifest",
-            str(MANIFEST),
-            "--no-progress",
-            f"hq_size={HQ_SIZE}",
-            "shard_size=2",
-            "batch_size=2",
-        ]
-    )
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        code = prepare_main(
+            [
+                "--config",
+                str(ROOT / "configs" / "prepare_tiny.yaml"),
+                "--hq-dir",
+                str(hq),
+                "--out",
+                str(base / "out"),
+                "--manifest",
+                str(MANIFEST),
+                "--no-progress",
+                f"hq_size={HQ_SIZE}",
+                "shard_size=2",
+                "batch_size=2",
+            ]
+        )
     assert code == 1  # one image skipped
+    output = printed.getvalue()
+    assert output.count("broken.png") == 1, output  # named once, as it happens; the summary counts it
+    assert "1 skipped (each named above)" in output
     return hq, base / "out"
 
 

@@ -239,8 +239,9 @@ class _Pairs(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Pair | tuple[Source, str]:
         try:
             return make_pair(self.sources[i], self.cfg)
-        except (ValueError, OSError) as err:
-            return self.sources[i], str(err)
+        except (ValueError, OSError) as err:  # image errors start with the path; others get it
+            message, path = str(err), str(self.sources[i].path)
+            return self.sources[i], message if message.startswith(path) else f"{path}: {message}"
 
 
 # ----------------------------------------------------------------------------- shards and records
@@ -495,8 +496,8 @@ def _bring_up_to_date(sources: list[Source], cfg: PrepareConfig, state, progress
         for batch in loader:
             pairs = [item for item in batch if isinstance(item, Pair)]
             for source, message in (item for item in batch if not isinstance(item, Pair)):
-                skipped.append(f"{source.path}: {message}")
-                tqdm.write(f"warning: skipped {source.path}: {message}")
+                skipped.append(message)
+                tqdm.write(f"warning: skipped {message}")
             if pairs:
                 lq, hq = (torch.stack(x) for x in zip(*map(vq_inputs, pairs), strict=True))
                 codes = vq.encode(torch.cat([lq, hq])).cpu()

@@ -169,29 +169,32 @@ def check_upload(path: Path, max_side: int) -> tuple[int, int]:
 
 
 def upload_image(gr, max_side: int, **kwargs):
-    """Gradio's image upload (``type="filepath"``), except that a file Pillow cannot open (a text file, a
-    HEIC photo without pillow-heif) is refused with pure's one line (:func:`check_upload`'s) instead of
-    Gradio's generic "Error". ``kwargs`` go to ``gr.Image``."""
+    """Gradio's image upload (``gr.Image(type="filepath")``), except that a file Pillow cannot open (a
+    text file, a HEIC photo without pillow-heif) is refused with pure's one line (:func:`check_upload`'s)
+    instead of Gradio's bare "Error". ``kwargs`` go to ``gr.Image``.
 
-    class Upload(gr.Image):
-        is_template = True  # the page draws it as Gradio's own image upload
+    The component's own ``preprocess`` is wrapped on the instance: a subclass would make Gradio write a
+    ``.pyi`` stub beside this module and look for a front-end component of the subclass's name."""
+    upload = gr.Image(type="filepath", **kwargs)
+    gradio_preprocess = upload.preprocess
 
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except gr.Error:
+    def preprocess(payload):
+        try:
+            return gradio_preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as err:
+            path = Path(payload.path) if payload is not None and payload.path else None
+            if path is None:
                 raise
-            except Exception as err:
-                path = Path(payload.path) if payload is not None and payload.path else None
-                if path is None:
-                    raise
-                try:
-                    check_upload(path, max_side)
-                except DemoError as refused:
-                    raise gr.Error(str(refused)) from err
-                raise gr.Error(f"{path.name}: not a readable image ({type(err).__name__})") from err
+            try:
+                check_upload(path, max_side)
+            except DemoError as refused:
+                raise gr.Error(str(refused)) from err
+            raise gr.Error(f"{path.name}: not a readable image ({type(err).__name__})") from err
 
-    return Upload(type="filepath", **kwargs)
+    upload.preprocess = preprocess
+    return upload
 
 
 class JobProgress:

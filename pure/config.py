@@ -49,8 +49,8 @@ def at_least(default: int | float, low: int | float, multiple_of: int | None = N
     return field(default=default, metadata={"min": low, "multiple_of": multiple_of, "hint": hint})
 
 
-def between(default: int, low: int, high: int):
-    """An integer field in ``[low, high]`` (checked once, by :func:`load_config`)."""
+def between(default: int | float, low: int | float, high: int | float):
+    """A numeric field in ``[low, high]`` (checked once, by :func:`load_config`)."""
     return field(default=default, metadata={"min": low, "max": high})
 
 
@@ -668,11 +668,11 @@ class PrepareConfig:
 class LoRAConfig:
     """Low-rank adapters (peft) on the frozen backbone, used when ``method`` is ``lora``."""
 
-    rank: int = 32
+    rank: int = at_least(32, 1)
     """Rank r of every adapter."""
     alpha: float = 32.0
     """Adapter scale numerator: a layer adds ``alpha / rank * B @ A`` to its frozen weight."""
-    dropout: float = 0.05
+    dropout: float = between(0.05, 0.0, 1.0)
     """Dropout on each adapter's input."""
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -721,7 +721,7 @@ class TrainDataConfig:
     """Use the first this many images in name order; 0 uses all."""
     shards: str = ""
     """Folder of pre-tokenised shards from ``scripts/prepare_data.py``; when set, ``hq_folder`` is unused."""
-    num_workers: int = 0
+    num_workers: int = at_least(0, 0)
     """DataLoader worker processes per training process."""
 
 
@@ -781,7 +781,7 @@ class TrainConfig:
     """no, bf16 or fp16: accelerate's autocast; with LoRA also the dtype of the frozen base weights."""
     gradient_checkpointing: bool = True
     """Recompute each decoder layer's activations in the backward pass instead of storing them."""
-    residual_dropout: float = 0.0
+    residual_dropout: float = between(0.0, 0.0, 1.0)
     """Dropout on every attention and MLP output before it is added to the residual stream (PURE: 0.05)."""
     z_loss_weight: float = 0.0
     """Weight of the z-loss, mean logsumexp(logits)**2 over answer positions (PURE: 0)."""

@@ -147,3 +147,18 @@ def test_manifests_saved_by_excel_are_read(tmp_path):
     (tmp_path / "latin.csv").write_bytes(b"image,description\na.png,caf\xe9\n")
     with pytest.raises(ManifestError, match=r"latin.csv is not UTF-8 text .*save it as UTF-8"):
         read_manifest(tmp_path / "latin.csv")
+
+
+@pytest.mark.parametrize(
+    "name,last",
+    [
+        ("m.csv", "image,description\r\na.png,A brick wall."),
+        ("m.jsonl", '{"image": "a.png", "description": "A brick wall."}'),
+    ],
+)
+def test_appending_to_a_manifest_without_a_final_newline_keeps_its_last_entry(tmp_path, name, last):
+    """Excel and editors save without a final newline: the new entries must not join the last line."""
+    path = tmp_path / name
+    path.write_bytes(last.encode())
+    append_manifest(path, {"b.png": "A cat."})
+    assert read_manifest(path) == {"a.png": "A brick wall.", "b.png": "A cat."}

@@ -215,3 +215,21 @@ def test_a_zero_temperature_says_how_to_decode_greedily():
     ):
         load_config(InferConfig, overrides=["sampling.temperature=0"])
     assert load_config(InferConfig, overrides=["sampling.image_top_k_max=1"]).sampling.image_top_k_max == 1
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "residual_dropout=1.5",
+        "residual_dropout=-0.1",
+        "data.num_workers=-1",
+        "lora.rank=0",
+        "lora.dropout=1.5",
+    ],
+)
+def test_training_values_out_of_range_are_one_line_before_anything_loads(override):
+    from pure.config import TrainConfig
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key}=.*: must be at (least|most)"):
+        load_config(TrainConfig, None, [override])

@@ -90,7 +90,13 @@ def append_manifest(path: str | Path, entries: Mapping[str, str]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.is_file() or path.stat().st_size == 0
+    if not new:  # a file saved without a final newline: the first entry would join its last line
+        with path.open("rb") as f:
+            f.seek(-1, 2)
+            unterminated = f.read(1) not in (b"\n", b"\r")
     with path.open("a", newline="", encoding="utf-8") as f:
+        if not new and unterminated:
+            f.write("\r\n" if path.suffix.lower() == ".csv" else "\n")
         if path.suffix.lower() == ".csv":
             writer = csv.writer(f)
             if new:

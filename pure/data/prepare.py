@@ -495,7 +495,7 @@ def _bring_up_to_date(sources: list[Source], cfg: PrepareConfig, state, progress
         )
         for batch in loader:
             pairs = [item for item in batch if isinstance(item, Pair)]
-            for source, message in (item for item in batch if not isinstance(item, Pair)):
+            for _source, message in (item for item in batch if not isinstance(item, Pair)):
                 skipped.append(message)
                 tqdm.write(f"warning: skipped {message}")
             if pairs:

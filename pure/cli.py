@@ -334,7 +334,12 @@ class _HelpConfig(argparse.Action):
 
 def _add_settings_arguments(p: argparse.ArgumentParser, schema: type, config_help: str) -> None:
     """``--config``, ``--models``, ``--threads``, ``--print-config`` and ``--help-config``."""
-    p.add_argument("--config", help=config_help)
+    p.add_argument(
+        "--config",
+        action="append",
+        metavar="FILE",
+        help=f"{config_help}; repeat it to layer files in order (a later file wins on a key both set)",
+    )
     p.add_argument(
         "--models",
         metavar="DIR",

@@ -18,6 +18,7 @@ import json
 import math
 import re
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -209,10 +210,12 @@ class InferConfig:
 
 
 def load_config(
-    schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None
+    schema: type[T],
+    yaml_path: str | Path | Sequence[str | Path] | None = None,
+    overrides: list[str] | None = None,
 ) -> T:
-    """Return ``schema``'s defaults overridden by a YAML file, then by ``key=value`` strings, as a
-    ``schema`` instance (real dataclasses all the way down).
+    """Return ``schema``'s defaults overridden by YAML files (one path or several, later ones win), then by
+    ``key=value`` strings, as a ``schema`` instance (real dataclasses all the way down).
 
     Unknown keys, values of the wrong type, closed choices outside their list and numbers below their
     minimum raise :class:`ConfigError` naming the key and the file (or the override) it came from; a
@@ -221,20 +224,9 @@ def load_config(
     cfg: DictConfig = OmegaConf.structured(schema)
     OmegaConf.set_struct(cfg, True)
     sources: list[tuple[str, DictConfig]] = []
-    if yaml_path is not None:
-        path = Path(yaml_path)
-        if path.is_dir():
-            raise ConfigError(f"--config {path} is a folder; pass a YAML file, e.g. configs/tiny.yaml")
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = OmegaConf.load(path)
-        except Exception as err:  # YAML syntax errors come in several types
-            reason = " ".join(str(err).split())
-            raise ConfigError(f"{path}: not valid YAML ({reason})") from err
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"{path}: the file must hold settings as key: value lines, not a list")
-        sources.append((str(path), loaded))
+    paths = [] if yaml_path is None else [yaml_path] if isinstance(yaml_path, (str, Path)) else yaml_path
+    for path in map(Path, paths):
+        sources.append((str(path), _read_yaml(path)))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -285,6 +277,23 @@ def load_config(
         raise ConfigError(f"{key}: {reason} (write \\${{ for a literal ${{)") from err
     check_fields(result)
     return result  # type: ignore[return-value]
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    """The settings in the YAML file ``path``; :class:`ConfigError` if missing, a folder or malformed."""
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; pass a YAML file, e.g. configs/tiny.yaml")
+    if not path.is_file():
+        where = "" if path.is_absolute() else f" (looked for it in {Path.cwd()})"
+        raise ConfigError(f"config file not found: {path}{where}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as err:  # YAML syntax errors come in several types
+        reason = " ".join(str(err).split())
+        raise ConfigError(f"{path}: not valid YAML ({reason})") from err
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: the file must hold settings as key: value lines, not a list")
+    return loaded
 
 
 ALIASES = {
@@ -456,6 +465,13 @@ def check_fields(cfg: object, prefix: str = "") -> None:
             raise ConfigError(f"{key}={value!r}: must be a multiple of {multiple}")
     if isinstance(cfg, OptimConfig) and (len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas)):
         raise ConfigError(f"{prefix}betas={list(cfg.betas)}: expected two values in [0, 1), e.g. [0.9, 0.95]")
+    if isinstance(cfg, SamplingConfig) and cfg.image_top_k_min > cfg.image_top_k_max:
+        raise ConfigError(
+            f"{prefix}image_top_k_min={cfg.image_top_k_min}: must be at most "
+            f"{prefix}image_top_k_max={cfg.image_top_k_max} (the adaptive k lies between them)"
+        )
+    if isinstance(cfg, LoRAConfig) and not cfg.alpha > 0:
+        raise ConfigError(f"{prefix}alpha={cfg.alpha}: must be above 0 (at 0 the adapters add nothing)")
     if isinstance(cfg, RestoreConfig) and cfg.tile_overlap >= cfg.tile:
         raise ConfigError(
             f"{prefix}tile_overlap={cfg.tile_overlap}: must be less than {prefix}tile={cfg.tile}"
@@ -617,9 +633,9 @@ class CaptionConfig:
     """Image-to-text model (hub id or folder) that describes images the manifest lacks; empty: none."""
     prompt: str = "Describe this image in detail."
     """Instruction given to the captioning model."""
-    batch_size: int = 8
+    batch_size: int = at_least(8, 1)
     """Images captioned together."""
-    max_new_tokens: int = 160
+    max_new_tokens: int = at_least(160, 1)
     """Longest description the captioning model may write, in its tokens."""
     allow_missing: bool = False
     """Train label-free where a description is missing (the answer is the degradation sentence only)."""

@@ -54,6 +54,14 @@ def test_print_config_prints_the_resolved_yaml(capsys):
     assert printed["restore"]["outscale"] == 2.0 and printed["models"] == "w"
 
 
+def test_config_repeats_and_layers_in_order(tmp_path, capsys):
+    (tmp_path / "more.yaml").write_text("max_steps: 7\noptim:\n  lr: 0.5\n")
+    assert train_main(["--config", TINY_LORA, "--config", str(tmp_path / "more.yaml"), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["max_steps"] == 7 and printed["optim"]["lr"] == 0.5  # the second file
+    assert printed["backbone"]["source"] == "tiny"  # the first one still counts
+
+
 def test_help_config_lists_every_key_with_its_docstring(capsys):
     with pytest.raises(SystemExit) as exit_:
         train_main(["--help-config"])

@@ -233,3 +233,30 @@ def test_training_values_out_of_range_are_one_line_before_anything_loads(overrid
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"^{key}=.*: must be at (least|most)"):
         load_config(TrainConfig, None, [override])
+
+
+@pytest.mark.parametrize(
+    ("schema", "override", "message"),
+    [
+        ("InferConfig", ["sampling.image_top_k_min=50", "sampling.image_top_k_max=10"], "must be at most"),
+        ("TrainConfig", ["lora.alpha=0"], "must be above 0"),
+        ("TrainConfig", ["lora.alpha=-8"], "must be above 0"),
+        ("PrepareConfig", ["caption.batch_size=0"], "must be at least 1"),
+        ("PrepareConfig", ["caption.max_new_tokens=0"], "must be at least 1"),
+    ],
+)
+def test_settings_that_contradict_each_other_or_do_nothing_are_refused(schema, override, message):
+    key = override[0].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.*{message}"):
+        load_config(getattr(config_module, schema), None, override)
+
+
+def test_several_config_files_layer_in_order(tmp_path):
+    (tmp_path / "base.yaml").write_text("sampling:\n  cfg_scale: 2.0\n  temperature: 0.7\n")
+    (tmp_path / "local.yaml").write_text("sampling:\n  temperature: 0.5\n")
+    files = [tmp_path / "base.yaml", tmp_path / "local.yaml"]
+    cfg = load_config(InferConfig, files, ["sampling.cfg_scale=3.0"])
+    assert (cfg.sampling.cfg_scale, cfg.sampling.temperature) == (3.0, 0.5)  # the override, then the later file
+    assert load_config(InferConfig, files[::-1]).sampling.temperature == 0.7
+    with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(looked for it in "):
+        load_config(InferConfig, [files[0], "nope.yaml"])

@@ -6,7 +6,8 @@ A checkpoint ``output_dir/checkpoints/step-000500/`` holds:
     adapter/      LoRA: the peft adapter (safetensors)       -> scripts/infer.py --adapter DIR
     model/        full: a standalone model folder              -> scripts/infer.py --model DIR
     state/        accelerate's optimizer, RNG and sampler state (plus FSDP/DeepSpeed model shards)
-    trainer.json  optimizer step, epoch and micro-batches done in that epoch
+    trainer.json  optimizer step, epoch and micro-batches done in that epoch, the planned total of steps,
+                  and the training data's example count and hash (a resume checks them)
     config.yaml   the resolved config
 
 It is written as ``.step-000500.partial`` and renamed once complete, so an interrupted save never

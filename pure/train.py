@@ -263,6 +263,45 @@ def learning_rate(step: int, total: int, warmup: int, cfg: OptimConfig) -> float
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def check_same_data(checkpoint: Path, position: dict, data: dict, cfg: TrainDataConfig) -> None:
+    """Refuse to resume ``checkpoint`` (its ``trainer.json`` read as ``position``) when the training data
+    changed since it was saved: ``data`` is this run's ``{"examples": count, "data_fingerprint": hash or
+    None}``. Images added, removed or replaced would move the saved data position (it counts batches) onto
+    other examples. Raises :class:`ConfigError`; what a checkpoint did not save is not compared."""
+    source = f"data.shards={cfg.shards}" if cfg.shards else f"data.hq_folder={cfg.hq_folder}"
+    fix = (
+        "so the saved data position would point at other examples; put the data back as it was to resume, "
+        "or start a new run on the new data in another output_dir"
+    )
+    saved = position.get("examples")
+    if saved is not None and saved != data["examples"]:
+        raise ConfigError(
+            f"{checkpoint} was saved when the training data held {saved} examples, now {data['examples']}: "
+            f"{source} changed since, {fix}"
+        )
+    saved = position.get("data_fingerprint")
+    if saved is not None and data["data_fingerprint"] is not None and saved != data["data_fingerprint"]:
+        raise ConfigError(
+            f"{checkpoint} was saved with other training data (as many examples, other content): {source} "
+            f"changed since, {fix}"
+        )
+
+
+def schedule_change(position: dict, total: int, warmup: int, cfg: OptimConfig) -> str:
+    """A notice when a resumed run plans another number of optimizer steps (``total``, from ``max_steps`` or
+    ``epochs``) than the checkpoint's run did: the cosine schedule of :func:`learning_rate` is then
+    re-planned, so the learning rate at the resumed step changes. Empty when nothing changes."""
+    step, planned = position["step"], position.get("total_steps")
+    if planned is None or planned == total or step >= total:
+        return ""
+    was, now = learning_rate(step, planned, warmup, cfg), learning_rate(step, total, warmup, cfg)
+    return (
+        f"note: the checkpoint's run planned {planned} steps and this one {total}: the cosine learning-rate "
+        f"schedule is re-planned over {total} steps, so at step {step} the rate is {now:.3g} (it was "
+        f"{was:.3g}); keep the saved max_steps or epochs to resume the schedule exactly"
+    )
+
+
 # ----------------------------------------------------------------------------------------------
 # Logging
 
@@ -399,6 +438,8 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
         dataset = build_dataset(cfg.data, cfg.vq, tokenizer, vocab, accelerator.device, accelerator.print)
     # A fixed held-out split (the same on every process and on resume) measures generalisation.
     check_lengths(dataset, cfg.max_seq_len, accelerator.print)
+    # Saved with each checkpoint: a resume checks the data is the same (a caller's dataset may have no hash).
+    data = {"examples": len(dataset), "data_fingerprint": getattr(dataset, "fingerprint", None)}
     dataset, held_out = split_held_out(dataset, cfg.eval_examples, cfg.seed)
 
     # Frozen LoRA base in the autocast dtype; full fine-tunes keep fp32 master weights. Sharded runs
@@ -457,7 +498,10 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
                 f"this run's, resume with those of {resume / 'config.yaml'}; if it is damaged, delete "
                 "that checkpoint folder to resume from the one before, or start anew in another output_dir"
             ) from err
+        check_same_data(resume, position, data, cfg.data)
         accelerator.print(f"resumed from {resume} at step {step}")
+        if replanned := schedule_change(position, total, warmup, cfg.optim):
+            accelerator.print(replanned)
         if step == total:
             accelerator.print(
                 f"the run had already reached its last step ({total}): raise max_steps or epochs to train "
@@ -482,7 +526,13 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
     )
 
     def save() -> Path:
-        position = {"step": step, "epoch": epoch, "batches_in_epoch": done, "total_steps": total}
+        position = {
+            "step": step,
+            "epoch": epoch,
+            "batches_in_epoch": done,
+            "total_steps": total,
+            **data,
+        }
         return save_checkpoint(
             accelerator,
             output,

@@ -39,6 +39,7 @@ from pure.train import (
     check_lengths,
     check_resumable,
     learning_rate,
+    schedule_change,
     train,
 )
 from pure.vocab import IMAGE_PREFIX
@@ -654,3 +655,40 @@ def test_a_resumed_log_drops_a_half_written_line(tmp_path):
     )
     RunLog(SimpleNamespace(is_main_process=True), log, resumed_step=2)
     assert log.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+
+
+def test_resume_refuses_other_data_and_says_when_the_schedule_is_replanned(tmp_path, capsys):
+    """Images replaced or added after a checkpoint would move its saved data position onto other examples;
+    another max_steps re-plans the cosine learning rate, which the resume says."""
+    hq = tmp_path / "hq"
+    hq.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(hq / f"{i}.png")
+    run = ["max_steps=2", "save_every=1", "keep_last=0", "data.max_images=0"]
+    out = tmp_path / "run"
+    last = train(_cfg(TINY_LORA, out, hq, *run))
+    saved = json.loads((last / "trainer.json").read_text())
+    assert saved["examples"] == 3 and len(saved["data_fingerprint"]) == 16
+
+    original = (hq / "1.png").read_bytes()
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(hq / "1.png")  # replaced
+    with pytest.raises(ConfigError, match=rf"{last} was saved with other training data .*hq_folder={hq}"):
+        train(_cfg(TINY_LORA, out, hq, *run, "resume=latest"))
+    (hq / "1.png").write_bytes(original)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(hq / "3.png")  # added
+    with pytest.raises(ConfigError, match=r"held 3 examples, now 4: data.hq_folder="):
+        train(_cfg(TINY_LORA, out, hq, *run, "resume=latest"))
+
+    (hq / "3.png").unlink()  # the data as it was: the resume goes on
+    train(_cfg(TINY_LORA, out, hq, *run[1:], "max_steps=4", "resume=latest"))
+    said = capsys.readouterr().out
+    assert "planned 2 steps and this one 4: the cosine learning-rate schedule is re-planned" in said
+
+
+def test_schedule_change_names_both_rates():
+    optim = OptimConfig(lr=1e-3, min_lr=0.0)
+    assert schedule_change({"step": 5, "total_steps": 10}, 10, 0, optim) == ""
+    assert schedule_change({"step": 5}, 20, 0, optim) == ""  # a checkpoint that did not save its plan
+    note = schedule_change({"step": 5, "total_steps": 10}, 20, 0, optim)
+    assert "at step 5 the rate is 0.000854 (it was 0.0005)" in note, note

@@ -8,6 +8,7 @@ the released recipe trains one sequence per GPU, so there is no padding to save.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +71,13 @@ class ShardDataset(torch.utils.data.Dataset):
     def lengths(self) -> list[int]:
         """Tokens of every example, in index order."""
         return [r["length"] for r in self.records]
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what every example is (source, crop, degradation, texts, length; not where or when it
+        was written): a resume compares it with the checkpoint's to know the data is the same."""
+        content = [{k: v for k, v in r.items() if k not in ("shard", "row", "written")} for r in self.records]
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def _open(self, shard: str):
         if shard not in self._handles:

@@ -16,6 +16,7 @@ training process).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -114,6 +115,16 @@ class ImageFolderExamples(Dataset):
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of every example's tokens: a resume compares it with the checkpoint's to know the data is
+        the same (images replaced, added or removed change it)."""
+        digest = hashlib.sha256()
+        for example in self.examples:
+            digest.update(example["ids"].numpy().tobytes())
+            digest.update(b"|")
+        return digest.hexdigest()[:16]
 
     @property
     def spans(self) -> list[tuple[int, int]]:

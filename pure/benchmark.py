@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pure.images import ImageReadError, read_header, read_image
+from pure.images import ImageReadError, read_header
 from pure.metrics import Evaluation, evaluate_folders, select_metrics
 from pure.pairing import EvaluationError, list_images
 from pure.reports import write_csv, write_json
@@ -54,9 +54,7 @@ def check_scale(lr: Path, hr: Path, outscale: float) -> None:
         if stem not in hr_images:
             continue
         try:
-            lr_size, hr_size = read_header(lr_path).size, read_header(hr_images[stem]).size
-            if output_size(*lr_size, outscale) != tuple(hr_size):  # decode: EXIF orientation may turn them
-                lr_size, hr_size = (read_image(p).rgb.size for p in (lr_path, hr_images[stem]))
+            lr_size, hr_size = read_header(lr_path).size, read_header(hr_images[stem]).size  # upright
         except ImageReadError:
             continue  # inference and evaluation report unreadable files themselves
         expected = output_size(*lr_size, outscale)

@@ -20,6 +20,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +125,15 @@ def job_settings(cfg: InferConfig, job: JobSettings) -> tuple[SamplingConfig, Re
     Raises:
         ConfigError: a value outside its choices or below its minimum (``restore.tile=16: ...``), or a
             tile whose answer cannot fit in ``sampling.max_new_tokens``.
-        DemoError: a tile that is not a multiple of 32 px or not larger than ``restore.tile_overlap``.
+        DemoError: a tile that is not a multiple of 32 px or not larger than ``restore.tile_overlap``, or a
+            number box left empty.
     """
+    boxes = {"outscale": "Scale", "tile": "Tile size", "seed": "Seed", "cfg_scale": "Guidance"}
+    boxes["temperature"] = "Temperature"
+    for name, label in boxes.items():  # a number box the user cleared arrives as None
+        value = getattr(job, name)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise DemoError(f"the {label} box is empty: enter a number")
     sampling = dataclasses.replace(
         cfg.sampling, seed=int(job.seed), cfg_scale=float(job.cfg_scale), temperature=float(job.temperature)
     )
@@ -575,8 +583,13 @@ def launch(
     if block:
         public = f" and {demo.share_url}" if demo.share_url else ""
         print(f"the demo is at {demo.local_url}{public} (Ctrl-C stops it)", flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
-        demo.block_thread()
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # the CLI's own handler gives exit 143
+            signal.signal(signal.SIGTERM, _interrupt)
+        try:  # not Gradio's block_thread: it swallows Ctrl-C, and the exit code would say all went well
+            while demo.is_running:
+                time.sleep(0.1)
+        finally:
+            demo.close()
     return demo
 
 

@@ -91,6 +91,8 @@ class Header:
     format: str
     mode: str
     size: tuple[int, int]
+    """``(width, height)`` as :func:`read_image` returns it: upright, after the EXIF orientation (a photo
+    stored 4000x3000 with a 90-degree orientation is 3000x4000)."""
     has_alpha: bool
     marked: bool = False
     """Whether the file carries :data:`OUTPUT_MARK` (pure wrote it)."""
@@ -211,7 +213,7 @@ def read_header(path: str | Path) -> Header:
             return Header(
                 opened.format or "",
                 opened.mode,
-                opened.size,
+                _upright_size(opened),
                 _has_alpha(opened),
                 _mark(opened) == OUTPUT_MARK,
             )
@@ -219,6 +221,17 @@ def read_header(path: str | Path) -> Header:
         raise
     except Exception as err:  # Pillow raises several types for corrupt or foreign files
         raise _unreadable(path, err) from err
+
+
+def _upright_size(opened: Image.Image) -> tuple[int, int]:
+    """``opened``'s ``(width, height)`` after its EXIF orientation, without decoding its pixels. Pillow
+    reports a TIFF's size upright already (it turns it as it loads); a PNG's EXIF is read only where it
+    precedes the pixels (Pillow would decode the image to look further), as every writer we know puts it."""
+    width, height = opened.size
+    if opened.format == "TIFF" or (opened.format == "PNG" and "exif" not in opened.info):
+        return width, height
+    turned = opened.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)  # the 90-degree orientations
+    return (height, width) if turned else (width, height)
 
 
 def read_image(path: str | Path) -> ReadImage:

@@ -48,7 +48,7 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tm
     argv = ["realsr", "--root", str(tmp_path), "--config", config, "--metrics", "psnr", "sampling.seed=1"]
     assert benchmark_main([*argv, "--run", str(run), "--no-progress", "--outscale", "2"]) == 0
     lr = str(tmp_path / "realsr" / "lr")
-    assert calls == [(lr, str(run / "sr"), config, ["sampling.seed=1"], True)]  # --no-progress: both stages
+    assert calls == [(lr, str(run / "sr"), [config], ["sampling.seed=1"], True)]  # --no-progress: both stages
     scored = (run / "metrics.json").read_text()
     again = ["realsr", "--root", str(tmp_path), "--run", str(run), "--skip-inference", "--no-progress"]
     assert benchmark_main([*again, "--metrics", "niqe"]) == 1  # no weights here: no metric runs
@@ -160,4 +160,4 @@ def test_benchmark_takes_infer_flags_before_the_name_and_scores_suffixed_outputs
         ]
         assert benchmark_main([*argv, *rest]) == 0
         assert json.loads((run / "metrics.json").read_text())["count"] == 1
-    assert calls == [(config, None, "x4"), (config, 1, "x4")]
+    assert calls == [([config], None, "x4"), ([config], 1, "x4")]

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -103,6 +104,9 @@ def test_job_settings_are_checked_copies():
         ConfigError, match=r"a 192 px tile's answer can take 620 tokens .*restore.tile=160 or less"
     ):
         job_settings(tight, settings(tile=192))  # refused at once, not after generating 600 tokens
+    for box, label in (("seed", "Seed"), ("outscale", "Scale"), ("cfg_scale", "Guidance")):
+        with pytest.raises(DemoError, match=rf"^the {label} box is empty: enter a number$"):
+            job_settings(cfg, settings(**{box: None}))  # what Gradio sends for a cleared box
 
 
 def test_a_failed_job_leaves_no_folder(small_input: Path, tmp_path: Path):
@@ -397,3 +401,26 @@ def test_the_page_in_chromium(page, tmp_path: Path):
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_the_server_stopped_by_ctrl_c_or_sigterm_exits_as_interrupted(tmp_path: Path, sent, code):
+    """Gradio's own wait swallows Ctrl-C; the server's exit code must still say it was interrupted, and its
+    temporary job folder must go."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, str(ROOT / "scripts" / "app.py"), "--config", TINY, "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert "the demo is at" in server.stdout.readline()
+        assert list(tmp_path.glob("pure-demo-*"))  # the job folder exists while it serves
+        server.send_signal(sent)
+        _, err = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert server.returncode == code, err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert not list(tmp_path.glob("pure-demo-*"))

@@ -172,6 +172,7 @@ def test_every_orientation_with_and_without_a_profile(tmp_path, fmt):
             _check(path, np.ascontiguousarray(expected), None, tolerance + (2 if profile else 0), path.name)
             steps = " ".join(read_image(path).info["steps"])
             assert (f"EXIF orientation {orientation} applied" in steps) == (orientation != 1)
+            assert read_header(path).size == read_image(path).rgb.size  # upright without decoding
             assert ("'Adobe RGB (1998)' converted to sRGB" in steps) == (profile is not None)
 
 

@@ -140,6 +140,11 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
     checkpoint = Path(checkpoint)
     if checkpoint.name == "adapter" and (checkpoint.parent / "config.yaml").is_file():
         checkpoint = checkpoint.parent
+    if not checkpoint.exists():
+        run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+        there = checkpoints(run)
+        found = f"; that run's are {', '.join(c.name for c in there)}" if there else ""
+        raise ConfigError(f"{checkpoint} does not exist (pruned by keep_last, or a typo){found}")
     saved = checkpoints(checkpoint) if checkpoint.is_dir() else []
     if saved:  # the run's own folder (it has a config.yaml too)
         raise ConfigError(

@@ -564,7 +564,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from pure.images import IMAGE_SUFFIXES
-    from pure.metrics import evaluate_folders, weights_report
+    from pure.metrics import evaluate_folders, folder_name, weights_report
     from pure.pairing import EvaluationError
     from pure.reports import load_rows, report, write_csv, write_json
 
@@ -573,7 +573,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if not args.sr:
         parser.error("--sr DIR is required")
-    out = Path("runs") / "eval" / (args.name or Path(args.sr).name)
+    out = Path("runs") / "eval" / (args.name or folder_name(args.sr))
     json_path, csv_path = Path(args.json or out / "metrics.json"), Path(args.csv or out / "per_image.csv")
     if json_path.resolve() == csv_path.resolve():
         raise EvaluationError(f"--json and --csv are the same file ({json_path}); give each its own")
@@ -659,7 +659,8 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     quiet = ["--no-progress"] if args.no_progress else []  # one flag hides both stages' bars
     parser = infer_parser()
     parser.prog = "benchmark.py"  # a typo in infer.py's flags is this command's error
-    settings = parser.parse_args(["-i", "LR", "-o", "SR", *quiet, *infer_args])  # before anything runs
+    # Lossless outputs unless --ext says otherwise: infer.py's auto would score JPEG LR sets' JPEG artefacts.
+    settings = parser.parse_args(["-i", "LR", "-o", "SR", "--ext", "png", *quiet, *infer_args])
     outscale = None if args.skip_inference else infer_settings(settings).restore.outscale
 
     def infer(lr: Path, sr: Path) -> int:

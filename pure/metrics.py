@@ -332,6 +332,12 @@ def _smaller_than_ssim_window(pairs) -> str | None:
     return None
 
 
+def folder_name(folder: str | Path) -> str:
+    """The name a results row (and ``runs/eval/NAME``) takes from the scored folder: its own name even when
+    given as ``.``, ``..`` or ``sr/`` (resolved first); ``root`` for the file system's root."""
+    return Path(folder).resolve().name or "root"
+
+
 def evaluate_folders(
     sr_dir: str | Path,
     gt_dir: str | Path | None = None,
@@ -382,7 +388,7 @@ def evaluate_folders(
                 mean[metric] = folder_fid(model, pairing.pairs, batch_size)
     mean = {m: mean[m] for m in names if m in mean}
     return Evaluation(
-        name=name or Path(sr_dir).name,
+        name=name or folder_name(sr_dir),
         metrics=names,
         images=[sr.relative_to(sr_dir).as_posix() for sr, _ in pairing.pairs],
         scores=scores,

@@ -35,7 +35,7 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tm
     calls = []
 
     def fake_run_inference(args):
-        calls.append((args.input, args.output, args.config, args.overrides, args.no_progress))
+        calls.append((args.input, args.output, args.config, args.overrides, args.no_progress, args.ext))
         return 0
 
     monkeypatch.setattr(pure.cli, "run_inference", fake_run_inference)
@@ -48,7 +48,8 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tm
     argv = ["realsr", "--root", str(tmp_path), "--config", config, "--metrics", "psnr", "sampling.seed=1"]
     assert benchmark_main([*argv, "--run", str(run), "--no-progress", "--outscale", "2"]) == 0
     lr = str(tmp_path / "realsr" / "lr")
-    assert calls == [(lr, str(run / "sr"), [config], ["sampling.seed=1"], True)]  # --no-progress: both stages
+    # --no-progress: both stages; PNG outputs (infer.py's auto would write JPEG for JPEG LR images)
+    assert calls == [(lr, str(run / "sr"), [config], ["sampling.seed=1"], True, "png")]
     scored = (run / "metrics.json").read_text()
     again = ["realsr", "--root", str(tmp_path), "--run", str(run), "--skip-inference", "--no-progress"]
     assert benchmark_main([*again, "--metrics", "niqe"]) == 1  # no weights here: no metric runs

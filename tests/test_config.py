@@ -256,7 +256,7 @@ def test_several_config_files_layer_in_order(tmp_path):
     (tmp_path / "local.yaml").write_text("sampling:\n  temperature: 0.5\n")
     files = [tmp_path / "base.yaml", tmp_path / "local.yaml"]
     cfg = load_config(InferConfig, files, ["sampling.cfg_scale=3.0"])
-    assert (cfg.sampling.cfg_scale, cfg.sampling.temperature) == (3.0, 0.5)  # the override, then the later file
+    assert (cfg.sampling.cfg_scale, cfg.sampling.temperature) == (3.0, 0.5)  # the override; the later file
     assert load_config(InferConfig, files[::-1]).sampling.temperature == 0.7
     with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(looked for it in "):
         load_config(InferConfig, [files[0], "nope.yaml"])

@@ -322,3 +322,14 @@ def test_results_that_cannot_be_written_are_refused_before_scoring(tmp_path, cap
     assert evaluate_main([*argv, "--json", str(tmp_path / "m.json"), "--csv", str(csv_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: --csv {csv_path} cannot be written (")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "gt", "sr"]
+
+
+def test_an_sr_folder_given_as_dot_is_named_by_its_own_name(tmp_path, monkeypatch, capsys):
+    random_image(tmp_path / "restored", "0.png", seed=0)
+    random_image(tmp_path / "gt", "0.png", seed=1)
+    monkeypatch.chdir(tmp_path / "restored")
+    assert evaluate_main(["--sr", ".", "--gt", "../gt", "--metrics", "psnr", "--no-progress"]) == 0
+    assert "restored" in capsys.readouterr().out  # the table's row
+    written = json.loads((tmp_path / "restored" / "runs" / "eval" / "restored" / "metrics.json").read_text())
+    assert written["name"] == "restored"
+    assert M.folder_name("/") == "root" and M.folder_name(tmp_path / "gt" / "..") == tmp_path.name

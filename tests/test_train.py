@@ -346,6 +346,10 @@ def test_merge_names_a_folder_that_is_no_checkpoint(tmp_path, capsys):
         + str(tmp_path / "checkpoints" / "step-000008")
         + " (the last)"
     )
+    gone = tmp_path / "checkpoints" / "step-000004"  # pruned by keep_last: the run's checkpoints are listed
+    assert merge_main([str(gone), str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {gone} does not exist (pruned by keep_last, or a typo); that run's are step-000008"
 
 
 def test_a_resume_checkpoint_that_is_gone_lists_those_there(tmp_path):

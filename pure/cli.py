@@ -510,14 +510,17 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
-def _finish(evaluation: Evaluation, written: Sequence[Path], named: bool = False) -> int:
+def _finish(
+    evaluation: Evaluation, written: Sequence[Path], named: bool = False, replacing: bool = False
+) -> int:
     """The exit code: 1 when no metric ran (then nothing was written, earlier results stay), or when a
     metric asked for by name (``named``: --metrics was given) could not run; 0 otherwise (the default
-    list skips what is unavailable)."""
+    list skips what is unavailable). ``replacing``: the files held earlier results (the line says so)."""
     if not evaluation.mean:
         print("error: no metric could run (see above); nothing written", file=sys.stderr)
         return 1
-    print(f"wrote {' and '.join(map(str, written))}", file=sys.stderr)
+    replaced = " (replacing earlier results there)" if replacing else ""
+    print(f"wrote {' and '.join(map(str, written))}{replaced}", file=sys.stderr)
     if named and evaluation.unavailable:
         names = ", ".join(evaluation.unavailable)
         print(f"error: asked for but not run: {names} (see above)", file=sys.stderr)
@@ -531,7 +534,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     Exit codes: 0 scored, 1 no metric could run or the results could not be written, 2 a wrong folder,
     file or argument."""
     parser = _Parser(
-        prog="evaluate.py",
+        prog="scripts/evaluate.py",
         description="Score super-resolved images with pyiqa (PSNR/SSIM on Y of YCbCr, no border crop; "
         "LPIPS, DISTS, FID; NIQE, MUSIQ, MANIQA, CLIPIQA, TOPIQ), pairing files by name.",
     )
@@ -591,6 +594,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     print(report(evaluation, compare))
     if not evaluation.mean:
         return _finish(evaluation, [])
+    replacing = json_path.exists() or csv_path.exists()
     try:
         write_json(evaluation, json_path, {"sr": args.sr, "gt": args.gt})
         write_csv(evaluation, csv_path)
@@ -599,13 +603,13 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             f"error: cannot write results ({error}); pass --json FILE --csv FILE elsewhere", file=sys.stderr
         )
         return 1
-    return _finish(evaluation, [json_path, csv_path], named=bool(args.metrics))
+    return _finish(evaluation, [json_path, csv_path], named=bool(args.metrics), replacing=replacing)
 
 
 def benchmark_main(argv: Sequence[str] | None = None) -> int:
     """``scripts/benchmark.py``: inference on ``<root>/<name>/lr``, then evaluation against ``hr``."""
     parser = _Parser(
-        prog="benchmark.py",
+        prog="scripts/benchmark.py",
         description="Restore data/benchmarks/<name>/lr into RUN/sr as scripts/infer.py does (in this "
         "process, same input rules), then score RUN/sr against data/benchmarks/<name>/hr into "
         "RUN/metrics.json and RUN/per_image.csv. Arguments not listed here (e.g. --config FILE, "
@@ -658,7 +662,7 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
         )
     quiet = ["--no-progress"] if args.no_progress else []  # one flag hides both stages' bars
     parser = infer_parser()
-    parser.prog = "benchmark.py"  # a typo in infer.py's flags is this command's error
+    parser.prog = "scripts/benchmark.py"  # a typo in infer.py's flags is this command's error
     # Lossless outputs unless --ext says otherwise: infer.py's auto would score JPEG LR sets' JPEG artefacts.
     settings = parser.parse_args(["-i", "LR", "-o", "SR", "--ext", "png", *quiet, *infer_args])
     outscale = None if args.skip_inference else infer_settings(settings).restore.outscale
@@ -825,6 +829,7 @@ def download_main(argv: list[str] | None = None) -> int:
     """``scripts/download.py``: fetch the weights runs need into one folder; 0 done, 1 a download failed."""
     p = _Parser(
         prog="scripts/download.py",
+        usage="scripts/download.py [-h] [--config FILE] [--list] folder [SOURCE ...]",  # folder is required
         description="On a machine with internet access, download weights into one folder; copy it to "
         "machines without access and pass it to any script as --models DIR (or models=DIR). Without "
         "SOURCE or --config: what scripts/infer.py needs by default (nonwhy/PURE and the VQ tokenizer).",
@@ -840,6 +845,7 @@ def download_main(argv: list[str] | None = None) -> int:
         "--config",
         action="append",
         default=[],
+        metavar="FILE",
         help="a YAML file of any script (e.g. configs/train_full_x4.yaml): fetch the weights it names",
     )
     p.add_argument("--list", action="store_true", help="print the equivalent hf download commands and exit")

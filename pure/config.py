@@ -262,6 +262,10 @@ def load_config(
                 example = _leaves(schema, key)
                 reason = f"{key} is a group of settings ({', '.join(example[:4])}, ...); set one of them"
                 reason += f", e.g. {example[0]}=..."
+            elif _field_type(schema, key) == "list" and "is not a ListConfig" in reason:
+                value = OmegaConf.select(part, key)
+                written = f"{key}=[{value}]" if origin.startswith("override") else f"{key}: [{value}]"
+                reason = f"{key} is a list: write {written} (several: [a, b])"
             elif "Incompatible value 'None'" in reason:
                 reason += (
                     f" (write {key.rsplit('.', 1)[-1]}: '' for an empty text)"
@@ -436,7 +440,18 @@ def _suggest(key: str, schema: type) -> str:
         this = SCRIPTS.get(schema.__name__, schema.__name__)
         return f"; {key} is a setting of {' and '.join(elsewhere)}, not of {this}"
     unique = list(dict.fromkeys(k for k in found if k != key))[:3]
-    return f"; did you mean {' or '.join(unique)}?" if unique else ""
+    if unique:
+        return f"; did you mean {' or '.join(unique)}?"
+    similar = [  # the same name in another script's settings (max_images given to prepare_data.py)
+        f"{script} has {other}"
+        for name, script in SCRIPTS.items()
+        if name != schema.__name__
+        for other in _dotted_keys(_schema_tree(globals()[name]))
+        if other.rsplit(".", 1)[-1] == last
+    ]
+    if similar:
+        return f" ({'; '.join(similar[:2])}: a setting of another script)"
+    return ""
 
 
 def check_fields(cfg: object, prefix: str = "") -> None:

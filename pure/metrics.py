@@ -20,6 +20,7 @@ long for ``--help``), and ``HF_HUB_OFFLINE`` must be set before huggingface_hub 
 
 from __future__ import annotations
 
+import difflib
 import os
 import statistics
 import tempfile
@@ -312,7 +313,11 @@ def select_metrics(metrics: Sequence[str] | None, has_gt: bool) -> list[str]:
         return [m for m in DEFAULT_METRICS if has_gt or METRICS[m].reference == "none"]
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise EvaluationError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        meant = [close[0] for m in unknown if (close := difflib.get_close_matches(m.lower(), METRICS, n=1))]
+        hint = f" (did you mean {', '.join(meant)}?)" if meant else ""
+        raise EvaluationError(
+            f"unknown metric(s) {', '.join(unknown)}{hint}; choose from {', '.join(METRICS)}"
+        )
     needs_gt = [m for m in metrics if METRICS[m].reference != "none"]
     if needs_gt and not has_gt:
         raise EvaluationError(f"{', '.join(needs_gt)} need(s) ground truth: pass --gt DIR or drop them")

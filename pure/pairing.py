@@ -115,11 +115,30 @@ def pair_images(
             missing.append(gt_path.relative_to(gt_dir).as_posix())
     extra = [path.relative_to(sr_dir).as_posix() for key, path in sr.items() if key not in used]
     if not pairs:
+        guess = _guess_sr_name(list(sr), list(gt_listing.images))
+        fix = f"pass --sr-name '{guess}' (it pairs them)" if guess else "check the folders or pass --sr-name"
         raise EvaluationError(
             f"no SR image in {sr_dir} matches a GT image in {gt_dir} by name (SR names expected as "
-            f"{sr_name!r} + suffix); check the folders or pass --sr-name"
+            f"{sr_name!r} + suffix); {fix}"
         )
     return Pairing(pairs, missing, extra, unsearched)
+
+
+def _guess_sr_name(sr_keys: list[str], gt_stems: list[str]) -> str | None:
+    """The ``--sr-name`` pattern (``{stem}_out``, ``x4_{stem}``) that pairs the most SR names with GT
+    stems, from what SR names add before or after a GT stem (as ``infer.py --suffix`` does); None if
+    none pairs any. Looks at the first 50 SR names only (an error path: it must stay quick)."""
+    patterns = set()
+    for key in sr_keys[:50]:
+        for stem in gt_stems:
+            if key != stem and key.startswith(stem):
+                patterns.add("{stem}" + key[len(stem) :].replace("{", "{{").replace("}", "}}"))
+            if key != stem and key.endswith(stem):
+                patterns.add(key[: -len(stem)].replace("{", "{{").replace("}", "}}") + "{stem}")
+    keys = set(sr_keys)
+    paired = {p: sum(p.format(stem=stem) in keys for stem in gt_stems) for p in sorted(patterns)}
+    best = max(paired, key=paired.get, default=None)
+    return best if best is not None and paired[best] else None
 
 
 def load_image(path: Path) -> torch.Tensor:

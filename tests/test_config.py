@@ -260,3 +260,20 @@ def test_several_config_files_layer_in_order(tmp_path):
     assert load_config(InferConfig, files[::-1]).sampling.temperature == 0.7
     with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(looked for it in "):
         load_config(InferConfig, [files[0], "nope.yaml"])
+
+
+def test_a_list_setting_given_one_value_shows_the_list_form(tmp_path):
+    from pure.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=re.escape("hq_dirs is a list: write hq_dirs=[../hq]")):
+        load_config(PrepareConfig, None, ["hq_dirs=../hq"])
+    (tmp_path / "p.yaml").write_text("hq_dirs: ../hq\n")
+    with pytest.raises(ConfigError, match=re.escape("hq_dirs is a list: write hq_dirs: [../hq]")):
+        load_config(PrepareConfig, tmp_path / "p.yaml")
+    with pytest.raises(ConfigError, match=re.escape("write lora.target_modules=[q_proj]")):
+        load_config(TrainConfig, None, ["lora.target_modules=q_proj"])
+
+
+def test_a_key_only_another_script_has_under_that_name_is_named():
+    with pytest.raises(ConfigError, match=re.escape("(scripts/train.py has data.max_images: a setting of")):
+        load_config(PrepareConfig, None, ["max_images=3"])

@@ -167,7 +167,7 @@ def test_weight_files_in_place_count_as_present(no_weights):
 def test_metric_selection():
     assert M.select_metrics(None, has_gt=False) == ["niqe", "musiq", "maniqa-pipal", "clipiqa", "topiq_nr"]
     assert M.select_metrics(None, has_gt=True) == list(M.DEFAULT_METRICS)
-    with pytest.raises(P.EvaluationError, match="unknown metric.*psnr_y; choose from psnr, ssim"):
+    with pytest.raises(P.EvaluationError, match=r"metric.*psnr_y \(did you mean psnr\?\); choose from"):
         M.select_metrics(["psnr_y"], has_gt=True)
     with pytest.raises(P.EvaluationError, match="psnr, fid need.*pass --gt DIR"):
         M.select_metrics(["psnr", "fid", "niqe"], has_gt=False)
@@ -329,7 +329,10 @@ def test_an_sr_folder_given_as_dot_is_named_by_its_own_name(tmp_path, monkeypatc
     random_image(tmp_path / "gt", "0.png", seed=1)
     monkeypatch.chdir(tmp_path / "restored")
     assert evaluate_main(["--sr", ".", "--gt", "../gt", "--metrics", "psnr", "--no-progress"]) == 0
-    assert "restored" in capsys.readouterr().out  # the table's row
+    out, err = capsys.readouterr()
+    assert "restored" in out and "replacing" not in err  # the table's row; a first run
+    assert evaluate_main(["--sr", ".", "--gt", "../gt", "--metrics", "psnr", "--no-progress"]) == 0
+    assert "(replacing earlier results there)" in capsys.readouterr().err  # never silently
     written = json.loads((tmp_path / "restored" / "runs" / "eval" / "restored" / "metrics.json").read_text())
     assert written["name"] == "restored"
     assert M.folder_name("/") == "root" and M.folder_name(tmp_path / "gt" / "..") == tmp_path.name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -89,3 +90,27 @@ def test_size_mismatch_names_both_files(tmp_path):
     random_image(tmp_path / "gt", "a.png", (32, 32))
     with pytest.raises(P.EvaluationError, match=r"size mismatch: SR .*a\.png is 40x32 but GT .*32x32"):
         M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["psnr"], progress=False)
+
+
+@pytest.mark.parametrize(
+    ("names", "pattern"),
+    [
+        (["0_out", "1_out"], "{stem}_out"),
+        (["x4_0", "x4_1"], "x4_{stem}"),
+        (["0_{a}", "1_{a}"], "{stem}_{{a}}"),
+    ],
+)
+def test_unpaired_folders_name_the_sr_name_that_pairs_them(tmp_path, names, pattern):
+    for gt, sr in zip(("0", "1"), names, strict=True):
+        random_image(tmp_path / "gt", f"{gt}.png", seed=0)
+        random_image(tmp_path / "sr", f"{sr}.png", seed=0)
+    with pytest.raises(P.EvaluationError, match=rf"pass --sr-name '{re.escape(pattern)}' \(it pairs them\)$"):
+        P.pair_images(tmp_path / "sr", tmp_path / "gt")
+    assert len(P.pair_images(tmp_path / "sr", tmp_path / "gt", sr_name=pattern).pairs) == 2
+
+
+def test_a_misspelt_metric_names_the_one_meant():
+    with pytest.raises(
+        P.EvaluationError, match=r"unknown metric\(s\) lpip, PSNR \(did you mean lpips, psnr\?\)"
+    ):
+        M.select_metrics(["lpip", "PSNR"], has_gt=True)

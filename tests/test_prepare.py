@@ -242,9 +242,17 @@ def test_a_missing_manifest_or_a_file_as_hq_folder_is_one_line(shared_data_dir, 
         cfg = _cfg(hq, tmp_path / "out", f"caption.manifest={tmp_path / 'typo.jsonl'}", *extra)
         with pytest.raises(prep.PrepareError, match=r"caption.manifest=.*typo.jsonl does not exist"):
             prep.prepare(cfg, progress=False)
+    for model in ("", "some/captioner"):  # a folder is never a manifest, whether read or written
+        cfg = _cfg(hq, tmp_path / "out", f"caption.manifest={tmp_path}", f"caption.model={model}")
+        with pytest.raises(
+            prep.PrepareError, match=r"caption.manifest=.* is a folder; pass the descriptions"
+        ):
+            prep.prepare(cfg, progress=False)
     assert not (tmp_path / "out").exists()
     with pytest.raises(prep.PrepareError, match=r"HQ folder .*Canon_011_LR4.png is a file; pass the folder"):
         prep.list_sources([str(hq / NAMES[0])])
+    with pytest.raises(prep.PrepareError, match=r"does not exist: pass --hq-dir DIR \(or hq_dirs=\[DIR\]\)"):
+        prep.list_sources([str(tmp_path / "nowhere")])
 
 
 def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_path):

@@ -458,7 +458,7 @@ def test_a_relative_hq_folder_says_where_it_was_looked_for(tmp_path, monkeypatch
     with pytest.raises(
         DataError,
         match=rf"data.hq_folder=../shared/data/hr \(relative to the current folder "
-        rf"{tmp_path}\) is not a folder of HQ images",
+        rf"{tmp_path}\) is not a folder of HQ images: set data.hq_folder=DIR",
     ):
         ImageFolderExamples(cfg, None, None, None)
 
@@ -475,6 +475,9 @@ def test_training_refuses_what_would_fail_late_or_do_nothing(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'b'}", "data.captions=typo.jsonl"])
     with pytest.raises(DataError, match=r"data.captions=typo.jsonl \(relative to .*\) does not exist"):
+        train(cfg)
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'c'}", f"data.captions={tmp_path}"])
+    with pytest.raises(DataError, match=rf"data.captions={tmp_path} is a folder; pass the descriptions file"):
         train(cfg)
 
 

@@ -46,8 +46,9 @@ def check_captions_file(cfg: TrainDataConfig) -> None:
     silently get ``data.default_text``)."""
     if cfg.captions and not Path(cfg.captions).is_file():
         raise DataError(
-            f"data.captions={from_here(cfg.captions)} does not exist; pass the descriptions file "
-            "(.jsonl or .csv), or data.captions= to train on data.default_text"
+            f"data.captions={from_here(cfg.captions)} "
+            f"{'is a folder' if Path(cfg.captions).is_dir() else 'does not exist'}; pass the descriptions "
+            "file (.jsonl or .csv), or data.captions= to train on data.default_text"
         )
 
 
@@ -74,7 +75,10 @@ class ImageFolderExamples(Dataset):
             )
         folder = Path(cfg.hq_folder)
         if not folder.is_dir():
-            raise DataError(f"data.hq_folder={from_here(cfg.hq_folder)} is not a folder of HQ images")
+            raise DataError(
+                f"data.hq_folder={from_here(cfg.hq_folder)} is not a folder of HQ images: set "
+                "data.hq_folder=DIR, or run from the folder the config's paths are relative to"
+            )
         files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
         if not files:
             raise DataError(f"no images (files of a format Pillow reads) in data.hq_folder={folder}")

@@ -135,7 +135,10 @@ def list_sources(hq_dirs: list[str]) -> list[Source]:
                 f"HQ folder {from_here(folder)} is a file; pass the folder that holds the images"
             )
         if not folder.is_dir():
-            raise PrepareError(f"HQ folder {from_here(folder)} does not exist")
+            raise PrepareError(
+                f"HQ folder {from_here(folder)} does not exist: pass --hq-dir DIR (or hq_dirs=[DIR]), or run "
+                "from the folder the config's paths are relative to"
+            )
     resolved = [Path(folder).resolve() for folder in hq_dirs]
     for i, inner in enumerate(resolved):
         for j, outer in enumerate(resolved):
@@ -353,6 +356,11 @@ def _descriptions(sources: list[Source], cfg: PrepareConfig, state, progress: bo
     main process then appends the parts to the manifest (also parts left by an interrupted run).
     """
     caption = cfg.caption
+    if caption.manifest and Path(caption.manifest).is_dir():
+        raise PrepareError(
+            f"caption.manifest={from_here(caption.manifest)} is a folder; pass the descriptions file "
+            "(.jsonl or .csv) in it, e.g. caption.manifest=DIR/captions.jsonl"
+        )
     if caption.manifest and not caption.model and not Path(caption.manifest).is_file():
         raise PrepareError(
             f"caption.manifest={from_here(caption.manifest)} does not exist; pass the descriptions file "

@@ -3,7 +3,7 @@ with ``torch.compile(fullgraph=True)`` (inductor's CPU backend, static shapes: a
 cache), on bench_generate.py's thin model (32 layers, hidden 64, PURE's full vocabulary), alternating
 eager and compiled runs; prints ms per step, the compile time and whether the tokens are the same.
 
-    python benchmarks/cpu_compile_step.py [--steps 200] [--repeats 2]
+    python benchmarks/cpu_compile_step.py [--steps 200] [--repeats 2] [--cpp-wrapper]
 
 Compiling takes minutes (inductor builds C++ kernels with the system compiler). Not a library path:
 CPU runs stay eager (``restore.compile`` only captures on CUDA).
@@ -31,7 +31,16 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=200, help="decoding steps timed per run")
     parser.add_argument("--repeats", type=int, default=2, help="eager/compiled pairs, alternating")
+    parser.add_argument(
+        "--cpp-wrapper",
+        action="store_true",
+        help="inductor's C++ wrapper: the compiled step calls its kernels from C++, not Python",
+    )
     args = parser.parse_args()
+    if args.cpp_wrapper:
+        import torch._inductor.config
+
+        torch._inductor.config.cpp_wrapper = True
     shape = MODELS["thin"]
     with tempfile.TemporaryDirectory() as folder:
         write_tiny_checkpoint(
@@ -74,7 +83,7 @@ def main() -> None:
 
     print(
         f"thin model, 128 px prompt ({len(prompt)} tokens), {args.steps} steps, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads{', C++ wrapper' if args.cpp_wrapper else ''}"
     )
     tokens = {}
     for _ in range(args.repeats):

@@ -47,6 +47,44 @@ def prompts(tiny):
     return [first, second]
 
 
+def _ranked_generate(monkeypatch, *args, **kwargs):
+    """:func:`generate`, and per step every row's largest scores before top-k drops any (``[B, K]``)."""
+    import pure.generate
+
+    ranked, top_k = [], pure.generate.top_k_candidates
+
+    def recording(scores, k, k_cap):
+        ranked.append(torch.topk(scores, min(k_cap, scores.shape[-1]), dim=-1).values)
+        return top_k(scores, k, k_cap)
+
+    monkeypatch.setattr(pure.generate, "top_k_candidates", recording)
+    try:
+        return generate(*args, **kwargs), ranked
+    finally:
+        monkeypatch.undo()
+
+
+def _assert_same_candidates(new, old, ranked) -> None:
+    """The two loops kept the same candidates with the same probabilities at every step. Their logits
+    differ by float rounding (another cache layout, other kernels), so a candidate whose score ties the
+    k-th largest within rounding may stay in one loop and not in the other (top-k keeps ties): a count
+    may differ only there, as the new loop's own scores at that step (``ranked``) must show, and rarely."""
+    differing = 0
+    for b in range(len(new.kept)):
+        for step in (new.kept[b] != old.kept[b]).nonzero().flatten().tolist():
+            differing += 1
+            low, high = sorted((int(new.kept[b][step]), int(old.kept[b][step])))
+            tie = ranked[step][b, low - 1 : high]  # the k-th score and those that stayed in one loop only
+            assert tie.max() - tie.min() <= 1e-5 * tie.abs().max(), (b, step, tie)
+            # each tied candidate holds at most 1/low of the mass (no more than any of the low kept ones)
+            shift = abs(new.p_token[b][step] / old.p_token[b][step] - 1)
+            assert shift <= (high - low) / low + 1e-4, (b, step, shift)
+        same = new.kept[b] == old.kept[b]
+        torch.testing.assert_close(new.p_token[b][same], old.p_token[b][same], rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(new.entropy[b], old.entropy[b], rtol=1e-5, atol=1e-5)
+    assert differing <= 0.02 * sum(len(kept) for kept in new.kept)  # rounding ties are rare
+
+
 @pytest.mark.parametrize(
     "layout",
     [
@@ -55,32 +93,31 @@ def prompts(tiny):
         pytest.param({}, marks=pytest.mark.slow),
     ],
 )
-def test_same_tokens_as_the_former_loop(tiny, prompts, layout):
+def test_same_tokens_as_the_former_loop(tiny, prompts, layout, monkeypatch):
     """fp32, guidance on, the same counter-based draw: every token identical, rules' outputs equal."""
     model, _, vocab = tiny
     sampling = SamplingConfig(max_new_tokens=90)
-    new = generate(model, prompts, vocab, sampling, seeds=[3, 4], **layout)
+    new, ranked = _ranked_generate(monkeypatch, model, prompts, vocab, sampling, seeds=[3, 4], **layout)
     old = baseline_generate(model, prompts, vocab, sampling, seeds=[3, 4], draw_from="counter", **layout)
     for b in range(2):
         assert torch.equal(new.ids[b], old.ids[b])
-        assert torch.equal(new.kept[b], old.kept[b])
-        torch.testing.assert_close(new.entropy[b], old.entropy[b], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(new.p_token[b], old.p_token[b], rtol=1e-4, atol=1e-9)
+    _assert_same_candidates(new, old, ranked)
 
 
 @pytest.mark.slow
-def test_same_candidates_and_probabilities_as_the_former_loop_at_every_step(tiny, prompts):
+def test_same_candidates_and_probabilities_as_the_former_loop_at_every_step(tiny, prompts, monkeypatch):
     """Feeding both loops the same tokens (the former loop with its own per-row torch generators):
     the rules keep the same candidates with the same probabilities at every step."""
     model, _, vocab = tiny
     sampling = SamplingConfig(max_new_tokens=90)
     sampled = generate(model, prompts, vocab, sampling, seeds=[5, 6], **PIPELINE)
-    new = generate(model, prompts, vocab, sampling, teacher=sampled.ids, **PIPELINE)
+    new, ranked = _ranked_generate(
+        monkeypatch, model, prompts, vocab, sampling, teacher=sampled.ids, **PIPELINE
+    )
     old = baseline_generate(model, prompts, vocab, sampling, teacher=sampled.ids, **PIPELINE)
+    _assert_same_candidates(new, old, ranked)
     for b in range(2):
         assert len(new.kept[b]) == len(sampled.ids[b]) > 60
-        assert torch.equal(new.kept[b], old.kept[b])
-        torch.testing.assert_close(new.p_token[b], old.p_token[b], rtol=1e-4, atol=1e-9)
         torch.testing.assert_close(new.p_token[b], sampled.p_token[b], rtol=1e-5, atol=1e-9)
         assert (new.p_token[b] > 0).all()
 

@@ -16,6 +16,7 @@ leaves a checkpoint that looks whole.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import shutil
@@ -62,11 +63,21 @@ def find_resume(output_dir: str | Path, resume: str) -> Path | None:
     if resume == "latest":
         return existing[-1] if existing else None
     path = Path(resume)
+    if not path.exists() and len(path.parts) == 1 and (Path(output_dir) / "checkpoints" / path).is_dir():
+        path = Path(output_dir) / "checkpoints" / path  # resume=step-000500: one of this run's
     if not path.exists():
         found = f"; this run's are {', '.join(c.name for c in existing)}" if existing else ""
-        raise ConfigError(f"resume={resume!r} does not exist (pruned by keep_last, or a typo){found}")
+        meant = " (did you mean resume=latest?)" if difflib.get_close_matches(resume, ["latest"]) else ""
+        raise ConfigError(f"resume={resume!r} does not exist (pruned by keep_last, or a typo){meant}{found}")
     if not (path / "trainer.json").is_file():
         raise ConfigError(f"resume={resume!r} is not a checkpoint folder (no trainer.json in it)")
+    later = [c for c in existing if c.name > path.name and path.resolve().parent == c.resolve().parent]
+    if later:  # keep_last would prune the new branch's checkpoints before these, and latest would pick these
+        raise ConfigError(
+            f"resume={resume!r} is older than this run's {', '.join(c.name for c in later)}: to branch from "
+            f"it, copy it into a new output_dir's checkpoints/ folder and resume there (or delete the later "
+            "ones)"
+        )
     return path
 
 
@@ -156,6 +167,12 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
             "folder such as outputs/RUN/checkpoints/step-001000 or its adapter/ folder"
         )
     output = Path(output)
+    pruned = checkpoint.resolve().parent if checkpoint.parent.name == "checkpoints" else checkpoint.resolve()
+    if output.resolve().is_relative_to(pruned):  # keep_last would delete it with the checkpoint
+        raise ConfigError(
+            f"output {output} is inside {pruned}, which training prunes and resumes write into; pass a "
+            "folder outside the run's checkpoints, e.g. models/merged"
+        )
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} is a file; pass a new folder for the merged model")
     if output.is_dir() and any(output.iterdir()):
@@ -168,6 +185,11 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
     cfg = load_config(TrainConfig, checkpoint / "config.yaml")
     if cfg.method != "lora":
         raise ConfigError(f"{checkpoint} is a full fine-tune: its model/ folder is already standalone")
+    if not (checkpoint / "adapter" / "adapter_config.json").is_file():  # before the base model loads
+        raise CheckpointError(
+            f"{checkpoint / 'adapter' / 'adapter_config.json'} is missing: the checkpoint is incomplete; "
+            "merge another checkpoint of the run"
+        )
     tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
     model, _ = load_for_training(cfg.backbone, "cpu", getattr(torch, dtype), vocab.size)
     model = merge_lora_adapter(model, checkpoint / "adapter")

@@ -82,8 +82,8 @@ class VQConfig:
 
     source: str = "FoundationVision/LlamaGen:vq_ds8_c2i.pt"
     """Checkpoint: a local ``.pt`` file, a Hugging Face ``repo_id:filename``, or ``tiny`` (random weights)."""
-    seed: int = 0
-    """Seed of the deterministic weights when ``source`` is ``tiny``."""
+    seed: int = between(0, 0, 2**32 - 1)
+    """Seed of the deterministic weights when ``source`` is ``tiny`` (0 to 2^32 - 1)."""
     channels: int = 128
     """Base channel count of encoder and decoder (128 in the released VQ-8)."""
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])
@@ -102,8 +102,8 @@ class VQConfig:
 class TinyBackboneConfig:
     """The random Chameleon built for tests and CPU trials (``backbone.source: tiny``); full vocabulary."""
 
-    seed: int = 0
-    """Seed of the deterministic weights."""
+    seed: int = between(0, 0, 2**32 - 1)
+    """Seed of the deterministic weights (0 to 2^32 - 1)."""
     hidden_size: int = at_least(64, 8)
     """Hidden size."""
     intermediate_size: int = at_least(128, 8)
@@ -485,6 +485,16 @@ def check_fields(cfg: object, prefix: str = "") -> None:
             f"{prefix}image_top_k_min={cfg.image_top_k_min}: must be at most "
             f"{prefix}image_top_k_max={cfg.image_top_k_max} (the adaptive k lies between them)"
         )
+    for schema, key, example in (
+        (TrainConfig, "output_dir", "outputs/run1"),
+        (PrepareConfig, "out_dir", "data/prepared/mine"),
+    ):
+        if isinstance(cfg, schema) and not str(getattr(cfg, key)).strip():  # e.g. output_dir=$OUT, OUT unset
+            raise ConfigError(f"{key} is empty: name the folder to write into, e.g. {key}={example}")
+    if isinstance(cfg, OptimConfig) and cfg.min_lr > cfg.lr:
+        raise ConfigError(
+            f"{prefix}min_lr={cfg.min_lr}: must be at most {prefix}lr={cfg.lr} (the cosine decays to it)"
+        )
     if isinstance(cfg, LoRAConfig) and not cfg.alpha > 0:
         raise ConfigError(f"{prefix}alpha={cfg.alpha}: must be above 0 (at 0 the adapters add nothing)")
     if isinstance(cfg, RestoreConfig) and cfg.tile_overlap >= cfg.tile:
@@ -816,8 +826,8 @@ class TrainConfig:
     """Dropout on every attention and MLP output before it is added to the residual stream (PURE: 0.05)."""
     z_loss_weight: float = 0.0
     """Weight of the z-loss, mean logsumexp(logits)**2 over answer positions (PURE: 0)."""
-    seed: int = 0
-    """Seed of data order, adapter initialisation and dropout."""
+    seed: int = between(0, 0, 2**32 - 1)
+    """Seed of data order, adapter initialisation and dropout (0 to 2^32 - 1, as numpy's generator takes)."""
     eval_examples: int = at_least(0, 0)
     """Examples held out of training (a fixed, seeded choice) whose mean loss is logged as ``val_loss``;
     0: no validation."""

@@ -301,11 +301,11 @@ def merge_lora_adapter(model: PureChameleon, adapter: str | Path) -> PureChamele
         warnings.filterwarnings("error", "Found missing adapter keys")  # peft only warns
         try:
             return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-        except (SafetensorError, OSError) as err:
-            reason = " ".join(str(err).split())
+        except (SafetensorError, OSError, ValueError) as err:  # ValueError: a missing or damaged config
+            reason = " ".join(str(err).split())[:300]
             raise CheckpointError(
-                f"adapter {adapter}: its weights cannot be read ({reason}); copy the adapter folder again "
-                "or pass another checkpoint's adapter/"
+                f"adapter {adapter}: its files cannot be read ({type(err).__name__}: {reason}); copy the "
+                "adapter folder again or pass another checkpoint's adapter/"
             ) from err
         except (RuntimeError, UserWarning) as err:
             reason = _adapter_misfit(str(err))

@@ -102,6 +102,10 @@ RESUME_FIXED = (
     "grad_accum",
     "seed",
     "method",
+    "lora.rank",
+    "lora.alpha",
+    "lora.target_modules",
+    "lora.token_rows",
     "max_seq_len",
     "eval_examples",
     "data.hq_folder",
@@ -113,7 +117,8 @@ RESUME_FIXED = (
     "data.shards",
 )
 """Settings a resumed run must share with its checkpoint: they fix which examples there are and which each
-step reads (the saved data position counts batches), and what the weights are."""
+step reads (the saved data position counts batches), and what the weights are (``lora.alpha`` scales the
+adapters already trained)."""
 
 
 def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
@@ -121,12 +126,14 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
     (its ``config.yaml``): the data position would point elsewhere and the resume would not be exact.
     Raises :class:`ConfigError` for changed settings, :class:`CheckpointError` for an unreadable file."""
     saved = checkpoint / "config.yaml"
-    if not saved.is_file():
-        return
     try:
+        if not saved.is_file():
+            raise FileNotFoundError("missing")
         old = OmegaConf.to_container(OmegaConf.load(saved))
         if not isinstance(old, dict):
             raise ValueError("not a mapping of settings")
+        if "method" not in old:
+            raise ValueError("empty, or not a run's settings")
     except Exception as err:  # noqa: BLE001 - OmegaConf and YAML raise many types
         reason = " ".join(str(err).split())[:200]
         raise CheckpointError(

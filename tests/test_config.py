@@ -242,6 +242,11 @@ def test_training_values_out_of_range_are_one_line_before_anything_loads(overrid
         ("TrainConfig", ["lora.alpha=0"], "must be above 0"),
         ("TrainConfig", ["lora.alpha=-8"], "must be above 0"),
         ("PrepareConfig", ["caption.batch_size=0"], "must be at least 1"),
+        ("TrainConfig", ["optim.min_lr=1", "optim.lr=0.1"], "must be at most optim.lr=0.1"),
+        ("TrainConfig", ["seed=-1"], "must be at least 0"),
+        ("TrainConfig", ["seed=4294967296"], "must be at most 4294967295"),
+        ("TrainConfig", ["vq.seed=-1"], "must be at least 0"),
+        ("PrepareConfig", ["backbone.tiny.seed=-1"], "must be at least 0"),
         ("PrepareConfig", ["caption.max_new_tokens=0"], "must be at least 1"),
     ],
 )
@@ -277,3 +282,11 @@ def test_a_list_setting_given_one_value_shows_the_list_form(tmp_path):
 def test_a_key_only_another_script_has_under_that_name_is_named():
     with pytest.raises(ConfigError, match=re.escape("(scripts/train.py has data.max_images: a setting of")):
         load_config(PrepareConfig, None, ["max_images=3"])
+
+
+@pytest.mark.parametrize(("schema", "key"), [("TrainConfig", "output_dir"), ("PrepareConfig", "out_dir")])
+def test_an_empty_output_folder_is_refused(schema, key):
+    """``output_dir=$OUT`` with OUT unset would write a run into the current folder."""
+    for value in ("", "' '"):
+        with pytest.raises(ConfigError, match=rf"^{key} is empty: name the folder to write into"):
+            load_config(getattr(config_module, schema), None, [f"{key}={value}"])

@@ -232,7 +232,7 @@ def test_an_adapter_of_another_backbone_or_damaged_is_one_clear_error(tmp_path):
         merge_lora_adapter(model(num_layers=3), adapter)
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=r"adapter .*adapter: its weights cannot be read \(.*\); copy"):
+    with pytest.raises(CheckpointError, match=r"adapter .*adapter: its files cannot be read \(.*\); copy"):
         merge_lora_adapter(model(), adapter)
 
 

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from pure.checkpoint import find_resume
+from pure.checkpoint import find_resume, merge_adapter
 from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config, to_yaml
 from pure.data.datasets import DataError, ShardDataset, collate
@@ -377,16 +377,17 @@ def test_merge_never_overwrites(tmp_path, capsys):
     (checkpoint / "config.yaml").write_text("method: lora\n")
     (checkpoint / "trainer.json").write_text("{}")
     (tmp_path / "file.png").write_bytes(b"x")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "config.json").write_text("{}")
     for output, message in [
-        (tmp_path / "file.png", "is a file; pass a new folder"),
-        (checkpoint, "already exists and is not empty; pass a new folder"),
+        (tmp_path / "file.png", "is a file; pass a new folder for the merged model"),
+        (tmp_path / "models", "already exists and is not empty; pass a new folder for the merged model"),
+        (checkpoint, f"is inside {checkpoint.resolve()}, which training prunes and resumes write into"),
     ]:
         before = sorted(p.name for p in tmp_path.rglob("*"))
         assert merge_main([str(checkpoint), str(output)]) == 2
         err = capsys.readouterr().err.strip()
-        assert err == f"error: output {output} {message}" + (
-            " for the merged model (nothing is overwritten)" if output.is_dir() else " for the merged model"
-        )
+        assert err.startswith(f"error: output {output} {message}"), err
         assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert merge_main([str(checkpoint), "/proc/pure-merged/model"]) == 2  # before anything loads
     assert capsys.readouterr().err.startswith("error: output /proc/pure-merged/model cannot be written (")
@@ -699,3 +700,61 @@ def test_schedule_change_names_both_rates():
     assert schedule_change({"step": 5}, 20, 0, optim) == ""  # a checkpoint that did not save its plan
     note = schedule_change({"step": 5, "total_steps": 10}, 20, 0, optim)
     assert "at step 5 the rate is 0.000854 (it was 0.0005)" in note, note
+
+
+def test_resume_names_and_branches(tmp_path):
+    """resume= takes a checkpoint's bare name; a misspelt latest says so; an older checkpoint while later
+    ones exist is refused (keep_last would prune the new branch, and latest would pick the old one)."""
+    for step in ("step-000001", "step-000002"):
+        (tmp_path / "checkpoints" / step).mkdir(parents=True)
+        (tmp_path / "checkpoints" / step / "trainer.json").write_text("{}")
+    assert find_resume(tmp_path, "step-000002") == tmp_path / "checkpoints" / "step-000002"
+    with pytest.raises(ConfigError, match=r"resume='lastest' does not exist .*did you mean resume=latest\?"):
+        find_resume(tmp_path, "lastest")
+    with pytest.raises(
+        ConfigError, match=r"resume='step-000001' is older than this run's step-000002: to branch"
+    ):
+        find_resume(tmp_path, "step-000001")
+
+
+def test_a_checkpoint_without_its_settings_or_with_another_alpha_is_not_resumed(tmp_path):
+    checkpoint = tmp_path / "checkpoints" / "step-000002"
+    checkpoint.mkdir(parents=True)
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}"])
+    for damage in (None, "", "# nothing\n"):  # missing or empty: never resumed unchecked
+        if damage is not None:
+            (checkpoint / "config.yaml").write_text(damage)
+        with pytest.raises(CheckpointError, match=r"cannot read .*config.yaml .*cannot be checked"):
+            check_resumable(checkpoint, cfg)
+    (checkpoint / "config.yaml").write_text(to_yaml(cfg))
+    other = load_config(
+        TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", f"lora.alpha={cfg.lora.alpha * 2}"]
+    )
+    with pytest.raises(ConfigError, match=r"saved with lora.alpha="):  # it scales the adapters trained so far
+        check_resumable(checkpoint, other)
+
+
+def test_merge_refuses_an_output_the_run_would_prune_and_a_checkpoint_without_adapter_config(tmp_path):
+    checkpoint = tmp_path / "checkpoints" / "step-000003"
+    (checkpoint / "adapter").mkdir(parents=True)
+    (checkpoint / "trainer.json").write_text("{}")
+    (checkpoint / "config.yaml").write_text(to_yaml(load_config(TrainConfig, TINY_LORA)))
+    for inside in (checkpoint / "merged", tmp_path / "checkpoints" / "merged"):
+        with pytest.raises(ConfigError, match=r"is inside .*checkpoints, which training prunes"):
+            merge_adapter(checkpoint, inside)
+    with pytest.raises(
+        CheckpointError, match=r"adapter_config.json is missing: the checkpoint is incomplete"
+    ):
+        merge_adapter(checkpoint, tmp_path / "merged")
+
+
+def test_captions_that_describe_no_image_and_shards_that_are_images(tmp_path, hq_folder):
+    manifest = tmp_path / "captions.jsonl"
+    manifest.write_text('{"image": "./nothing.png", "description": "A cat."}\n')
+    cfg = load_config(TrainConfig, TINY_LORA, [f"data.hq_folder={hq_folder}", f"data.captions={manifest}"])
+    from pure.data.image_folder import ImageFolderExamples
+
+    with pytest.raises(DataError, match=r"describes none of the images in data.hq_folder=.*'./nothing.png'"):
+        ImageFolderExamples(cfg.data, None, None, None)
+    with pytest.raises(DataError, match=rf"data.shards={hq_folder} holds images, not prepared shards"):
+        ShardDataset(hq_folder)

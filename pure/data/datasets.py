@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 
 from pure.errors import PureError
+from pure.images import is_image_name
 from pure.sequence import IGNORE_INDEX
 
 
@@ -38,6 +39,12 @@ class ShardDataset(torch.utils.data.Dataset):
             raise DataError(
                 f"{index} not found: data.shards names the prepared folder itself, "
                 f"data.shards={self.folder.parent}"
+            )
+        if not index.is_file() and self.folder.is_dir() and any(map(is_image_name, self.folder.iterdir())):
+            raise DataError(
+                f"data.shards={self.folder} holds images, not prepared shards: train on them with "
+                f"data.hq_folder={self.folder} (and data.shards=), or prepare them first "
+                f"(scripts/prepare_data.py --hq-dir {self.folder} --out DIR) and pass data.shards=DIR"
             )
         if not index.is_file():
             raise DataError(f"{index} not found: run scripts/prepare_data.py with out_dir={self.folder}")

@@ -543,7 +543,10 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         "--gt",
         help="folder of ground-truth images with the same names; without it only no-reference metrics run",
     )
-    parser.add_argument("--name", help="row name in the table and JSON (default: the SR folder's name)")
+    parser.add_argument(
+        "--name",
+        help="row name in the table and JSON, and the folder runs/eval/NAME (default: the SR folder's name)",
+    )
     parser.add_argument(
         "-r",
         "--recursive",
@@ -576,6 +579,13 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if not args.sr:
         parser.error("--sr DIR is required")
+    if args.name is not None and (
+        not args.name.strip() or Path(args.name).name != args.name or args.name == ".."
+    ):
+        raise EvaluationError(
+            f"--name {args.name!r} is a row name and the folder runs/eval/NAME: give a plain name, without / "
+            "(write the files elsewhere with --json FILE --csv FILE)"
+        )
     out = Path("runs") / "eval" / (args.name or folder_name(args.sr))
     json_path, csv_path = Path(args.json or out / "metrics.json"), Path(args.csv or out / "per_image.csv")
     if json_path.resolve() == csv_path.resolve():
@@ -655,6 +665,12 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     from pure.pairing import EvaluationError
     from pure.reports import load_rows, report
 
+    if args.skip_inference and not args.run:  # a new time-stamped folder would hold nothing to score
+        earlier = sorted(p for p in (Path("runs") / args.name).glob("*/sr") if p.is_dir())
+        example = earlier[-1].parent if earlier else Path("runs") / args.name / "<date-time>"
+        raise EvaluationError(
+            f"--skip-inference scores an earlier run's outputs: name it with --run, e.g. --run {example}"
+        )
     if args.skip_inference and infer_args:
         raise EvaluationError(
             f"{' '.join(infer_args)}: inference settings do nothing with --skip-inference (it scores RUN/sr "

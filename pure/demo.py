@@ -12,6 +12,7 @@ settings. Gradio is imported only by :func:`build_demo`, so the rest of this mod
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gc
 import json
 import logging
@@ -538,17 +539,19 @@ def _settings(gr, cfg: InferConfig) -> list:
 def check_port(host: str, port: int | None) -> None:
     """Raise :class:`DemoError` when the server could not listen on ``host:port`` (in use, or a host that is
     not this machine's): checked before the models load, which takes minutes. ``port`` None: Gradio picks
-    a free one."""
-    if port is None:
-        return
+    a free one (the host is still checked, on a port the system picks)."""
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.bind((host, port))
-    except OSError as err:
+            probe.bind((host, port or 0))
+    except OSError as err:  # socket.gaierror (a name that does not resolve) is an OSError too
         reason = err.strerror or str(err)
+        if port is None or err.errno != errno.EADDRINUSE:
+            raise DemoError(
+                f"cannot serve on --host {host} ({reason}): pass an address of this machine, e.g. 127.0.0.1 "
+                "(this machine only) or 0.0.0.0 (every network interface)"
+            ) from err
         raise DemoError(
-            f"cannot serve on {host}:{port} ({reason}): pass another --port, stop the server using it, or "
-            "pass a --host of this machine"
+            f"cannot serve on {host}:{port} ({reason}): pass another --port or stop the server using it"
         ) from err
 
 

@@ -188,11 +188,11 @@ def _check_regular(path: str | Path) -> None:
             f"{path}: {name}, an image format Pillow cannot read here; convert it to PNG or JPEG{plugin}"
         )
     if os.path.islink(path) and not os.path.exists(path):
-        raise ImageReadError(f"{path}: a link to {os.readlink(path)}, which does not exist; skipped")
+        raise ImageReadError(f"{path}: a link to {os.readlink(path)}, which does not exist")
     if os.path.exists(path) and not os.path.isfile(path):
-        raise ImageReadError(f"{path}: not a regular file (a folder, pipe, socket or device); skipped")
+        raise ImageReadError(f"{path}: not a regular file (a folder, pipe, socket or device)")
     if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise ImageReadError(f"{path}: an empty file (0 bytes), not an image; skipped")
+        raise ImageReadError(f"{path}: an empty file (0 bytes), not an image")
 
 
 def _unreadable(path: str | Path, err: Exception) -> ImageReadError:

@@ -39,6 +39,11 @@ CANVAS_BYTES_PER_PIXEL = 24
 the image's three channels and their weight sum, the entropy map and its weight sum, float32): a lower
 bound of the memory an output needs, checked against the machine's memory before any model loads."""
 
+INPUT_BYTES_PER_PIXEL = 15
+"""Bytes per input pixel that reading an image needs at the least: Pillow's decoded 8-bit RGB (3) and the
+float32 RGB tensor the pipeline makes of it (12); checked, like the canvases, before any model loads (a
+file's header may claim any size: a 69-byte PNG can claim 2,000,000 x 2,000,000 px)."""
+
 
 class PlanError(PureError, ValueError):
     """The run cannot start; the message says why and what to do."""
@@ -230,7 +235,13 @@ def plan_outputs(
     memory = physical_memory()
     for path, header in list(headers.items()) if outscale is not None and memory is not None else []:
         width, height = (round(side * outscale) for side in header.size)
-        if width * height * CANVAS_BYTES_PER_PIXEL > memory:
+        if header.size[0] * header.size[1] * INPUT_BYTES_PER_PIXEL > memory:
+            plan.failed.append(
+                f"{path}: the {header.size[0]:,} x {header.size[1]:,} px input needs more memory than this "
+                f"machine has ({memory / 2**30:.0f} GiB) just to be read; shrink or crop it first"
+            )
+            del headers[path]
+        elif width * height * CANVAS_BYTES_PER_PIXEL > memory:
             largest = (memory / CANVAS_BYTES_PER_PIXEL / (header.size[0] * header.size[1])) ** 0.5
             plan.failed.append(
                 f"{path}: the {width:,} x {height:,} px output needs more memory than this machine has "

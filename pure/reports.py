@@ -88,7 +88,7 @@ def markdown_table(rows: Sequence[Row], metrics: Sequence[str]) -> str:
     header = ["method", "images"] + [f"{m.upper()} {'↓' if lower_better(m) else '↑'}" for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row.name, "–" if row.count is None else str(row.count)]
+        cells = [row.name.replace("|", "\\|"), "–" if row.count is None else str(row.count)]  # | ends a cell
         cells += [f"{row.mean[m]:.4f}" if m in row.mean else "–" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

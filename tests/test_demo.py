@@ -257,6 +257,11 @@ def test_app_refuses_a_port_in_use_before_the_models_load(capsys, monkeypatch):
     assert err.startswith(f"error: cannot serve on 127.0.0.1:{port} (") and "pass another --port" in err
     assert err.count("\n") == 1
 
+    for host in ("192.0.2.1",):  # TEST-NET: not this machine's; checked with or without --port
+        assert app_main(["--config", TINY, "--host", host]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot serve on --host {host} (") and "pass an address of this" in err
+
 
 # ---------------------------------------------------------------------------- one job, tiny models
 

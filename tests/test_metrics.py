@@ -336,3 +336,15 @@ def test_an_sr_folder_given_as_dot_is_named_by_its_own_name(tmp_path, monkeypatc
     written = json.loads((tmp_path / "restored" / "runs" / "eval" / "restored" / "metrics.json").read_text())
     assert written["name"] == "restored"
     assert M.folder_name("/") == "root" and M.folder_name(tmp_path / "gt" / "..") == tmp_path.name
+
+
+def test_a_run_name_is_a_plain_name_and_escaped_in_the_table(tmp_path, monkeypatch, capsys):
+    random_image(tmp_path / "sr", "0.png", seed=0)
+    random_image(tmp_path / "gt", "0.png", seed=1)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--sr", "sr", "--gt", "gt", "--metrics", "psnr", "--no-progress"]
+    for name in ("/abs", "../up", "..", ""):  # runs/eval/NAME must stay under runs/eval
+        assert evaluate_main([*argv, "--name", name]) == 2
+        assert "is a row name and the folder runs/eval/NAME: give a plain name" in capsys.readouterr().err
+    assert evaluate_main([*argv, "--name", "a|b"]) == 0
+    assert "| a\\|b | 1 |" in capsys.readouterr().out  # one cell, not two

@@ -433,6 +433,18 @@ def test_an_output_larger_than_memory_fails_up_front(tmp_path, monkeypatch):
     ]
 
 
+def test_an_input_larger_than_memory_fails_up_front_whatever_the_scale(tmp_path, monkeypatch):
+    """A header may claim any size (a 69-byte PNG can claim 2,000,000 px a side): an input that cannot even
+    be read in memory fails before any model loads, even with an --outscale that makes its output small."""
+    monkeypatch.setattr(pure.plan, "physical_memory", lambda: 1000)  # bytes: below 10 x 10 x 15
+    _image(tmp_path / "in" / "a.png", size=(10, 10))
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out", outscale=0.5)
+    assert not plan.jobs and plan.failed == [
+        f"{tmp_path / 'in' / 'a.png'}: the 10 x 10 px input needs more memory than this machine has (0 GiB) "
+        "just to be read; shrink or crop it first"
+    ]
+
+
 def test_skip_existing_restores_an_output_whose_sidecar_is_missing(tmp_path):
     """The sidecar is written after the image: an image without it was interrupted, so it is redone."""
     _image(tmp_path / "in" / "a.png")
@@ -506,8 +518,8 @@ def test_a_broken_link_and_an_empty_file_say_what_they_are(tmp_path):
     plan = plan_outputs(tmp_path / "in", tmp_path / "out")
     assert [job.source.name for job in plan.jobs] == ["a.png"]
     assert sorted(plan.failed) == [
-        f"{tmp_path / 'in' / 'empty.png'}: an empty file (0 bytes), not an image; skipped",
-        f"{tmp_path / 'in' / 'link.png'}: a link to {tmp_path / 'gone.png'}, which does not exist; skipped",
+        f"{tmp_path / 'in' / 'empty.png'}: an empty file (0 bytes), not an image",
+        f"{tmp_path / 'in' / 'link.png'}: a link to {tmp_path / 'gone.png'}, which does not exist",
     ]
 
 

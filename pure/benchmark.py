@@ -66,6 +66,12 @@ def check_scale(lr: Path, hr: Path, outscale: float) -> None:
             )
 
 
+class InferenceFailed(EvaluationError):
+    """Inference restored some images of the set and failed others: the run started, so exit 1."""
+
+    exit_code = 1
+
+
 def run_benchmark(
     name: str,
     root: str | Path = "data/benchmarks",
@@ -91,6 +97,12 @@ def run_benchmark(
         code = infer(paths["lr"], paths["sr"])
         if code == 130:  # inference was interrupted (Ctrl-C or SIGTERM) and said how far it got
             raise KeyboardInterrupt
+        if code == 1:  # some images restored, some failed: a partial set is not scored as the whole
+            raise InferenceFailed(
+                f"inference of {paths['lr']} into {paths['sr']} failed for some images (see above): fix or "
+                f"remove them in {paths['lr']}, then rerun with --run {paths['run']} --skip-existing (the "
+                f"others are kept); or score what was restored with --run {paths['run']} --skip-inference"
+            )
         if code != 0:
             raise EvaluationError(
                 f"inference of {paths['lr']} into {paths['sr']} failed (exit {code}); see above"

@@ -237,10 +237,10 @@ def save_checkpoint(
             if final.exists():
                 shutil.rmtree(final)
             partial_dir.rename(final)
-    except Exception as err:  # never a half-written checkpoint left filling the disk
+    except BaseException as err:  # never a half-written checkpoint left filling the disk (Ctrl-C too)
         if accelerator.is_main_process:
             shutil.rmtree(partial_dir, ignore_errors=True)
-        if out_of_space(err, root):
+        if isinstance(err, Exception) and out_of_space(err, root):
             raise DiskFullError(
                 f"no space left on the device of {root} while writing {final.name} ({type(err).__name__}); "
                 "free space (or set keep_last lower), then rerun the same command with resume=latest"

@@ -495,6 +495,11 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
     step = epoch = done = 0  # optimizer steps, epochs, micro-batches done in this epoch
     if resume is not None:
         try:
+            # accelerate only logs a missing or damaged RNG state and goes on: the resume would not be exact
+            rng = resume / "state" / f"random_states_{accelerator.process_index}.pkl"
+            if not rng.is_file():
+                raise FileNotFoundError(f"{rng} is missing")
+            torch.load(rng, weights_only=False)  # raises for a damaged file
             accelerator.load_state(str(resume / "state"))
             position = json.loads((resume / "trainer.json").read_text())
             step, epoch, done = position["step"], position["epoch"], position["batches_in_epoch"]

@@ -104,7 +104,7 @@ def test_benchmark_chains_inference_and_evaluation(tmp_path):
     assert evaluation.images == ["0.png", "1.png"] and 0 < evaluation.mean["psnr"] < 80
     assert json.loads(paths["json"].read_text())["sr"] == str(paths["sr"])
     assert paths["csv"].read_text().startswith("image,psnr\n0.png,")
-    with pytest.raises(P.EvaluationError, match=r"failed \(exit 1\)"):
+    with pytest.raises(P.EvaluationError, match=r"failed for some images \(see above\)"):
         B.run_benchmark("tiny", tmp_path / "sets", tmp_path / "run2", lambda lr, sr: 1, metrics=["psnr"])
 
 
@@ -167,3 +167,15 @@ def test_benchmark_takes_infer_flags_before_the_name_and_scores_suffixed_outputs
         assert benchmark_main([*argv, *rest]) == 0
         assert json.loads((run / "metrics.json").read_text())["count"] == 1
     assert calls == [([config], None, "x4"), ([config], 1, "x4")]
+
+
+def test_inference_that_failed_some_images_exits_1_and_says_how_to_go_on(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(pure.cli, "run_inference", lambda args: 1)  # e.g. one LR file unreadable
+    random_image(tmp_path / "realsr" / "lr", "a.png", (8, 8), seed=0)
+    random_image(tmp_path / "realsr" / "hr", "a.png", (16, 16), seed=0)
+    run = tmp_path / "run"
+    argv = ["realsr", "--root", str(tmp_path), "--run", str(run), "--outscale", "2", "--metrics", "psnr"]
+    assert benchmark_main(argv) == 1  # the run started: not 2
+    err = capsys.readouterr().err
+    assert f"failed for some images (see above): fix or remove them in {tmp_path / 'realsr' / 'lr'}" in err
+    assert f"--run {run} --skip-existing" in err and f"--run {run} --skip-inference" in err

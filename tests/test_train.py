@@ -556,6 +556,14 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_no_partial_checkpoint(
     assert err.endswith("rerun the same command with resume=latest")
     assert list((out / "checkpoints").iterdir()) == []
 
+    def interrupted(*args):  # Ctrl-C while the weights are written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pure.train, "export_weights", interrupted)
+    shutil.rmtree(out)
+    assert train_main(["--config", str(TINY_LORA), *args]) == 130
+    assert list((out / "checkpoints").iterdir()) == []  # no hidden .step-000001.partial left
+
 
 def test_a_run_refused_after_making_its_output_dir_leaves_no_folder(tmp_path, hq_folder):
     """Checks that need the data (here max_seq_len) come after output_dir is made: it is removed again,
@@ -692,6 +700,15 @@ def test_resume_refuses_other_data_and_says_when_the_schedule_is_replanned(tmp_p
     train(_cfg(TINY_LORA, out, hq, *run[1:], "max_steps=4", "resume=latest"))
     said = capsys.readouterr().out
     assert "planned 2 steps and this one 4: the cosine learning-rate schedule is re-planned" in said
+
+    state = out / "checkpoints" / "step-000004" / "state"  # accelerate would only log a missing RNG state
+    for damage in ("truncate", "delete"):
+        if damage == "truncate":
+            (state / "random_states_0.pkl").write_bytes((state / "random_states_0.pkl").read_bytes()[:20])
+        else:
+            (state / "random_states_0.pkl").unlink()
+        with pytest.raises(CheckpointError, match=r"cannot resume from .*step-000004"):
+            train(_cfg(TINY_LORA, out, hq, *run[1:], "max_steps=5", "resume=latest"))
 
 
 def test_schedule_change_names_both_rates():

@@ -639,14 +639,16 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _split_infer_flags(argv: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
-    """``argv`` -> (benchmark.py's own arguments, infer.py's flags with their values), so that a value of an
-    infer.py flag (``--config FILE``, ``--threads 1``) is never taken for the test set's name."""
+    """``argv`` -> (benchmark.py's own arguments, infer.py's flags with their values and key=value overrides),
+    so that neither a value of an infer.py flag (``--config FILE``, ``--threads 1``) nor an override is ever
+    taken for the test set's name."""
     ours = set(parser._option_string_actions)
     takes_value = {
         flag: action.nargs != 0
         for flag, action in infer_parser()._option_string_actions.items()
         if flag not in ours
     }
+    own_value = {flag for flag, action in parser._option_string_actions.items() if action.nargs != 0}
     own, infer = [], []
     words = iter(argv)
     for word in words:
@@ -655,6 +657,8 @@ def _split_infer_flags(argv: list[str], parser: argparse.ArgumentParser) -> tupl
             infer.append(word)
             if takes_value[flag] and "=" not in word:
                 infer.append(next(words, ""))
+        elif "=" in word and not word.startswith("-") and not (own and own[-1] in own_value):
+            infer.append(word)  # a key=value override, wherever it stands (before or after the name)
         else:
             own.append(word)
     return own, [w for w in infer if w != ""]
@@ -691,6 +695,7 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
         scoring["sr_name"] = "{stem}_" + settings.suffix.replace("{", "{{").replace("}", "}}")
 
     run = benchmark_paths(args.name, args.root, args.run)["run"]  # one time-stamped folder for the hint
+    replacing = (run / "metrics.json").exists() or (run / "per_image.csv").exists()  # said, never silent
     try:
         compare = [row for path in args.compare for row in load_rows(path)]
         evaluation, paths = run_benchmark(
@@ -710,7 +715,7 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
         print(f"error: cannot write results ({error}); pass another --run", file=sys.stderr)
         return 1
     print(report(evaluation, compare))
-    return _finish(evaluation, [paths["json"], paths["csv"]], named=bool(args.metrics))
+    return _finish(evaluation, [paths["json"], paths["csv"]], named=bool(args.metrics), replacing=replacing)
 
 
 # ---------------------------------------------------------------------------- training data

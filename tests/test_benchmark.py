@@ -31,7 +31,7 @@ def test_benchmark_paths(tmp_path):
     assert B.benchmark_paths("realsr", tmp_path)["run"].parent == Path("runs") / "realsr"
 
 
-def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tmp_path):
+def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tmp_path, capsys):
     calls = []
 
     def fake_run_inference(args):
@@ -50,6 +50,13 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tm
     lr = str(tmp_path / "realsr" / "lr")
     # --no-progress: both stages; PNG outputs (infer.py's auto would write JPEG for JPEG LR images)
     assert calls == [(lr, str(run / "sr"), [config], ["sampling.seed=1"], True, "png")]
+    calls.clear()  # the set's name may follow an override too
+    argv = ["--root", str(tmp_path), "--config", config, "sampling.seed=1", "realsr", "--metrics", "psnr"]
+    assert (
+        benchmark_main([*argv, "--run", str(run), "--no-progress", "--outscale", "2", "--skip-existing"]) == 0
+    )
+    assert calls == [(lr, str(run / "sr"), [config], ["sampling.seed=1"], True, "png")]
+    assert "(replacing earlier results there)" in capsys.readouterr().err  # the first call's, rescored
     scored = (run / "metrics.json").read_text()
     again = ["realsr", "--root", str(tmp_path), "--run", str(run), "--skip-inference", "--no-progress"]
     assert benchmark_main([*again, "--metrics", "niqe"]) == 1  # no weights here: no metric runs

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from pure.config import InferConfig
 from pure.files import out_of_space, write_atomic, write_text_atomic
-from pure.images import read_image, save_marked, srgb_profile
+from pure.images import is_marked, read_image, save_marked, srgb_profile
 from pure.plan import Job, Plan
 from pure.restoration import Restoration
 from pure.sampling import ENTROPY_CEILING
@@ -74,7 +74,12 @@ class Summary:
 
 
 def save_outputs(result: Restoration, job: Job, sidecar: dict, icc_profile: bytes | None) -> None:
-    """The image (sRGB; the profile embedded when given), its sidecar and the entropy map, each atomically."""
+    """The image (sRGB; the profile embedded when given), its sidecar and the entropy map, each atomically.
+
+    Replacing an earlier result (its sidecar exists: ``--overwrite``) written in the other format (``--ext``
+    changed) removes that image once the new one is whole, if it carries pure's mark: the sidecar describes
+    one image, and two outputs of one name would not pair in evaluation."""
+    replacing = job.sidecar.exists()
     jpeg = job.image.suffix == ".jpg"
     image = result.image.convert("RGB") if jpeg else result.image
     options = {"quality": 95} if jpeg else {}
@@ -86,6 +91,9 @@ def save_outputs(result: Restoration, job: Job, sidecar: dict, icc_profile: byte
         values = np.clip(result.entropy_map / ENTROPY_CEILING, 0, 1) * 255
         heat = Image.fromarray(values.astype(np.uint8), "L")
         write_atomic(job.entropy, lambda p: save_marked(heat, p, jpeg=False))
+    for stale in [job.image.with_suffix(".png"), job.image.with_suffix(".jpg")] if replacing else []:
+        if stale not in (job.image, job.source) and stale.is_file() and is_marked(stale):
+            stale.unlink()
 
 
 def run_info(cfg: InferConfig) -> dict:

@@ -173,6 +173,23 @@ def test_inputs_users_have(tmp_path):
     assert Image.open(out / "wide.png").size == (80, 1)
 
 
+def test_overwriting_in_the_other_format_leaves_one_image_per_sidecar(tmp_path):
+    """--ext jpg --overwrite after a PNG run: the earlier PNG (pure's, marked) goes once the JPEG is whole;
+    a PNG of the user's own (no mark) beside it stays."""
+    Image.new("RGB", (8, 8), (120, 80, 40)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert infer_main(["-i", str(tmp_path / "a.png"), "-o", str(out), "--ext", "png", *TINY]) == 0
+    assert (
+        infer_main(["-i", str(tmp_path / "a.png"), "-o", str(out), "--ext", "jpg", "--overwrite", *TINY]) == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json"]
+    Image.new("RGB", (8, 8)).save(out / "a.png")  # the user's own file of that name
+    assert (
+        infer_main(["-i", str(tmp_path / "a.png"), "-o", str(out), "--ext", "jpg", "--overwrite", *TINY]) == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json", "a.png"]
+
+
 @pytest.mark.slow
 def test_restorer_result_and_caption(tmp_path):
     cfg = load_config(InferConfig, ROOT / "configs" / "tiny.yaml", ["restore.tile=64", "restore.outscale=1"])

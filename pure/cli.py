@@ -144,7 +144,10 @@ def infer_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--draft-len", type=int, help="drafted tokens per forward with --speculative (default 8)")
     p.add_argument(
-        "--caption", help="your own description (or whole text answer); the model continues from it"
+        "--caption",
+        help="opening of the text answer, which the model continues; the answer is the degradation sentence "
+        "then the description, e.g. 'Slight blur, mild noise. A cat on a mat.' (its first sentence is "
+        "recorded as the degradation)",
     )
     p.add_argument("--model", help="backbone: Hugging Face repo id or local folder (default nonwhy/PURE)")
     p.add_argument(

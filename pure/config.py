@@ -170,7 +170,9 @@ class RestoreConfig:
     color_fix: str = choice("wavelet", "adain", "none")
     """Colour correction against the bicubic upsampled input: wavelet, adain or none."""
     caption: str = ""
-    """Optional description (or whole text answer) that steers restoration; empty = the model's own."""
+    """Optional opening of the text answer, which the model continues and which steers restoration: the
+    degradation sentence, then the description (``Slight blur, mild noise. A cat on a mat.``); its first
+    sentence is recorded as the degradation. Empty: the model writes the whole answer."""
     max_text_tokens: int = at_least(512, 0)
     """Text tokens an answer may write before its image is opened (the image size is always the tile's)."""
     compile: str = choice("auto", "on", "off")

@@ -531,7 +531,8 @@ def _settings(gr, cfg: InferConfig) -> list:
         caption = gr.Textbox(
             value=restore.caption,
             label="Caption (optional)",
-            placeholder="your description of the photo; the model continues from it",
+            placeholder="the answer's opening, continued by the model: degradation, then description, "
+            "e.g. Slight blur, mild noise. A cat on a mat.",
         )
     return [outscale, tile, seed, cfg_scale, temperature, color_fix, caption]
 

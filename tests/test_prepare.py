@@ -175,6 +175,11 @@ def test_resumed_run_equals_uninterrupted_run(prepared, shared_data_dir, tmp_pat
     assert records[NAMES[0]]["sha256"] == prep.file_sha256(changed)
     assert _by_key(out)[NAMES[0]] != full[NAMES[0]]
 
+    changed.write_bytes(changed.read_bytes()[:1000])  # changed again, now unreadable: its old example goes
+    broken = prep.prepare(_cfg(hq, out), progress=False)
+    assert (broken.prepared, broken.up_to_date, broken.examples, len(broken.skipped)) == (0, 4, 4, 1)
+    assert NAMES[0] not in {r["key"] for r in ShardDataset(out).records}
+
     with pytest.raises(prep.PrepareError, match="other seed settings"):
         prep.prepare(_cfg(hq, out, "seed=1"), progress=False)
 

@@ -315,10 +315,16 @@ class ShardWriter:
         self.ids, self.labels, self.records = [], [], []
 
 
-def write_index(out_dir: Path, sources: list[Source]) -> int:
-    """Write ``index.jsonl``: the current record of every source that has one, in order; return the count."""
+def write_index(out_dir: Path, sources: list[Source], descriptions: dict[str, str]) -> int:
+    """Write ``index.jsonl``: the record of every source whose record is current (:func:`is_current`: a
+    file changed since, and not prepared again because it no longer reads, is left out), in order; return
+    the count."""
     records = read_journals(out_dir)
-    lines = [json.dumps(records[s.key]) + "\n" for s in sources if s.key in records]
+    lines = [
+        json.dumps(records[s.key]) + "\n"
+        for s in sources
+        if is_current(records.get(s.key), s, descriptions.get(s.key, ""))
+    ]
     write_text_atomic(out_dir / "index.jsonl", "".join(lines))
     return len(lines)
 
@@ -525,5 +531,5 @@ def _bring_up_to_date(sources: list[Source], cfg: PrepareConfig, state, progress
         skipped = [s for c in counts for s in c[1]]
     summary.skipped = skipped
     if main:
-        summary.examples = write_index(out_dir, sources)
+        summary.examples = write_index(out_dir, sources, descriptions)
     return summary

@@ -68,6 +68,10 @@ def test_missing_descriptions_are_listed_unless_allowed():
     with pytest.raises(MissingDescriptionsError, match=r"2 images .*\n  b.png\n  c.png"):
         check_descriptions(["a.png", "b.png", "c.png"], {"a.png": "A."}, CaptionConfig(manifest="m.jsonl"))
     check_descriptions(["a.png", "b.png"], {}, CaptionConfig(allow_missing=True))
+    with pytest.raises(MissingDescriptionsError, match=r"1 images .*\n  b.png\n"):  # blank is no description
+        check_descriptions(
+            ["a.png", "b.png"], {"a.png": "A.", "b.png": "   "}, CaptionConfig(manifest="m.jsonl")
+        )
 
 
 def _tiny_blip(folder: Path) -> Path:

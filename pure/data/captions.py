@@ -184,7 +184,7 @@ def describe_missing(
 
 def check_descriptions(keys: Sequence[str], descriptions: Mapping[str, str], cfg: CaptionConfig) -> None:
     """Raise :class:`MissingDescriptionsError` listing ``keys`` without a description (unless allowed)."""
-    missing = [key for key in keys if not descriptions.get(key)]
+    missing = [key for key in keys if not (descriptions.get(key) or "").strip()]  # blank = none
     if not missing or cfg.allow_missing:
         return
     shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")

@@ -38,9 +38,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.cpp_wrapper:
-        import torch._inductor.config
+        import torch._inductor.config as inductor_config
 
-        torch._inductor.config.cpp_wrapper = True
+        inductor_config.cpp_wrapper = True
     shape = MODELS["thin"]
     with tempfile.TemporaryDirectory() as folder:
         write_tiny_checkpoint(

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pure.images import ImageReadError, read_header
+from pure.images import ImageReadError, is_image_name, read_header, read_image
 from pure.metrics import Evaluation, evaluate_folders, select_metrics
 from pure.pairing import EvaluationError, list_images
 from pure.reports import write_csv, write_json
@@ -55,6 +55,8 @@ def check_scale(lr: Path, hr: Path, outscale: float) -> None:
             continue
         try:
             lr_size, hr_size = read_header(lr_path).size, read_header(hr_images[stem]).size  # upright
+            if output_size(*lr_size, outscale) != tuple(hr_size):  # a PNG's late EXIF: decode to be sure
+                lr_size, hr_size = (read_image(p).rgb.size for p in (lr_path, hr_images[stem]))
         except ImageReadError:
             continue  # inference and evaluation report unreadable files themselves
         expected = output_size(*lr_size, outscale)
@@ -97,6 +99,12 @@ def run_benchmark(
         code = infer(paths["lr"], paths["sr"])
         if code == 130:  # inference was interrupted (Ctrl-C or SIGTERM) and said how far it got
             raise KeyboardInterrupt
+        restored = paths["sr"].is_dir() and any(is_image_name(f) for f in paths["sr"].iterdir())
+        if code == 1 and not restored:
+            raise InferenceFailed(
+                f"inference of {paths['lr']} into {paths['sr']} failed for every image (see above): fix "
+                f"them, then rerun with --run {paths['run']}"
+            )
         if code == 1:  # some images restored, some failed: a partial set is not scored as the whole
             raise InferenceFailed(
                 f"inference of {paths['lr']} into {paths['sr']} failed for some images (see above): fix or "

@@ -582,13 +582,13 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if not args.sr:
         parser.error("--sr DIR is required")
-    if args.name is not None and (
-        not args.name.strip() or Path(args.name).name != args.name or args.name == ".."
-    ):
+    folder_needed = not (args.json and args.csv)  # --name is then also the folder runs/eval/NAME
+    if args.name and folder_needed and (Path(args.name).name != args.name or args.name in (".", "..")):
         raise EvaluationError(
             f"--name {args.name!r} is a row name and the folder runs/eval/NAME: give a plain name, without / "
             "(write the files elsewhere with --json FILE --csv FILE)"
         )
+    args.name = args.name or None  # an empty --name (an unset $NAME): the folder's own name
     out = Path("runs") / "eval" / (args.name or folder_name(args.sr))
     json_path, csv_path = Path(args.json or out / "metrics.json"), Path(args.csv or out / "per_image.csv")
     if json_path.resolve() == csv_path.resolve():

@@ -546,6 +546,11 @@ def check_port(host: str, port: int | None) -> None:
             probe.bind((host, port or 0))
     except OSError as err:  # socket.gaierror (a name that does not resolve) is an OSError too
         reason = err.strerror or str(err)
+        if port is not None and err.errno == errno.EACCES:
+            raise DemoError(
+                f"cannot serve on {host}:{port} ({reason}): "
+                "ports below 1024 need root; pass --port 1024 or more"
+            ) from err
         if port is None or err.errno != errno.EADDRINUSE:
             raise DemoError(
                 f"cannot serve on --host {host} ({reason}): pass an address of this machine, e.g. 127.0.0.1 "

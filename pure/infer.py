@@ -73,13 +73,19 @@ class Summary:
         return 130 if self.interrupted else 1 if self.failed else 0
 
 
-def save_outputs(result: Restoration, job: Job, sidecar: dict, icc_profile: bytes | None) -> None:
+def save_outputs(
+    result: Restoration,
+    job: Job,
+    sidecar: dict,
+    icc_profile: bytes | None,
+    replace_other_format: bool = False,
+) -> None:
     """The image (sRGB; the profile embedded when given), its sidecar and the entropy map, each atomically.
 
-    Replacing an earlier result (its sidecar exists: ``--overwrite``) written in the other format (``--ext``
-    changed) removes that image once the new one is whole, if it carries pure's mark: the sidecar describes
-    one image, and two outputs of one name would not pair in evaluation."""
-    replacing = job.sidecar.exists()
+    With ``replace_other_format`` (``--overwrite``), replacing an earlier result (its sidecar exists) written
+    in the other format (``--ext`` changed) removes that image once the new one is whole, if it has pure's
+    mark: the sidecar describes one image, and two outputs of one name would not pair in evaluation."""
+    replacing = replace_other_format and job.sidecar.exists()
     jpeg = job.image.suffix == ".jpg"
     image = result.image.convert("RGB") if jpeg else result.image
     options = {"quality": 95} if jpeg else {}
@@ -114,7 +120,7 @@ def restore_plan(plan: Plan, restorer: ImageRestorer, run_info: dict, progress: 
         for job in bar:
             bar.set_postfix_str(job.source.name)
             try:
-                _restore_one(job, restorer, run_info, progress)
+                _restore_one(job, restorer, run_info, progress, plan.overwrite)
                 summary.restored += 1
             except Exception as err:  # one bad file must not stop the run
                 message = str(err) if str(job.source) in str(err) else f"{job.source}: {err}"
@@ -135,7 +141,9 @@ def restore_plan(plan: Plan, restorer: ImageRestorer, run_info: dict, progress: 
     return summary
 
 
-def _restore_one(job: Job, restorer: ImageRestorer, run_info: dict, progress: bool) -> None:
+def _restore_one(
+    job: Job, restorer: ImageRestorer, run_info: dict, progress: bool, overwrite: bool = False
+) -> None:
     read = read_image(job.source)
     with tqdm(desc="tokens", unit="tok", leave=False, disable=not progress) as tokens:
         result = restorer.restore(read.rgb, alpha=read.alpha, on_step=tokens.update)
@@ -150,4 +158,4 @@ def _restore_one(job: Job, restorer: ImageRestorer, run_info: dict, progress: bo
         "alpha": ALPHA_NOTE if read.alpha is not None else None,
         "entropy_map": str(job.entropy) if job.entropy else None,
     }
-    save_outputs(result, job, sidecar, srgb_profile() if read.icc_profile else None)
+    save_outputs(result, job, sidecar, srgb_profile() if read.icc_profile else None, overwrite)

@@ -82,6 +82,8 @@ class Plan:
     (any suffix). Not restored again, so a rerun does not restore its own outputs."""
     output_not_searched: bool = False
     """The output folder lies inside the input folder and holds images: they were not searched."""
+    overwrite: bool = False
+    """Earlier outputs are replaced (``--overwrite``)."""
     png_for_alpha: list[Path] = field(default_factory=list)
     """Inputs with transparency written as PNG although ``--ext jpg`` asked for JPEG (which has no alpha)."""
 
@@ -212,7 +214,7 @@ def plan_outputs(
     def key(path: Path) -> str:  # the collision key of this output folder's file system
         return _file_key(path, fold)
 
-    plan = Plan(output, not_images=not_images, unsearched=unsearched)
+    plan = Plan(output, not_images=not_images, unsearched=unsearched, overwrite=existing == "overwrite")
     plan.output_not_searched = (
         source.is_dir()
         and key(output) != key(source)

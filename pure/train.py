@@ -150,7 +150,9 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
     changed = [
         f"{key}={value(old, key)} (now {value(cfg, key)})"
         for key in RESUME_FIXED
-        if value(old, key) is not None and value(old, key) != value(cfg, key)
+        if value(old, key) is not None
+        and value(old, key) != value(cfg, key)
+        and (cfg.method == "lora" or not key.startswith("lora."))  # lora.* do nothing in a full fine-tune
     ]
     if changed:
         raise ConfigError(

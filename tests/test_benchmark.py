@@ -111,7 +111,7 @@ def test_benchmark_chains_inference_and_evaluation(tmp_path):
     assert evaluation.images == ["0.png", "1.png"] and 0 < evaluation.mean["psnr"] < 80
     assert json.loads(paths["json"].read_text())["sr"] == str(paths["sr"])
     assert paths["csv"].read_text().startswith("image,psnr\n0.png,")
-    with pytest.raises(P.EvaluationError, match=r"failed for some images \(see above\)"):
+    with pytest.raises(P.EvaluationError, match=r"failed for every image \(see above\)"):
         B.run_benchmark("tiny", tmp_path / "sets", tmp_path / "run2", lambda lr, sr: 1, metrics=["psnr"])
 
 
@@ -177,7 +177,11 @@ def test_benchmark_takes_infer_flags_before_the_name_and_scores_suffixed_outputs
 
 
 def test_inference_that_failed_some_images_exits_1_and_says_how_to_go_on(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(pure.cli, "run_inference", lambda args: 1)  # e.g. one LR file unreadable
+    def some_failed(args) -> int:  # e.g. one LR file unreadable: the others restored
+        random_image(Path(args.output), "a.png", (16, 16), seed=0)
+        return 1
+
+    monkeypatch.setattr(pure.cli, "run_inference", some_failed)
     random_image(tmp_path / "realsr" / "lr", "a.png", (8, 8), seed=0)
     random_image(tmp_path / "realsr" / "hr", "a.png", (16, 16), seed=0)
     run = tmp_path / "run"

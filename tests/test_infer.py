@@ -180,6 +180,12 @@ def test_overwriting_in_the_other_format_leaves_one_image_per_sidecar(tmp_path):
     out = tmp_path / "out"
     assert infer_main(["-i", str(tmp_path / "a.png"), "-o", str(out), "--ext", "png", *TINY]) == 0
     assert (
+        infer_main(["-i", str(tmp_path / "a.png"), "-o", str(out), "--ext", "jpg", "--skip-existing", *TINY])
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json", "a.png"]  # nothing removed without it
+    (out / "a.jpg").unlink()
+    assert (
         infer_main(["-i", str(tmp_path / "a.png"), "-o", str(out), "--ext", "jpg", "--overwrite", *TINY]) == 0
     )
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json"]

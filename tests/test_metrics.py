@@ -343,8 +343,11 @@ def test_a_run_name_is_a_plain_name_and_escaped_in_the_table(tmp_path, monkeypat
     random_image(tmp_path / "gt", "0.png", seed=1)
     monkeypatch.chdir(tmp_path)
     argv = ["--sr", "sr", "--gt", "gt", "--metrics", "psnr", "--no-progress"]
-    for name in ("/abs", "../up", "..", ""):  # runs/eval/NAME must stay under runs/eval
+    for name in ("/abs", "../up", ".."):  # runs/eval/NAME must stay under runs/eval
         assert evaluate_main([*argv, "--name", name]) == 2
         assert "is a row name and the folder runs/eval/NAME: give a plain name" in capsys.readouterr().err
     assert evaluate_main([*argv, "--name", "a|b"]) == 0
     assert "| a\\|b | 1 |" in capsys.readouterr().out  # one cell, not two
+    assert (
+        evaluate_main([*argv, "--name", "x/y", "--json", "m.json", "--csv", "m.csv"]) == 0
+    )  # no folder made

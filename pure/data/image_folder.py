@@ -17,6 +17,7 @@ training process).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,6 +98,7 @@ class ImageFolderExamples(Dataset):
                 "train on data.default_text"
             )
         self.examples: list[dict[str, torch.Tensor]] = []
+        self._used: list[tuple[str, str, str]] = []  # (file name, SHA-256 of its bytes, description)
         self.skipped: list[str] = []
         """``path: reason`` of every file left out."""
         for file in files:
@@ -119,10 +121,10 @@ class ImageFolderExamples(Dataset):
                 continue
             hq, lq = hq_lq_pair(image, cfg.size, cfg.scale)
             codes = vq.encode(torch.stack([image_to_tensor(lq), image_to_tensor(hq)])).cpu()
-            ids, labels = conversation(
-                tokenizer, vocab, codes[0], captions.get(file.name, cfg.default_text), codes[1]
-            )
+            caption = captions.get(file.name, cfg.default_text)
+            ids, labels = conversation(tokenizer, vocab, codes[0], caption, codes[1])
             self.examples.append({"ids": ids, "labels": labels})
+            self._used.append((file.name, hashlib.sha256(file.read_bytes()).hexdigest(), caption))
         if not self.examples:
             raise DataError(
                 f"no usable image in data.hq_folder={folder}: all {len(files)} were skipped (the first: "
@@ -134,13 +136,10 @@ class ImageFolderExamples(Dataset):
 
     @property
     def fingerprint(self) -> str:
-        """A hash of every example's tokens: a resume compares it with the checkpoint's to know the data is
-        the same (images replaced, added or removed change it)."""
-        digest = hashlib.sha256()
-        for example in self.examples:
-            digest.update(example["ids"].numpy().tobytes())
-            digest.update(b"|")
-        return digest.hexdigest()[:16]
+        """A hash of what the examples are made of (each used file's name and bytes, and its description;
+        not the VQ codes, which may differ in rounding on another device): a resume compares it with the
+        checkpoint's to know the data is the same (images replaced, added or removed change it)."""
+        return hashlib.sha256(json.dumps(self._used).encode()).hexdigest()[:16]
 
     @property
     def spans(self) -> list[tuple[int, int]]:

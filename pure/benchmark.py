@@ -69,7 +69,7 @@ def check_scale(lr: Path, hr: Path, outscale: float) -> None:
 
 
 class InferenceFailed(EvaluationError):
-    """Inference restored some images of the set and failed others: the run started, so exit 1."""
+    """Inference failed some or all images of the set (its exit 1): the run started, so exit 1 too."""
 
     exit_code = 1
 
@@ -99,17 +99,18 @@ def run_benchmark(
         code = infer(paths["lr"], paths["sr"])
         if code == 130:  # inference was interrupted (Ctrl-C or SIGTERM) and said how far it got
             raise KeyboardInterrupt
-        restored = paths["sr"].is_dir() and any(is_image_name(f) for f in paths["sr"].iterdir())
-        if code == 1 and not restored:
-            raise InferenceFailed(
-                f"inference of {paths['lr']} into {paths['sr']} failed for every image (see above): fix "
-                f"them, then rerun with --run {paths['run']}"
+        if code == 1:  # some or all images failed: a partial set is never scored as the whole
+            restored = paths["sr"].is_dir() and any(map(is_image_name, paths["sr"].iterdir()))
+            run = paths["run"]
+            ways = (
+                f"fix or remove them in {paths['lr']}, then rerun with --run {run} --skip-existing (the "
+                f"others are kept); or score what was restored with --run {run} --skip-inference"
+                if restored
+                else f"fix them, then rerun with --run {run}"
             )
-        if code == 1:  # some images restored, some failed: a partial set is not scored as the whole
             raise InferenceFailed(
-                f"inference of {paths['lr']} into {paths['sr']} failed for some images (see above): fix or "
-                f"remove them in {paths['lr']}, then rerun with --run {paths['run']} --skip-existing (the "
-                f"others are kept); or score what was restored with --run {paths['run']} --skip-inference"
+                f"inference of {paths['lr']} into {paths['sr']} failed for "
+                f"{'some images' if restored else 'every image'} (see above): {ways}"
             )
         if code != 0:
             raise EvaluationError(

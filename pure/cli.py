@@ -588,8 +588,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             f"--name {args.name!r} is a row name and the folder runs/eval/NAME: give a plain name, without / "
             "(write the files elsewhere with --json FILE --csv FILE)"
         )
-    args.name = args.name or None  # an empty --name (an unset $NAME): the folder's own name
-    out = Path("runs") / "eval" / (args.name or folder_name(args.sr))
+    out = Path("runs") / "eval" / (args.name or folder_name(args.sr))  # an empty --name: the folder's
     json_path, csv_path = Path(args.json or out / "metrics.json"), Path(args.csv or out / "per_image.csv")
     if json_path.resolve() == csv_path.resolve():
         raise EvaluationError(f"--json and --csv are the same file ({json_path}); give each its own")

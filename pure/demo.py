@@ -129,8 +129,13 @@ def job_settings(cfg: InferConfig, job: JobSettings) -> tuple[SamplingConfig, Re
         DemoError: a tile that is not a multiple of 32 px or not larger than ``restore.tile_overlap``, or a
             number box left empty.
     """
-    boxes = {"outscale": "Scale", "tile": "Tile size", "seed": "Seed", "cfg_scale": "Guidance"}
-    boxes["temperature"] = "Temperature"
+    boxes = {
+        "outscale": "Scale",
+        "tile": "Tile size",
+        "seed": "Seed",
+        "cfg_scale": "Guidance",
+        "temperature": "Temperature",
+    }
     for name, label in boxes.items():  # a number box the user cleared arrives as None
         value = getattr(job, name)
         if not isinstance(value, int | float) or isinstance(value, bool):

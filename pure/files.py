@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import shutil
@@ -141,3 +142,12 @@ def out_of_space(err: BaseException, path: str | Path) -> bool:
         return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
     except OSError:
         return False
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file at ``path`` as 64 hex digits, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

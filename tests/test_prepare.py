@@ -25,6 +25,7 @@ from pure.data.datasets import ShardDataset, collate
 from pure.data.labels import (
     Label,
 )
+from pure.files import file_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 HQ_SIZE = 128  # small crops keep the tiny VQ fast; the pipeline is size-agnostic
@@ -172,7 +173,7 @@ def test_resumed_run_equals_uninterrupted_run(prepared, shared_data_dir, tmp_pat
     redo = prep.prepare(_cfg(hq, out), progress=False)
     assert (redo.prepared, redo.up_to_date, redo.examples) == (1, 4, 5)
     records = {r["key"]: r for r in ShardDataset(out).records}
-    assert records[NAMES[0]]["sha256"] == prep.file_sha256(changed)
+    assert records[NAMES[0]]["sha256"] == file_sha256(changed)
     assert _by_key(out)[NAMES[0]] != full[NAMES[0]]
 
     changed.write_bytes(changed.read_bytes()[:1000])  # changed again, now unreadable: its old example goes

@@ -29,6 +29,7 @@ from pure.config import ConfigError, TrainDataConfig
 from pure.data.captions import read_manifest
 from pure.data.datasets import DataError
 from pure.errors import from_here
+from pure.files import file_sha256
 from pure.images import ImageReadError, is_image_name, read_image
 from pure.sequence import TextTokenizer, conversation
 from pure.vocab import GRID_PX, Vocab
@@ -124,7 +125,7 @@ class ImageFolderExamples(Dataset):
             caption = captions.get(file.name, cfg.default_text)
             ids, labels = conversation(tokenizer, vocab, codes[0], caption, codes[1])
             self.examples.append({"ids": ids, "labels": labels})
-            self._used.append((file.name, hashlib.sha256(file.read_bytes()).hexdigest(), caption))
+            self._used.append((file.name, file_sha256(file), caption))
         if not self.examples:
             raise DataError(
                 f"no usable image in data.hq_folder={folder}: all {len(files)} were skipped (the first: "

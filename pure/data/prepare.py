@@ -49,6 +49,7 @@ from pure.data.labels import Label, label_from_params
 from pure.errors import DiskFullError, PureError, from_here
 from pure.files import (
     can_write_in,
+    file_sha256,
     folders_to_make,
     out_of_space,
     remove_empty,
@@ -115,14 +116,6 @@ class Summary:
 
 
 # ----------------------------------------------------------------------------- sources
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def list_sources(hq_dirs: list[str]) -> list[Source]:

@@ -223,6 +223,7 @@ def save_checkpoint(
     root = output / "checkpoints"
     final = root / f"step-{position['step']:06d}"
     partial_dir = root / f".{final.name}.partial"
+    replaced = root / f".{final.name}.replaced"  # an earlier copy of this step, kept until the new one is in place
     try:
         if accelerator.is_main_process:
             shutil.rmtree(partial_dir, ignore_errors=True)
@@ -235,11 +236,15 @@ def save_checkpoint(
             (partial_dir / "config.yaml").write_text(to_yaml(cfg))
             give_plain_modes(partial_dir)
             if final.exists():
-                shutil.rmtree(final)
+                shutil.rmtree(replaced, ignore_errors=True)
+                final.rename(replaced)
             partial_dir.rename(final)
+            shutil.rmtree(replaced, ignore_errors=True)
     except BaseException as err:  # never a half-written checkpoint left filling the disk (Ctrl-C too)
         if accelerator.is_main_process:
             shutil.rmtree(partial_dir, ignore_errors=True)
+            if replaced.exists() and not final.exists():  # stopped between the two renames: put it back
+                replaced.rename(final)
         if isinstance(err, Exception) and out_of_space(err, root):
             raise DiskFullError(
                 f"no space left on the device of {root} while writing {final.name} ({type(err).__name__}); "

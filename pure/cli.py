@@ -204,10 +204,34 @@ def infer_settings(args: argparse.Namespace) -> InferConfig:
     return _settings(InferConfig, args, _infer_flags(args))
 
 
+KEY_TO_FLAG = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_TO_KEY.items()} | {
+    "models": "--models",
+    "hq_dirs": "--hq-dir",
+    "out_dir": "--out",
+    "caption.manifest": "--manifest",
+}
+"""The flag that sets each settings key (infer.py's flags, ``--models``, prepare_data.py's flags)."""
+
+
 def _settings(schema: type, args: argparse.Namespace, flags: list[str]) -> Any:
-    """``schema``'s defaults, then ``--config``, the ``flags``, ``--models`` and the trailing overrides."""
+    """``schema``'s defaults, then ``--config``, the ``flags``, ``--models`` and the trailing overrides.
+
+    Raises :class:`ConfigError` when a trailing override sets what a flag of the same command sets
+    (``--hq-dir a hq_dirs=[b]``): one would silently win, so the user is asked to keep one."""
     models = [f"models={literal(args.models)}"] if args.models else []
+    _refuse_flag_and_override(flags + models, args.overrides)
     return load_config(schema, args.config, flags + models + args.overrides)
+
+
+def _refuse_flag_and_override(flags: list[str], overrides: list[str]) -> None:
+    for flag in flags:
+        key = flag.partition("=")[0]
+        for item in overrides:
+            other = item.partition("=")[0].strip()
+            if other == key or other.startswith(key + ".") or key.startswith(other + "."):
+                raise ConfigError(
+                    f"{KEY_TO_FLAG.get(key, key)} and the override {item!r} both set {key}; keep one of them"
+                )
 
 
 def run_inference(args: argparse.Namespace) -> int:

@@ -62,6 +62,19 @@ def test_config_repeats_and_layers_in_order(tmp_path, capsys):
     assert printed["backbone"]["source"] == "tiny"  # the first one still counts
 
 
+def test_a_flag_and_an_override_of_the_same_key_are_refused(capsys):
+    """Overrides come last, so one of the two would silently win: refused in one line naming both."""
+    assert prepare_main(["--hq-dir", "a", "--print-config", "hq_dirs=[b]"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --hq-dir and the override 'hq_dirs=[b]' both set hq_dirs; keep one of them\n"
+    )
+    assert infer_main(["--print-config", "--tile", "64", "restore.tile=128"]) == 2
+    assert "--tile and the override 'restore.tile=128' both set restore.tile" in capsys.readouterr().err
+    assert train_main(["--config", TINY_LORA, "--models", "w", "--print-config", "models=v"]) == 2
+    assert "--models and the override 'models=v'" in capsys.readouterr().err
+    assert infer_main(["--print-config", "--tile", "64", "restore.tile_overlap=8"]) == 0  # other keys mix
+
+
 def test_help_config_lists_every_key_with_its_docstring(capsys):
     with pytest.raises(SystemExit) as exit_:
         train_main(["--help-config"])

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from pure.checkpoint import find_resume, merge_adapter
+from pure.checkpoint import find_resume, merge_adapter, save_checkpoint
 from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config, to_yaml
 from pure.data.datasets import DataError, ShardDataset, collate
@@ -563,6 +563,44 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_no_partial_checkpoint(
     shutil.rmtree(out)
     assert train_main(["--config", str(TINY_LORA), *args]) == 130
     assert list((out / "checkpoints").iterdir()) == []  # no hidden .step-000001.partial left
+
+
+class _OneProcess:
+    """The part of accelerate's Accelerator that save_checkpoint uses, for one process."""
+
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, folder):
+        Path(folder).mkdir()
+        (Path(folder) / "rng.pkl").write_text("new")
+
+
+def test_ctrl_c_while_a_checkpoint_replaces_its_earlier_copy_keeps_the_earlier_one(tmp_path, monkeypatch):
+    """Saving a step that already has a checkpoint moves the earlier copy aside, renames the new one in and
+    only then deletes the earlier one: stopped between the two renames, the earlier copy is put back."""
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}"])
+    earlier = tmp_path / "checkpoints" / "step-000003"
+    earlier.mkdir(parents=True)
+    (earlier / "trainer.json").write_text("earlier")
+    rename = Path.rename
+
+    def interrupted(self, target):
+        if self.name.endswith(".partial"):  # the first rename (the earlier copy aside) has happened
+            raise KeyboardInterrupt
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(_OneProcess(), tmp_path, {"step": 3}, cfg, lambda folder: None)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000003"]
+    assert (earlier / "trainer.json").read_text() == "earlier"
+    monkeypatch.setattr(Path, "rename", rename)
+    save_checkpoint(_OneProcess(), tmp_path, {"step": 3}, cfg, lambda folder: None)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000003"]
+    assert json.loads((earlier / "trainer.json").read_text()) == {"step": 3}  # replaced once whole
 
 
 def test_a_run_refused_after_making_its_output_dir_leaves_no_folder(tmp_path, hq_folder):

@@ -223,7 +223,7 @@ def save_checkpoint(
     root = output / "checkpoints"
     final = root / f"step-{position['step']:06d}"
     partial_dir = root / f".{final.name}.partial"
-    replaced = root / f".{final.name}.replaced"  # an earlier copy of this step, kept until the new one is in place
+    replaced = root / f".{final.name}.replaced"  # its earlier copy, kept until the new one is in
     try:
         if accelerator.is_main_process:
             shutil.rmtree(partial_dir, ignore_errors=True)

@@ -257,6 +257,7 @@ def run_inference(args: argparse.Namespace) -> int:
 
 def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> int:
     from pure.download import locate
+    from pure.images import is_image_name
     from pure.infer import Summary, run_info
     from pure.pipeline import Restorer
     from pure.plan import plan_outputs
@@ -273,6 +274,7 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
             cfg.restore.outscale,
         )
     )
+    hidden = [path for path in plan.not_images if is_image_name(path.with_name(path.name.lstrip(".")))]
     notices = [
         (
             plan.unsearched,
@@ -283,7 +285,15 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
             "skipped {n} output(s) of an earlier run here (pure's mark or sidecar; to restore them again, "
             "pass them by name or another -o): {names}",
         ),
-        (plan.not_images, "skipped {n} file(s) that are not images: {names}"),
+        (
+            [path for path in plan.not_images if path not in hidden],
+            "skipped {n} file(s) that are not images: {names}",
+        ),
+        (
+            hidden,
+            "skipped {n} hidden image file(s) (names starting with a dot, such as macOS's ._ copies; to "
+            "restore one, pass it by name): {names}",
+        ),
         (plan.png_for_alpha, "writing {n} image(s) with transparency as PNG (JPEG has no alpha): {names}"),
     ]
     for paths, text in notices if processes.is_main else []:
@@ -955,7 +965,7 @@ def app_parser() -> argparse.ArgumentParser:
         "and settings of scripts/infer.py: before and after, the perceived degradation, the description, "
         "the entropy map, downloads. Needs the demo extra: pip install -e '.[demo]'. Settings: the schema "
         "in pure/config.py, then --config, then trailing key=value overrides; the page sets scale, tile, "
-        "seed, guidance, temperature, colour fix, caption and quantisation per job.",
+        "seed, guidance, temperature, colour fix, caption, quantisation and KV cache per job.",
     )
     _add_settings_arguments(
         p, InferConfig, "YAML file overriding the defaults (e.g. configs/tiny.yaml: tiny random models, CPU)"

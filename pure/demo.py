@@ -11,18 +11,20 @@ settings. Gradio is imported only by :func:`build_demo`, so the rest of this mod
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import gc
 import json
 import logging
+import os
 import shutil
 import signal
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -204,8 +206,10 @@ def upload_image(gr, max_side: int, **kwargs):
             try:
                 check_upload(path, max_side)
             except DemoError as refused:
-                raise gr.Error(str(refused)) from err
-            raise gr.Error(f"{path.name}: not a readable image ({type(err).__name__})") from err
+                raise gr.Error(str(refused), print_exception=False) from err
+            raise gr.Error(
+                f"{path.name}: not a readable image ({type(err).__name__})", print_exception=False
+            ) from err
 
     upload.preprocess = preprocess
     return upload
@@ -397,7 +401,7 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
         progress=gr.Progress(),  # noqa: B008 (Gradio finds its progress bar by this default)
     ):
         if not upload:
-            raise gr.Error("Upload a photo first.")
+            raise gr.Error("Upload a photo first.", print_exception=False)
         job = JobSettings(
             outscale,
             tile,
@@ -414,13 +418,14 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
             result = restore_upload(
                 Path(upload), job, models, output, max_side, lambda f, line: progress(f, desc=line)
             )
-        except PureError as err:
-            raise gr.Error(str(err)) from err
+        except PureError as err:  # a mistake: one line on the page, no traceback in the log
+            raise gr.Error(str(err), print_exception=False) from err
         except Exception as err:  # a bug: one line on the page, the traceback in the server's log
             log.exception("restoring %s failed", upload)
             first = (str(err).splitlines() or [""])[0]
             raise gr.Error(
-                f"unexpected {type(err).__name__}: {first} (the server log has the details)"
+                f"unexpected {type(err).__name__}: {first} (the server log has the details)",
+                print_exception=False,  # logged once, above
             ) from err
         entropy = (
             gr.Image(value=str(result.entropy), visible=True) if result.entropy else gr.Image(visible=False)
@@ -515,7 +520,13 @@ def _settings(gr, cfg: InferConfig) -> list:
     low = smallest_tile(restore.tile_overlap)
     with gr.Accordion("Settings", open=True):
         with gr.Row():
-            outscale = gr.Slider(1, max(8, restore.outscale), value=restore.outscale, step=0.5, label="Scale")
+            outscale = gr.Slider(
+                min(1, restore.outscale),
+                max(8, restore.outscale),
+                value=restore.outscale,
+                step=0.5,
+                label="Scale",
+            )
             tile = gr.Slider(
                 low,
                 max(low, largest_tile(sampling.max_new_tokens, restore.max_text_tokens)),  # whose answer fits
@@ -612,6 +623,21 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _gradio_cache(folder: Path) -> Iterator[None]:
+    """Gradio's own copies of uploads, examples and results (by default in ``/tmp/gradio``, which Gradio
+    keeps after it stops) go into ``folder`` while the server runs, so they go with it; a
+    ``GRADIO_TEMP_DIR`` the user set is kept."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        yield
+        return
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+
+
 def serve(
     models: Models,
     host: str = "127.0.0.1",
@@ -626,7 +652,7 @@ def serve(
     of ``data/samples`` when this is a source checkout."""
     samples = Path(__file__).resolve().parents[1] / "data" / "samples"
     examples = sorted(samples.glob("*.png")) if samples.is_dir() else None
-    with tempfile.TemporaryDirectory(prefix="pure-demo-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="pure-demo-") as scratch, _gradio_cache(Path(scratch) / "gradio"):
         folder = Path(output or scratch)
         folder.mkdir(parents=True, exist_ok=True)
         demo = build_demo(models, folder, max_side, examples)

@@ -84,10 +84,17 @@ def check_answer_budget(sampling: SamplingConfig, restore: RestoreConfig) -> Non
     """Refuse a ``sampling.max_new_tokens`` too small for one tile's whole answer: up to
     ``restore.max_text_tokens`` of text, then the image block (SPEC section 2: start, two size tokens,
     ``n`` rows of ``n`` codes and an end-of-row, end; ``n = tile / 8``), so that no answer can end before
-    its image is complete. Raises :class:`ConfigError`."""
+    its image is complete. Also refuses a ``restore.draft_len`` longer than that image block: no window of
+    drafts can be longer than what is left to write, and its buffers would grow with it. Raises
+    :class:`ConfigError`."""
+    side = restore.tile // CODE_PX
+    if restore.speculative != "none" and restore.draft_len > block_length(side, side):
+        raise ConfigError(
+            f"restore.draft_len={restore.draft_len}: a {restore.tile} px tile's image has "
+            f"{block_length(side, side)} tokens, so no more can be drafted; pass a smaller one (default 8)"
+        )
     needed = answer_length(restore.tile, restore.max_text_tokens)
     if sampling.max_new_tokens < needed:
-        side = restore.tile // CODE_PX
         largest = largest_tile(sampling.max_new_tokens, restore.max_text_tokens)
         lower = f"restore.tile={largest} or less" if largest else "restore.max_text_tokens"
         raise ConfigError(

@@ -412,11 +412,12 @@ def test_the_page_in_chromium(page, tmp_path: Path):
 @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_the_server_stopped_by_ctrl_c_or_sigterm_exits_as_interrupted(tmp_path: Path, sent, code):
     """Gradio's own wait swallows Ctrl-C; the server's exit code must still say it was interrupted, and its
-    temporary job folder must go."""
+    temporary job folder must go, with Gradio's copies of the page's files (by default Gradio keeps them
+    in TMPDIR/gradio)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": ""}
     command = [sys.executable, str(ROOT / "scripts" / "app.py"), "--config", TINY, "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -428,4 +429,15 @@ def test_the_server_stopped_by_ctrl_c_or_sigterm_exits_as_interrupted(tmp_path: 
         server.kill()
     assert server.returncode == code, err
     assert err.strip().splitlines()[-1] == "interrupted"
-    assert not list(tmp_path.glob("pure-demo-*"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("outscale", "low", "high"), [(0.5, 0.5, 8), (4.0, 1, 8), (16.0, 1, 16)])
+def test_the_scale_box_admits_the_configured_scale(outscale, low, high):
+    """A configured restore.outscale outside 1..8 widens the box instead of failing every job."""
+    gr = pytest.importorskip("gradio", reason='the demo extra is not installed: pip install -e ".[demo]"')
+    from pure.demo import _settings
+
+    with gr.Blocks():
+        scale = _settings(gr, load_config(InferConfig, TINY, [f"restore.outscale={outscale}"]))[0]
+    assert (scale.minimum, scale.maximum, scale.value) == (low, high, outscale)

@@ -18,7 +18,9 @@ from PIL import Image, ImageCms
 import pure.images
 import pure.pipeline
 from pure.cli import benchmark_main, infer_main
+from pure.config import InferConfig, load_config
 from pure.images import is_marked
+from pure.pipeline import check_answer_budget
 from pure.plan import PlanError, plan_outputs
 from pure.restoration import Restoration
 from tests.icc import adobe_rgb_profile, adobe_to_srgb, png_rgba16
@@ -559,6 +561,21 @@ def test_an_answer_budget_too_small_for_one_tile_is_refused_before_loading(tmp_p
     )
     assert code == 2 and "sampling.max_new_tokens=5" in stderr and "answer can take" in stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_draft_longer_than_the_tiles_image_is_refused_before_loading(tmp_path, capsys):
+    """A 32 px tile's image block is 24 tokens: drafting more is refused (buffers grow with draft_len)."""
+    _image(tmp_path / "in" / "a.png")
+    common = ("-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--tile", "32", "--tile-overlap", "0")
+    code, _, stderr = _run(capsys, *common, "--speculative", "jacobi", "--draft-len", "25")
+    assert code == 2 and stderr.strip().endswith(
+        "restore.draft_len=25: a 32 px tile's image has 24 tokens, so no more can be drafted; "
+        "pass a smaller one (default 8)"
+    )
+    assert not (tmp_path / "out").exists()
+    overrides = ["restore.tile=32", "restore.tile_overlap=0", "restore.draft_len=25"]
+    cfg = load_config(InferConfig, None, overrides)
+    check_answer_budget(cfg.sampling, cfg.restore)  # unused without restore.speculative: not refused
 
 
 def test_a_folder_in_an_outputs_place_is_refused_up_front(tmp_path, capsys, stand_in):

@@ -39,6 +39,7 @@ from transformers.models.chameleon.modeling_chameleon import ChameleonDecoderLay
 
 from pure.checkpoint import export_weights, find_resume, load_weights, save_checkpoint, source_config
 from pure.config import (
+    BackboneConfig,
     ConfigError,
     LogConfig,
     LoRAConfig,
@@ -51,6 +52,7 @@ from pure.config import (
 )
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
+from pure.data.prepare import check_shards_match
 from pure.files import can_write_in, folders_to_make, remove_empty
 from pure.launch import check_launch
 from pure.model import (
@@ -164,14 +166,17 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
 def build_dataset(
     cfg: TrainDataConfig,
     vq_cfg: VQConfig,
+    backbone_cfg: BackboneConfig,
     tokenizer,
     vocab: Vocab,
     device: torch.device,
     note: Callable[[str], object] = print,
 ) -> Dataset:
-    """The examples ``cfg`` names: HQ images encoded with the VQ ``vq_cfg`` on ``device`` (images left out
-    are said through ``note``)."""
+    """The examples ``cfg`` names: prepared shards (made with ``vq_cfg``'s VQ and ``backbone_cfg``'s text
+    tokenizer, checked against their ``prepare.yaml``), or HQ images encoded with the VQ ``vq_cfg`` on
+    ``device`` (images left out are said through ``note``)."""
     if cfg.shards:
+        check_shards_match(Path(cfg.shards), vq_cfg, backbone_cfg)
         return ShardDataset(cfg.shards)
     if not cfg.hq_folder:
         raise ConfigError("data.hq_folder is empty: name a folder of high-quality training images")
@@ -444,7 +449,9 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
     set_seed(cfg.seed)
     tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
     if dataset is None:
-        dataset = build_dataset(cfg.data, cfg.vq, tokenizer, vocab, accelerator.device, accelerator.print)
+        dataset = build_dataset(
+            cfg.data, cfg.vq, cfg.backbone, tokenizer, vocab, accelerator.device, accelerator.print
+        )
     # A fixed held-out split (the same on every process and on resume) measures generalisation.
     check_lengths(dataset, cfg.max_seq_len, accelerator.print)
     # Saved with each checkpoint: a resume checks the data is the same (a caller's dataset may have no hash).

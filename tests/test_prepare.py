@@ -202,6 +202,74 @@ def test_an_out_dir_that_cannot_be_created_is_one_line(tmp_path):
         prep.check_settings(tmp_path / "file" / "out", load_config(PrepareConfig))
 
 
+def _journal(out: Path) -> None:
+    """One journal record whose shard exists: a folder that holds prepared tokens."""
+    (out / "journal").mkdir(parents=True)
+    (out / "shards").mkdir()
+    (out / "shards" / "000-000000.safetensors").write_bytes(b"")
+    record = {"key": "a.png", "written": 1, "shard": "000-000000.safetensors"}
+    (out / "journal" / "rank-000.jsonl").write_text(json.dumps(record) + "\n")
+
+
+def test_an_out_dir_whose_settings_are_lost_or_damaged_is_refused(tmp_path):
+    """Tokens already there could not be checked against the new settings (nor another program's index)."""
+    cfg = load_config(PrepareConfig, ROOT / "configs" / "prepare_tiny.yaml")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "index.jsonl").write_text("hi\n")
+    with pytest.raises(
+        prep.PrepareError, match=r"other holds index.jsonl but no prepare.yaml: not written by"
+    ):
+        prep.check_settings(tmp_path / "other", cfg)
+    assert (tmp_path / "other" / "index.jsonl").read_text() == "hi\n"
+    _journal(tmp_path / "lost")
+    with pytest.raises(prep.PrepareError, match=r"lost holds journal/ but no prepare.yaml"):
+        prep.check_settings(tmp_path / "lost", cfg)
+    _journal(tmp_path / "bad")
+    for text, reason in (("seed: [\n", "cannot be read \\(ParserError"), ("- a\n", "is not the settings")):
+        (tmp_path / "bad" / "prepare.yaml").write_text(text)
+        with pytest.raises(prep.PrepareError, match=rf"bad/prepare.yaml {reason}.*; restore it$"):
+            prep.check_settings(tmp_path / "bad", cfg)
+
+
+def test_where_the_weights_lie_does_not_change_the_tokens_settings(tmp_path):
+    """prepare.yaml records resolved weight paths: a rerun with --models or another cache is the same VQ."""
+    hub = load_config(PrepareConfig, ROOT / "configs" / "prepare_x4.yaml", ["vq.source=/cache/vq_ds8_c2i.pt"])
+    prep.check_settings(tmp_path / "out", hub)  # the first run records its settings
+    _journal(tmp_path / "out")
+    moved = load_config(PrepareConfig, ROOT / "configs" / "prepare_x4.yaml", ["vq.source=models/vq.pt"])
+    prep.check_settings(tmp_path / "out", moved)  # not refused
+    tiny = load_config(PrepareConfig, ROOT / "configs" / "prepare_tiny.yaml")
+    with pytest.raises(prep.PrepareError, match=r"prepared with other vq, backbone settings"):
+        prep.check_settings(tmp_path / "out", tiny)
+
+
+def test_training_refuses_shards_of_another_vq_or_text_tokenizer(tmp_path):
+    from pure.config import TrainConfig
+
+    (tmp_path / "prepare.yaml").write_text(
+        prep.to_yaml(load_config(PrepareConfig, ROOT / "configs" / "prepare_tiny.yaml"))
+    )
+    train = load_config(TrainConfig, ROOT / "configs" / "train_tiny_lora.yaml")
+    prep.check_shards_match(tmp_path, train.vq, train.backbone)  # the shipped pair matches
+    other = load_config(
+        TrainConfig, ROOT / "configs" / "train_tiny_lora.yaml", ["vq.seed=7", "vq.channels=16"]
+    )
+    with pytest.raises(
+        prep.PrepareError, match=r"prepared with another vq \(vq.channels, vq.seed differ; see "
+    ):
+        prep.check_shards_match(tmp_path, other.vq, other.backbone)
+    real = load_config(TrainConfig, ROOT / "configs" / "train_lora_x4.yaml")
+    with pytest.raises(prep.PrepareError, match=r"another vq \(vq.source differs; see .*other pixels"):
+        prep.check_shards_match(tmp_path, real.vq, real.backbone)
+    real_vq = load_config(
+        TrainConfig, ROOT / "configs" / "train_tiny_lora.yaml", ["backbone.source=nonwhy/PURE"]
+    )
+    with pytest.raises(prep.PrepareError, match=r"another backbone \(backbone.source differs.*other words"):
+        prep.check_shards_match(tmp_path, real_vq.vq, real_vq.backbone)
+    (tmp_path / "prepare.yaml").unlink()
+    prep.check_shards_match(tmp_path, real.vq, real.backbone)  # nothing recorded: nothing to check
+
+
 @pytest.mark.parametrize("inner", ["hq/sub", "hq", "hq/./"])
 def test_overlapping_hq_folders_are_refused(tmp_path, inner):
     """A folder inside another (or the same one twice) would prepare its images twice: one line."""

@@ -330,12 +330,20 @@ def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
     saved = out_dir / "prepare.yaml"
     if (reason := can_write_in(out_dir, keep=True)) is not None:  # /proc/x, a read-only disk: before any work
         raise PrepareError(f"out_dir={out_dir} cannot be written ({reason}); choose another")
-    if saved.is_file() and read_journals(out_dir):
-        old, new = (
-            OmegaConf.to_container(OmegaConf.load(saved)),
-            OmegaConf.to_container(OmegaConf.structured(cfg)),
+    if not saved.is_file() and (read_journals(out_dir) or (out_dir / "index.jsonl").exists()):
+        raise PrepareError(
+            f"out_dir={out_dir} holds {'journal/' if read_journals(out_dir) else 'index.jsonl'} but no "
+            "prepare.yaml: not written by prepare_data.py, or its settings were lost, so new tokens could "
+            "not be checked against the old; choose another out_dir, or delete that folder to start again"
         )
-        changed = [name for name in TOKEN_FIELDS if old.get(name) != new.get(name)]
+    if saved.is_file() and read_journals(out_dir):
+        old, new = read_prepare_settings(saved), OmegaConf.to_container(OmegaConf.structured(cfg))
+        changed = [
+            name
+            for name in TOKEN_FIELDS
+            if (token_models(old) if name in ("vq", "backbone") else old).get(name)
+            != (token_models(new) if name in ("vq", "backbone") else new).get(name)
+        ]
         if changed:
             raise PrepareError(
                 f"{out_dir} was prepared with other {', '.join(changed)} settings (see {saved}); "
@@ -343,6 +351,65 @@ def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
             )
     else:
         saved.write_text(to_yaml(cfg))
+
+
+def read_prepare_settings(path: Path) -> dict:
+    """The settings a ``prepare.yaml`` records, as plain containers. Raises :class:`PrepareError` (one line
+    naming it) when it is not a YAML mapping."""
+    from omegaconf import OmegaConf
+
+    try:
+        settings = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as err:  # YAML's parser and scanner errors, a file that cannot be read
+        reason = " ".join(str(err).split())[:200]
+        raise PrepareError(f"{path} cannot be read ({type(err).__name__}: {reason}); restore it") from err
+    if not isinstance(settings, dict):
+        raise PrepareError(f"{path} is not the settings prepare_data.py writes (a YAML mapping); restore it")
+    return settings
+
+
+def token_models(settings: dict) -> dict:
+    """What of a config's ``vq`` and ``backbone`` sections decides the tokens: whether each is the tiny random
+    model (its text tokenizer and VQ differ from the released ones), a tiny VQ's seed, and the VQ's
+    architecture. Not where the weights lie: a ``--models`` folder and the hub cache give the same file
+    other paths."""
+    vq, backbone = settings.get("vq") or {}, settings.get("backbone") or {}
+    tiny_vq = vq.get("source") == "tiny"
+    return {
+        "vq": {"tiny": tiny_vq} | {k: v for k, v in vq.items() if k != "source" and (tiny_vq or k != "seed")},
+        "backbone": {"tiny": backbone.get("source") == "tiny"},
+    }
+
+
+def check_shards_match(shards: Path, vq: object, backbone: object) -> None:
+    """Refuse training on shards whose ``prepare.yaml`` records another VQ or text tokenizer than the
+    training config's ``vq`` and ``backbone`` (dataclasses): their codes and ids would mean other pixels
+    and words to this model. Shards without a ``prepare.yaml`` are not checked. Raises
+    :class:`PrepareError`."""
+    from omegaconf import OmegaConf
+
+    saved = shards / "prepare.yaml"
+    if not saved.is_file():
+        return
+    made = token_models(read_prepare_settings(saved))
+    here = token_models(OmegaConf.to_container(OmegaConf.create({"vq": vq, "backbone": backbone})))
+    for section in ("vq", "backbone"):
+        if made[section] != here[section]:
+            differ = sorted(
+                k
+                for k in made[section].keys() | here[section].keys()
+                if made[section].get(k) != here[section].get(k)
+            )
+            if "tiny" in differ:  # the tiny random model against released weights: its source says it all
+                differ = ["source"]
+            names = ", ".join(f"{section}.{k}" for k in differ) + (
+                " differ" if len(differ) > 1 else " differs"
+            )
+            raise PrepareError(
+                f"data.shards={shards} was prepared with another {section} ({names}; see {saved}): "
+                f"its tokens would mean other {'pixels' if section == 'vq' else 'words'} to this model; "
+                f"prepare the data again with this config's {section} settings, or train with those"
+            )
 
 
 # ----------------------------------------------------------------------------- the run

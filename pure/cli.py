@@ -216,22 +216,30 @@ KEY_TO_FLAG = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_TO_KEY.i
 def _settings(schema: type, args: argparse.Namespace, flags: list[str]) -> Any:
     """``schema``'s defaults, then ``--config``, the ``flags``, ``--models`` and the trailing overrides.
 
-    Raises :class:`ConfigError` when a trailing override sets what a flag of the same command sets
-    (``--hq-dir a hq_dirs=[b]``): one would silently win, so the user is asked to keep one."""
+    Raises :class:`ConfigError` when a key is set twice on the command line, by a flag and a trailing
+    override (``--hq-dir a hq_dirs=[b]``) or by two overrides (``seed=1 seed=2``): one would silently
+    win, so the user is asked to keep one."""
     models = [f"models={literal(args.models)}"] if args.models else []
-    _refuse_flag_and_override(flags + models, args.overrides)
+    _refuse_set_twice(flags + models, args.overrides)
     return load_config(schema, args.config, flags + models + args.overrides)
 
 
-def _refuse_flag_and_override(flags: list[str], overrides: list[str]) -> None:
-    for flag in flags:
-        key = flag.partition("=")[0]
-        for item in overrides:
-            other = item.partition("=")[0].strip()
-            if other == key or other.startswith(key + ".") or key.startswith(other + "."):
+def _refuse_set_twice(flags: list[str], overrides: list[str]) -> None:
+    def overlap(a: str, b: str) -> bool:  # the same key, or one inside the other (restore, restore.tile)
+        return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+    for index, item in enumerate(overrides):
+        key = item.partition("=")[0].strip()
+        for flag in flags:
+            if overlap(flag.partition("=")[0], key):
+                flag_key = flag.partition("=")[0]
                 raise ConfigError(
-                    f"{KEY_TO_FLAG.get(key, key)} and the override {item!r} both set {key}; keep one of them"
+                    f"{KEY_TO_FLAG.get(flag_key, flag_key)} and the override {item!r} both set {flag_key}; "
+                    "keep one of them"
                 )
+        for earlier in overrides[:index]:
+            if "=" in item and "=" in earlier and overlap(earlier.partition("=")[0].strip(), key):
+                raise ConfigError(f"the overrides {earlier!r} and {item!r} both set {key}; keep one of them")
 
 
 def run_inference(args: argparse.Namespace) -> int:

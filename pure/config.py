@@ -136,8 +136,9 @@ class BackboneConfig:
 class SamplingConfig:
     """PURE's sampler (SPEC section 5); defaults are the reference's."""
 
-    cfg_scale: float = 0.8
-    """Classifier-free guidance g in ``g * (cond - uncond) + uncond``; 1.0 disables guidance."""
+    cfg_scale: float = at_least(0.8, 0.0)
+    """Classifier-free guidance g in ``g * (cond - uncond) + uncond``, at least 0 (0: the unconditional
+    row alone); 1.0 disables guidance."""
     temperature: float = at_least(
         0.9, 1e-6, hint="for greedy decoding set sampling.image_top_k_max=1; text is greedy already"
     )
@@ -826,8 +827,9 @@ class TrainConfig:
     """Recompute each decoder layer's activations in the backward pass instead of storing them."""
     residual_dropout: float = between(0.0, 0.0, 1.0)
     """Dropout on every attention and MLP output before it is added to the residual stream (PURE: 0.05)."""
-    z_loss_weight: float = 0.0
-    """Weight of the z-loss, mean logsumexp(logits)**2 over answer positions (PURE: 0)."""
+    z_loss_weight: float = at_least(0.0, 0.0)
+    """Weight of the z-loss, mean logsumexp(logits)**2 over answer positions, at least 0 (PURE: 0; a
+    negative weight would reward ever larger logits)."""
     seed: int = between(0, 0, 2**32 - 1)
     """Seed of data order, adapter initialisation and dropout (0 to 2^32 - 1, as numpy's generator takes)."""
     eval_examples: int = at_least(0, 0)

@@ -123,9 +123,15 @@ step reads (the saved data position counts batches), and what the weights are (`
 adapters already trained)."""
 
 
-def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
+RESUME_NOTED = ("optim", "z_loss_weight", "residual_dropout")
+"""Settings a resume may change (a new learning rate for the rest of a run is common) but not silently:
+:func:`check_resumable` names them."""
+
+
+def check_resumable(checkpoint: Path, cfg: TrainConfig) -> str:
     """Refuse to resume ``checkpoint`` with other :data:`RESUME_FIXED` settings than it was saved with
     (its ``config.yaml``): the data position would point elsewhere and the resume would not be exact.
+    Returns a notice naming the :data:`RESUME_NOTED` settings that changed (empty when none did).
     Raises :class:`ConfigError` for changed settings, :class:`CheckpointError` for an unreadable file."""
     saved = checkpoint / "config.yaml"
     try:
@@ -161,6 +167,26 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
             f"{checkpoint} was saved with {', '.join(changed)}: resume with the checkpoint's settings, or "
             "start a new run in another output_dir"
         )
+    now = OmegaConf.to_container(OmegaConf.structured(cfg))
+    noted = [
+        f"{key}={value(old, key)} -> {value(now, key)}"
+        for key in _dotted(now, RESUME_NOTED)
+        if value(old, key) is not None and value(old, key) != value(now, key)
+    ]
+    if not noted:
+        return ""
+    return f"note: resuming {checkpoint.name} with other settings than it was saved with: {', '.join(noted)}"
+
+
+def _dotted(tree: dict, keys: tuple[str, ...]) -> list[str]:
+    """``keys`` of the mapping ``tree``, each section (``optim``) expanded into its dotted leaves."""
+    leaves = []
+    for key in keys:
+        part = tree.get(key)
+        leaves += (
+            [f"{key}.{inner}" for inner in _dotted(part, tuple(part))] if isinstance(part, dict) else [key]
+        )
+    return leaves
 
 
 def build_dataset(
@@ -299,6 +325,18 @@ def check_same_data(checkpoint: Path, position: dict, data: dict, cfg: TrainData
             f"{checkpoint} was saved with other training data (as many examples, other content): {source} "
             f"changed since, {fix}"
         )
+
+
+def warmup_notice(total: int, warmup: int, cfg: OptimConfig) -> str:
+    """A notice when the warm-up (``warmup`` steps) lasts the whole run of ``total`` steps: the learning rate
+    of :func:`learning_rate` then never reaches ``cfg.lr``. Empty otherwise."""
+    if warmup < total or total < 1:
+        return ""
+    return (
+        f"note: optim.warmup_epochs={cfg.warmup_epochs} is {warmup} steps, not fewer than this run's "
+        f"{total}: the learning rate never reaches optim.lr={cfg.lr:g} (it peaks at "
+        f"{learning_rate(total - 1, total, warmup, cfg):.3g}); lower optim.warmup_epochs or train longer"
+    )
 
 
 def schedule_change(position: dict, total: int, warmup: int, cfg: OptimConfig) -> str:
@@ -445,7 +483,8 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
     if cfg.resume == "latest" and resume is None:
         accelerator.print(f"resume=latest: no checkpoint in {output / 'checkpoints'}; starting a new run")
     if resume is not None:
-        check_resumable(resume, cfg)
+        if noted := check_resumable(resume, cfg):
+            accelerator.print(noted)
     set_seed(cfg.seed)
     tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
     if dataset is None:
@@ -501,6 +540,8 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
     warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
+    if long_warmup := warmup_notice(total, warmup, cfg.optim):
+        accelerator.print(long_warmup)
     step = epoch = done = 0  # optimizer steps, epochs, micro-batches done in this epoch
     if resume is not None:
         try:

@@ -62,7 +62,7 @@ def test_config_repeats_and_layers_in_order(tmp_path, capsys):
     assert printed["backbone"]["source"] == "tiny"  # the first one still counts
 
 
-def test_a_flag_and_an_override_of_the_same_key_are_refused(capsys):
+def test_a_key_set_twice_on_the_command_line_is_refused(capsys):
     """Overrides come last, so one of the two would silently win: refused in one line naming both."""
     assert prepare_main(["--hq-dir", "a", "--print-config", "hq_dirs=[b]"]) == 2
     assert capsys.readouterr().err == (
@@ -73,6 +73,12 @@ def test_a_flag_and_an_override_of_the_same_key_are_refused(capsys):
     assert train_main(["--config", TINY_LORA, "--models", "w", "--print-config", "models=v"]) == 2
     assert "--models and the override 'models=v'" in capsys.readouterr().err
     assert infer_main(["--print-config", "--tile", "64", "restore.tile_overlap=8"]) == 0  # other keys mix
+    capsys.readouterr()
+    assert train_main(["--config", TINY_LORA, "--print-config", "seed=1", "max_steps=2", "seed=2"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "error: the overrides 'seed=1' and 'seed=2' both set seed; keep one of them\n"
+    )
 
 
 def test_help_config_lists_every_key_with_its_docstring(capsys):

@@ -248,6 +248,8 @@ def test_training_values_out_of_range_are_one_line_before_anything_loads(overrid
         ("TrainConfig", ["vq.seed=-1"], "must be at least 0"),
         ("PrepareConfig", ["backbone.tiny.seed=-1"], "must be at least 0"),
         ("PrepareConfig", ["caption.max_new_tokens=0"], "must be at least 1"),
+        ("TrainConfig", ["z_loss_weight=-1"], "must be at least 0"),
+        ("InferConfig", ["sampling.cfg_scale=-0.5"], "must be at least 0"),
     ],
 )
 def test_settings_that_contradict_each_other_or_do_nothing_are_refused(schema, override, message):

@@ -41,6 +41,7 @@ from pure.train import (
     learning_rate,
     schedule_change,
     train,
+    warmup_notice,
 )
 from pure.vocab import IMAGE_PREFIX
 
@@ -678,7 +679,12 @@ def test_resuming_with_another_batch_size_is_refused(tmp_path):
     checkpoint.mkdir(parents=True)
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}"])
     (checkpoint / "config.yaml").write_text(to_yaml(cfg))
-    check_resumable(checkpoint, cfg)  # the same settings: fine
+    assert check_resumable(checkpoint, cfg) == ""  # the same settings: fine, nothing to say
+    lr = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "optim.lr=0.01", "z_loss_weight=0.5"])
+    assert check_resumable(checkpoint, lr) == (  # may change, but not silently
+        f"note: resuming step-000010 with other settings than it was saved with: optim.lr={cfg.optim.lr} -> "
+        "0.01, z_loss_weight=0.0 -> 0.5"
+    )
     other = load_config(
         TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", f"batch_size={cfg.batch_size + 1}"]
     )
@@ -747,6 +753,15 @@ def test_resume_refuses_other_data_and_says_when_the_schedule_is_replanned(tmp_p
             (state / "random_states_0.pkl").unlink()
         with pytest.raises(CheckpointError, match=r"cannot resume from .*step-000004"):
             train(_cfg(TINY_LORA, out, hq, *run[1:], "max_steps=5", "resume=latest"))
+
+
+def test_a_warmup_as_long_as_the_run_is_noted():
+    optim = OptimConfig(lr=2e-3, warmup_epochs=100)
+    assert warmup_notice(3, 800, optim) == (
+        "note: optim.warmup_epochs=100 is 800 steps, not fewer than this run's 3: the learning rate never "
+        "reaches optim.lr=0.002 (it peaks at 7.49e-06); lower optim.warmup_epochs or train longer"
+    )
+    assert warmup_notice(3, 2, optim) == "" and warmup_notice(0, 0, optim) == ""
 
 
 def test_schedule_change_names_both_rates():

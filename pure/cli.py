@@ -14,6 +14,7 @@ Heavy libraries (torch, transformers, pyiqa) are imported after the arguments ar
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -62,6 +63,21 @@ FLAG_TO_KEY = {
 }
 
 
+OTHER_TOOLS_FLAGS = {
+    "-s": "--outscale",
+    "--scale": "--outscale",
+    "-t": "--tile",
+    "--tile-size": "--tile",
+    "--tile_size": "--tile",
+    "--fp32": "--dtype float32",
+    "--half": "--dtype float16",
+    "--gpu-id": "--device cuda:N",
+    "--model-path": "--model",
+    "--model_path": "--model",
+}
+"""Flags of other upscalers (Real-ESRGAN's inference script and its kin) -> this project's flag."""
+
+
 def positive_int(value: str) -> int:
     """An argparse type: an integer >= 1."""
     number = int(value)
@@ -88,7 +104,25 @@ class _Parser(argparse.ArgumentParser):
     ``key=value`` overrides and flags mix."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (--help explains every flag)\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._meant(message)} (--help explains every flag)\n")
+
+    def _meant(self, message: str) -> str:
+        """For unrecognized flags: this script's flag of the same job in other upscalers (Real-ESRGAN's
+        ``-s/--scale``) or of a close spelling (``--tile_overlap``)."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        flags = [s for action in self._actions for s in action.option_strings]
+        meant = []
+        for word in message.partition(":")[2].split():
+            flag = word.partition("=")[0]
+            if not flag.startswith("-"):
+                continue
+            guess = OTHER_TOOLS_FLAGS.get(flag) or next(
+                iter(difflib.get_close_matches(flag.replace("_", "-"), flags, n=1, cutoff=0.75)), None
+            )
+            if guess and guess.split()[0] in flags:
+                meant.append(f"{guess} for {flag}")
+        return f"; did you mean {', '.join(meant)}?" if meant else ""
 
     def parse_args(self, args=None, namespace=None):
         """Flags and trailing ``key=value`` overrides in any order (``... a=1 --flag x b=2``)."""
@@ -390,11 +424,7 @@ def _add_settings_arguments(p: argparse.ArgumentParser, schema: type, config_hel
         metavar="DIR",
         help="folder written by scripts/download.py; hub weights are read from it (the models key)",
     )
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        help="CPU threads torch may use (default: torch's, one per core); 1 helps on a busy machine",
-    )
+    _add_threads(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved settings as YAML and exit")
     p.add_argument(
         "--help-config",
@@ -417,11 +447,24 @@ def _start(
     if args.print_config:
         print(to_yaml(cfg), end="")
         return cfg, 0
-    if args.threads is not None:
+    _use_threads(args.threads)
+    return cfg, None
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads torch may use (default: torch's, one per core); 1 helps on a busy machine",
+    )
+
+
+def _use_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU threads for this process (None: torch's default)."""
+    if threads is not None:
         import torch
 
-        torch.set_num_threads(args.threads)
-    return cfg, None
+        torch.set_num_threads(threads)
 
 
 def literal(value: str | list[str]) -> str:
@@ -523,6 +566,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "whose files are missing are reported unavailable with the file and folder",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_threads(parser)
 
 
 def _metric_list(values: Sequence[str] | None) -> list[str] | None:
@@ -624,6 +668,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     if not args.sr:
         parser.error("--sr DIR is required")
+    _use_threads(args.threads)
     folder_needed = not (args.json and args.csv)  # --name is then also the folder runs/eval/NAME
     if args.name and folder_needed and (Path(args.name).name != args.name or args.name in (".", "..")):
         raise EvaluationError(
@@ -719,6 +764,7 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
         raise EvaluationError(
             f"--skip-inference scores an earlier run's outputs: name it with --run, e.g. --run {example}"
         )
+    _use_threads(args.threads)  # scoring's threads, and inference's (in this process)
     if args.skip_inference and infer_args:
         raise EvaluationError(
             f"{' '.join(infer_args)}: inference settings do nothing with --skip-inference (it scores RUN/sr "
@@ -729,6 +775,7 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     parser.prog = "scripts/benchmark.py"  # a typo in infer.py's flags is this command's error
     # Lossless outputs unless --ext says otherwise: infer.py's auto would score JPEG LR sets' JPEG artefacts.
     settings = parser.parse_args(["-i", "LR", "-o", "SR", "--ext", "png", *quiet, *infer_args])
+    settings.threads = args.threads  # one flag for both stages
     outscale = None if args.skip_inference else infer_settings(settings).restore.outscale
 
     def infer(lr: Path, sr: Path) -> int:
@@ -879,6 +926,7 @@ def merge_main(argv: list[str] | None = None) -> int:
         default="bfloat16",
         help="dtype of the saved weights (default bfloat16)",
     )
+    _add_threads(p)
     args = p.parse_args(argv)
     return _run(lambda: _merge(args))
 
@@ -886,6 +934,7 @@ def merge_main(argv: list[str] | None = None) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from pure.checkpoint import merge_adapter
 
+    _use_threads(args.threads)
     print(f"merged model: {merge_adapter(args.checkpoint, args.output, args.dtype)}")
     return 0
 

@@ -137,7 +137,9 @@ def test_benchmark_refuses_up_front_what_could_never_be_scored(monkeypatch, tmp_
     )
     with pytest.raises(SystemExit):
         benchmark_main([*base, "--tilee", "64"])
-    assert "benchmark.py: error: unrecognized arguments: --tilee (" in capsys.readouterr().err
+    assert "benchmark.py: error: unrecognized arguments: --tilee; did you mean --tile for --tilee? (" in (
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "run").exists()
 
 

@@ -457,3 +457,33 @@ def test_download_without_network_says_so_and_names_the_weights(tmp_path, monkey
     assert download_main([str(tmp_path / "file"), "nonwhy/PURE"]) == 2
     assert download_main([str(tmp_path), "nonwhy/PURE:"]) == 2
     assert "names no file" in capsys.readouterr().err
+
+
+def test_an_unknown_flag_suggests_ours(capsys):
+    """Real-ESRGAN's -s/--scale and misspelt flags name this script's flag; unknown ones stay plain."""
+    for given, meant in (
+        ("--scale", "--outscale"),
+        ("--tile_overlap", "--tile-overlap"),
+        ("--half", "--dtype float16"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            infer_main(["-i", "x", "-o", "y", given])
+        assert stop.value.code == 2
+        assert (
+            f"unrecognized arguments: {given}; did you mean {meant} for {given}? (--help"
+            in capsys.readouterr().err
+        )
+    with pytest.raises(SystemExit):
+        infer_main(["-i", "x", "-o", "y", "--foo"])
+    assert capsys.readouterr().err == (
+        "scripts/infer.py: error: unrecognized arguments: --foo (--help explains every flag)\n"
+    )
+
+
+def test_every_script_that_runs_torch_takes_threads(capsys):
+    from pure.cli import app_main, benchmark_main, evaluate_main, merge_main
+
+    for main in (infer_main, prepare_main, train_main, merge_main, evaluate_main, benchmark_main, app_main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert "--threads THREADS" in capsys.readouterr().out, main.__name__

@@ -160,7 +160,7 @@ def infer_parser() -> argparse.ArgumentParser:
         choices=["auto", "png", "jpg"],
         default="auto",
         help="output format; auto keeps jpg for jpg inputs and writes png otherwise (always png "
-        "when the input has alpha)",
+        "when the input has alpha); JPEG at quality 95",
     )
     p.add_argument("--seed", type=int, help="sampling seed; tile i uses seed + i (default 0)")
     p.add_argument(
@@ -379,6 +379,9 @@ def infer_main(argv: list[str] | None = None) -> int:
     parser = infer_parser()
     args = parser.parse_args(argv)
     given = {"-i/--input": args.input, "-o/--output": args.output}
+    empty = [flag for flag, value in given.items() if value is not None and not value.strip()]
+    if not args.print_config and empty:  # -o "$OUT" with OUT unset, or -o ' '
+        parser.error(f"{', '.join(empty)} given but empty (an unset shell variable?): name the image or folder")
     missing = [flag for flag, value in given.items() if not value]
     if not args.print_config and missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")

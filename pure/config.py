@@ -273,7 +273,11 @@ def load_config(
                 reason += (
                     f" (write {key.rsplit('.', 1)[-1]}: '' for an empty text)"
                     if _field_type(schema, key) == "str"
-                    else " (a key with nothing after its colon is null: give it a value or delete the line)"
+                    else (
+                        " (an override with nothing after its = is null: give it a value or leave it out)"
+                        if origin.startswith("override")
+                        else " (a key with nothing after its colon is null: give it a value or delete it)"
+                    )
                 )
             raise ConfigError(f"{origin}: bad value for {key!r} in {schema.__name__}: {reason}") from err
     try:
@@ -297,7 +301,9 @@ def _read_yaml(path: Path) -> DictConfig:
         loaded = OmegaConf.load(path)
     except Exception as err:  # YAML syntax errors come in several types
         reason = " ".join(str(err).split())
-        raise ConfigError(f"{path}: not valid YAML ({reason})") from err
+        tab = "\t" in path.read_text(encoding="utf-8", errors="replace")
+        hint = "; YAML indents with spaces, never tabs: replace the tabs" if tab else ""
+        raise ConfigError(f"{path}: not valid YAML ({reason}){hint}") from err
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path}: the file must hold settings as key: value lines, not a list")
     return loaded

@@ -333,9 +333,11 @@ def _rawmode(opened: Image.Image) -> str:
 def _check_frames(opened: Image.Image, path: str | Path) -> None:
     frames = getattr(opened, "n_frames", 1)
     if frames > 1 and opened.format != "MPO":
+        name = Path(path).name
+        split = f"tiffsplit {name}" if opened.format == "TIFF" else f"ffmpeg -i {name} frame_%03d.png"
         raise ImageReadError(
             f"{path}: {opened.format} with {frames} frames; pure reads still images only: save the frames "
-            f"as separate files (e.g. ffmpeg -i {Path(path).name} frame_%03d.png) and use those"
+            f"as separate files (e.g. {split}) and use those"
         )
 
 

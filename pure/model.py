@@ -381,7 +381,9 @@ def pick_device(name: str, default: torch.device | None = None) -> torch.device:
     except RuntimeError as err:
         raise PureError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise PureError(f"device={name} but no CUDA device is visible: use device=auto or device=cpu")
+        raise PureError(
+            f"device={name} but no CUDA device is visible: use auto or cpu (--device auto, or device=auto)"
+        )
     return device
 
 

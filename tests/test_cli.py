@@ -487,3 +487,10 @@ def test_every_script_that_runs_torch_takes_threads(capsys):
         with pytest.raises(SystemExit):
             main(["--help"])
         assert "--threads THREADS" in capsys.readouterr().out, main.__name__
+
+
+def test_an_empty_input_or_output_is_not_called_missing(capsys):
+    for given in ("", " "):
+        with pytest.raises(SystemExit):
+            infer_main(["-i", "x", "-o", given])
+        assert "error: -o/--output given but empty (an unset shell variable?)" in capsys.readouterr().err

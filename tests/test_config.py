@@ -188,6 +188,14 @@ def test_a_bad_value_names_its_key_and_the_fix(tmp_path, text, message):
         load_config(InferConfig, tmp_path / "c.yaml")
 
 
+def test_tabs_and_empty_overrides_say_what_to_change(tmp_path):
+    (tmp_path / "c.yaml").write_text("restore:\n\ttile: 64\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML \(.*\); YAML indents with spaces, never tabs"):
+        load_config(InferConfig, tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"nothing after its = is null: give it a value or leave it out"):
+        load_config(InferConfig, None, ["restore.outscale="])
+
+
 @pytest.mark.parametrize("schema", ["InferConfig", "TrainConfig", "PrepareConfig"])
 def test_help_config_shows_the_defaults_print_config_resolves(schema):
     """--help-config's default of every key is the value the settings have without overrides, also in

@@ -261,3 +261,15 @@ def test_a_checkpoint_or_adapter_given_as_the_model_names_what_to_pass(tmp_path)
         CheckpointError, match=r"is a LoRA adapter, not a model: pass it as --adapter .*adapter$"
     ):
         read_config(tmp_path / "adapter")
+
+
+def test_a_cuda_device_without_cuda_names_the_flag_and_the_key(monkeypatch):
+    from pure.errors import PureError
+    from pure.model import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        PureError, match=r"^device=cuda but no CUDA device is visible: use auto or cpu \(--device auto"
+    ):
+        pick_device("cuda")
+    assert pick_device("auto") == torch.device("cpu")

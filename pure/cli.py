@@ -381,7 +381,7 @@ def infer_main(argv: list[str] | None = None) -> int:
     given = {"-i/--input": args.input, "-o/--output": args.output}
     empty = [flag for flag, value in given.items() if value is not None and not value.strip()]
     if not args.print_config and empty:  # -o "$OUT" with OUT unset, or -o ' '
-        parser.error(f"{', '.join(empty)} given but empty (an unset shell variable?): name the image or folder")
+        parser.error(f"{', '.join(empty)} given but empty (an unset shell variable?): name a path")
     missing = [flag for flag, value in given.items() if not value]
     if not args.print_config and missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")

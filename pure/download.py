@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
 import urllib.parse
 from dataclasses import dataclass
@@ -131,7 +132,16 @@ def _is_repo_id(source: str) -> bool:
 
 
 def parse_source(source: str, key: str = "") -> HubWeights:
-    """``repo`` (a model folder) or ``repo:filename`` (one file) as :class:`HubWeights`."""
+    """``repo`` (a model folder) or ``repo:filename`` (one file) as :class:`HubWeights`. A page or file URL
+    of the hub is refused with the source it means (``https://huggingface.co/nonwhy/PURE``: ``nonwhy/PURE``).
+    """
+    url = re.match(
+        r"https?://(?:www\.)?(?:huggingface\.co|hf\.co)/([^/]+/[^/]+)(?:/(?:resolve|blob)/[^/]+/(.+))?/?$",
+        source,
+    )
+    if url:
+        meant = url[1] + (f":{url[2]}" if url[2] else "")
+        raise PureError(f"{source!r} is a web address; give the repo id it names: {meant}")
     repo, colon, filename = source.partition(":")
     if repo.startswith((".", "/", "~")) or Path(source).exists():
         raise PureError(
@@ -173,7 +183,7 @@ def missing_message(missing: list[HubWeights], models: Path) -> str:
     """One message listing every missing file with the commands that fetch them all."""
     why = " (HF_HUB_OFFLINE is set)" if _offline() else ""
     lines = [f"the weights this run needs are not on this machine and could not be downloaded{why}:"]
-    lines += [f"  {w.key}: {w.source}" for w in missing]
+    lines += [f"  {w.key}: {w.source}{_incomplete(w, models)}" for w in missing]
     lines += [
         f"On a machine with internet access, fetch them into one folder ({models}/):",
         f"  python scripts/download.py {models}" + "".join(f" {w.source}" for w in missing),
@@ -182,6 +192,19 @@ def missing_message(missing: list[HubWeights], models: Path) -> str:
         f"then copy {models}/ to this machine and pass --models {models} (or models={models}).",
     ]
     return "\n".join(lines)
+
+
+def _incomplete(weights: HubWeights, models: Path) -> str:
+    """For a folder source whose folder is in ``models`` but lacks files: which, as a note."""
+    path = weights.local(models)
+    if weights.filename or not path.is_dir():
+        return ""
+    lacking = [] if (path / "config.json").is_file() else ["config.json"]
+    if "*.safetensors" in weights.patterns and not any(path.glob("model.safetensors*")):
+        lacking.append("model.safetensors or model.safetensors.index.json")
+    if not lacking:
+        return ""
+    return f" ({path} is there but has no {' and no '.join(lacking)}: an interrupted download?)"
 
 
 def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:

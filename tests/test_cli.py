@@ -210,6 +210,16 @@ def test_offline_without_weights_lists_every_file_once(tmp_path, offline_hub, ca
         capsys.readouterr().err
         == f"error: --models {image} is a file; pass the folder scripts/download.py wrote\n"
     )
+    partial = tmp_path / "partial" / "nonwhy" / "PURE"  # an interrupted download: config.json only
+    partial.mkdir(parents=True)
+    (partial / "config.json").write_text("{}")
+    assert (
+        infer_main(["-i", str(image), "-o", str(tmp_path / "out"), "--models", str(partial.parents[1])]) == 2
+    )
+    assert (
+        f"  backbone.source: nonwhy/PURE ({partial} is there but has no model.safetensors or "
+        "model.safetensors.index.json: an interrupted download?)\n"
+    ) in capsys.readouterr().err
 
 
 def test_the_hf_commands_of_the_message_run_with_the_installed_cli(fake_hub, monkeypatch, tmp_path):
@@ -494,3 +504,18 @@ def test_an_empty_input_or_output_is_not_called_missing(capsys):
         with pytest.raises(SystemExit):
             infer_main(["-i", "x", "-o", given])
         assert "error: -o/--output given but empty (an unset shell variable?)" in capsys.readouterr().err
+
+
+def test_a_hub_web_address_names_the_source_it_means(capsys):
+    from pure.download import parse_source
+    from pure.errors import PureError
+
+    for url, meant in (
+        ("https://huggingface.co/nonwhy/PURE", "nonwhy/PURE"),
+        (
+            "https://huggingface.co/FoundationVision/LlamaGen/resolve/main/vq_ds8_c2i.pt",
+            "FoundationVision/LlamaGen:vq_ds8_c2i.pt",
+        ),
+    ):
+        with pytest.raises(PureError, match=f"is a web address; give the repo id it names: {meant}$"):
+            parse_source(url)

@@ -74,6 +74,19 @@ def test_missing_descriptions_are_listed_unless_allowed():
         )
 
 
+def test_manifest_keys_written_otherwise_are_named_with_the_image_they_meant():
+    descriptions = {"./b.png": "B.", "/data/hq/sub/C.png": "C.", "other.png": "O."}
+    with pytest.raises(MissingDescriptionsError) as refused:
+        check_descriptions(["a.png", "b.png", "sub/c.png"], descriptions, CaptionConfig(manifest="m.jsonl"))
+    assert (
+        "The manifest names './b.png' (for b.png), '/data/hq/sub/C.png' (for sub/c.png): write each key as "
+        "the image's path relative to its HQ folder, as on disk.\n"
+    ) in str(refused.value)
+    with pytest.raises(MissingDescriptionsError) as refused:
+        check_descriptions(["a.png"], {"other.png": "O."}, CaptionConfig(manifest="m.jsonl"))
+    assert "The manifest names" not in str(refused.value)
+
+
 def _tiny_blip(folder: Path) -> Path:
     """A random BLIP captioner whose decoder always writes 'cat' (transformers loads it from the folder)."""
     from transformers import (

@@ -191,7 +191,29 @@ def check_descriptions(keys: Sequence[str], descriptions: Mapping[str, str], cfg
     where = cfg.manifest or "(no caption.manifest set)"
     raise MissingDescriptionsError(
         f"{len(missing)} images have no description in {where}:\n  {shown}\n"
-        "Add them to the manifest (keys are paths relative to their HQ folder), set caption.model to a "
+        + _near_keys(missing, [k for k in descriptions if k not in set(keys)])
+        + "Add them to the manifest (keys are paths relative to their HQ folder), set caption.model to a "
         "captioning model that describes them, or set caption.allow_missing=true to train those images "
         "with the degradation sentence alone."
+    )
+
+
+def _near_keys(missing: Sequence[str], unused: Sequence[str]) -> str:
+    """A line naming manifest keys that match no image but would match a missing one if written as the
+    manifest wants (relative to the HQ folder, ``/`` separators, the file's own case); empty if none."""
+
+    def plain(key: str) -> str:
+        return key.replace("\\", "/").removeprefix("./").lower()
+
+    pairs = []
+    for key in unused:
+        near = [m for m in missing if plain(key) == m.lower() or plain(key).endswith("/" + m.lower())]
+        if near:
+            pairs.append(f"{key!r} (for {near[0]})")
+    if not pairs:
+        return ""
+    more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
+    return (
+        f"The manifest names {', '.join(pairs[:3])}{more}: write each key as the image's path relative to "
+        "its HQ folder, as on disk.\n"
     )

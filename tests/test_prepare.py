@@ -221,6 +221,8 @@ def test_an_out_dir_whose_settings_are_lost_or_damaged_is_refused(tmp_path):
     ):
         prep.check_settings(tmp_path / "other", cfg)
     assert (tmp_path / "other" / "index.jsonl").read_text() == "hi\n"
+    (tmp_path / "other" / "index.jsonl").write_text("")  # an earlier run's, every image skipped: no lock
+    prep.check_settings(tmp_path / "other", cfg)
     _journal(tmp_path / "lost")
     with pytest.raises(prep.PrepareError, match=r"lost holds journal/ but no prepare.yaml"):
         prep.check_settings(tmp_path / "lost", cfg)

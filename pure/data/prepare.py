@@ -330,7 +330,8 @@ def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
     saved = out_dir / "prepare.yaml"
     if (reason := can_write_in(out_dir, keep=True)) is not None:  # /proc/x, a read-only disk: before any work
         raise PrepareError(f"out_dir={out_dir} cannot be written ({reason}); choose another")
-    if not saved.is_file() and (read_journals(out_dir) or (out_dir / "index.jsonl").exists()):
+    index = out_dir / "index.jsonl"
+    if not saved.is_file() and (read_journals(out_dir) or (index.is_file() and index.stat().st_size)):
         raise PrepareError(
             f"out_dir={out_dir} holds {'journal/' if read_journals(out_dir) else 'index.jsonl'} but no "
             "prepare.yaml: not written by prepare_data.py, or its settings were lost, so new tokens could "
@@ -526,6 +527,8 @@ def forget_settings(out_dir: Path, made: list[Path]) -> None:
     """Remove the ``prepare.yaml`` of a run that wrote no example, its empty shard and journal folders, and
     the folders the run ``made`` (:func:`pure.files.folders_to_make`) when nothing else is in them."""
     (out_dir / "prepare.yaml").unlink(missing_ok=True)
+    if (out_dir / "index.jsonl").is_file() and not (out_dir / "index.jsonl").stat().st_size:
+        (out_dir / "index.jsonl").unlink()  # an earlier run's empty index (every image skipped)
     remove_empty([out_dir / "shards", out_dir / "journal", *made])
 
 

@@ -74,6 +74,9 @@ OTHER_TOOLS_FLAGS = {
     "--gpu-id": "--device cuda:N",
     "--model-path": "--model",
     "--model_path": "--model",
+    "--hr": "--gt",
+    "--hq": "--gt",
+    "--ref": "--gt",
 }
 """Flags of other upscalers (Real-ESRGAN's inference script and its kin) -> this project's flag."""
 
@@ -118,7 +121,7 @@ class _Parser(argparse.ArgumentParser):
             if not flag.startswith("-"):
                 continue
             guess = OTHER_TOOLS_FLAGS.get(flag) or next(
-                iter(difflib.get_close_matches(flag.replace("_", "-"), flags, n=1, cutoff=0.75)), None
+                iter(difflib.get_close_matches(flag.replace("_", "-"), flags, n=1, cutoff=0.8)), None
             )
             if guess and guess.split()[0] in flags:
                 meant.append(f"{guess} for {flag}")
@@ -259,20 +262,40 @@ def _settings(schema: type, args: argparse.Namespace, flags: list[str]) -> Any:
 
 
 def _refuse_set_twice(flags: list[str], overrides: list[str]) -> None:
-    def overlap(a: str, b: str) -> bool:  # the same key, or one inside the other (restore, restore.tile)
-        return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+    import yaml  # OmegaConf's parser, already loaded with it
+
+    def common(a: str, b: str) -> str | None:
+        """The key that both ``key=value`` items set, or None. A section override (``restore={tile: 64}``)
+        is merged into its section, so it sets only the keys its mapping names."""
+        (key_a, _, value_a), (key_b, _, value_b) = a.partition("="), b.partition("=")
+        key_a, key_b = key_a.strip(), key_b.strip()
+        if key_a == key_b:
+            return key_a
+        for section, value, key in ((key_a, value_a, key_b), (key_b, value_b, key_a)):
+            if key.startswith(section + "."):
+                try:
+                    tree = yaml.safe_load(value)
+                except yaml.YAMLError:  # load_config says what is wrong with it
+                    return None
+                for part in key[len(section) + 1 :].split("."):
+                    if not isinstance(tree, dict) or part not in tree:
+                        return None
+                    tree = tree[part]
+                return key
+        return None
 
     for index, item in enumerate(overrides):
-        key = item.partition("=")[0].strip()
+        if "=" not in item:
+            continue
         for flag in flags:
-            if overlap(flag.partition("=")[0], key):
+            if (key := common(flag, item)) is not None:
                 flag_key = flag.partition("=")[0]
                 raise ConfigError(
-                    f"{KEY_TO_FLAG.get(flag_key, flag_key)} and the override {item!r} both set {flag_key}; "
+                    f"{KEY_TO_FLAG.get(flag_key, flag_key)} and the override {item!r} both set {key}; "
                     "keep one of them"
                 )
         for earlier in overrides[:index]:
-            if "=" in item and "=" in earlier and overlap(earlier.partition("=")[0].strip(), key):
+            if "=" in earlier and (key := common(earlier, item)) is not None:
                 raise ConfigError(f"the overrides {earlier!r} and {item!r} both set {key}; keep one of them")
 
 
@@ -805,6 +828,8 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
         hint = "" if args.skip_inference else f": to continue this run, add{continued} --skip-existing"
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
+    except PureError:  # a mistake (missing weights are a FileNotFoundError too): its own line, exit 2
+        raise
     except OSError as error:  # writing RUN/metrics.json or RUN/per_image.csv
         print(f"error: cannot write results ({error}); pass another --run", file=sys.stderr)
         return 1

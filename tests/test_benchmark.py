@@ -192,3 +192,18 @@ def test_inference_that_failed_some_images_exits_1_and_says_how_to_go_on(monkeyp
     err = capsys.readouterr().err
     assert f"failed for some images (see above): fix or remove them in {tmp_path / 'realsr' / 'lr'}" in err
     assert f"--run {run} --skip-existing" in err and f"--run {run} --skip-inference" in err
+
+
+def test_missing_weights_are_their_own_message_not_a_write_error(monkeypatch, tmp_path, capsys):
+    from pure.download import WeightsMissingError
+
+    def offline(args) -> int:
+        raise WeightsMissingError("the weights this run needs are not on this machine")
+
+    monkeypatch.setattr(pure.cli, "run_inference", offline)
+    random_image(tmp_path / "realsr" / "lr", "a.png", (8, 8), seed=0)
+    random_image(tmp_path / "realsr" / "hr", "a.png", (16, 16), seed=0)
+    argv = ["realsr", "--root", str(tmp_path), "--run", str(tmp_path / "run"), "--outscale", "2"]
+    assert benchmark_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: the weights this run needs are not on this machine" in err and "cannot write" not in err

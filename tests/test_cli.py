@@ -73,6 +73,11 @@ def test_a_key_set_twice_on_the_command_line_is_refused(capsys):
     assert train_main(["--config", TINY_LORA, "--models", "w", "--print-config", "models=v"]) == 2
     assert "--models and the override 'models=v'" in capsys.readouterr().err
     assert infer_main(["--print-config", "--tile", "64", "restore.tile_overlap=8"]) == 0  # other keys mix
+    assert infer_main(["--print-config", "--tile", "128", "restore={batch_size: 2}"]) == 0  # a section merges
+    assert train_main(["--config", TINY_LORA, "--print-config", "lora.rank=4", "lora={alpha: 8}"]) == 0
+    capsys.readouterr()
+    assert infer_main(["--print-config", "--tile", "64", "restore={tile: 128}"]) == 2
+    assert "--tile and the override 'restore={tile: 128}' both set restore.tile" in capsys.readouterr().err
     capsys.readouterr()
     assert train_main(["--config", TINY_LORA, "--print-config", "seed=1", "max_steps=2", "seed=2"]) == 2
     assert (
@@ -519,3 +524,14 @@ def test_a_hub_web_address_names_the_source_it_means(capsys):
     ):
         with pytest.raises(PureError, match=f"is a web address; give the repo id it names: {meant}$"):
             parse_source(url)
+
+
+def test_evaluate_names_gt_for_other_tools_hr_and_nothing_for_lr(capsys):
+    from pure.cli import evaluate_main
+
+    for given, hint in (("--hr", "; did you mean --gt for --hr?"), ("--lr", "")):
+        with pytest.raises(SystemExit):
+            evaluate_main(["--sr", "x", given, "y"])
+        assert (
+            f"unrecognized arguments: {given} y{hint} (--help explains every flag)" in capsys.readouterr().err
+        )

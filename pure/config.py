@@ -234,6 +234,7 @@ def load_config(
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, _, text = item.partition("=")
+        key, item = key.strip(), f"{key.strip()}={text}"  # ' restore.tile = 64': the key without its spaces
         if _field_type(schema, key) == "str" and not _quoted(text):
             # a text setting takes the text as typed: YAML would read no/on/yes/off as booleans and an
             # empty value as null (caption.manifest= is an empty text, as in a shell key='')

@@ -300,3 +300,7 @@ def test_an_empty_output_folder_is_refused(schema, key):
     for value in ("", "' '"):
         with pytest.raises(ConfigError, match=rf"^{key} is empty: name the folder to write into"):
             load_config(getattr(config_module, schema), None, [f"{key}={value}"])
+
+
+def test_spaces_around_an_overrides_key_are_not_part_of_it():
+    assert load_config(InferConfig, None, [" restore.tile = 128"]).restore.tile == 128

@@ -330,21 +330,18 @@ def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
     saved = out_dir / "prepare.yaml"
     if (reason := can_write_in(out_dir, keep=True)) is not None:  # /proc/x, a read-only disk: before any work
         raise PrepareError(f"out_dir={out_dir} cannot be written ({reason}); choose another")
-    index = out_dir / "index.jsonl"
-    if not saved.is_file() and (read_journals(out_dir) or (index.is_file() and index.stat().st_size)):
+    index, prepared = out_dir / "index.jsonl", bool(read_journals(out_dir))
+    if not saved.is_file() and (prepared or (index.is_file() and index.stat().st_size)):
         raise PrepareError(
-            f"out_dir={out_dir} holds {'journal/' if read_journals(out_dir) else 'index.jsonl'} but no "
+            f"out_dir={out_dir} holds {'journal/' if prepared else 'index.jsonl'} but no "
             "prepare.yaml: not written by prepare_data.py, or its settings were lost, so new tokens could "
             "not be checked against the old; choose another out_dir, or delete that folder to start again"
         )
-    if saved.is_file() and read_journals(out_dir):
-        old, new = read_prepare_settings(saved), OmegaConf.to_container(OmegaConf.structured(cfg))
-        changed = [
-            name
-            for name in TOKEN_FIELDS
-            if (token_models(old) if name in ("vq", "backbone") else old).get(name)
-            != (token_models(new) if name in ("vq", "backbone") else new).get(name)
-        ]
+    if saved.is_file() and prepared:
+        old = read_prepare_settings(saved)
+        new = OmegaConf.to_container(OmegaConf.structured(cfg))
+        old, new = old | token_models(old), new | token_models(new)  # vq, backbone: by kind, not path
+        changed = [name for name in TOKEN_FIELDS if old.get(name) != new.get(name)]
         if changed:
             raise PrepareError(
                 f"{out_dir} was prepared with other {', '.join(changed)} settings (see {saved}); "

@@ -61,6 +61,10 @@ FLAG_TO_KEY = {
     "dtype": "dtype",
     "device": "device",
 }
+"""infer.py's setting flags (argparse ``dest``) and the settings key each sets."""
+
+PREPARE_FLAG_TO_KEY = {"hq_dir": "hq_dirs", "out": "out_dir", "manifest": "caption.manifest"}
+"""prepare_data.py's setting flags (argparse ``dest``) and the settings key each sets."""
 
 
 OTHER_TOOLS_FLAGS = {
@@ -241,12 +245,9 @@ def infer_settings(args: argparse.Namespace) -> InferConfig:
     return _settings(InferConfig, args, _infer_flags(args))
 
 
-KEY_TO_FLAG = {key: "--" + dest.replace("_", "-") for dest, key in FLAG_TO_KEY.items()} | {
-    "models": "--models",
-    "hq_dirs": "--hq-dir",
-    "out_dir": "--out",
-    "caption.manifest": "--manifest",
-}
+KEY_TO_FLAG = {
+    key: "--" + dest.replace("_", "-") for dest, key in (FLAG_TO_KEY | PREPARE_FLAG_TO_KEY).items()
+} | {"models": "--models"}
 """The flag that sets each settings key (infer.py's flags, ``--models``, prepare_data.py's flags)."""
 
 
@@ -858,13 +859,11 @@ def prepare_main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seed=1")
     args = p.parse_args(argv)
-    flags = []
-    if args.hq_dir:
-        flags.append(f"hq_dirs={literal(args.hq_dir)}")
-    if args.out:
-        flags.append(f"out_dir={literal(args.out)}")
-    if args.manifest:
-        flags.append(f"caption.manifest={literal(args.manifest)}")
+    flags = [
+        f"{key}={literal(getattr(args, dest))}"
+        for dest, key in PREPARE_FLAG_TO_KEY.items()
+        if getattr(args, dest)
+    ]
     return _run(lambda: _prepare(args, flags))
 
 

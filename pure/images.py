@@ -121,27 +121,41 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def scan_folder(
-    folder: Path, recursive: bool = False, exclude: tuple[Path, ...] = (), _visited: set[Path] | None = None
-) -> Scan:
+def scan_folder(folder: Path, recursive: bool = False, exclude: tuple[Path, ...] = ()) -> Scan:
     """The files of ``folder`` (and, with ``recursive``, of its subfolders) in name order.
 
     Hidden folders and the folders in ``exclude`` (e.g. an output folder inside the input) are
     never entered. Symbolic links to folders are followed, but a folder is searched once however often
-    it is reached (a link to a folder above it would otherwise repeat the tree without end).
+    it is reached (a link to a folder above it would otherwise repeat the tree without end), and a
+    folder that is also reached without a link is searched under its own name, never the link's.
     """
     excluded = {p.resolve() for p in exclude}
-    visited = set() if _visited is None else _visited
+    linkless = set()
+    if recursive:  # the folders below ``folder`` reached without a link
+        for parent, names, _ in os.walk(folder):
+            names[:] = [
+                n for n in names if not n.startswith(".") and Path(parent, n).resolve() not in excluded
+            ]
+            linkless.update(Path(parent, n).resolve() for n in names if not Path(parent, n).is_symlink())
+    return _scan(folder, recursive, excluded, linkless, set())
+
+
+def _scan(
+    folder: Path, recursive: bool, excluded: set[Path], linkless: set[Path], visited: set[Path]
+) -> Scan:
     visited.add(folder.resolve())
     images: list[Path] = []
     skipped: list[Path] = []
     subfolders: list[Path] = []
     for path in sorted(folder.iterdir()):
         if path.is_dir():
-            if path.name.startswith(".") or path.resolve() in excluded or path.resolve() in visited:
+            real = path.resolve()
+            if path.name.startswith(".") or real in excluded or real in visited:
+                continue
+            if path.is_symlink() and real in linkless:  # searched under its own name
                 continue
             if recursive:
-                inner = scan_folder(path, True, exclude, visited)
+                inner = _scan(path, True, excluded, linkless, visited)
                 images += inner.images
                 skipped += inner.skipped
             else:

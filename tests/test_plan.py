@@ -356,10 +356,15 @@ def test_a_symlink_loop_is_searched_once(tmp_path):
     _image(tmp_path / "in" / "sub" / "b.png")
     (tmp_path / "in" / "sub" / "up").symlink_to(tmp_path / "in", target_is_directory=True)
     (tmp_path / "in" / "again").symlink_to(tmp_path / "in" / "sub", target_is_directory=True)
+    _image(tmp_path / "elsewhere" / "c.png")
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     plan = plan_outputs(tmp_path / "in", tmp_path / "out", recursive=True)
+    # "again" sorts before "sub" but names the same folder: the folder keeps its own name; a link to a
+    # folder outside the input is followed
     assert sorted(str(job.source.relative_to(tmp_path / "in")) for job in plan.jobs) == [
         "a.png",
-        "again/b.png",
+        "linked/c.png",
+        "sub/b.png",
     ]
 
 

@@ -128,8 +128,8 @@ def job_settings(cfg: InferConfig, job: JobSettings) -> tuple[SamplingConfig, Re
     Raises:
         ConfigError: a value outside its choices or below its minimum (``restore.tile=16: ...``), or a
             tile whose answer cannot fit in ``sampling.max_new_tokens``.
-        DemoError: a tile that is not a multiple of 32 px or not larger than ``restore.tile_overlap``, or a
-            number box left empty.
+        DemoError: a tile that is not a multiple of 32 px or not larger than ``restore.tile_overlap``, a
+            number box left empty, or a seed that is not a whole number.
     """
     boxes = {
         "outscale": "Scale",
@@ -142,6 +142,8 @@ def job_settings(cfg: InferConfig, job: JobSettings) -> tuple[SamplingConfig, Re
         value = getattr(job, name)
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise DemoError(f"the {label} box is empty: enter a number")
+    if job.seed != int(job.seed):  # the box passes what was typed; rounding would hide another seed
+        raise DemoError(f"seed {job.seed:g}: enter a whole number")
     sampling = dataclasses.replace(
         cfg.sampling, seed=int(job.seed), cfg_scale=float(job.cfg_scale), temperature=float(job.temperature)
     )
@@ -536,7 +538,7 @@ def _settings(gr, cfg: InferConfig) -> list:
                 info="the released model works at 512",
             )
         with gr.Row():
-            seed = gr.Number(value=sampling.seed, precision=0, label="Seed", info="tile i uses seed + i")
+            seed = gr.Number(value=sampling.seed, label="Seed", info="a whole number; tile i uses seed + i")
             cfg_scale = gr.Slider(
                 0, 4, value=sampling.cfg_scale, step=0.05, label="Guidance", info="1 disables it"
             )

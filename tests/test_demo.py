@@ -107,6 +107,9 @@ def test_job_settings_are_checked_copies():
     for box, label in (("seed", "Seed"), ("outscale", "Scale"), ("cfg_scale", "Guidance")):
         with pytest.raises(DemoError, match=rf"^the {label} box is empty: enter a number$"):
             job_settings(cfg, settings(**{box: None}))  # what Gradio sends for a cleared box
+    with pytest.raises(DemoError, match=r"^seed 2.5: enter a whole number$"):
+        job_settings(cfg, settings(seed=2.5))  # Gradio's integer box rounded it to another seed before
+    assert job_settings(cfg, settings(seed=4.0))[0].seed == 4  # the box sends floats
 
 
 def test_a_failed_job_leaves_no_folder(small_input: Path, tmp_path: Path):

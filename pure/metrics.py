@@ -21,6 +21,7 @@ long for ``--help``), and ``HF_HUB_OFFLINE`` must be set before huggingface_hub 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import statistics
 import tempfile
@@ -118,13 +119,17 @@ class MetricSpec:
     reference: str
     options: dict = field(default_factory=dict)
     weights: tuple[WeightFile, ...] = ()
+    min_side: int = 0
+    """The smallest side in pixels it can score (0: any); pyiqa fails on smaller images."""
+    min_side_why: str = ""
+    """What sets ``min_side``, for the message (``SSIM's 11 px window``)."""
 
 
 # The weight files were read off pyiqa 0.1.16's archs/ (default_model_urls, FID_WEIGHTS_URL), timm's
 # pretrained configs and torchvision's weight enums; tests/test_metrics.py checks them against those.
 METRICS: dict[str, MetricSpec] = {
     "psnr": MetricSpec("psnr", "full", _Y_CHANNEL),
-    "ssim": MetricSpec("ssim", "full", _Y_CHANNEL),
+    "ssim": MetricSpec("ssim", "full", _Y_CHANNEL, min_side=11, min_side_why="SSIM's 11 px window"),
     "lpips": MetricSpec(
         "lpips",
         "full",
@@ -136,7 +141,13 @@ METRICS: dict[str, MetricSpec] = {
         weights=(_pyiqa_file("DISTS_weights-f5e65c96.pth"), _torchvision_file("vgg16-397923af.pth")),
     ),
     "fid": MetricSpec("fid", "set", weights=(_pyiqa_file("pt_inception-2015-12-05-6726825d.pth"),)),
-    "niqe": MetricSpec("niqe", "none", weights=(_pyiqa_file("niqe_modelparameters.mat"),)),
+    "niqe": MetricSpec(
+        "niqe",
+        "none",
+        weights=(_pyiqa_file("niqe_modelparameters.mat"),),
+        min_side=96,
+        min_side_why="NIQE's 96 px block",
+    ),
     "musiq": MetricSpec("musiq", "none", weights=(_pyiqa_file("musiq_koniq_ckpt-e95806b9.pth"),)),
     "maniqa-pipal": MetricSpec(
         "maniqa-pipal",
@@ -205,16 +216,19 @@ def _read_ahead(
 
 def _batches(
     pairs: Sequence[tuple[Path, Path | None]], batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Consecutive pairs stacked into ``[B, 3, H, W]`` batches of one image size each."""
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[Path]]]:
+    """Consecutive pairs stacked into ``[B, 3, H, W]`` batches of one image size each, with their SR paths."""
     batch: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    for sr, gt in _read_ahead(pairs, readers=min(8, os.cpu_count() or 1)):
+    paths: list[Path] = []
+    images = _read_ahead(pairs, readers=min(8, os.cpu_count() or 1))
+    for (path, _), (sr, gt) in zip(pairs, images, strict=True):
         if batch and (len(batch) == batch_size or batch[0][0].shape != sr.shape):
-            yield _stack(batch)
-            batch = []
+            yield *_stack(batch), paths
+            batch, paths = [], []
         batch.append((sr, gt))
+        paths.append(path)
     if batch:
-        yield _stack(batch)
+        yield *_stack(batch), paths
 
 
 def _stack(batch: list[tuple[torch.Tensor, torch.Tensor | None]]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -324,17 +338,42 @@ def select_metrics(metrics: Sequence[str] | None, has_gt: bool) -> list[str]:
     return list(dict.fromkeys(metrics))
 
 
-SSIM_WINDOW = 11
-"""Side of SSIM's Gaussian window in pixels (pyiqa, as the original SSIM): the smallest image it scores."""
-
-
-def _smaller_than_ssim_window(pairs) -> str | None:
-    """Why SSIM cannot score these pairs (pyiqa's 11 px Gaussian window fails inside it), or None."""
-    for sr, _ in pairs:
+def _too_small(pairs: Sequence[tuple[Path, Path | None]], names: Sequence[str]) -> dict[str, str]:
+    """For each of ``names`` that cannot score these pairs (an SR image under its
+    :attr:`MetricSpec.min_side`), why: the first such image, its size and the limit. Reads headers only."""
+    limits = {m: METRICS[m] for m in names if METRICS[m].min_side}
+    reasons: dict[str, str] = {}
+    for sr, _ in pairs if limits else ():
         width, height = read_header(sr).size
-        if min(width, height) < SSIM_WINDOW:
-            return f"{sr}: {width}x{height} px is smaller than SSIM's {SSIM_WINDOW} px window"
-    return None
+        for metric, spec in limits.items():
+            if metric not in reasons and min(width, height) < spec.min_side:
+                reasons[metric] = f"{sr}: {width}x{height} px is smaller than {spec.min_side_why}"
+        if len(reasons) == len(limits):
+            break
+    return reasons
+
+
+def _score(
+    metric: str, model: torch.nn.Module, sr: torch.Tensor, gt: torch.Tensor | None, paths: list[Path]
+) -> tuple[list[float], str | None]:
+    """``metric``'s scores of one batch, and why they cannot be used (None when they can): pyiqa failed
+    on an image (a constant image's NIQE fails inside pyiqa), or gave NaN or infinity for one. The image
+    is named; after a failure on a batch the images are tried one by one to find it."""
+    try:
+        out = model(sr, gt) if METRICS[metric].reference == "full" else model(sr)
+    except Exception as error:  # pyiqa's errors have many types; each is one line here
+        if len(paths) > 1:
+            for i, path in enumerate(paths):
+                _, why = _score(metric, model, sr[i : i + 1], None if gt is None else gt[i : i + 1], [path])
+                if why:
+                    return [], why
+        first = (str(error).splitlines() or [""])[0]
+        return [], f"pyiqa failed on {paths[0]} ({type(error).__name__}: {first})"
+    values = out.detach().flatten().double().cpu().tolist()
+    for path, value in zip(paths, values, strict=True):
+        if not math.isfinite(value):
+            return values, f"pyiqa gave {value} for {path}"
+    return values, None
 
 
 def folder_name(folder: str | Path) -> str:
@@ -359,30 +398,35 @@ def evaluate_folders(
     ``recursive`` also those in subfolders, paired by their path: see :func:`pure.pairing.pair_images`).
 
     Per-image metrics run in batches of up to ``batch_size`` same-size images on ``device``.
-    Metrics that cannot run (missing weights; SSIM on an image under :data:`SSIM_WINDOW` px unless
-    ``metrics`` names it, which raises :class:`EvaluationError`) are listed in ``Evaluation.unavailable``.
+    Metrics that cannot run are listed in ``Evaluation.unavailable``: missing weights; an image under the
+    metric's :attr:`MetricSpec.min_side` (SSIM 11 px, NIQE 96 px; unless ``metrics`` names it, which raises
+    :class:`EvaluationError` before scoring); a failure or a NaN/infinite score on an image (its partial
+    scores are dropped: a mean over some images would not compare with another method's).
     """
     from tqdm import tqdm
 
     names = select_metrics(metrics, gt_dir is not None)
     pairing = pair_images(Path(sr_dir), None if gt_dir is None else Path(gt_dir), sr_name, recursive)
-    too_small = _smaller_than_ssim_window(pairing.pairs) if "ssim" in names else None
-    if too_small and metrics is not None and "ssim" in metrics:  # named: the user must choose
-        raise EvaluationError(f"{too_small}; leave ssim out (e.g. --metrics psnr)")
-    models, unavailable = create_metrics(
-        [m for m in names if not (m == "ssim" and too_small)], device, download
-    )
-    if too_small:  # in the default list or 'all': skipped like any metric that cannot run
-        unavailable["ssim"] = too_small
+    runnable = [m for m in names if download or not missing_weights(m)]  # the others: missing weights
+    too_small = _too_small(pairing.pairs, runnable)
+    for metric, why in too_small.items():
+        if metrics is not None and metric in metrics:  # named: the user must choose
+            raise EvaluationError(f"{why}; leave {metric} out of --metrics")
+    models, unavailable = create_metrics([m for m in names if m not in too_small], device, download)
+    unavailable.update(too_small)  # in the default list: skipped like any metric that cannot run
     per_image = {m: model for m, model in models.items() if METRICS[m].reference != "set"}
     scores: dict[str, list[float]] = {m: [] for m in per_image}
     with tqdm(total=len(pairing.pairs), desc="metrics", unit="img", disable=not progress) as bar:
-        for sr, gt in _batches(pairing.pairs, batch_size) if per_image else ():
+        for sr, gt, paths in _batches(pairing.pairs, batch_size) if per_image else ():
             sr = sr.to(device)
             gt = None if gt is None else gt.to(device)
-            for metric, model in per_image.items():
-                out = model(sr, gt) if METRICS[metric].reference == "full" else model(sr)
-                scores[metric].extend(out.detach().flatten().double().cpu().tolist())
+            for metric, model in list(per_image.items()):
+                values, why = _score(metric, model, sr, gt, paths)
+                if why:  # this metric is dropped, the others go on
+                    unavailable[metric] = why
+                    del per_image[metric], scores[metric], models[metric]
+                    continue
+                scores[metric].extend(values)
             bar.update(sr.shape[0])
     mean = {m: statistics.fmean(values) for m, values in scores.items()}
     for metric, model in models.items():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
@@ -262,6 +263,55 @@ def test_ssim_on_an_image_smaller_than_its_window_is_one_line(tmp_path):
     evaluation = M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", progress=False)  # the default list:
     assert "psnr" in evaluation.mean and "ssim" not in evaluation.mean  # SSIM skipped, PSNR scored
     assert "smaller than SSIM's 11 px window" in evaluation.unavailable["ssim"]
+
+
+@pytest.fixture
+def niqe_weights(no_weights, monkeypatch):
+    """NIQE's pristine model (``niqe_modelparameters.mat``), from basicsr's copy of the same numbers."""
+    import basicsr.metrics
+    import scipy.io
+
+    params = np.load(Path(basicsr.metrics.__file__).parent / "niqe_pris_params.npz")
+    weight = M.METRICS["niqe"].weights[0]
+    weight.folder().mkdir(parents=True)
+    mat = {"mu_prisparam": params["mu_pris_param"].reshape(1, -1), "cov_prisparam": params["cov_pris_param"]}
+    scipy.io.savemat(weight.folder() / weight.name, mat)
+    import pyiqa.utils.download_util  # its folder was fixed when pyiqa was first imported
+
+    monkeypatch.setattr(pyiqa.utils.download_util, "DEFAULT_CACHE_DIR", str(weight.folder()))
+    return no_weights
+
+
+def test_niqe_on_an_image_under_its_block_is_one_line(tmp_path, niqe_weights):
+    """pyiqa's NIQE needs a 96 px block on each side; a smaller image was a RuntimeError traceback."""
+    random_image(tmp_path / "sr", "a.png", (128, 128))
+    random_image(tmp_path / "sr", "small.png", (120, 40))
+    with pytest.raises(P.EvaluationError, match=r"small.png: 120x40 px is smaller than NIQE's 96 px block"):
+        M.evaluate_folders(tmp_path / "sr", metrics=["niqe"], progress=False)
+    evaluation = M.evaluate_folders(tmp_path / "sr", progress=False)  # the default list: NIQE skipped
+    assert "smaller than NIQE's 96 px block" in evaluation.unavailable["niqe"]
+
+
+@pytest.mark.filterwarnings("ignore:cov\\(\\)")
+def test_a_metric_failing_on_an_image_is_one_line_naming_it(tmp_path, niqe_weights, capsys):
+    """pyiqa's NIQE fails on a constant image (LinAlgError); that metric is dropped, naming the image, not the
+    run with a traceback; a NaN score is dropped the same way (it would make the mean and the JSON NaN)."""
+    random_image(tmp_path / "sr", "a.png", (128, 128))
+    Image.new("RGB", (128, 128), (0, 0, 0)).save(tmp_path / "sr" / "black.png")
+    out = ["--json", str(tmp_path / "m.json"), "--csv", str(tmp_path / "p.csv")]
+    argv = ["--sr", str(tmp_path / "sr"), "--metrics", "niqe", "--batch-size", "2", "--no-progress", *out]
+    assert evaluate_main(argv) == 1
+    err = capsys.readouterr()
+    assert f"- niqe unavailable: pyiqa failed on {tmp_path / 'sr' / 'black.png'} (" in err.out
+    assert "no metric could run" in err.err and not (tmp_path / "m.json").exists()
+
+    class NaNForSecond(torch.nn.Module):
+        def forward(self, sr, gt=None):
+            return torch.tensor([1.0, float("nan")][: sr.shape[0]])
+
+    pairs = [(tmp_path / "sr" / "a.png", None), (tmp_path / "sr" / "b.png", None)]
+    scores = M._score("niqe", NaNForSecond(), torch.zeros(2, 3, 8, 8), None, [p for p, _ in pairs])
+    assert scores[1] == f"pyiqa gave nan for {tmp_path / 'sr' / 'b.png'}"
 
 
 def test_json_and_csv_on_one_path_are_refused_before_scoring(tmp_path, capsys):

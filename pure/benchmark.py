@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pure.images import ImageReadError, is_image_name, read_header, read_image
 from pure.metrics import Evaluation, evaluate_folders, select_metrics
-from pure.pairing import EvaluationError, list_images
+from pure.pairing import EvaluationError, list_images, pair_images
 from pure.reports import write_csv, write_json
 from pure.tiling import output_size
 
@@ -44,26 +44,34 @@ def benchmark_paths(
     }
 
 
-def check_scale(lr: Path, hr: Path, outscale: float) -> None:
-    """Raise :class:`EvaluationError` when an HR image is not its LR image's size times ``outscale`` (as
-    :func:`pure.tiling.output_size` rounds): the restorations could never be scored against it. Reads
-    the files' headers (decoding a pair only where those disagree), so it fails in seconds what evaluation
-    would find after all the inference."""
-    hr_images = list_images(hr, "HR").images
-    for stem, lr_path in list_images(lr, "LR").images.items():
-        if stem not in hr_images:
-            continue
+def check_scale(lr: Path, hr: Path, outscale: float, lr_name: str | None = "{stem}") -> None:
+    """Raise :class:`EvaluationError` when no LR image pairs with an HR image by name, or when an HR image
+    is not its LR image's size times ``outscale`` (as :func:`pure.tiling.output_size` rounds): the
+    restorations could never be scored against them. ``lr_name``: the LR name (without suffix) of HR
+    ``<stem>``, as ``--sr-name`` pairs the restorations, which keep their LR names (``{stem}x4`` for DIV2K's
+    ``0801x4.png``); None: the restorations' names differ from the LR names in a way not known here, and
+    only same-named pairs are checked. Reads the files' headers (decoding a pair only where those disagree),
+    so it fails in seconds what evaluation would find after all the inference."""
+    if lr_name is None:
+        hr_images = list_images(hr, "HR").images
+        pairs = [(p, hr_images[k]) for k, p in list_images(lr, "LR").images.items() if k in hr_images]
+    else:
         try:
-            lr_size, hr_size = read_header(lr_path).size, read_header(hr_images[stem]).size  # upright
+            pairs = pair_images(lr, hr, lr_name).pairs
+        except EvaluationError as err:
+            raise EvaluationError(f"before inference (restorations keep the LR names): {err}") from err
+    for lr_path, hr_path in pairs:
+        try:
+            lr_size, hr_size = read_header(lr_path).size, read_header(hr_path).size  # upright
             if output_size(*lr_size, outscale) != tuple(hr_size):  # a PNG's late EXIF: decode to be sure
-                lr_size, hr_size = (read_image(p).rgb.size for p in (lr_path, hr_images[stem]))
+                lr_size, hr_size = (read_image(p).rgb.size for p in (lr_path, hr_path))
         except ImageReadError:
             continue  # inference and evaluation report unreadable files themselves
         expected = output_size(*lr_size, outscale)
         if tuple(hr_size) != expected:
             raise EvaluationError(
                 f"{lr_path} is {lr_size[0]}x{lr_size[1]}: at --outscale {outscale:g} its restoration is "
-                f"{expected[0]}x{expected[1]}, but {hr_images[stem]} is {hr_size[0]}x{hr_size[1]}; pass "
+                f"{expected[0]}x{expected[1]}, but {hr_path} is {hr_size[0]}x{hr_size[1]}; pass "
                 f"the test set's scale (--outscale {hr_size[0] / lr_size[0]:g}?)"
             )
 
@@ -80,21 +88,23 @@ def run_benchmark(
     run: str | Path | None = None,
     infer: Callable[[Path, Path], int] | None = None,
     outscale: float | None = None,
+    lr_name: str | None = "{stem}",
     **evaluate_kwargs,
 ) -> tuple[Evaluation, dict[str, Path]]:
     """Super-resolve ``root/name/lr`` into ``run/sr`` with ``infer(lr_dir, sr_dir)`` (in-process; it
     returns an exit code), then evaluate ``run/sr`` against ``root/name/hr`` and write
     ``run/metrics.json`` and ``run/per_image.csv`` (not when no metric could run: earlier results stay).
     Without ``infer`` an existing ``run/sr`` is scored. An interrupted ``infer`` (exit 130) raises
-    ``KeyboardInterrupt``. ``outscale``: the scale ``infer`` restores to;
-    every HR image must then have its LR image's size times it (:func:`check_scale`, before inference).
+    ``KeyboardInterrupt``. ``outscale``: the scale ``infer`` restores to; the LR images (named as
+    ``lr_name`` says, see :func:`check_scale`) must then pair with HR images, each of its LR image's size
+    times ``outscale`` (checked before inference).
 
     ``evaluate_kwargs`` go to :func:`evaluate_folders`.
     """
     paths = benchmark_paths(name, root, run)
     select_metrics(evaluate_kwargs.get("metrics"), has_gt=True)  # fail on a typo before inference
     if infer is not None and outscale is not None:
-        check_scale(paths["lr"], paths["hr"], outscale)
+        check_scale(paths["lr"], paths["hr"], outscale, lr_name)
     if infer is not None:
         code = infer(paths["lr"], paths["sr"])
         if code == 130:  # inference was interrupted (Ctrl-C or SIGTERM) and said how far it got

@@ -809,8 +809,12 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
         return run_inference(argparse.Namespace(**{**vars(settings), "input": str(lr), "output": str(sr)}))
 
     scoring = _evaluate_kwargs(args)
-    if settings.suffix and args.sr_name == "{stem}":  # the outputs carry the suffix infer.py gave them
-        scoring["sr_name"] = "{stem}_" + settings.suffix.replace("{", "{{").replace("}", "}}")
+    lr_name: str | None = args.sr_name  # the outputs keep their LR names: --sr-name pairs those too
+    if settings.suffix:  # ... plus the suffix infer.py gives them
+        tail = "_" + settings.suffix.replace("{", "{{").replace("}", "}}")
+        if args.sr_name == "{stem}":
+            scoring["sr_name"] = "{stem}" + tail
+        lr_name = scoring["sr_name"].removesuffix(tail) if scoring["sr_name"].endswith(tail) else None
 
     run = benchmark_paths(args.name, args.root, args.run)["run"]  # one time-stamped folder for the hint
     replacing = (run / "metrics.json").exists() or (run / "per_image.csv").exists()  # said, never silent
@@ -822,6 +826,7 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
             run,
             None if args.skip_inference else infer,
             outscale=outscale,
+            lr_name=lr_name,
             **scoring,
         )
     except KeyboardInterrupt:

@@ -207,3 +207,20 @@ def test_missing_weights_are_their_own_message_not_a_write_error(monkeypatch, tm
     assert benchmark_main(argv) == 2
     err = capsys.readouterr().err
     assert "error: the weights this run needs are not on this machine" in err and "cannot write" not in err
+
+
+def test_lr_names_that_pair_no_hr_image_are_refused_before_inference(monkeypatch, tmp_path, capsys):
+    """DIV2K's layout (``lr/0801x4.png`` for ``hr/0801.png``) paired nothing, which evaluation found only
+    after the whole inference; now refused before it, naming the --sr-name that pairs them, which then also
+    lets the scale check see the pairs."""
+    monkeypatch.setattr(pure.cli, "run_inference", lambda args: pytest.fail("inference ran"))
+    random_image(tmp_path / "div2k" / "lr", "0801x4.png", (12, 10), seed=0)
+    random_image(tmp_path / "div2k" / "hr", "0801.png", (48, 40), seed=0)
+    base = ["div2k", "--root", str(tmp_path), "--run", str(tmp_path / "run"), "--no-progress"]
+    assert benchmark_main([*base, "--metrics", "psnr"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: before inference (restorations keep the LR names): no SR image in ")
+    assert err.endswith("pass --sr-name '{stem}x4' (it pairs them)\n")
+    assert benchmark_main([*base, "--metrics", "psnr", "--sr-name", "{stem}x4", "--outscale", "2"]) == 2
+    assert "0801x4.png is 12x10: at --outscale 2 its restoration is 24x20, but " in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

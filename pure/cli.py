@@ -1021,6 +1021,8 @@ def _download(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(w.command(folder) for w in unique))
         return 0
+    if (reason := can_write_in(folder)) is not None:  # before any download: each would fail at its end
+        raise PureError(f"cannot write in {folder} ({reason}); pass a folder you can write to")
     if not hub_reachable():
         print(
             "error: the Hugging Face hub cannot be reached from here (no network, or HF_HUB_OFFLINE=1); "

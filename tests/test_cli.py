@@ -261,6 +261,14 @@ def test_download_then_models_folder_is_used_offline(tmp_path, fake_hub, monkeyp
     assert cfg.vq.source == str(models / "FoundationVision" / "LlamaGen" / "vq_ds8_c2i.pt")
 
 
+def test_download_into_an_unwritable_folder_is_refused_before_fetching(fake_hub, capsys):
+    """Each download failed at its end with its own error (exit 1); now one line before any (exit 2)."""
+    assert download_main(["/proc/models", "FoundationVision/LlamaGen:vq_ds8_c2i.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write in /proc/models (") and err.count("\n") == 1
+    assert "pass a folder you can write to" in err and fake_hub == []
+
+
 def test_download_of_a_training_config_fetches_base_tokenizer_and_vq(tmp_path, fake_hub, capsys):
     config = str(ROOT / "configs" / "train_full_x4.yaml")
     assert download_main([str(tmp_path), "--config", config, "--list"]) == 0

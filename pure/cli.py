@@ -1036,8 +1036,10 @@ def _download(args: argparse.Namespace) -> int:
         try:
             print(f"{weights.source} -> {download([weights], folder)[0]}")
         except Exception as err:  # network, auth and not-found errors have different types
+            why = " ".join(str(err).split())  # huggingface_hub's messages span lines: one line each here
             print(
-                f"error: could not download {weights.source} ({type(err).__name__}: {err})", file=sys.stderr
+                f"error: could not download {weights.source} ({type(err).__name__}: {why})",
+                file=sys.stderr,
             )
             failed += 1
     if failed:

@@ -269,6 +269,23 @@ def test_download_into_an_unwritable_folder_is_refused_before_fetching(fake_hub,
     assert "pass a folder you can write to" in err and fake_hub == []
 
 
+def test_a_failed_download_is_one_line_naming_it(fake_hub, monkeypatch, tmp_path, capsys):
+    """huggingface_hub's errors span several lines (a misspelt repo id: RepositoryNotFoundError's advice)."""
+
+    def not_found(repo_id, filename, **kwargs):
+        raise FileNotFoundError(f"404 Client Error.\n\nRepository Not Found: {repo_id}.\nCheck the id.")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", not_found)
+    sources = ("nonwhy/PUER:vq.pt", "FoundationVision/LlamaGen:a.pt")
+    assert download_main([str(tmp_path / "models"), *sources]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"error: could not download {source} (FileNotFoundError: 404 Client Error. Repository Not Found: "
+        f"{source.partition(':')[0]}. Check the id.)"
+        for source in sources
+    ]
+
+
 def test_download_of_a_training_config_fetches_base_tokenizer_and_vq(tmp_path, fake_hub, capsys):
     config = str(ROOT / "configs" / "train_full_x4.yaml")
     assert download_main([str(tmp_path), "--config", config, "--list"]) == 0

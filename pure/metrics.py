@@ -243,6 +243,15 @@ def missing_weights(metric: str) -> list[WeightFile]:
     return [weight for weight in METRICS[metric].weights if not weight.present()]
 
 
+def _damaged(spec: MetricSpec) -> str:
+    """For a metric pyiqa could not create from files on disk, which files to fetch again ('' if none)."""
+    files = [w for w in spec.weights if w.present()]
+    if not files:
+        return ""
+    where = "; ".join(w.instruction() for w in files)
+    return f"; if a file it loads is damaged (an interrupted download?), put it there again: {where}"
+
+
 def create_metrics(
     names: Sequence[str], device: str | torch.device, download: bool = False
 ) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
@@ -264,7 +273,8 @@ def create_metrics(
         try:
             metrics[name] = pyiqa.create_metric(spec.pyiqa_name, device=torch.device(device), **spec.options)
         except Exception as error:  # any failure makes only this metric unavailable
-            unavailable[name] = f"pyiqa could not create it: {type(error).__name__}: {error}"
+            why = " ".join(str(error).split())  # one line
+            unavailable[name] = f"pyiqa could not create it: {type(error).__name__}: {why}" + _damaged(spec)
     return metrics, unavailable
 
 

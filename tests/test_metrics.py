@@ -149,6 +149,24 @@ def test_missing_weights_are_reported_with_file_and_folder(tmp_path, no_weights)
     assert "- niqe unavailable: missing weights: put niqe_modelparameters.mat into" in R.report(result)
 
 
+def test_a_damaged_weight_file_is_named_with_where_to_get_it(tmp_path, no_weights, monkeypatch):
+    """An interrupted download leaves a file that is present but unreadable: pyiqa's error alone
+    ("MatReadError: Mat file appears to be truncated") named neither the file nor the fix."""
+    import pyiqa.utils.download_util
+
+    weight = M.METRICS["niqe"].weights[0]
+    weight.folder().mkdir(parents=True)
+    (weight.folder() / weight.name).write_bytes(b"MATLAB 5.0 MAT-file, cut short")
+    monkeypatch.setattr(pyiqa.utils.download_util, "DEFAULT_CACHE_DIR", str(weight.folder()))
+    _, unavailable = M.create_metrics(["niqe"], "cpu")
+    assert unavailable["niqe"].startswith("pyiqa could not create it: ")
+    assert unavailable["niqe"].endswith(
+        "; if a file it loads is damaged (an interrupted download?), put it there again: "
+        f"niqe_modelparameters.mat into {weight.folder()}/ (from {weight.url})"
+    )
+    assert "\n" not in unavailable["niqe"]
+
+
 def test_weight_files_in_place_count_as_present(no_weights):
     pyiqa_file, hf_file = M.METRICS["topiq_nr"].weights
     assert M.missing_weights("topiq_nr") == [pyiqa_file, hf_file]

@@ -606,7 +606,7 @@ def _metric_list(values: Sequence[str] | None) -> list[str] | None:
         from pure.pairing import EvaluationError
 
         raise EvaluationError(f"--metrics names no metric; pass some of {', '.join(METRICS)}, or all")
-    return list(METRICS) if names == ["all"] else names
+    return list(METRICS) if [n.lower() for n in names] == ["all"] else names
 
 
 def _evaluate_kwargs(args: argparse.Namespace) -> dict:

@@ -332,9 +332,11 @@ class Evaluation:
 
 
 def select_metrics(metrics: Sequence[str] | None, has_gt: bool) -> list[str]:
-    """Check metric names; ``None`` is the default set (without GT, its no-reference part)."""
+    """Check metric names, in any case (``PSNR``, as pyiqa takes them); ``None`` is the default set (without
+    GT, its no-reference part)."""
     if metrics is None:
         return [m for m in DEFAULT_METRICS if has_gt or METRICS[m].reference == "none"]
+    metrics = [m.lower() for m in metrics]
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         meant = [close[0] for m in unknown if (close := difflib.get_close_matches(m.lower(), METRICS, n=1))]
@@ -420,7 +422,7 @@ def evaluate_folders(
     runnable = [m for m in names if download or not missing_weights(m)]  # the others: missing weights
     too_small = _too_small(pairing.pairs, runnable)
     for metric, why in too_small.items():
-        if metrics is not None and metric in metrics:  # named: the user must choose
+        if metrics is not None:  # named: the user must choose
             raise EvaluationError(f"{why}; leave {metric} out of --metrics")
     models, unavailable = create_metrics([m for m in names if m not in too_small], device, download)
     unavailable.update(too_small)  # in the default list: skipped like any metric that cannot run

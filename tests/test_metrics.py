@@ -192,6 +192,19 @@ def test_metric_selection():
         M.select_metrics(["psnr", "fid", "niqe"], has_gt=False)
 
 
+def test_metric_names_are_taken_in_any_case(tmp_path, capsys):
+    """``--metrics PSNR,SSIM`` (as papers write them) was refused with "did you mean psnr, ssim?"."""
+    assert M.select_metrics(["PSNR", "Ssim", "psnr"], has_gt=True) == ["psnr", "ssim"]
+    random_image(tmp_path / "sr", "a.png", (16, 16))
+    random_image(tmp_path / "gt", "a.png", (16, 16))
+    out = ["--json", str(tmp_path / "m.json"), "--csv", str(tmp_path / "p.csv"), "--no-progress"]
+    folders = ["--sr", str(tmp_path / "sr"), "--gt", str(tmp_path / "gt")]
+    assert evaluate_main([*folders, "--metrics", "PSNR", *out]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["mean"]["psnr"] == pytest.approx(80.0, abs=1e-4)
+    assert evaluate_main(["--sr", str(tmp_path / "sr"), "--metrics", "ALL", *out]) == 2  # all: FID needs --gt
+    assert "need(s) ground truth" in capsys.readouterr().err
+
+
 def test_fid_compares_only_the_paired_files(tmp_path):
     sr, gt = tmp_path / "sr", tmp_path / "gt"
     pairs = [(random_image(sr, f"{i}.PNG"), random_image(gt, f"{i}.jpg")) for i in range(3)]

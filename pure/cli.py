@@ -809,12 +809,17 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
         return run_inference(argparse.Namespace(**{**vars(settings), "input": str(lr), "output": str(sr)}))
 
     scoring = _evaluate_kwargs(args)
-    lr_name: str | None = args.sr_name  # the outputs keep their LR names: --sr-name pairs those too
+    lr_name = args.sr_name  # the outputs keep their LR names: --sr-name pairs those too
     if settings.suffix:  # ... plus the suffix infer.py gives them
         tail = "_" + settings.suffix.replace("{", "{{").replace("}", "}}")
         if args.sr_name == "{stem}":
             scoring["sr_name"] = "{stem}" + tail
-        lr_name = scoring["sr_name"].removesuffix(tail) if scoring["sr_name"].endswith(tail) else None
+        elif not args.sr_name.endswith(tail) and not args.skip_inference:  # would pair none, after inference
+            raise EvaluationError(
+                f"--sr-name {args.sr_name!r} must end with {tail!r}: the outputs carry --suffix "
+                f"{settings.suffix} (e.g. --sr-name '{args.sr_name}{tail}')"
+            )
+        lr_name = scoring["sr_name"].removesuffix(tail)
 
     run = benchmark_paths(args.name, args.root, args.run)["run"]  # one time-stamped folder for the hint
     replacing = (run / "metrics.json").exists() or (run / "per_image.csv").exists()  # said, never silent

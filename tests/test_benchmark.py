@@ -224,3 +224,11 @@ def test_lr_names_that_pair_no_hr_image_are_refused_before_inference(monkeypatch
     assert benchmark_main([*base, "--metrics", "psnr", "--sr-name", "{stem}x4", "--outscale", "2"]) == 2
     assert "0801x4.png is 12x10: at --outscale 2 its restoration is 24x20, but " in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+    assert benchmark_main([*base, "--metrics", "psnr", "--sr-name", "{stem}x4", "--suffix", "o"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --sr-name '{stem}x4' must end with '_o': the outputs carry --suffix o "
+        "(e.g. --sr-name '{stem}x4_o')\n"
+    )
+    named = ["--sr-name", "{stem}x4_o", "--suffix", "o", "--outscale", "2"]
+    assert benchmark_main([*base, "--metrics", "psnr", *named]) == 2  # paired: the scale check sees them
+    assert "0801x4.png is 12x10: at --outscale 2 its restoration is 24x20, but " in capsys.readouterr().err

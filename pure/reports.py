@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,11 @@ def _check_row(row: Row, path: Path) -> Row:
     unknown = [m for m in row.mean if m not in METRICS]
     if unknown:
         raise EvaluationError(f"{path}: unknown metric(s) {', '.join(unknown)}; use {', '.join(METRICS)}")
+    not_finite = [f"{m}={v}" for m, v in row.mean.items() if not math.isfinite(v)]
+    if not_finite:  # "nan" and "inf" parse as floats; a table row of them compares with nothing
+        raise EvaluationError(
+            f"{path}: row {row.name!r} has {', '.join(not_finite)}; give a number or leave the cell empty"
+        )
     return row
 
 

@@ -74,6 +74,16 @@ def test_compare_files(tmp_path):
         R.load_rows(tmp_path / "bad.csv")
 
 
+def test_a_compare_row_of_nan_or_inf_is_refused_naming_it(tmp_path):
+    """``nan`` and ``inf`` parse as floats, so they went into the table as values."""
+    (tmp_path / "table.csv").write_text("name,psnr,ssim\nother,nan,0.5\n")
+    with pytest.raises(P.EvaluationError, match=r"table\.csv: row 'other' has psnr=nan; give a number"):
+        R.load_rows(tmp_path / "table.csv")
+    (tmp_path / "rows.json").write_text('{"rows": [{"name": "x", "mean": {"lpips": "inf"}}]}')
+    with pytest.raises(P.EvaluationError, match=r"rows\.json: row 'x' has lpips=inf;"):
+        R.load_rows(tmp_path / "rows.json")
+
+
 def test_a_compare_csv_saved_by_excel_is_read(tmp_path):
     (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbfname,psnr\r\nMine,24.1\r\n")
     assert R.load_rows(tmp_path / "excel.csv") == [R.Row("Mine", {"psnr": 24.1}, None)]

@@ -88,6 +88,7 @@ def pair_images(
     every SR image is returned unpaired. Extensions may differ (``a.png`` against ``a.jpg``). With
     ``recursive``, subfolders count too and images pair by their path (``sr/x/a.png`` with
     ``gt/x/a.jpg``, ``<stem>`` then being ``x/a``); infer.py's entropy maps (``sr/entropy/``) are left out.
+    Raises :class:`EvaluationError` when nothing pairs, or when a file would pair with itself.
     """
     try:
         sr_name.format(stem="")
@@ -120,6 +121,12 @@ def pair_images(
         raise EvaluationError(
             f"no SR image in {sr_dir} matches a GT image in {gt_dir} by name (SR names expected as "
             f"{sr_name!r} + suffix); {fix}"
+        )
+    itself = [sr_path for sr_path, gt_path in pairs if sr_path.resolve() == gt_path.resolve()]
+    if itself:  # a perfect score that measures nothing
+        raise EvaluationError(
+            f"{len(itself)} image(s) would be scored against themselves ({itself[0]}): --sr and --gt name "
+            "the same files; pass the restorations' folder as --sr and the ground truth's as --gt"
         )
     return Pairing(pairs, missing, extra, unsearched)
 

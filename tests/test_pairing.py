@@ -36,6 +36,19 @@ def test_pairing_with_a_name_pattern_and_without_gt(tmp_path):
     assert P.pair_images(tmp_path / "sr").pairs == [(tmp_path / "sr" / "a_out.png", None)]
 
 
+def test_an_image_is_never_scored_against_itself(tmp_path):
+    """--sr X --gt X scored a perfect 80 dB without a word."""
+    random_image(tmp_path / "set", "a.png")
+    with pytest.raises(P.EvaluationError, match=r"1 image\(s\) would be scored against themselves .*a\.png"):
+        P.pair_images(tmp_path / "set", tmp_path / "set")
+    (tmp_path / "link").symlink_to(tmp_path / "set", target_is_directory=True)
+    with pytest.raises(P.EvaluationError, match="against themselves"):
+        P.pair_images(tmp_path / "link", tmp_path / "set")
+    random_image(tmp_path / "set", "a_out.png")  # restorations beside their ground truth: fine
+    pairing = P.pair_images(tmp_path / "set", tmp_path / "set", sr_name="{stem}_out")
+    assert [(sr.name, gt.name) for sr, gt in pairing.pairs] == [("a_out.png", "a.png")]
+
+
 def test_subfolders_are_named_or_paired_by_path(tmp_path):
     """Without recursive, subfolders with images are named (never silently left out); with it, images pair
     by their path inside the folders; infer.py's entropy maps are never SR images."""
@@ -111,6 +124,7 @@ def test_unpaired_folders_name_the_sr_name_that_pairs_them(tmp_path, names, patt
 
 def test_a_misspelt_metric_names_the_one_meant():
     with pytest.raises(
-        P.EvaluationError, match=r"unknown metric\(s\) lpip, PSNR \(did you mean lpips, psnr\?\)"
+        P.EvaluationError, match=r"unknown metric\(s\) lpip, pnsr \(did you mean lpips, psnr\?\)"
     ):
-        M.select_metrics(["lpip", "PSNR"], has_gt=True)
+        M.select_metrics(["lpip", "PNSR"], has_gt=True)
+    assert M.select_metrics(["PSNR", "Lpips"], has_gt=True) == ["psnr", "lpips"]  # any case, as pyiqa's

@@ -910,7 +910,8 @@ def _prepare(args: argparse.Namespace, flags: list[str]) -> int:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    """``scripts/train.py``: 0 when training finished, 2 when it could not start, 130 when interrupted."""
+    """``scripts/train.py``: 0 when training finished, 2 when it could not start, 1 when it stopped part-way
+    (a full disk, a loss that became nan or inf), 130 when interrupted (143: SIGTERM)."""
     p = _Parser(
         prog="scripts/train.py",
         description="Fine-tune PURE (LoRA or full). Settings: the schema in pure/config.py (TrainConfig, "

@@ -53,6 +53,7 @@ from pure.config import (
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
 from pure.data.prepare import check_shards_match
+from pure.errors import PureError
 from pure.files import can_write_in, folders_to_make, remove_empty
 from pure.launch import check_launch
 from pure.model import (
@@ -71,6 +72,32 @@ PAD_ID = 0
 lets a real token see the padding after it)."""
 DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 """``mixed_precision`` -> the dtype of a LoRA run's frozen base."""
+
+
+class DivergedError(PureError, RuntimeError):
+    """The training loss became nan or inf: the weights are no longer usable. The run stops without
+    writing them (exit 1: it had started); the message names the last checkpoint and what to lower."""
+
+    exit_code = 1
+
+
+def diverged_message(step: int, last: Path | None, cfg: TrainConfig) -> str:
+    """The one line of :class:`DivergedError`: a loss of the optimizer steps up to ``step`` was nan or inf;
+    ``last`` is the run's last checkpoint (None: none yet)."""
+    lower = f"lower optim.lr (now {cfg.optim.lr:g})"
+    if cfg.optim.grad_clip <= 0:
+        lower += " or set optim.grad_clip (now 0: off), e.g. optim.grad_clip=1"
+    if cfg.mixed_precision == "fp16":
+        lower += ", or train with mixed_precision=bf16 (fp16 overflows easily)"
+    again = (
+        f"then resume=latest continues from {last} (optim.* may change on resume)"
+        if last is not None
+        else f"then start again (no checkpoint was written yet; save_every={cfg.save_every})"
+    )
+    return (
+        f"the training loss became nan or inf by step {step}, so the weights are no longer usable and no "
+        f"checkpoint was written of them: {lower}; {again}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -607,6 +634,7 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
         total=total, initial=step, desc="train", unit="step", disable=not accelerator.is_local_main_process
     ) as bar:  # closed before an error is printed
         losses, tokens, tick = [], torch.zeros((), device=accelerator.device), time.perf_counter()
+        nonfinite = torch.zeros((), device=accelerator.device)  # micro-batches whose loss was nan or inf
         last = resume
         while step < total:
             loader.set_epoch(epoch)
@@ -623,11 +651,17 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
                     optimizer.zero_grad(set_to_none=True)
                 done += 1
                 losses.append(loss.detach())
+                nonfinite += ~torch.isfinite(loss.detach())
                 tokens += batch["tokens"]
                 if not accelerator.sync_gradients:
                     continue
                 step += 1
                 bar.update(1)
+                evaluate = val_loader is not None and (step % cfg.eval_every == 0 or step == total)
+                if step % cfg.log.every == 0 or step % cfg.save_every == 0 or step == total or evaluate:
+                    # checked before anything is logged or saved (every process agrees: one reduction)
+                    if accelerator.reduce(nonfinite, "sum").item():
+                        raise DivergedError(diverged_message(step, last, cfg))
                 if step % cfg.log.every == 0 or step == total:
                     seconds, tick = time.perf_counter() - tick, time.perf_counter()
                     mean_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
@@ -642,7 +676,7 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
                     log.write(record)
                     bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{throughput:.0f}", lr=f"{lr:.2e}")
                     losses, tokens = [], torch.zeros((), device=accelerator.device)
-                if val_loader is not None and (step % cfg.eval_every == 0 or step == total):
+                if evaluate:
                     val_loss = held_out_loss(model, val_loader, accelerator)
                     log.write({"step": step, "epoch": epoch, "val_loss": val_loss})
                     bar.set_postfix(loss=f"{mean_loss:.4f}", val_loss=f"{val_loss:.4f}")

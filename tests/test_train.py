@@ -34,6 +34,7 @@ from pure.tiny import (
 )
 from pure.train import (
     RUN_CONFIG_HEADER,
+    DivergedError,
     add_residual_dropout,
     apply_lora,
     check_lengths,
@@ -828,3 +829,36 @@ def test_captions_that_describe_no_image_and_shards_that_are_images(tmp_path, hq
         ImageFolderExamples(cfg.data, None, None, None)
     with pytest.raises(DataError, match=rf"data.shards={hq_folder} holds images, not prepared shards"):
         ShardDataset(hq_folder)
+
+
+class _LossGoesNan(torch.utils.data.Dataset):
+    """Examples whose labels are all masked (cross-entropy over nothing: nan) from the ``good``-th read on."""
+
+    def __init__(self, good: int) -> None:
+        self.good, self.reads = good, 0
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        self.reads += 1
+        ids = torch.arange(1, 40) + index
+        labels = ids.clone() if self.reads <= self.good else torch.full_like(ids, IGNORE_INDEX)
+        return {"ids": ids, "labels": labels}
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_before_it_is_saved(tmp_path):
+    out = tmp_path / "run"
+    cfg = load_config(
+        TrainConfig,
+        TINY_FULL,
+        [f"output_dir={out}", "batch_size=1", "max_steps=6", "save_every=2", "log.every=1", "keep_last=0"],
+    )
+    with pytest.raises(DivergedError) as err:
+        train(cfg, dataset=_LossGoesNan(good=2))
+    message = str(err.value)
+    assert "became nan or inf by step 3" in message and "optim.lr" in message, message
+    assert f"resume=latest continues from {out / 'checkpoints' / 'step-000002'}" in message
+    assert [c.name for c in (out / "checkpoints").iterdir()] == ["step-000002"]  # nothing of nan weights
+    assert [r["step"] for r in _log(out)] == [1, 2]  # no record of a nan loss (not JSON)
+    assert err.value.exit_code == 1

@@ -38,6 +38,14 @@ def test_manifest_errors_name_the_file(tmp_path):
         bad.write_text(f'{{"image": "a.png", "description": {value}}}\n')
         with pytest.raises(ManifestError, match=r"m.jsonl:1: .*the description is \w+, not text"):
             read_manifest(bad)
+    (tmp_path / "short.csv").write_text('image,description\na.png,"A cat."\nb.png\n')  # csv: None
+    with pytest.raises(ManifestError, match=r"short.csv:3: expected image,description, got only 'b.png'"):
+        read_manifest(tmp_path / "short.csv")
+    (tmp_path / "comma.csv").write_text("image,description\nb.png,A cat, asleep.\n")  # not ' asleep.' lost
+    with pytest.raises(ManifestError, match=r"comma.csv:2: more cells .* in double quotes"):
+        read_manifest(tmp_path / "comma.csv")
+    (tmp_path / "empty.csv").write_text("image,description\nb.png,\n")  # an empty one is no description
+    assert read_manifest(tmp_path / "empty.csv") == {"b.png": ""}
     (tmp_path / "m.csv").write_text("file,text\na,b\n")
     with pytest.raises(ManifestError, match="image,description"):
         read_manifest(tmp_path / "m.csv")

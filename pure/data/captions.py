@@ -66,7 +66,20 @@ def read_manifest(path: str | Path) -> dict[str, str]:
                 raise ManifestError(
                     f"{path}: a CSV manifest needs a header row with columns image,description"
                 )
-            return {row["image"]: row["description"] for row in reader}
+            entries = {}
+            for row in reader:
+                if row["description"] is None:  # a short row: csv gives None, never to be stored as 'None'
+                    raise ManifestError(
+                        f"{path}:{reader.line_num}: expected image,description, got only "
+                        f"{row['image']!r}; add its description (or a comma for none)"
+                    )
+                if row.get(None):  # an unquoted comma: the description's rest would be dropped
+                    raise ManifestError(
+                        f"{path}:{reader.line_num}: more cells than the header has columns; put "
+                        'a description that holds commas in double quotes ("A cat, asleep.")'
+                    )
+                entries[row["image"]] = row["description"]
+            return entries
     if path.suffix.lower() != ".jsonl":
         raise ManifestError(f"{path}: a manifest must be a .jsonl or .csv file")
     entries = {}

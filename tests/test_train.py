@@ -862,3 +862,38 @@ def test_a_loss_that_becomes_nan_stops_the_run_before_it_is_saved(tmp_path):
     assert [c.name for c in (out / "checkpoints").iterdir()] == ["step-000002"]  # nothing of nan weights
     assert [r["step"] for r in _log(out)] == [1, 2]  # no record of a nan loss (not JSON)
     assert err.value.exit_code == 1
+
+
+def test_a_blank_description_trains_on_the_default_text(tmp_path, hq_folder):
+    """As in prepare_data.py, an empty description is none: the image trains on data.default_text (never on
+    an empty answer), is counted as undescribed, and a manifest of blank ones describes nothing."""
+    from pure.data.image_folder import ImageFolderExamples
+    from pure.model import load_text_side
+    from pure.sequence import conversation
+    from pure.vq import load_vq
+
+    folder = tmp_path / "hq"
+    folder.mkdir()
+    first, second = sorted(hq_folder.glob("*.png"))[:2]
+    shutil.copy(first, folder / "a.png")
+    shutil.copy(second, folder / "b.png")
+    manifest = tmp_path / "captions.jsonl"
+    manifest.write_text(
+        '{"image": "a.png", "description": "A cat."}\n{"image": "b.png", "description": " "}\n'
+    )
+    settings = [f"data.hq_folder={folder}", f"data.captions={manifest}", "data.size=32"]
+    cfg = load_config(TrainConfig, TINY_LORA, settings)
+    tokenizer, vocab = load_text_side(backbone_folder(BackboneConfig(source="tiny")))
+    vq = load_vq("tiny")
+    notes: list[str] = []
+    dataset = ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)
+    assert notes == [
+        f"note: 1 of 2 images have no description in {manifest}: they train on data.default_text"
+    ]
+    codes = torch.zeros(4, 4, dtype=torch.long)  # 32 px: 4 x 4 codes; only the text's length matters
+    with_default = len(conversation(tokenizer, vocab, codes, cfg.data.default_text, codes)[0])
+    empty = len(conversation(tokenizer, vocab, codes, "", codes)[0])
+    assert len(dataset[1]["ids"]) == with_default != empty
+    manifest.write_text('{"image": "b.png", "description": ""}\n')
+    with pytest.raises(DataError, match=r"describes none of the images .*it holds no description"):
+        ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)

@@ -85,14 +85,18 @@ class ImageFolderExamples(Dataset):
         if not files:
             raise DataError(f"no images (files of a format Pillow reads) in data.hq_folder={folder}")
         check_captions_file(cfg)
-        captions = read_manifest(cfg.captions) if cfg.captions else {}
-        if captions and not any(file.name in captions for file in files):  # every example the placeholder
+        # a blank description is none, as in scripts/prepare_data.py: those images train on default_text
+        captions = {
+            k: v for k, v in (read_manifest(cfg.captions) if cfg.captions else {}).items() if v.strip()
+        }
+        if cfg.captions and not any(file.name in captions for file in files):  # all the placeholder
+            first = f"its first key is {next(iter(captions))!r}" if captions else "it holds no description"
             raise DataError(
                 f"data.captions={cfg.captions} describes none of the images in data.hq_folder={folder} "
-                f"(its keys are file names in that folder, e.g. {files[0].name!r}; its first key is "
-                f"{next(iter(captions))!r}): fix the keys, or data.captions= to train on data.default_text"
+                f"(its keys are file names in that folder, e.g. {files[0].name!r}; {first}): fix the keys, "
+                "or data.captions= to train on data.default_text"
             )
-        undescribed = sum(file.name not in captions for file in files) if captions else 0
+        undescribed = sum(file.name not in captions for file in files) if cfg.captions else 0
         if undescribed:
             note(
                 f"note: {undescribed} of {len(files)} images have no description in {cfg.captions}: they "

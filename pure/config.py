@@ -252,6 +252,7 @@ def load_config(
             if key in RENAMED:
                 raise ConfigError(f"{origin}: {key} was renamed to {RENAMED[key]}; use the new key")
             _unbool(part, key, schema, origin)
+            _unfloat(part, key, schema, origin)
         try:
             cfg = OmegaConf.merge(cfg, part)
         except ConfigKeyError as err:
@@ -403,6 +404,18 @@ def _unbool(part: DictConfig, key: str, schema: type, origin: str) -> None:
         f"{origin}: {key} is a text{expected}, but YAML reads an unquoted yes/no/on/off/true/false as "
         f"{value}; quote the word, e.g. {key.rsplit('.', 1)[-1]}: 'yes'"
     )
+
+
+def _unfloat(part: DictConfig, key: str, schema: type, origin: str) -> None:
+    """Give an integer setting written as a whole float its integer (``max_steps: 1e3``, ``1000.0``: YAML
+    reads both as floats); raise :class:`ConfigError` naming the key for a fraction, which has none."""
+    value = OmegaConf.select(part, key, throw_on_missing=False)
+    if not isinstance(value, float) or _field_type(schema, key) != "int":
+        return
+    if not value.is_integer():
+        low, high = math.floor(value), math.ceil(value)
+        raise ConfigError(f"{origin}: {key} is a whole number, not {value!r}; write {low} or {high}")
+    OmegaConf.update(part, key, int(value))
 
 
 def _field(schema: type, key: str) -> dataclasses.Field | None:

@@ -304,3 +304,16 @@ def test_an_empty_output_folder_is_refused(schema, key):
 
 def test_spaces_around_an_overrides_key_are_not_part_of_it():
     assert load_config(InferConfig, None, [" restore.tile = 128"]).restore.tile == 128
+
+
+def test_a_whole_number_written_as_a_float_is_that_integer(tmp_path):
+    """YAML reads ``1e3`` and ``1000.0`` as floats; an integer setting takes them as 1000, and a fraction is
+    one line naming the key (never rounded to another value)."""
+    (tmp_path / "c.yaml").write_text("max_steps: 1e3\nsave_every: 250.0\n")
+    cfg = load_config(config_module.TrainConfig, tmp_path / "c.yaml", ["batch_size=2.0"])
+    assert (cfg.max_steps, cfg.save_every, cfg.batch_size) == (1000, 250, 2)
+    assert type(cfg.max_steps) is int
+    with pytest.raises(
+        ConfigError, match=r"override 'seed=2.5': seed is a whole number, not 2.5; write 2 or 3"
+    ):
+        load_config(config_module.TrainConfig, None, ["seed=2.5"])

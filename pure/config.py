@@ -781,7 +781,7 @@ class TrainDataConfig:
     """HQ side in pixels (a multiple of 32): images are resized (shorter side) and centre-cropped to it."""
     scale: int = at_least(4, 1)
     """LQ = HQ downscaled by this factor, then upscaled back to ``size`` (both bicubic)."""
-    max_images: int = 0
+    max_images: int = at_least(0, 0, hint="0 uses all")
     """Use the first this many images in name order; 0 uses all."""
     shards: str = ""
     """Folder of pre-tokenised shards from ``scripts/prepare_data.py``; when set, ``hq_folder`` is unused."""

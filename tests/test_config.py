@@ -231,6 +231,7 @@ def test_a_zero_temperature_says_how_to_decode_greedily():
         "residual_dropout=1.5",
         "residual_dropout=-0.1",
         "data.num_workers=-1",
+        "data.max_images=-1",
         "lora.rank=0",
         "lora.dropout=1.5",
     ],

@@ -52,7 +52,7 @@ from pure.config import (
 )
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
-from pure.data.prepare import check_shards_match
+from pure.data.prepare import check_shards_match, token_models
 from pure.errors import PureError
 from pure.files import can_write_in, folders_to_make, remove_empty
 from pure.launch import check_launch
@@ -189,12 +189,22 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> str:
         and value(old, key) != value(cfg, key)
         and (cfg.method == "lora" or not key.startswith("lora."))  # lora.* do nothing in a full fine-tune
     ]
+    now = OmegaConf.to_container(OmegaConf.structured(cfg))
+    then_models, now_models = run_models(old), run_models(now)
+    for section in ("backbone", "vq"):  # tiny against released weights: the source says it all
+        keys = (
+            [f"{section}.source"] if then_models[section]["source"] != now_models[section]["source"] else []
+        )
+        changed += [
+            f"{key}={value(old, key)} (now {value(now, key)})"
+            for key in keys or _dotted(then_models, (section,))
+            if value(then_models, key) is not None and value(then_models, key) != value(now_models, key)
+        ]
     if changed:
         raise ConfigError(
             f"{checkpoint} was saved with {', '.join(changed)}: resume with the checkpoint's settings, or "
             "start a new run in another output_dir"
         )
-    now = OmegaConf.to_container(OmegaConf.structured(cfg))
     noted = [
         f"{key}={value(old, key)} -> {value(now, key)}"
         for key in _dotted(now, RESUME_NOTED)
@@ -203,6 +213,21 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> str:
     if not noted:
         return ""
     return f"note: resuming {checkpoint.name} with other settings than it was saved with: {', '.join(noted)}"
+
+
+def run_models(settings: dict) -> dict:
+    """What of a run's settings (a mapping) decides what its weights and tokens mean, compared on resume, as
+    settings keys: the VQ's architecture and the tiny VQ's seed, and the tiny backbone's sizes and seed (its
+    weights), with ``source`` telling tiny from released weights. Not where files lie (a ``--models`` folder
+    and the hub cache give one checkpoint other paths), as :func:`pure.data.prepare.token_models` compares
+    the tokenizers; so another released checkpoint is not told apart."""
+    models = token_models(settings)
+    tiny = ((settings.get("backbone") or {}).get("tiny") or {}) if models["backbone"]["tiny"] else {}
+    return {
+        "backbone": {"source": "tiny" if models["backbone"]["tiny"] else "a checkpoint", "tiny": tiny},
+        "vq": {k: v for k, v in models["vq"].items() if k != "tiny"}
+        | {"source": "tiny" if models["vq"]["tiny"] else "a checkpoint"},
+    }
 
 
 def _dotted(tree: dict, keys: tuple[str, ...]) -> list[str]:

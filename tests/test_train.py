@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -803,6 +804,18 @@ def test_a_checkpoint_without_its_settings_or_with_another_alpha_is_not_resumed(
     )
     with pytest.raises(ConfigError, match=r"saved with lora.alpha="):  # it scales the adapters trained so far
         check_resumable(checkpoint, other)
+    seeds = "backbone.tiny.seed=0 (now 7), vq.seed=0 (now 3)"
+    for changed, said in (  # other weights under the adapters, other codes for the same images
+        (["backbone.tiny.seed=7", "vq.seed=3"], seeds),
+        (["backbone.source=models/b", "vq.channels=64"], "backbone.source=tiny (now models/b), vq.channels"),
+    ):
+        other = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", *changed])
+        with pytest.raises(ConfigError, match=rf"saved with {re.escape(said)}"):
+            check_resumable(checkpoint, other)
+    released = [f"output_dir={tmp_path}", "backbone.source=/hub/PURE", "vq.source=/hub/vq.pt"]
+    (checkpoint / "config.yaml").write_text(to_yaml(load_config(TrainConfig, TINY_LORA, released)))
+    moved = ["backbone.source=models/PURE", "vq.source=models/vq.pt"]  # the same files, elsewhere
+    assert check_resumable(checkpoint, load_config(TrainConfig, TINY_LORA, released + moved)) == ""
 
 
 def test_merge_refuses_an_output_the_run_would_prune_and_a_checkpoint_without_adapter_config(tmp_path):

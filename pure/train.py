@@ -150,9 +150,9 @@ step reads (the saved data position counts batches), and what the weights are (`
 adapters already trained)."""
 
 
-RESUME_NOTED = ("optim", "z_loss_weight", "residual_dropout")
-"""Settings a resume may change (a new learning rate for the rest of a run is common) but not silently:
-:func:`check_resumable` names them."""
+RESUME_NOTED = ("optim", "z_loss_weight", "residual_dropout", "mixed_precision")
+"""Settings a resume may change (a new learning rate for the rest of a run is common; bf16 after fp16
+overflowed) but not silently: :func:`check_resumable` names them."""
 
 
 def check_resumable(checkpoint: Path, cfg: TrainConfig) -> str:

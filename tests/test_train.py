@@ -694,6 +694,11 @@ def test_resuming_with_another_batch_size_is_refused(tmp_path):
         ConfigError, match=rf"saved with batch_size={cfg.batch_size} \(now {cfg.batch_size + 1}\)"
     ):
         check_resumable(checkpoint, other)
+    precision = "bf16" if cfg.mixed_precision != "bf16" else "no"
+    other = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", f"mixed_precision={precision}"])
+    assert check_resumable(checkpoint, other).endswith(
+        f"mixed_precision={cfg.mixed_precision} -> {precision}"
+    )
     for changed in ("data.max_images=3", "data.size=32", "eval_examples=2"):  # another set of examples
         other = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", changed])
         with pytest.raises(ConfigError, match=rf"saved with {changed.partition('=')[0]}=.*\(now "):

@@ -901,7 +901,11 @@ def _prepare(args: argparse.Namespace, flags: list[str]) -> int:
         print(
             f"{done}{summary.prepared} images prepared, {summary.up_to_date} already up to date, "
             f"{len(summary.skipped)} skipped{' (each named above)' if summary.skipped else ''}; "
-            f"{summary.examples} examples in {cfg.out_dir}/index.jsonl"
+            + (
+                f"{summary.examples} examples in {cfg.out_dir}/index.jsonl"
+                if summary.examples
+                else "no examples written"
+            )
         )
     return 1 if summary.skipped else 0
 

@@ -364,6 +364,22 @@ def test_a_run_that_fails_before_any_example_leaves_nothing(shared_data_dir, tmp
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["notes.txt"]
 
 
+def test_a_run_that_skips_every_image_leaves_nothing(tmp_path, capsys):
+    """Every image unusable: exit 1 naming them, and no prepare.yaml, empty journal/, shards/ or index.jsonl
+    left behind (they locked nothing, but looked like a prepared folder)."""
+    (tmp_path / "hq").mkdir()
+    (tmp_path / "hq" / "broken.png").write_bytes(b"not a png")
+    argv = ["--config", str(ROOT / "configs" / "prepare_tiny.yaml"), "--hq-dir", str(tmp_path / "hq")]
+    code = prepare_main([*argv, "--out", str(tmp_path / "out"), "--no-progress", f"hq_size={HQ_SIZE}"])
+    out = capsys.readouterr()
+    assert code == 1 and "broken.png" in out.err + out.out
+    assert (
+        "0 images prepared, 0 already up to date, 1 skipped (each named above); no examples written"
+        in out.out
+    )
+    assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------- datasets
 
 

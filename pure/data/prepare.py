@@ -508,7 +508,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     if main:
         check_settings(out_dir, cfg)
     try:
-        return _bring_up_to_date(sources, cfg, state, progress)
+        summary = _bring_up_to_date(sources, cfg, state, progress)
     except BaseException as err:  # a failure (or Ctrl-C) before any example was written leaves nothing behind
         if main and not read_journals(out_dir):
             forget_settings(out_dir, made)
@@ -518,6 +518,9 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
                 "run the same command again (images in complete shards are kept)"
             ) from err
         raise
+    if main and not read_journals(out_dir):  # every image skipped: nothing to lock the settings to
+        forget_settings(out_dir, made)
+    return summary
 
 
 def forget_settings(out_dir: Path, made: list[Path]) -> None:

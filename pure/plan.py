@@ -179,7 +179,8 @@ def plan_outputs(
     image, so an interrupted one is restored again) or ``overwrite``. ``outscale``: the output size is
     ``round(side * outscale)``; a JPEG output beyond :data:`JPEG_MAX_SIDE` becomes PNG with ``ext`` auto,
     and fails that input otherwise. Raises :class:`PlanError` when the run cannot start: a missing input,
-    no images, a suffix with a path separator, an unwritable output folder, outputs that collide, an
+    no images, a suffix with a path separator, an unwritable output folder (or a subfolder of it that
+    outputs go into, or a file in the place of one), outputs that collide, an
     output that would replace an input, or the input folder as the output folder without a suffix.
 
     Where the output and input folders overlap (one inside the other), an existing file is replaced only
@@ -324,6 +325,7 @@ def plan_outputs(
     folders = [out for job in jobs.values() for out in job.outputs() if out.is_dir()]
     if folders:
         raise PlanError(f"an output would replace the folder {folders[0]}; move it or pass another -o")
+    _check_output_subfolders([out for job in jobs.values() for out in job.outputs()], output)
     present = [out for job in jobs.values() for out in job.outputs() if out.exists()]
     if present and existing == "fail":
         shown = ", ".join(map(str, present[:3])) + (" ..." if len(present) > 3 else "")
@@ -337,6 +339,35 @@ def plan_outputs(
         done = existing == "skip" and all(out.exists() for out in job.outputs())
         (plan.existing if done else plan.jobs).append(job)
     return plan
+
+
+def _check_output_subfolders(outputs: list[Path], output: Path) -> None:
+    """Raise :class:`PlanError` when a folder below ``output`` that ``outputs`` go into (a subfolder
+    mirrored by ``--recursive``, ``entropy/``) cannot hold them: a file (or a link to nothing) stands in
+    its place, or it exists and cannot be written. Found here, before the models load, instead of at each
+    image's write, after its restoration."""
+    checked: set[Path] = set()
+    for out in outputs:
+        relative = out.parent.relative_to(output)
+        for part in reversed([relative, *relative.parents][:-1]):  # top down; ``output`` itself is checked
+            folder = output / part
+            if folder in checked:
+                continue
+            checked.add(folder)
+            if os.path.lexists(folder) and not folder.is_dir():
+                raise PlanError(
+                    f"the output {out} goes into the folder {folder}, but a file is in its place; move that "
+                    "file or pass another -o"
+                )
+            try:
+                if folder.is_dir():
+                    with tempfile.TemporaryFile(dir=folder):
+                        pass
+            except OSError as err:
+                raise PlanError(
+                    f"cannot write into the output subfolder {folder} ({err.strerror or err}); make it "
+                    "writable or pass another -o"
+                ) from err
 
 
 def physical_memory() -> int | None:

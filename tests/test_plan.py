@@ -665,3 +665,20 @@ def test_names_that_differ_only_in_case_follow_the_output_file_system(tmp_path, 
     monkeypatch.setattr(pure.plan, "ignores_case", lambda folder: True)
     with pytest.raises(PlanError, match="would collide even with their extensions kept"):
         plan_outputs(tmp_path / "in", tmp_path / "out2")
+
+
+@pytest.mark.parametrize("flags", [["-r"], ["--save-entropy-map"]])
+def test_a_file_in_an_output_subfolders_place_is_refused_up_front(tmp_path, capsys, stand_in, flags):
+    """out/sub (a mirrored subfolder) or out/entropy being a file: refused before the models load, not
+    found at each image's write after its restoration (which left a.png and a.json behind while the
+    summary said that nothing was written)."""
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "sub" / "b.png")
+    blocker = tmp_path / "out" / ("sub" if "-r" in flags else "entropy")
+    blocker.parent.mkdir()
+    blocker.write_text("")
+    code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *flags)
+    assert code == 2 and stand_in.loads == 0, stderr
+    assert f"goes into the folder {blocker}, but a file is in its place" in stderr
+    assert len(stderr.strip().splitlines()) <= 2  # the line above, and the subfolder not searched
+    assert sorted(p.name for p in blocker.parent.iterdir()) == [blocker.name]

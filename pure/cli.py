@@ -535,6 +535,7 @@ def _run(work: Callable[[], int]) -> int:
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
+    stdout_errors = _tolerant_stdout()
     try:
         code = work()
     except PureError as err:
@@ -545,7 +546,21 @@ def _run(work: Callable[[], int]) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if stdout_errors is not None:
+            sys.stdout.reconfigure(errors=stdout_errors)
     return 143 if code == 130 and received else code
+
+
+def _tolerant_stdout() -> str | None:
+    """Let ``sys.stdout`` write what its encoding cannot hold as escapes (``\\udcff``), as Python's stderr
+    always does, instead of raising ``UnicodeEncodeError``: a path that is not UTF-8 (possible on Linux) in
+    the summary line, or an emoji on a terminal that is not UTF-8, would otherwise end a finished run
+    with a traceback and exit 1. Returns the error handler it replaced (None: nothing changed)."""
+    errors = getattr(sys.stdout, "errors", None)
+    if errors != "strict" or not hasattr(sys.stdout, "reconfigure"):
+        return None
+    sys.stdout.reconfigure(errors="backslashreplace")
+    return errors
 
 
 def _error(err: BaseException) -> int:

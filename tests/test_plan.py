@@ -682,3 +682,17 @@ def test_a_file_in_an_output_subfolders_place_is_refused_up_front(tmp_path, caps
     assert f"goes into the folder {blocker}, but a file is in its place" in stderr
     assert len(stderr.strip().splitlines()) <= 2  # the line above, and the subfolder not searched
     assert sorted(p.name for p in blocker.parent.iterdir()) == [blocker.name]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="names that are not UTF-8 exist on Linux file systems")
+def test_an_output_folder_not_utf8_with_a_strict_stdout(tmp_path, monkeypatch, stand_in):
+    """A UTF-8 locale other than C gives stdout the strict error handler: the summary line naming an
+    output folder that is not UTF-8 ended the finished run with a UnicodeEncodeError (exit 1)."""
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    image = _image(tmp_path / "a.png")
+    output = tmp_path / os.fsdecode(b"out\xff")
+    code = infer_main([*TINY, "-i", str(image), "-o", str(output)])
+    assert code == 0 and (output / "a.png").exists()
+    assert b"1 restored, 0 skipped (output exists), 0 failed; outputs in" in stdout.buffer.getvalue()
+    assert b"out\\udcff" in stdout.buffer.getvalue() and stdout.errors == "strict"  # restored after the run

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from pure.config import InferConfig
 from pure.files import out_of_space, write_atomic, write_text_atomic
-from pure.images import is_marked, read_image, save_marked, srgb_profile
+from pure.images import ImageReadError, is_marked, read_image, save_marked, srgb_profile
 from pure.plan import Job, Plan
 from pure.restoration import Restoration
 from pure.sampling import ENTROPY_CEILING
@@ -145,6 +145,11 @@ def _restore_one(
     job: Job, restorer: ImageRestorer, run_info: dict, progress: bool, overwrite: bool = False
 ) -> None:
     read = read_image(job.source)
+    if read.alpha is not None and job.image.suffix == ".jpg":  # planned without alpha: JPEG would drop it
+        raise ImageReadError(
+            f"{job.source}: has transparency now but had none when the run was planned (changed during the "
+            "run?); not restored: run again to restore it as PNG"
+        )
     with tqdm(desc="tokens", unit="tok", leave=False, disable=not progress) as tokens:
         result = restorer.restore(read.rgb, alpha=read.alpha, on_step=tokens.update)
     sidecar = {

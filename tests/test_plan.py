@@ -696,3 +696,19 @@ def test_an_output_folder_not_utf8_with_a_strict_stdout(tmp_path, monkeypatch, s
     assert code == 0 and (output / "a.png").exists()
     assert b"1 restored, 0 skipped (output exists), 0 failed; outputs in" in stdout.buffer.getvalue()
     assert b"out\\udcff" in stdout.buffer.getvalue() and stdout.errors == "strict"  # restored after the run
+
+
+def test_an_input_given_transparency_after_planning_is_not_written_as_jpeg(tmp_path):
+    """Planned as an opaque JPEG, then saved with alpha before its turn: writing the planned .jpg dropped
+    the alpha while the sidecar said it was re-attached. That input fails in one line, nothing written."""
+    from pure.infer import restore_plan
+
+    photo = _image(tmp_path / "in" / "b.jpg")
+    _image(tmp_path / "in" / "c.png")
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out", outscale=2.0)
+    assert [job.image.name for job in plan.jobs] == ["b.jpg", "c.png"]
+    Image.new("RGBA", (6, 4), (1, 2, 3, 100)).save(photo, format="PNG")  # a PNG named .jpg: read by content
+    summary = restore_plan(plan, StandIn(), {}, progress=False)
+    assert summary.restored == 1 and len(summary.failed) == 1 and summary.exit_code() == 1
+    assert summary.failed[0].startswith(f"{photo}: has transparency now") and "\n" not in summary.failed[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c.json", "c.png"]

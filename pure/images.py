@@ -14,6 +14,7 @@ pixels, float values outside 0-255) raises :class:`ImageReadError` with one line
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from dataclasses import dataclass, field
@@ -195,14 +196,25 @@ def _mark(opened: Image.Image) -> str:
 
 def _check_regular(path: str | Path) -> None:
     """Refuse what is not a regular file (a named pipe would make opening it wait forever), a link to
-    nothing, an empty file and an image format Pillow does not read here, each with its own reason."""
+    nothing or a link loop, a file gone since it was listed (e.g. deleted during a run), an empty file and
+    an image format Pillow does not read here, each with its own reason."""
     if (name := unreadable_format(path)) is not None and not os.path.isdir(path):
         plugin = " (or pip install pillow-heif, which pure then uses)" if name == "HEIC/HEIF" else ""
         raise ImageReadError(
             f"{path}: {name}, an image format Pillow cannot read here; convert it to PNG or JPEG{plugin}"
         )
     if os.path.islink(path) and not os.path.exists(path):
+        try:
+            os.stat(path)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                target = os.readlink(path)
+                raise ImageReadError(
+                    f"{path}: a link loop (a link to {target}, which never reaches a file)"
+                ) from None
         raise ImageReadError(f"{path}: a link to {os.readlink(path)}, which does not exist")
+    if not os.path.lexists(path):
+        raise ImageReadError(f"{path}: no longer exists (moved or deleted after it was listed?)")
     if os.path.exists(path) and not os.path.isfile(path):
         raise ImageReadError(f"{path}: not a regular file (a folder, pipe, socket or device)")
     if os.path.isfile(path) and os.path.getsize(path) == 0:

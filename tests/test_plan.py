@@ -712,3 +712,21 @@ def test_an_input_given_transparency_after_planning_is_not_written_as_jpeg(tmp_p
     assert summary.restored == 1 and len(summary.failed) == 1 and summary.exit_code() == 1
     assert summary.failed[0].startswith(f"{photo}: has transparency now") and "\n" not in summary.failed[0]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c.json", "c.png"]
+
+
+def test_a_link_loop_and_an_input_deleted_after_planning_say_what_they_are(tmp_path):
+    """A link loop was 'a link to loop.png, which does not exist'; an input deleted during the run was
+    'not a readable image (FileNotFoundError: ...)'."""
+    from pure.infer import restore_plan
+
+    _image(tmp_path / "in" / "a.png")
+    gone = _image(tmp_path / "in" / "b.png")
+    (tmp_path / "in" / "loop.png").symlink_to("loop.png")
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out")
+    assert plan.failed == [
+        f"{tmp_path / 'in' / 'loop.png'}: a link loop (a link to loop.png, which never reaches a file)"
+    ]
+    gone.unlink()
+    summary = restore_plan(plan, StandIn(), {}, progress=False)
+    assert summary.failed[-1] == f"{gone}: no longer exists (moved or deleted after it was listed?)"
+    assert summary.restored == 1

@@ -35,7 +35,7 @@ from pure.config import (
     schema_help,
     to_yaml,
 )
-from pure.errors import PureError
+from pure.errors import PureError, one_line
 from pure.files import can_write_in, folders_to_make, remove_empty
 
 if TYPE_CHECKING:
@@ -365,15 +365,17 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
     for paths, text in notices if processes.is_main else []:
         if paths:
             names = ", ".join(p.name for p in paths[:5]) + (" ..." if len(paths) > 5 else "")
-            print(text.format(n=len(paths), names=names), file=sys.stderr)
+            print(one_line(text.format(n=len(paths), names=names)), file=sys.stderr)
     if plan.output_not_searched and processes.is_main:
         print(
-            f"did not search the output folder {plan.output} (inside the input folder): its images are "
-            "not restored",
+            one_line(
+                f"did not search the output folder {plan.output} (inside the input folder): its images are "
+                "not restored"
+            ),
             file=sys.stderr,
         )
     for line in plan.failed if processes.is_main else []:
-        print(f"failed: {line}", file=sys.stderr)
+        print(one_line(f"failed: {line}"), file=sys.stderr)
     summary = Summary.of(plan)
     try:
         if plan.jobs:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tqdm import tqdm
 
-from pure.errors import PureError
+from pure.errors import PureError, one_line
 from pure.images import ImageReadError, read_header, read_image
 from pure.infer import ImageRestorer, Summary, restore_plan
 from pure.launch import check_processes, launched_processes
@@ -283,7 +283,7 @@ class Processes:
             failed = [e[k] for _, e, _ in parts if k in e]
             if failed:
                 summary.failed.append(failed[0])
-                tqdm.write(f"failed: {failed[0]}", file=sys.stderr)
+                tqdm.write(one_line(f"failed: {failed[0]}"), file=sys.stderr)
                 continue
             answers = {seed: row for r, _, _ in parts for (image, seed), row in r.items() if image == k}
             info = {

@@ -23,6 +23,16 @@ class DiskFullError(PureError, OSError):
     exit_code = 1
 
 
+_CONTROL_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029)}
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character and line separator written as its escape (a newline as
+    ``\\n``): a file name may hold any of them on Linux (all bytes but ``/`` and NUL), and a message that
+    names such a file must still be one line."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
 def from_here(path: str | Path) -> str:
     """``path`` for a message; a relative one adds where it was looked for (settings' paths are read from
     the current folder, not from the config file's: ``../shared/data`` in a config works only from the

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
-from pure.errors import PureError
+from pure.errors import PureError, one_line
 
 Image.MAX_IMAGE_PIXELS = None
 """Pillow's decompression-bomb limit (a warning above 89 Mpx, an error above 179 Mpx) is for untrusted
@@ -68,7 +68,11 @@ sidecar is missing (an interrupted run) is still known as an output, never taken
 
 
 class ImageReadError(PureError, ValueError):
-    """A file that is not an image this reader can use; the message is one line naming the file."""
+    """A file that is not an image this reader can use; the message is one line naming the file
+    (:func:`one_line`: a file name may hold line breaks)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 @dataclass

@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pure.config import InferConfig
+from pure.errors import one_line
 from pure.files import out_of_space, write_atomic, write_text_atomic
 from pure.images import ImageReadError, is_marked, read_image, save_marked, srgb_profile
 from pure.plan import Job, Plan
@@ -66,7 +67,7 @@ class Summary:
         if self.not_images:
             parts.append(f"{self.not_images} non-image file(s) ignored")
         where = f"outputs in {self.output}" if self.restored or self.skipped else "nothing written"
-        return ", ".join(parts) + f"; {where}"
+        return one_line(", ".join(parts) + f"; {where}")
 
     def exit_code(self) -> int:
         """130 when interrupted, 1 when any input failed, else 0."""
@@ -118,19 +119,21 @@ def restore_plan(plan: Plan, restorer: ImageRestorer, run_info: dict, progress: 
     bar = tqdm(plan.jobs, desc="images", unit="img", disable=not progress)
     try:
         for job in bar:
-            bar.set_postfix_str(job.source.name)
+            bar.set_postfix_str(one_line(job.source.name))
             try:
                 _restore_one(job, restorer, run_info, progress, plan.overwrite)
                 summary.restored += 1
             except Exception as err:  # one bad file must not stop the run
                 message = str(err) if str(job.source) in str(err) else f"{job.source}: {err}"
                 summary.failed.append(message)
-                tqdm.write(f"failed: {message}", file=sys.stderr)
+                tqdm.write(one_line(f"failed: {message}"), file=sys.stderr)
                 if out_of_space(err, job.image.parent):  # a full disk fails every later image as well
                     left = len(plan.jobs) - summary.restored - len(summary.failed) + len(plan.failed)
                     tqdm.write(
-                        f"stopped: no space left on the device of {plan.output} ({left} image(s) not "
-                        "started); free space, then run the same command with --skip-existing",
+                        one_line(
+                            f"stopped: no space left on the device of {plan.output} ({left} image(s) not "
+                            "started); free space, then run the same command with --skip-existing"
+                        ),
                         file=sys.stderr,
                     )
                     break

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pure.errors import PureError
+from pure.errors import PureError, one_line
 from pure.images import (
     IMAGE_SUFFIXES,
     ImageReadError,
@@ -46,7 +46,11 @@ file's header may claim any size: a 69-byte PNG can claim 2,000,000 x 2,000,000 
 
 
 class PlanError(PureError, ValueError):
-    """The run cannot start; the message says why and what to do."""
+    """The run cannot start; the message says why and what to do, in one line (:func:`one_line`: the
+    paths it names may hold line breaks)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 @dataclass

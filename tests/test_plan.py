@@ -730,3 +730,26 @@ def test_a_link_loop_and_an_input_deleted_after_planning_say_what_they_are(tmp_p
     summary = restore_plan(plan, StandIn(), {}, progress=False)
     assert summary.failed[-1] == f"{gone}: no longer exists (moved or deleted after it was listed?)"
     assert summary.restored == 1
+
+
+def test_a_file_name_with_a_line_break_stays_one_line_in_every_message(tmp_path, capsys, stand_in):
+    """Linux allows a newline in a file name: 'failed: in/bad' and 'name.png: not a readable image' were two
+    lines of stderr, and the summary line broke in two for such an output folder."""
+    folder = tmp_path / "in"
+    _image(folder / "good.png")
+    (folder / "bad\nname.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    output = tmp_path / "out\rnew"
+    code, stdout, stderr = _run(capsys, "-i", str(folder), "-o", str(output))
+    assert code == 1 and (output / "good.png").exists()
+    assert stderr.splitlines() == [
+        f"failed: {folder}/bad\\nname.png: not a readable image (UnidentifiedImageError: cannot identify "
+        "image file)"
+    ]
+    assert stdout.splitlines() == [
+        f"1 restored, 0 skipped (output exists), 1 failed; outputs in {tmp_path}/out\\rnew"
+    ]
+    (tmp_path / "a\nfile").write_text("")
+    code, _, stderr = _run(capsys, "-i", str(folder), "-o", str(tmp_path / "a\nfile"))
+    assert code == 2 and stderr.splitlines() == [
+        f"error: -o {tmp_path}/a\\nfile is a file; -o takes a folder (outputs are named after their inputs)"
+    ]

@@ -184,7 +184,8 @@ def plan_outputs(
     ``round(side * outscale)``; a JPEG output beyond :data:`JPEG_MAX_SIDE` becomes PNG with ``ext`` auto,
     and fails that input otherwise. Raises :class:`PlanError` when the run cannot start: a missing input,
     no images, a suffix with a path separator, an unwritable output folder (or a subfolder of it that
-    outputs go into, or a file in the place of one), outputs that collide, an
+    outputs go into, or a file in the place of one), outputs that collide, a link to
+    nothing in an output's place, an
     output that would replace an input, or the input folder as the output folder without a suffix.
 
     Where the output and input folders overlap (one inside the other), an existing file is replaced only
@@ -329,6 +330,14 @@ def plan_outputs(
     folders = [out for job in jobs.values() for out in job.outputs() if out.is_dir()]
     if folders:
         raise PlanError(f"an output would replace the folder {folders[0]}; move it or pass another -o")
+    dangling = [
+        out for job in jobs.values() for out in job.outputs() if out.is_symlink() and not out.exists()
+    ]
+    if dangling:  # writing through it would make the link's folders, wherever they are (cp refuses too)
+        raise PlanError(
+            f"the output {dangling[0]} is a link to {os.readlink(dangling[0])}, which does not exist; remove "
+            "the link or pass another -o"
+        )
     _check_output_subfolders([out for job in jobs.values() for out in job.outputs()], output)
     present = [out for job in jobs.values() for out in job.outputs() if out.exists()]
     if present and existing == "fail":

@@ -753,3 +753,18 @@ def test_a_file_name_with_a_line_break_stays_one_line_in_every_message(tmp_path,
     assert code == 2 and stderr.splitlines() == [
         f"error: -o {tmp_path}/a\\nfile is a file; -o takes a folder (outputs are named after their inputs)"
     ]
+
+
+def test_a_dangling_link_in_an_outputs_place_is_refused_up_front(tmp_path, capsys, stand_in):
+    """out/a.png a link to elsewhere/deep/a.png, which does not exist: it counted as no output, and the
+    run wrote through it, making elsewhere/deep/ outside -o (GNU cp refuses to write through one)."""
+    _image(tmp_path / "in" / "a.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").symlink_to(tmp_path / "elsewhere" / "deep" / "a.png")
+    for flags in ([], ["--overwrite"], ["--skip-existing"]):
+        code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *flags)
+        assert code == 2 and stand_in.loads == 0, flags
+        assert f"is a link to {tmp_path / 'elsewhere' / 'deep' / 'a.png'}, which does not exist" in stderr
+    assert not (tmp_path / "elsewhere").exists() and [p.name for p in (tmp_path / "out").iterdir()] == [
+        "a.png"
+    ]

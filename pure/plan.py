@@ -11,6 +11,7 @@ the name: ``holiday.jpg.jpg`` + ``holiday.jpg.json`` and ``holiday.png.png`` + `
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -253,7 +254,8 @@ def plan_outputs(
             largest = (memory / CANVAS_BYTES_PER_PIXEL / (header.size[0] * header.size[1])) ** 0.5
             plan.failed.append(
                 f"{path}: the {width:,} x {height:,} px output needs more memory than this machine has "
-                f"({memory / 2**30:.0f} GiB) for its canvases alone; pass an --outscale below {largest:.3g}"
+                f"({memory / 2**30:.0f} GiB) for its canvases alone; pass an --outscale below "
+                f"{_round_down(largest)}"
             )
             del headers[path]
     big = {path: _too_big_for_jpeg(header.size, outscale) for path, header in headers.items()}
@@ -389,6 +391,13 @@ def physical_memory() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def _round_down(limit: float, digits: int = 3) -> str:
+    """``limit`` (> 0) cut, never rounded up, to ``digits`` significant digits, as text without an exponent
+    (668.9 -> ``668``, 32,768 -> ``32,700``): a value below it stays below ``limit``."""
+    exponent = math.floor(math.log10(limit)) - digits + 1
+    return f"{math.floor(limit / 10**exponent) * 10**exponent:,.{max(0, -exponent)}f}"
 
 
 def _too_big_for_jpeg(size: tuple[int, int], outscale: float | None) -> bool:

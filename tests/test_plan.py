@@ -436,8 +436,10 @@ def test_an_output_larger_than_memory_fails_up_front(tmp_path, monkeypatch):
     plan = plan_outputs(tmp_path / "in", tmp_path / "out", outscale=1000)  # 100 Mpx: 2.2 GiB
     assert not plan.jobs and plan.failed == [
         f"{tmp_path / 'in' / 'a.png'}: the 10,000 x 10,000 px output needs more memory than this machine has "
-        "(1 GiB) for its canvases alone; pass an --outscale below 669"
+        "(1 GiB) for its canvases alone; pass an --outscale below 668"  # 668.88: 669 would fail too
     ]
+    assert len(plan_outputs(tmp_path / "in", tmp_path / "out", outscale=668.8).jobs) == 1
+    assert pure.plan._round_down(32_768) == "32,700" and pure.plan._round_down(0.51279) == "0.512"
 
 
 def test_an_input_larger_than_memory_fails_up_front_whatever_the_scale(tmp_path, monkeypatch):

@@ -351,9 +351,26 @@ def plan_outputs(
     if ext == "jpg":
         plan.png_for_alpha = [path for path, job in jobs.items() if job.image.suffix == ".png"]
     for job in jobs.values():
-        done = existing == "skip" and all(out.exists() for out in job.outputs())
+        done = existing == "skip" and (
+            all(out.exists() for out in job.outputs()) or _restored_as_other_format(job)
+        )
         (plan.existing if done else plan.jobs).append(job)
     return plan
+
+
+def _restored_as_other_format(job: Job) -> bool:
+    """Whether an earlier run restored ``job``'s input with another ``--ext``: its sidecar is there with
+    pure's image of the other format (``a.png`` where ``a.jpg`` is planned) and the entropy map if one is
+    planned. ``--skip-existing`` keeps that restoration instead of writing a second image whose sidecar
+    would replace the first one's."""
+    if (
+        job.image.exists()
+        or not job.sidecar.is_file()
+        or (job.entropy is not None and not job.entropy.exists())
+    ):
+        return False
+    others = [job.image.with_suffix(s) for s in (".png", ".jpg") if s != job.image.suffix]
+    return any(other != job.source and other.is_file() and is_marked(other) for other in others)
 
 
 def _check_output_subfolders(outputs: list[Path], output: Path) -> None:

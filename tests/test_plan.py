@@ -221,6 +221,20 @@ def test_counts_are_separate_and_exit_codes_honest(tmp_path, capsys, stand_in):
     assert f"failed: {inputs / 'broken.png'}: not a readable image" in stderr
 
 
+def test_skip_existing_keeps_a_restoration_written_with_another_ext(tmp_path, capsys, stand_in):
+    """--ext png, then --skip-existing (auto: JPEG for a JPEG input) wrote a.jpg and replaced the a.json
+    that described a.png."""
+    _image(tmp_path / "in" / "a.jpg", format="JPEG")
+    out = tmp_path / "out"
+    assert _run(capsys, "-i", str(tmp_path / "in"), "-o", str(out), "--ext", "png")[0] == 0
+    sidecar = (out / "a.json").read_text()
+    code, stdout, _ = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(out), "--skip-existing")
+    assert code == 0 and "0 restored, 1 skipped (output exists)" in stdout
+    assert _files(out) == ["a.json", "a.png"] and (out / "a.json").read_text() == sidecar
+    code, stdout, _ = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(out), "--overwrite")
+    assert code == 0 and _files(out) == ["a.jpg", "a.json"]  # --overwrite replaces it in the new format
+
+
 def test_benchmark_runs_inference_in_process_with_the_same_input_rules(tmp_path, capsys, stand_in):
     for side, size in (("lr", (6, 4)), ("hr", (12, 8))):
         _image(tmp_path / "sets" / "mini" / side / "a.png", size)

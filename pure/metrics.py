@@ -350,18 +350,24 @@ def select_metrics(metrics: Sequence[str] | None, has_gt: bool) -> list[str]:
     return list(dict.fromkeys(metrics))
 
 
-def _too_small(pairs: Sequence[tuple[Path, Path | None]], names: Sequence[str]) -> dict[str, str]:
-    """For each of ``names`` that cannot score these pairs (an SR image under its
-    :attr:`MetricSpec.min_side`), why: the first such image, its size and the limit. Reads headers only."""
+def _check_headers(pairs: Sequence[tuple[Path, Path | None]], names: Sequence[str]) -> dict[str, str]:
+    """Check every pair from the files' headers, before any metric loads or scores.
+
+    Returns, for each of ``names`` that cannot score these pairs (an SR image under its
+    :attr:`MetricSpec.min_side`), why: the first such image, its size and the limit. Raises
+    :class:`EvaluationError` for an SR image whose size is not its GT's (decoding the pair to be sure
+    where the headers disagree: a PNG may state its orientation after them), and
+    :class:`~pure.images.ImageReadError` for a file that cannot be read: found in seconds instead of
+    after scoring the images before it."""
     limits = {m: METRICS[m] for m in names if METRICS[m].min_side}
     reasons: dict[str, str] = {}
-    for sr, _ in pairs if limits else ():
+    for sr, gt in pairs:
         width, height = read_header(sr).size
+        if gt is not None and read_header(gt).size != (width, height):
+            _load_pair((sr, gt))  # raises for a real mismatch
         for metric, spec in limits.items():
             if metric not in reasons and min(width, height) < spec.min_side:
                 reasons[metric] = f"{sr}: {width}x{height} px is smaller than {spec.min_side_why}"
-        if len(reasons) == len(limits):
-            break
     return reasons
 
 
@@ -420,7 +426,7 @@ def evaluate_folders(
     names = select_metrics(metrics, gt_dir is not None)
     pairing = pair_images(Path(sr_dir), None if gt_dir is None else Path(gt_dir), sr_name, recursive)
     runnable = [m for m in names if download or not missing_weights(m)]  # the others: missing weights
-    too_small = _too_small(pairing.pairs, runnable)
+    too_small = _check_headers(pairing.pairs, runnable)
     for metric, why in too_small.items():
         if metrics is not None:  # named: the user must choose
             raise EvaluationError(f"{why}; leave {metric} out of --metrics")

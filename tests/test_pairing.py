@@ -98,10 +98,18 @@ def test_pairing_errors_name_the_problem(tmp_path, layout, kwargs, message):
         P.pair_images(tmp_path / "sr", tmp_path / "gt", **kwargs)
 
 
-def test_size_mismatch_names_both_files(tmp_path):
-    random_image(tmp_path / "sr", "a.png", (40, 32))
-    random_image(tmp_path / "gt", "a.png", (32, 32))
-    with pytest.raises(P.EvaluationError, match=r"size mismatch: SR .*a\.png is 40x32 but GT .*32x32"):
+def test_size_mismatch_names_both_files_before_any_metric_loads(tmp_path, monkeypatch):
+    """Found from the headers, not after scoring every image before the mismatched one."""
+    for name in ("a.png", "b.png"):
+        random_image(tmp_path / "gt", name, (32, 32))
+    random_image(tmp_path / "sr", "a.png", (32, 32))
+    random_image(tmp_path / "sr", "b.png", (40, 32))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("metrics were loaded before the sizes were checked")
+
+    monkeypatch.setattr(M, "create_metrics", no_loading)
+    with pytest.raises(P.EvaluationError, match=r"size mismatch: SR .*b\.png is 40x32 but GT .*32x32"):
         M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["psnr"], progress=False)
 
 

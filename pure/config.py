@@ -408,9 +408,10 @@ def _unbool(part: DictConfig, key: str, schema: type, origin: str) -> None:
 
 def _unfloat(part: DictConfig, key: str, schema: type, origin: str) -> None:
     """Give an integer setting written as a whole float its integer (``max_steps: 1e3``, ``1000.0``: YAML
-    reads both as floats); raise :class:`ConfigError` naming the key for a fraction, which has none."""
+    reads both as floats); raise :class:`ConfigError` naming the key for a fraction, which has none. nan and
+    inf are left to the merge, which refuses them as no integer."""
     value = OmegaConf.select(part, key, throw_on_missing=False)
-    if not isinstance(value, float) or _field_type(schema, key) != "int":
+    if not isinstance(value, float) or not math.isfinite(value) or _field_type(schema, key) != "int":
         return
     if not value.is_integer():
         low, high = math.floor(value), math.ceil(value)

@@ -318,3 +318,10 @@ def test_a_whole_number_written_as_a_float_is_that_integer(tmp_path):
         ConfigError, match=r"override 'seed=2.5': seed is a whole number, not 2.5; write 2 or 3"
     ):
         load_config(config_module.TrainConfig, None, ["seed=2.5"])
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e400"])
+def test_an_infinite_or_nan_integer_setting_is_a_config_error(value):
+    """YAML floats with no whole number near them: refused like any other wrong value, not a traceback."""
+    with pytest.raises(ConfigError, match=rf"override 'max_steps={re.escape(value)}'"):
+        load_config(config_module.TrainConfig, None, [f"max_steps={value}"])

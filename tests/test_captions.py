@@ -46,6 +46,8 @@ def test_manifest_errors_name_the_file(tmp_path):
         read_manifest(tmp_path / "comma.csv")
     (tmp_path / "empty.csv").write_text("image,description\nb.png,\n")  # an empty one is no description
     assert read_manifest(tmp_path / "empty.csv") == {"b.png": ""}
+    (tmp_path / "blank.csv").write_text("image,description\na.png,A cat.,\n  \n")  # nothing in them is lost
+    assert read_manifest(tmp_path / "blank.csv") == {"a.png": "A cat."}
     (tmp_path / "m.csv").write_text("file,text\na,b\n")
     with pytest.raises(ManifestError, match="image,description"):
         read_manifest(tmp_path / "m.csv")

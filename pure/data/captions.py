@@ -68,12 +68,14 @@ def read_manifest(path: str | Path) -> dict[str, str]:
                 )
             entries = {}
             for row in reader:
+                if not any(isinstance(cell, str) and cell.strip() for cell in row.values()):
+                    continue  # a line of spaces (csv skips only empty ones)
                 if row["description"] is None:  # a short row: csv gives None, never to be stored as 'None'
                     raise ManifestError(
                         f"{path}:{reader.line_num}: expected image,description, got only "
                         f"{row['image']!r}; add its description (or a comma for none)"
                     )
-                if row.get(None):  # an unquoted comma: the description's rest would be dropped
+                if any(cell.strip() for cell in row.get(None, ())):  # an unquoted comma: the rest is lost
                     raise ManifestError(
                         f"{path}:{reader.line_num}: more cells than the header has columns; put "
                         'a description that holds commas in double quotes ("A cat, asleep.")'

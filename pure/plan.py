@@ -340,7 +340,6 @@ def plan_outputs(
             f"the output {dangling[0]} is a link to {os.readlink(dangling[0])}, which does not exist; remove "
             "the link or pass another -o"
         )
-    _check_output_subfolders([out for job in jobs.values() for out in job.outputs()], output)
     present = [out for job in jobs.values() for out in job.outputs() if out.exists()]
     if present and existing == "fail":
         shown = ", ".join(map(str, present[:3])) + (" ..." if len(present) > 3 else "")
@@ -355,6 +354,7 @@ def plan_outputs(
             all(out.exists() for out in job.outputs()) or _restored_as_other_format(job)
         )
         (plan.existing if done else plan.jobs).append(job)
+    _check_output_subfolders([out for job in plan.jobs for out in job.outputs()], output)  # not the skipped
     return plan
 
 

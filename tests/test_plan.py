@@ -482,6 +482,28 @@ def test_skip_existing_restores_an_output_whose_sidecar_is_missing(tmp_path):
     assert len(entropy.jobs) == 2  # maps asked for now, none written before
 
 
+def test_skip_existing_needs_no_write_access_to_a_finished_subfolder(tmp_path, monkeypatch):
+    """out/sub holds its restorations and cannot be written (archived, another user's): --skip-existing
+    writes nothing there, so it restores the rest; an input that would be written there is refused."""
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "sub" / "b.png")
+    _image(tmp_path / "out" / "sub" / "b.png")
+    (tmp_path / "out" / "sub" / "b.json").write_text("{}")
+    make = pure.plan.tempfile.TemporaryFile
+
+    def read_only_sub(dir):  # as root, chmod cannot make a folder unwritable
+        if Path(dir) == tmp_path / "out" / "sub":
+            raise PermissionError(13, "Permission denied")
+        return make(dir=dir)
+
+    monkeypatch.setattr(pure.plan.tempfile, "TemporaryFile", read_only_sub)
+    plan = plan_outputs(tmp_path / "in", tmp_path / "out", recursive=True, existing="skip")
+    assert [job.source.name for job in plan.jobs] == ["a.png"]
+    assert [job.source.name for job in plan.existing] == ["b.png"]
+    with pytest.raises(PlanError, match="cannot write into the output subfolder .*sub .Permission denied"):
+        plan_outputs(tmp_path / "in", tmp_path / "out", recursive=True, existing="overwrite")
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="names that are not UTF-8 exist on Linux file systems")
 def test_a_file_name_that_is_not_utf8(tmp_path):
     folder = tmp_path / "in"

@@ -376,15 +376,19 @@ def _score(
 ) -> tuple[list[float], str | None]:
     """``metric``'s scores of one batch, and why they cannot be used (None when they can): pyiqa failed
     on an image (a constant image's NIQE fails inside pyiqa), or gave NaN or infinity for one. The image
-    is named; after a failure on a batch the images are tried one by one to find it."""
+    is named; after a failure on a batch the images are tried one by one to find it (when each scores
+    alone, as after running out of memory on the batch, those scores are used)."""
     try:
         out = model(sr, gt) if METRICS[metric].reference == "full" else model(sr)
     except Exception as error:  # pyiqa's errors have many types; each is one line here
         if len(paths) > 1:
+            values = []
             for i, path in enumerate(paths):
-                _, why = _score(metric, model, sr[i : i + 1], None if gt is None else gt[i : i + 1], [path])
+                one, why = _score(metric, model, sr[i : i + 1], None if gt is None else gt[i : i + 1], [path])
                 if why:
                     return [], why
+                values += one
+            return values, None
         first = (str(error).splitlines() or [""])[0]
         return [], f"pyiqa failed on {paths[0]} ({type(error).__name__}: {first})"
     values = out.detach().flatten().double().cpu().tolist()

@@ -344,6 +344,16 @@ def test_a_metric_failing_on_an_image_is_one_line_naming_it(tmp_path, niqe_weigh
     scores = M._score("niqe", NaNForSecond(), torch.zeros(2, 3, 8, 8), None, [p for p, _ in pairs])
     assert scores[1] == f"pyiqa gave nan for {tmp_path / 'sr' / 'b.png'}"
 
+    class OutOfMemoryOnBatches(torch.nn.Module):
+        def forward(self, sr, gt=None):
+            if sr.shape[0] > 1:
+                raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+            return sr.mean((1, 2, 3))
+
+    sr = torch.stack([torch.full((3, 8, 8), 0.25), torch.full((3, 8, 8), 0.5)])
+    paths = [p for p, _ in pairs]
+    assert M._score("niqe", OutOfMemoryOnBatches(), sr, None, paths) == ([0.25, 0.5], None)  # not a.png's
+
 
 def test_json_and_csv_on_one_path_are_refused_before_scoring(tmp_path, capsys):
     for folder in ("sr", "gt"):

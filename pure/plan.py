@@ -411,10 +411,11 @@ def physical_memory() -> int | None:
 
 
 def _round_down(limit: float, digits: int = 3) -> str:
-    """``limit`` (> 0) cut, never rounded up, to ``digits`` significant digits, as text without an exponent
-    (668.9 -> ``668``, 32,768 -> ``32,700``): a value below it stays below ``limit``."""
+    """``limit`` (> 0) cut, never rounded up, to ``digits`` significant digits, as text that ``--outscale``
+    takes as typed, without an exponent or a thousands separator (668.9 -> ``668``, 32,768 -> ``32700``): a
+    value below it stays below ``limit``."""
     exponent = math.floor(math.log10(limit)) - digits + 1
-    return f"{math.floor(limit / 10**exponent) * 10**exponent:,.{max(0, -exponent)}f}"
+    return f"{math.floor(limit / 10**exponent) * 10**exponent:.{max(0, -exponent)}f}"
 
 
 def _too_big_for_jpeg(size: tuple[int, int], outscale: float | None) -> bool:

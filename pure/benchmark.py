@@ -56,6 +56,8 @@ def check_scale(lr: Path, hr: Path, outscale: float, lr_name: str | None = "{ste
         hr_images = list_images(hr, "HR").images
         pairs = [(p, hr_images[k]) for k, p in list_images(lr, "LR").images.items() if k in hr_images]
     else:
+        for folder, role in ((lr, "LR"), (hr, "HR")):  # an empty folder named by its role, not as SR or GT
+            list_images(folder, role)
         try:
             pairs = pair_images(lr, hr, lr_name).pairs
         except EvaluationError as err:

@@ -232,3 +232,6 @@ def test_lr_names_that_pair_no_hr_image_are_refused_before_inference(monkeypatch
     named = ["--sr-name", "{stem}x4_o", "--suffix", "o", "--outscale", "2"]
     assert benchmark_main([*base, "--metrics", "psnr", *named]) == 2  # paired: the scale check sees them
     assert "0801x4.png is 12x10: at --outscale 2 its restoration is 24x20, but " in capsys.readouterr().err
+    (tmp_path / "div2k" / "lr" / "0801x4.png").unlink()
+    assert benchmark_main([*base, "--metrics", "psnr"]) == 2
+    assert f"error: no images in the LR folder {tmp_path / 'div2k' / 'lr'} (" in capsys.readouterr().err

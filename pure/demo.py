@@ -143,7 +143,7 @@ def job_settings(cfg: InferConfig, job: JobSettings) -> tuple[SamplingConfig, Re
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise DemoError(f"the {label} box is empty: enter a number")
     if job.seed != int(job.seed):  # the box passes what was typed; rounding would hide another seed
-        raise DemoError(f"seed {job.seed:g}: enter a whole number")
+        raise DemoError(f"seed {job.seed}: enter a whole number")  # as typed (:g would cut it to 6 digits)
     sampling = dataclasses.replace(
         cfg.sampling, seed=int(job.seed), cfg_scale=float(job.cfg_scale), temperature=float(job.temperature)
     )

@@ -109,6 +109,8 @@ def test_job_settings_are_checked_copies():
             job_settings(cfg, settings(**{box: None}))  # what Gradio sends for a cleared box
     with pytest.raises(DemoError, match=r"^seed 2.5: enter a whole number$"):
         job_settings(cfg, settings(seed=2.5))  # Gradio's integer box rounded it to another seed before
+    with pytest.raises(DemoError, match=r"^seed 1234567.5: enter a whole number$"):
+        job_settings(cfg, settings(seed=1234567.5))  # as typed, not 1.23457e+06
     assert job_settings(cfg, settings(seed=4.0))[0].seed == 4  # the box sends floats
 
 

@@ -44,14 +44,17 @@ def benchmark_paths(
     }
 
 
-def check_scale(lr: Path, hr: Path, outscale: float, lr_name: str | None = "{stem}") -> None:
+def check_scale(
+    lr: Path, hr: Path, outscale: float, lr_name: str | None = "{stem}", sr_tail: str = ""
+) -> None:
     """Raise :class:`EvaluationError` when no LR image pairs with an HR image by name, or when an HR image
     is not its LR image's size times ``outscale`` (as :func:`pure.tiling.output_size` rounds): the
     restorations could never be scored against them. ``lr_name``: the LR name (without suffix) of HR
     ``<stem>``, as ``--sr-name`` pairs the restorations, which keep their LR names (``{stem}x4`` for DIV2K's
     ``0801x4.png``); None: the restorations' names differ from the LR names in a way not known here, and
-    only same-named pairs are checked. Reads the files' headers (decoding a pair only where those disagree),
-    so it fails in seconds what evaluation would find after all the inference."""
+    only same-named pairs are checked. ``sr_tail``: what the restorations add to the LR names (``_S`` for
+    infer.py's ``--suffix S``), named in the advice. Reads the files' headers (decoding a pair only where
+    those disagree), so it fails in seconds what evaluation would find after all the inference."""
     if lr_name is None:
         hr_images = list_images(hr, "HR").images
         pairs = [(p, hr_images[k]) for k, p in list_images(lr, "LR").images.items() if k in hr_images]
@@ -61,7 +64,8 @@ def check_scale(lr: Path, hr: Path, outscale: float, lr_name: str | None = "{ste
         try:
             pairs = pair_images(lr, hr, lr_name).pairs
         except EvaluationError as err:
-            raise EvaluationError(f"before inference (restorations keep the LR names): {err}") from err
+            tail = f" (then add {sr_tail!r}, which --suffix adds to the outputs)" if sr_tail else ""
+            raise EvaluationError(f"before inference (restorations keep the LR names): {err}{tail}") from err
     for lr_path, hr_path in pairs:
         try:
             lr_size, hr_size = read_header(lr_path).size, read_header(hr_path).size  # upright
@@ -106,7 +110,9 @@ def run_benchmark(
     paths = benchmark_paths(name, root, run)
     select_metrics(evaluate_kwargs.get("metrics"), has_gt=True)  # fail on a typo before inference
     if infer is not None and outscale is not None:
-        check_scale(paths["lr"], paths["hr"], outscale, lr_name)
+        sr_name = evaluate_kwargs.get("sr_name", "{stem}")
+        tail = sr_name[len(lr_name) :] if lr_name is not None and sr_name.startswith(lr_name) else ""
+        check_scale(paths["lr"], paths["hr"], outscale, lr_name, tail)
     if infer is not None:
         code = infer(paths["lr"], paths["sr"])
         if code == 130:  # inference was interrupted (Ctrl-C or SIGTERM) and said how far it got

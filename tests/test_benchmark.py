@@ -229,6 +229,10 @@ def test_lr_names_that_pair_no_hr_image_are_refused_before_inference(monkeypatch
         "error: --sr-name '{stem}x4' must end with '_o': the outputs carry --suffix o "
         "(e.g. --sr-name '{stem}x4_o')\n"
     )
+    assert benchmark_main([*base, "--metrics", "psnr", "--suffix", "o"]) == 2  # the advice names the tail
+    assert capsys.readouterr().err.endswith(
+        "pass --sr-name '{stem}x4' (it pairs them) (then add '_o', which --suffix adds to the outputs)\n"
+    )
     named = ["--sr-name", "{stem}x4_o", "--suffix", "o", "--outscale", "2"]
     assert benchmark_main([*base, "--metrics", "psnr", *named]) == 2  # paired: the scale check sees them
     assert "0801x4.png is 12x10: at --outscale 2 its restoration is 24x20, but " in capsys.readouterr().err

@@ -215,7 +215,8 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
     found, missing = {}, []
     for weights in hub_weights(cfg, backbone_weights):
         if folder is not None and weights.present(folder):
-            found[weights.key] = weights.local(folder)
+            # absolute: a checkpoint's config.yaml keeps it, and merge_lora.py or a resume may run elsewhere
+            found[weights.key] = weights.local(folder).absolute()
             continue
         if weights.optional:
             continue

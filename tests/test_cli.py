@@ -261,6 +261,20 @@ def test_download_then_models_folder_is_used_offline(tmp_path, fake_hub, monkeyp
     assert cfg.vq.source == str(models / "FoundationVision" / "LlamaGen" / "vq_ds8_c2i.pt")
 
 
+def test_a_relative_models_folder_locates_absolute_paths(tmp_path, fake_hub, monkeypatch, capsys):
+    """train.py --models models saved models/nonwhy/PURE in the checkpoint's config.yaml, so merge_lora.py
+    run from another folder failed with "model folder 'models/nonwhy/PURE' does not exist"."""
+    monkeypatch.chdir(tmp_path)
+    assert download_main(["models"]) == 0
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", None)  # nothing may come from the hub now
+    cfg = locate(load_config(InferConfig, overrides=["models=models"]), "models")
+    assert cfg.backbone.source == str(tmp_path / "models" / "nonwhy" / "PURE")
+    assert cfg.vq.source == str(tmp_path / "models" / "FoundationVision" / "LlamaGen" / "vq_ds8_c2i.pt")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Path(cfg.backbone.source).is_dir() and Path(cfg.vq.source).is_file()
+
+
 def test_download_into_an_unwritable_folder_is_refused_before_fetching(fake_hub, capsys):
     """Each download failed at its end with its own error (exit 1); now one line before any (exit 2)."""
     assert download_main(["/proc/models", "FoundationVision/LlamaGen:vq_ds8_c2i.pt"]) == 2

@@ -942,6 +942,7 @@ def train_main(argv: list[str] | None = None) -> int:
     _add_settings_arguments(
         p, TrainConfig, "YAML file, e.g. configs/train_tiny_lora.yaml or configs/train_lora_x4.yaml"
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log.jsonl is written anyway)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=1e-4 resume=latest")
     args = p.parse_args(argv)
     return _run(lambda: _train(args))
@@ -956,7 +957,7 @@ def _train(args: argparse.Namespace) -> int:
     from pure.train import train
 
     try:
-        train(locate(cfg, cfg.models))
+        train(locate(cfg, cfg.models), progress=not args.no_progress)
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":
             saved = checkpoints(cfg.output_dir)

@@ -484,11 +484,12 @@ def held_out_loss(model: nn.Module, loader: DataLoader, accelerator: Accelerator
     return accelerator.reduce(torch.stack(losses).mean(), "mean").item()
 
 
-def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
+def train(cfg: TrainConfig, dataset: Dataset | None = None, progress: bool = True) -> Path:
     """Train (or continue) the run ``cfg`` describes; returns its last checkpoint folder.
 
     ``dataset``: any map-style dataset of ``{"ids": [T], "labels": [T]}`` int64 items (labels
     -100 where no loss is taken); by default the examples ``cfg.data`` names.
+    ``progress=False`` hides the progress bar (``log.jsonl`` is written either way).
     """
     check_fields(cfg)  # (load_config has already done this for configs read from files)
     if cfg.backbone.quantize != "none":
@@ -514,13 +515,13 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None) -> Path:
     if (reason := can_write_in(cfg.output_dir, keep=True)) is not None:
         raise ConfigError(f"output_dir={cfg.output_dir} cannot be written ({reason}); choose another")
     try:
-        return _train_in(output, cfg, dataset)
+        return _train_in(output, cfg, dataset, progress)
     except BaseException:  # refused later (data, resume, LoRA targets) or interrupted: no empty folder left
         remove_empty(made)
         raise
 
 
-def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
+def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress: bool) -> Path:
     """:func:`train` after its checks, in the existing folder ``output``."""
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
@@ -656,7 +657,11 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None) -> Path:
         )
 
     with tqdm(
-        total=total, initial=step, desc="train", unit="step", disable=not accelerator.is_local_main_process
+        total=total,
+        initial=step,
+        desc="train",
+        unit="step",
+        disable=not (progress and accelerator.is_local_main_process),
     ) as bar:  # closed before an error is printed
         losses, tokens, tick = [], torch.zeros((), device=accelerator.device), time.perf_counter()
         nonfinite = torch.zeros((), device=accelerator.device)  # micro-batches whose loss was nan or inf

@@ -287,6 +287,22 @@ def test_resume_matches_uninterrupted_run(tmp_path, hq_folder, capsys):
     assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in _log(cut)] == records  # nothing trained
 
 
+def test_no_progress_hides_the_training_bar(tmp_path, hq_folder, capsys):
+    """infer.py, prepare_data.py, evaluate.py and benchmark.py take --no-progress; train.py had no way to
+    hide its bar (a scheduler's log filled with carriage-return updates)."""
+    args = [
+        f"output_dir={tmp_path / 'run'}",
+        f"data.hq_folder={hq_folder}",
+        "data.size=32",
+        "data.max_images=2",
+        "max_steps=1",
+        "gradient_checkpointing=false",
+    ]
+    assert train_main(["--config", str(TINY_LORA), "--no-progress", *args]) == 0
+    captured = capsys.readouterr()
+    assert "train:" not in captured.err and "last checkpoint:" in captured.out
+
+
 @pytest.mark.slow
 def test_train_script_then_infer_with_adapter(tmp_path, hq_folder):
     out = tmp_path / "run"

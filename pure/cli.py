@@ -809,16 +809,17 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
             f"--skip-inference scores an earlier run's outputs: name it with --run, e.g. --run {example}"
         )
     _use_threads(args.threads)  # scoring's threads, and inference's (in this process)
+    quiet = ["--no-progress"] if args.no_progress else []  # one flag hides both stages' bars
+    parser = infer_parser()
+    parser.prog = "scripts/benchmark.py"  # a typo in infer.py's flags is this command's error
+    # Lossless outputs unless --ext says otherwise: infer.py's auto would score JPEG LR sets' JPEG artefacts.
+    # Parsed first: an unknown flag (evaluate.py's --name) is no inference setting for the rule below.
+    settings = parser.parse_args(["-i", "LR", "-o", "SR", "--ext", "png", *quiet, *infer_args])
     if args.skip_inference and infer_args:
         raise EvaluationError(
             f"{' '.join(infer_args)}: inference settings do nothing with --skip-inference (it scores RUN/sr "
             "again); leave them out, or drop --skip-inference"
         )
-    quiet = ["--no-progress"] if args.no_progress else []  # one flag hides both stages' bars
-    parser = infer_parser()
-    parser.prog = "scripts/benchmark.py"  # a typo in infer.py's flags is this command's error
-    # Lossless outputs unless --ext says otherwise: infer.py's auto would score JPEG LR sets' JPEG artefacts.
-    settings = parser.parse_args(["-i", "LR", "-o", "SR", "--ext", "png", *quiet, *infer_args])
     settings.threads = args.threads  # one flag for both stages
     outscale = None if args.skip_inference else infer_settings(settings).restore.outscale
 

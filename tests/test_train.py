@@ -921,9 +921,22 @@ def test_a_blank_description_trains_on_the_default_text(tmp_path, hq_folder):
     vq = load_vq("tiny")
     notes: list[str] = []
     dataset = ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)
+    assert (
+        notes[0] == f"note: 1 of 2 images have no description in {manifest}: they train on data.default_text"
+    )
+    assert notes[1].startswith(  # a description alone is the whole answer here: said, not silent
+        f"note: 1 of 1 descriptions in {manifest} do not open with PURE's degradation sentence (e.g. "
+        f"{cfg.data.default_text!r})"
+    )
+    notes.clear()
+    manifest.write_text('{"image": "a.png", "description": "Large blur, medium noise. A cat."}\n')
+    ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)
     assert notes == [
         f"note: 1 of 2 images have no description in {manifest}: they train on data.default_text"
     ]
+    manifest.write_text(
+        '{"image": "a.png", "description": "A cat."}\n{"image": "b.png", "description": " "}\n'
+    )
     codes = torch.zeros(4, 4, dtype=torch.long)  # 32 px: 4 x 4 codes; only the text's length matters
     with_default = len(conversation(tokenizer, vocab, codes, cfg.data.default_text, codes)[0])
     empty = len(conversation(tokenizer, vocab, codes, "", codes)[0])

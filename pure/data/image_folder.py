@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 from pure.config import ConfigError, TrainDataConfig
 from pure.data.captions import read_manifest
 from pure.data.datasets import DataError
+from pure.data.labels import LEVELS
 from pure.errors import from_here
 from pure.files import file_sha256
 from pure.images import ImageReadError, is_image_name, read_image
@@ -41,6 +43,10 @@ def hq_lq_pair(image: Image.Image, size: int, scale: int) -> tuple[Image.Image, 
     hq = ImageOps.fit(image.convert("RGB"), (size, size), Image.BICUBIC)
     small = hq.resize((size // scale, size // scale), Image.BICUBIC)
     return hq, small.resize((size, size), Image.BICUBIC)
+
+
+DEGRADATION_SENTENCE = re.compile(rf"({'|'.join(LEVELS)}) blur, ({'|'.join(LEVELS)}) noise\.", re.IGNORECASE)
+"""PURE's degradation sentence (:attr:`pure.data.labels.Label.text`), with which an answer opens."""
 
 
 def check_captions_file(cfg: TrainDataConfig) -> None:
@@ -101,6 +107,15 @@ class ImageFolderExamples(Dataset):
             note(
                 f"note: {undescribed} of {len(files)} images have no description in {cfg.captions}: they "
                 "train on data.default_text"
+            )
+        used = [captions[file.name] for file in files if file.name in captions]
+        plain = sum(not DEGRADATION_SENTENCE.match(text.strip()) for text in used)
+        if plain:  # e.g. scripts/prepare_data.py's manifest, whose descriptions it completes itself
+            note(
+                f"note: {plain} of {len(used)} descriptions in {cfg.captions} do not open with PURE's "
+                f"degradation sentence (e.g. {cfg.default_text!r}); here a description is the whole answer, "
+                "so the model learns to answer those without one: put the sentence first (prepare_data.py's "
+                "manifests hold descriptions only; it prepends the sentence of the degradation it applies)"
             )
         self.examples: list[dict[str, torch.Tensor]] = []
         self._used: list[tuple[str, str, str]] = []  # (file name, SHA-256 of its bytes, description)

@@ -95,6 +95,8 @@ def run_benchmark(
     infer: Callable[[Path, Path], int] | None = None,
     outscale: float | None = None,
     lr_name: str | None = "{stem}",
+    label: str | None = None,
+    record: dict | None = None,
     **evaluate_kwargs,
 ) -> tuple[Evaluation, dict[str, Path]]:
     """Super-resolve ``root/name/lr`` into ``run/sr`` with ``infer(lr_dir, sr_dir)`` (in-process; it
@@ -103,7 +105,8 @@ def run_benchmark(
     Without ``infer`` an existing ``run/sr`` is scored. An interrupted ``infer`` (exit 130) raises
     ``KeyboardInterrupt``. ``outscale``: the scale ``infer`` restores to; the LR images (named as
     ``lr_name`` says, see :func:`check_scale`) must then pair with HR images, each of its LR image's size
-    times ``outscale`` (checked before inference).
+    times ``outscale`` (checked before inference). ``label``: the results' row name (default ``name``);
+    ``record``: more to keep in ``metrics.json`` (the model and adapter that restored the set).
 
     ``evaluate_kwargs`` go to :func:`evaluate_folders`.
     """
@@ -134,9 +137,9 @@ def run_benchmark(
             raise EvaluationError(
                 f"inference of {paths['lr']} into {paths['sr']} failed (exit {code}); see above"
             )
-    evaluation = evaluate_folders(paths["sr"], paths["hr"], name=name, **evaluate_kwargs)
+    evaluation = evaluate_folders(paths["sr"], paths["hr"], name=label or name, **evaluate_kwargs)
     if not evaluation.mean:  # no metric ran: an earlier run's results stay
         return evaluation, paths
-    write_json(evaluation, paths["json"], {"sr": str(paths["sr"]), "gt": str(paths["hr"])})
+    write_json(evaluation, paths["json"], {"sr": str(paths["sr"]), "gt": str(paths["hr"]), **(record or {})})
     write_csv(evaluation, paths["csv"])
     return evaluation, paths

@@ -765,6 +765,12 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--run", help="run folder (default: runs/<name>/<date-time>)")
     parser.add_argument("--skip-inference", action="store_true", help="score an existing RUN/sr again")
+    parser.add_argument(
+        "--name",
+        dest="label",
+        help="row name in the table and metrics.json (default: the test set's name), e.g. --name pure-lora "
+        "to tell runs of one set apart in a --compare table",
+    )
     _add_common_arguments(parser)
     own, infer_args = _split_infer_flags(list(sys.argv[1:] if argv is None else argv), parser)
     args, unknown = parser.parse_known_args(own)
@@ -821,7 +827,9 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
             "again); leave them out, or drop --skip-inference"
         )
     settings.threads = args.threads  # one flag for both stages
-    outscale = None if args.skip_inference else infer_settings(settings).restore.outscale
+    cfg = None if args.skip_inference else infer_settings(settings)
+    outscale = None if cfg is None else cfg.restore.outscale
+    model = {} if cfg is None else {"model": cfg.backbone.source, "adapter": cfg.backbone.adapter or None}
 
     def infer(lr: Path, sr: Path) -> int:
         return run_inference(argparse.Namespace(**{**vars(settings), "input": str(lr), "output": str(sr)}))
@@ -850,6 +858,8 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
             None if args.skip_inference else infer,
             outscale=outscale,
             lr_name=lr_name,
+            label=args.label,
+            record=model,
             **scoring,
         )
     except KeyboardInterrupt:

@@ -244,9 +244,14 @@ def test_benchmark_runs_inference_in_process_with_the_same_input_rules(tmp_path,
     argv = ["mini", "--root", str(tmp_path / "sets"), "--run", str(run), "--metrics", "psnr", *TINY]
     assert benchmark_main([*argv, "--save-entropy-map", "--outscale", "2"]) == 0  # the stand-in: x2
     assert stand_in.loads == 1
-    assert json.loads((run / "metrics.json").read_text())["count"] == 1  # entropy maps are not scored
+    results = json.loads((run / "metrics.json").read_text())
+    assert results["count"] == 1  # entropy maps are not scored
+    assert (results["name"], results["model"], results["adapter"]) == ("mini", "tiny", None)
     assert (run / "sr" / "entropy" / "a.png").is_file()
     assert "1 restored" in capsys.readouterr().out
+    assert benchmark_main([*argv, "--outscale", "2", "--name", "tiny-x2", "--skip-existing"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["name"] == "tiny-x2"  # runs of one set told apart
+    assert "tiny-x2" in capsys.readouterr().out
 
 
 def test_case_7_images_only_in_subfolders(tmp_path, capsys, stand_in):

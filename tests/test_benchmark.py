@@ -130,9 +130,9 @@ def test_benchmark_refuses_up_front_what_could_never_be_scored(monkeypatch, tmp_
     )
     assert benchmark_main([*base, "--skip-inference", "--seed", "5"]) == 2
     assert "--seed 5: inference settings do nothing with --skip-inference" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # evaluate.py's --name is no inference setting: it was called one
-        benchmark_main([*base, "--skip-inference", "--name", "ft"])
-    assert "benchmark.py: error: unrecognized arguments: --name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an unknown flag is no inference setting: it was called one
+        benchmark_main([*base, "--skip-inference", "--bogus", "ft"])
+    assert "benchmark.py: error: unrecognized arguments: --bogus" in capsys.readouterr().err
     without_run = [a for a in base if a not in ("--run", str(tmp_path / "run"))]
     assert benchmark_main([*without_run, "--skip-inference"]) == 2  # a new run folder would hold no outputs
     assert "--skip-inference scores an earlier run's outputs: name it with --run, e.g. --run runs" in (

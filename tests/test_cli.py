@@ -112,7 +112,7 @@ def test_output_folder_that_is_a_file_is_one_line_before_loading(tmp_path, capsy
 def test_interrupted_train_says_how_to_continue(tmp_path, monkeypatch, capsys):
     import pure.train
 
-    def interrupted(cfg):
+    def interrupted(cfg, progress=True):
         (Path(cfg.output_dir) / "checkpoints" / "step-000002").mkdir(parents=True)
         raise KeyboardInterrupt
 

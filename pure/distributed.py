@@ -221,7 +221,7 @@ class Processes:
         if shared:
             self._restore_shared(plan, shared, dealt, restorer, run_info, progress, summary)
         if not summary.interrupted and mine:
-            own = Plan(plan.output, jobs=[plan.jobs[j] for j in mine])
+            own = _part(plan, [plan.jobs[j] for j in mine])
             _add(summary, restore_plan(own, restorer, run_info, progress and self.is_main))
         return self._whole_run(plan, summary)
 
@@ -296,7 +296,7 @@ class Processes:
             }
             _add(
                 summary,
-                restore_plan(Plan(plan.output, jobs=[job]), restorer.replaying(answers), info, False),
+                restore_plan(_part(plan, [job]), restorer.replaying(answers), info, False),
             )
 
     def _whole_run(self, plan: Plan, summary: Summary) -> Summary:
@@ -322,6 +322,12 @@ def _add(summary: Summary, part: Summary) -> None:
     summary.restored += part.restored
     summary.failed += part.failed
     summary.interrupted |= part.interrupted
+
+
+def _part(plan: Plan, jobs: list[Job]) -> Plan:
+    """Some of ``plan``'s jobs, with its settings (``--overwrite``: an earlier output in the other format
+    goes) but not its counts (skipped and failed inputs are counted once, in :meth:`Processes._whole_run`)."""
+    return Plan(plan.output, jobs=jobs, overwrite=plan.overwrite)
 
 
 def _groups(job: Job, settings: RestoreConfig) -> int:

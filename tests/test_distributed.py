@@ -233,3 +233,23 @@ def test_killed_run_resumes_with_skip_existing(crops, one_process, tmp_path):
     restored = len(CROPS) - len(done)
     assert f"{restored} restored, {len(done)} skipped (output exists), 0 failed" in run.stdout
     assert _images(out) == _images(one_process)
+
+
+@pytest.mark.slow
+def test_overwrite_in_the_other_format_replaces_every_earlier_output(crops, one_process, tmp_path):
+    """--ext jpg --overwrite on two processes after a PNG run: each image's earlier PNG goes once its JPEG
+    is whole, as in one process, for the images restored whole and the one shared by tile groups."""
+    source, out = tmp_path / "lq", tmp_path / "out"
+    shutil.copytree(crops, source)
+    (source / "d.png").unlink()  # three images: two whole, the largest (b) shared
+    shutil.copytree(one_process, out)
+    run = subprocess.run(
+        accelerate_launch("infer.py", *_infer_args(source, out, "--ext", "jpg", "--overwrite")),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "3 images on 2 processes: 2 whole, 1 shared by tile groups" in run.stderr
+    assert sorted(p.name for p in out.glob("*.*g")) == ["a.jpg", "b.jpg", "c.jpg", "d.png"]

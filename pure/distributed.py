@@ -198,32 +198,38 @@ class Processes:
     ) -> Summary:
         """Restore ``plan`` across the processes (see the module docstring); ``load()`` loads this
         process's restorer (a :class:`pure.pipeline.Restorer` when images are shared), on the main
-        process first. Returns the whole run's summary on every process, or this process's alone when
-        it was interrupted (it then joins no other process)."""
+        process first. Returns the whole run's summary on every process; a process interrupted (Ctrl-C,
+        SIGTERM) joins no other process and returns :meth:`_interrupted`'s."""
         if self.state is None:
             return restore_plan(plan, load(), run_info, progress)
-        groups = [_groups(job, settings) for job in plan.jobs] if self.is_main else []
-        from accelerate.utils import broadcast_object_list
-
-        sent = [groups]
-        broadcast_object_list(sent)
-        dealt = deal(sent[0], self.count)
-        mine = dealt.whole[self.rank]
-        shared = [plan.jobs[j] for j in dealt.shared]
-        if self.is_main:
-            print(
-                f"{len(plan.jobs)} images on {self.count} processes: {len(plan.jobs) - len(shared)} whole, "
-                f"{len(shared)} shared by tile groups; the progress bars show process 1's part",
-                file=sys.stderr,
-            )
-        restorer = self._load(load, bool(mine or dealt.units[self.rank]))
+        before = _finished(plan) if self.is_main else {}
         summary = Summary(plan.output)
-        if shared:
-            self._restore_shared(plan, shared, dealt, restorer, run_info, progress, summary)
-        if not summary.interrupted and mine:
-            own = _part(plan, [plan.jobs[j] for j in mine])
-            _add(summary, restore_plan(own, restorer, run_info, progress and self.is_main))
-        return self._whole_run(plan, summary)
+        try:
+            groups = [_groups(job, settings) for job in plan.jobs] if self.is_main else []
+            from accelerate.utils import broadcast_object_list
+
+            sent = [groups]
+            broadcast_object_list(sent)
+            dealt = deal(sent[0], self.count)
+            mine = dealt.whole[self.rank]
+            shared = [plan.jobs[j] for j in dealt.shared]
+            if self.is_main:
+                print(
+                    f"{len(plan.jobs)} images on {self.count} processes: {len(plan.jobs) - len(shared)} "
+                    f"whole, {len(shared)} shared by tile groups; the progress bars show process 1's part",
+                    file=sys.stderr,
+                )
+            restorer = self._load(load, bool(mine or dealt.units[self.rank]))
+            if shared:
+                self._restore_shared(plan, shared, dealt, restorer, run_info, progress, summary)
+            if not summary.interrupted and mine:
+                own = _part(plan, [plan.jobs[j] for j in mine])
+                _add(summary, restore_plan(own, restorer, run_info, progress and self.is_main))
+            if not summary.interrupted:
+                return self._whole_run(plan, summary)
+        except KeyboardInterrupt:  # while loading, or waiting for the others
+            pass
+        return self._interrupted(plan, summary, before)
 
     # -------------------------------------------------------------------------------------- parts
 
@@ -300,17 +306,24 @@ class Processes:
             )
 
     def _whole_run(self, plan: Plan, summary: Summary) -> Summary:
-        """The plan's own counts plus every process's restored and failed images; an interrupted process
-        keeps its own counts and joins no other process (the others may be waiting elsewhere)."""
-        total = Summary.of(plan)
-        if summary.interrupted:
-            parts = [summary]
-        else:
-            from accelerate.utils import gather_object
+        """The plan's own counts plus every process's restored and failed images."""
+        from accelerate.utils import gather_object
 
-            parts = gather_object([summary])
-        for part in parts:
+        total = Summary.of(plan)
+        for part in gather_object([summary]):
             _add(total, part)
+        return total
+
+    def _interrupted(self, plan: Plan, summary: Summary, before: dict[int, tuple[int, int]]) -> Summary:
+        """The summary of an interrupted run, made without the other processes (they may be waiting
+        elsewhere): the plan's counts, this process's failures, and on the main process every image whose
+        outputs were all written since ``before`` (:func:`_finished` then), by any process."""
+        total = Summary.of(plan)
+        _add(total, summary)
+        total.interrupted = True
+        if self.is_main:
+            now = _finished(plan)
+            total.restored = sum(now[j] != before.get(j) for j in now)
         return total
 
 
@@ -328,6 +341,20 @@ def _part(plan: Plan, jobs: list[Job]) -> Plan:
     """Some of ``plan``'s jobs, with its settings (``--overwrite``: an earlier output in the other format
     goes) but not its counts (skipped and failed inputs are counted once, in :meth:`Processes._whole_run`)."""
     return Plan(plan.output, jobs=jobs, overwrite=plan.overwrite)
+
+
+def _finished(plan: Plan) -> dict[int, tuple[int, int]]:
+    """The jobs of ``plan`` whose outputs are all on disk, with their sidecar's inode and modification time:
+    an output written (atomically: a new file in its place) since changes them."""
+    found = {}
+    for j, job in enumerate(plan.jobs):
+        try:
+            if all(path.exists() for path in job.outputs()):
+                stat = job.sidecar.stat()
+                found[j] = (stat.st_ino, stat.st_mtime_ns)
+        except OSError:  # gone since, or unreadable: not counted
+            continue
+    return found
 
 
 def _groups(job: Job, settings: RestoreConfig) -> int:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -82,6 +83,53 @@ def test_a_plain_run_joins_no_processes(monkeypatch):
     processes = Processes.start("auto")
     assert processes.state is None and (processes.count, processes.rank, processes.is_main) == (1, 0, True)
     assert processes.device("auto") == "auto" and processes.plan(lambda: "the plan") == "the plan"
+
+
+class _SecondProcessWrites:
+    """A restorer on process 1 of 2 during whose image process 2 writes its own (``other``); then it
+    fails or is interrupted."""
+
+    def __init__(self, other, raised: BaseException) -> None:
+        self.other, self.raised = other, raised
+
+    def restore(self, image, alpha=None, on_step=None):
+        for path in self.other.outputs():
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(b"written by process 2")
+        raise self.raised
+
+
+@pytest.mark.parametrize("where", ["restoring", "waiting for the others"])
+def test_an_interrupted_process_1_counts_the_images_every_process_wrote(tmp_path, monkeypatch, where):
+    """Ctrl-C or SIGTERM on the main process (while it restores, or waits in the gather) reports the
+    images written by any process since the run started, not its own alone (0: "nothing written")."""
+    from pure.plan import plan_outputs
+
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (24, 24)).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in [out / "c.png", out / "c.json"]:  # an earlier run's output, replaced by this run
+        path.write_bytes(b"an earlier run")
+    plan = plan_outputs(tmp_path, out, existing="overwrite")
+    a, b, c = plan.jobs
+    stopped = where == "restoring"
+    restorer = _SecondProcessWrites(b, KeyboardInterrupt() if stopped else ValueError("bad pixels"))
+
+    def gather_object(objects):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("accelerate.utils.broadcast_object_list", lambda objects: objects)
+    monkeypatch.setattr("accelerate.utils.gather_object", gather_object)
+    state = SimpleNamespace(num_processes=2, process_index=0, wait_for_everyone=lambda: None)
+    processes = Processes(state)
+    settings = RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=1)
+    assert deal([tile_groups((24, 24), settings)] * 3, 2).whole == [[0, 2], [1]]  # a and c here, b there
+    summary = processes.restore(plan, lambda: restorer, settings, {}, progress=False)
+    assert summary.interrupted and summary.exit_code() == 130
+    assert summary.restored == 1  # b, by process 2; c's outputs are the earlier run's
+    assert len(summary.failed) == (0 if stopped else 2)  # a and c, restored here
+    assert "1 restored" in summary.line() and "outputs in" in summary.line()
 
 
 # ---------------------------------------------------------------------------------------- shared images

@@ -11,6 +11,7 @@ settings. Gradio is imported only by :func:`build_demo`, so the rest of this mod
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import errno
@@ -56,6 +57,12 @@ log = logging.getLogger(__name__)
 
 class DemoError(PureError):
     """A job the page refuses or that failed; the message is one line for the page."""
+
+
+class JobCancelled(BaseException):
+    """Raised in a job's thread at its next progress report once its page cancelled it (Stop, the page
+    closed). Not an ``Exception``: nothing on the way counts it as the image's failure, and the job's
+    folder goes with it."""
 
 
 @dataclass
@@ -329,7 +336,8 @@ def restore_upload(
 ) -> DemoResult:
     """Restore the uploaded file ``path`` as ``scripts/infer.py`` would, into a new folder under ``output``.
 
-    ``report(fraction, line)`` receives the progress (tiles and tokens). Raises :class:`DemoError` or
+    ``report(fraction, line)`` receives the progress (tiles and tokens); what it raises stops the job and
+    removes its folder (:func:`cancellable` raises :class:`JobCancelled`). Raises :class:`DemoError` or
     another :class:`PureError` with one line for the page.
     """
     width, height = check_upload(path, max_side)
@@ -345,7 +353,7 @@ def restore_upload(
         summary = restore_plan(plan, restorer, run_info(models.cfg), progress=False)
         if summary.failed:
             raise DemoError(summary.failed[0].replace(str(path), path.name))
-    except BaseException:
+    except BaseException:  # a failure, JobCancelled, Ctrl-C
         shutil.rmtree(folder, ignore_errors=True)  # this job's own folder: no empty or partial results left
         raise
     written = plan.jobs[0]
@@ -388,7 +396,7 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
     cfg = models.cfg
     choices = quantize_choices()
 
-    def run(
+    async def run(
         upload: str | None,
         outscale: float,
         tile: int,
@@ -416,10 +424,16 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
             quantize,
             kv_cache,
         )
+
+        def work(check: Callable[[], None]) -> DemoResult:
+            def report(fraction: float, line: str) -> None:
+                check()
+                progress(fraction, desc=line)
+
+            return restore_upload(Path(upload), job, models, output, max_side, report)
+
         try:
-            result = restore_upload(
-                Path(upload), job, models, output, max_side, lambda f, line: progress(f, desc=line)
-            )
+            result = await cancellable(work)
         except PureError as err:  # a mistake: one line on the page, no traceback in the log
             raise gr.Error(str(err), print_exception=False) from err
         except Exception as err:  # a bug: one line on the page, the traceback in the server's log
@@ -514,6 +528,29 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
             concurrency_id="model",
         )
     return demo
+
+
+async def cancellable(work: Callable[[Callable[[], None]], DemoResult]) -> DemoResult:
+    """``work(check)`` in a worker thread. When the awaiting task is cancelled (Gradio's Stop, a closed
+    page), ``check()`` raises :class:`JobCancelled` in the thread at its next call, and the cancellation
+    waits for the thread to end: Gradio frees the job's place in the queue when the task ends, and would
+    otherwise start the next job beside the cancelled one, still running on the same model (and writing
+    its files for nobody)."""
+    import anyio
+
+    stop = threading.Event()
+
+    def check() -> None:
+        if stop.is_set():
+            raise JobCancelled
+
+    worker = asyncio.ensure_future(anyio.to_thread.run_sync(work, check))
+    try:
+        return await asyncio.shield(worker)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.gather(worker, return_exceptions=True)
+        raise
 
 
 def _settings(gr, cfg: InferConfig) -> list:

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -353,6 +354,51 @@ def test_the_page_restores_through_its_api(page, small_input: Path):
         )
     assert [fn.concurrency_limit for fn in page.fns.values()] == [1]
     assert TINY_NOTICE in json.dumps(page.config)
+
+
+@pytest.mark.slow
+def test_a_cancelled_job_stops_and_leaves_nothing_before_the_next_starts(page, small_input, monkeypatch):
+    """Stop (or a closed page) cancels a running job: it stops at its next token and its folder goes,
+    before the queue starts the next job (Gradio frees the job's place at once, and the cancelled job
+    used to run on to the end beside the next one, on the same model, writing files for nobody)."""
+    from gradio_client import Client, handle_file
+
+    import pure.demo
+
+    running: list[object] = []
+    beside: list[int] = []  # how many jobs were restoring when each one started
+    restore, step = pure.demo.ReportingRestorer.restore, pure.demo.JobProgress.step
+
+    def tracked(self, image, alpha=None, on_step=None):
+        beside.append(len(running))
+        running.append(self)
+        try:
+            return restore(self, image, alpha, on_step)
+        finally:
+            running.remove(self)
+
+    def slow_step(self, tokens):  # the tiny model is fast: give the page time to cancel mid-run
+        time.sleep(0.01)
+        step(self, tokens)
+
+    monkeypatch.setattr(pure.demo.ReportingRestorer, "restore", tracked)
+    monkeypatch.setattr(pure.demo.JobProgress, "step", slow_step)
+    cancelled = small_input.with_name("cancelled.png")
+    Image.open(small_input).resize((64, 64)).save(cancelled)  # 49 tiles of 32 px at x2
+    job = ["wavelet", "", True, "model", "none"]
+    client = Client(page.local_url, verbose=False)
+    first = client.submit(handle_file(str(cancelled)), 2, 32, 0, 0.8, 0.9, *job, api_name="/restore")
+    deadline = time.monotonic() + 120
+    while not running:
+        assert time.monotonic() < deadline and not first.done(), "the first job never started"
+        time.sleep(0.01)
+    first.cancel()
+    *_, files = Client(page.local_url, verbose=False).predict(
+        handle_file(str(small_input)), 2, 64, 0, 0.8, 0.9, *job, api_name="/restore"
+    )
+    sidecar = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    assert beside == [0, 0]  # the second job started once the first had stopped
+    assert not list(Path(sidecar["output"]).parents[1].glob("cancelled-*"))
 
 
 # ---------------------------------------------------------------------------- a real browser

@@ -215,7 +215,8 @@ def test_two_processes_restore_each_image_once_as_one_process(crops, one_process
     largest shared by tile groups; outputs byte-identical to one process, one summary, exit code 1."""
     source = tmp_path / "lq"
     shutil.copytree(crops, source)
-    (source / "e.png").write_bytes((crops / "c.png").read_bytes()[:400])  # a 32x32 header, then nothing
+    whole = (crops / "c.png").read_bytes()  # a synthetic crop (no ../shared/data) compresses to ~120 bytes
+    (source / "e.png").write_bytes(whole[: min(400, len(whole) // 2)])  # a 32x32 header, then too little
     settings = RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=1)  # as RESTORE
     groups = [tile_groups(Image.open(source / f"{n}.png").size, settings) for n in "abcde"]
     assert deal(groups, 2) == Deal(

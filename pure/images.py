@@ -406,12 +406,35 @@ def _deep_to_8bit(image: Image.Image, path: str | Path, steps: list[str]) -> Ima
     return grey
 
 
+SRGB_PROBE = np.stack(np.meshgrid(*[np.arange(0, 256, 15, dtype=np.uint8)] * 3, indexing="ij"), -1)
+"""``[18, 18, 18, 3]`` uint8: every colour whose levels are multiples of 15 (0-255), the probe of
+:func:`_is_srgb`."""
+
+
+def _is_srgb(profile: ImageCms.ImageCmsProfile) -> bool:
+    """Whether an RGB ``profile`` maps colours to sRGB unchanged: every colour of :data:`SRGB_PROBE` within
+    one level after converting to littlecms' sRGB (relative colorimetric). Told by its numbers, not its name:
+    a linear-light profile named ``sRGB-elle-V2-g10`` is not sRGB, an ``sRGB IEC61966-2.1`` is."""
+    if profile.profile.xcolor_space.strip() != "RGB":
+        return False
+    probe = Image.fromarray(SRGB_PROBE.reshape(-1, 18, 3))
+    converted = ImageCms.profileToProfile(
+        probe,
+        profile,
+        ImageCms.createProfile("sRGB"),
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+        outputMode="RGB",
+    )
+    difference = np.abs(np.asarray(converted, dtype=np.int16) - np.asarray(probe, dtype=np.int16))
+    return int(difference.max()) <= 1
+
+
 def _to_srgb(image: Image.Image, icc: bytes, path: str | Path, steps: list[str]) -> tuple[Image.Image, str]:
     """Convert ``image`` (L, RGB, CMYK, YCbCr) from its embedded profile to sRGB; -> (RGB, description)."""
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         description = ImageCms.getProfileDescription(source).strip()
-        if description.lower().startswith("srgb"):
+        if _is_srgb(source):
             steps.append(f"ICC profile {description!r} is sRGB: values kept")
             return image, description
         if image.mode not in ("L", "RGB", "CMYK"):

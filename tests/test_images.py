@@ -192,6 +192,27 @@ def test_16_bit_rgba_png_with_adobe_rgb_profile_becomes_srgb(tmp_path):
     assert np.abs(adobe_to_srgb(TRUTH) - TRUTH).max() > 20  # the conversion matters for this picture
 
 
+def test_a_profile_is_srgb_by_its_numbers_not_its_name(tmp_path):
+    """A profile named like sRGB whose numbers are another space's (Krita ships a linear
+    ``sRGB-elle-V2-g10.icc``) is converted; littlecms' own sRGB keeps the values as they are."""
+    from PIL import ImageCms
+
+    misnamed = tmp_path / "misnamed.png"
+    Image.fromarray(TRUTH).save(misnamed, icc_profile=adobe_rgb_profile("sRGB-elle-V2-g10.icc"))
+    read = read_image(misnamed)
+    assert np.abs(np.asarray(read.rgb, dtype=np.int32) - adobe_to_srgb(TRUTH)).max() <= 1
+    assert read.info["steps"] == [
+        "ICC profile 'sRGB-elle-V2-g10.icc' converted to sRGB (relative colorimetric)"
+    ]
+    srgb = tmp_path / "srgb.png"
+    Image.fromarray(TRUTH).save(
+        srgb, icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    )
+    read = read_image(srgb)
+    assert np.array_equal(np.asarray(read.rgb), TRUTH)
+    assert read.info["steps"] == ["ICC profile 'sRGB built-in' is sRGB: values kept"]
+
+
 def test_float_greyscale_tiff_is_not_black(tmp_path):
     """Issue 11, case 2 (the reader's half): mode F with values 0-1 is scaled, not clipped to 0/1."""
     path = tmp_path / "float.tif"

@@ -289,6 +289,12 @@ def read_image(path: str | Path) -> ReadImage:
         steps.append("multi-picture JPEG: the primary picture read")
     if deep_colour:  # Pillow has no 16-bit colour modes: it decodes such files to 8 bits itself
         steps.append("16 bits per channel reduced to 8 by Pillow (the high byte kept)")
+        key = image.info.get("transparency")
+        if isinstance(key, tuple) and image.mode == "RGB":  # a 16-bit key: Pillow matches it to 8-bit levels
+            image = image.copy()
+            image.putalpha(_deep_key_alpha(path, key, orientation))
+            del image.info["transparency"]
+            steps.append(f"transparent colour {key} kept as alpha (matched at 16 bits)")
     try:
         rgb, alpha, description = _to_rgb8(image, icc, transparent, path, steps)
     except ImageReadError:
@@ -373,6 +379,33 @@ def _check_frames(opened: Image.Image, path: str | Path) -> None:
 
 def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ALPHA_MODES or "transparency" in image.info
+
+
+TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""EXIF orientation -> the transpose that makes the image upright (as ``ImageOps.exif_transpose``)."""
+
+
+def _deep_key_alpha(path: str | Path, key: tuple[int, ...], orientation: object) -> Image.Image:
+    """The alpha (mode L, upright) of a 16-bit RGB PNG whose tRNS chunk names a transparent colour ``key``
+    (three 16-bit levels): 0 where a pixel's 16-bit levels are exactly ``key``, else 255. Pillow keeps only
+    the high byte of each level and compares those to the 16-bit key, which loses the transparent pixels
+    and can make others transparent; OpenCV decodes the file's 16-bit levels."""
+    import cv2  # only for this rare file: a dependency, but slow to import
+
+    levels = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if levels is None or levels.ndim != 3 or levels.dtype != np.uint16:
+        raise ImageReadError(f"{path}: cannot read the 16-bit levels its transparent colour refers to")
+    rgb = levels[..., 2::-1]  # OpenCV's BGR(A) -> RGB
+    alpha = Image.fromarray(np.where((rgb == np.array(key[:3])).all(-1), 0, 255).astype(np.uint8), "L")
+    return alpha.transpose(TRANSPOSES[orientation]) if orientation in TRANSPOSES else alpha
 
 
 def _deep_to_8bit(image: Image.Image, path: str | Path, steps: list[str]) -> Image.Image:

@@ -213,6 +213,41 @@ def test_a_profile_is_srgb_by_its_numbers_not_its_name(tmp_path):
     assert read.info["steps"] == ["ICC profile 'sRGB built-in' is sRGB: values kept"]
 
 
+def _png_rgb16(pixels: np.ndarray, *chunks: tuple[bytes, bytes]) -> bytes:
+    """A 16-bit RGB PNG of ``pixels`` ``[H, W, 3]`` uint16 with extra ``(kind, body)`` chunks before IDAT."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    height, width = pixels.shape[:2]
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+    extra = b"".join(chunk(kind, body) for kind, body in chunks)
+    return b"\x89PNG\r\n\x1a\n" + header + extra + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_16_bit_rgb_png_transparent_colour_is_matched_at_16_bits(tmp_path, orientation):
+    """A tRNS colour of a 16-bit RGB PNG makes exactly the pixels of those 16-bit levels transparent: not
+    none of them (Pillow compares the key with 8-bit levels), nor a pixel sharing only their high bytes."""
+    pixels = np.full((H, W, 3), 40000, np.uint16)
+    pixels[1, 2] = (3, 7, 11)  # the transparent colour
+    pixels[4, 5] = (3 * 256 + 5, 7 * 256, 11 * 256 + 200)  # high bytes 3, 7, 11: opaque
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "key16.png"
+    path.write_bytes(_png_rgb16(pixels, (b"tRNS", bytes.fromhex("00030007000b")), (b"eXIf", exif.tobytes())))
+    read = read_image(path)
+    expected = Image.fromarray(np.where(np.arange(H * W).reshape(H, W) == 1 * W + 2, 0, 255).astype(np.uint8))
+    if orientation == 6:
+        expected = expected.transpose(Image.Transpose.ROTATE_270)
+    assert read.alpha is not None and np.array_equal(np.asarray(read.alpha), np.asarray(expected))
+    assert read.rgb.size == expected.size
+    assert "transparent colour (3, 7, 11) kept as alpha (matched at 16 bits)" in read.info["steps"]
+
+
 def test_float_greyscale_tiff_is_not_black(tmp_path):
     """Issue 11, case 2 (the reader's half): mode F with values 0-1 is scaled, not clipped to 0/1."""
     path = tmp_path / "float.tif"

@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pure.errors import PureError, one_line
@@ -25,6 +25,7 @@ from pure.images import (
     is_image_name,
     is_marked,
     read_header,
+    read_image,
     scan_folder,
     unreadable_format,
 )
@@ -258,6 +259,11 @@ def plan_outputs(
                 f"{_round_down(largest)}"
             )
             del headers[path]
+    if ext == "jpg":  # a header's alpha channel or tRNS key may leave every pixel opaque: the reader drops it
+        headers = {
+            path: header if not header.has_alpha or _transparent(path) else replace(header, has_alpha=False)
+            for path, header in headers.items()
+        }
     big = {path: _too_big_for_jpeg(header.size, outscale) for path, header in headers.items()}
     names = {
         path: _output_names(path.relative_to(root), suffix, ext, header.has_alpha, False, big[path])
@@ -416,6 +422,15 @@ def _round_down(limit: float, digits: int = 3) -> str:
     value below it stays below ``limit``."""
     exponent = math.floor(math.log10(limit)) - digits + 1
     return f"{math.floor(limit / 10**exponent) * 10**exponent:.{max(0, -exponent)}f}"
+
+
+def _transparent(path: Path) -> bool:
+    """Whether :func:`pure.images.read_image` keeps an alpha for ``path`` (some pixel not opaque), so that its
+    output must be PNG; True for a file it cannot read (it fails at its turn, as planned)."""
+    try:
+        return read_image(path).alpha is not None
+    except ImageReadError:
+        return True
 
 
 def _too_big_for_jpeg(size: tuple[int, int], outscale: float | None) -> bool:

@@ -446,6 +446,19 @@ def test_an_output_too_large_for_jpeg(tmp_path):
     assert len(plan.failed) == 1 and "65600 x 16 px" in plan.failed[0] and "--ext png" in plan.failed[0]
 
 
+def test_ext_jpg_writes_png_only_for_images_with_transparency(tmp_path):
+    """--ext jpg: an RGBA PNG whose alpha is opaque everywhere, or whose tRNS colour no pixel has, loses that
+    alpha on reading, so it is a JPEG like any other; only real transparency makes a PNG."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.new("RGBA", (9, 7), (10, 200, 30, 255)).save(inputs / "opaque.png")
+    Image.new("RGB", (9, 7), (10, 200, 30)).save(inputs / "unused_key.png", transparency=(1, 2, 3))
+    Image.new("RGBA", (9, 7), (10, 200, 30, 100)).save(inputs / "semi.png")
+    plan = plan_outputs(inputs, tmp_path / "out", ext="jpg", outscale=2)
+    assert sorted(job.image.name for job in plan.jobs) == ["opaque.jpg", "semi.png", "unused_key.jpg"]
+    assert plan.png_for_alpha == [inputs / "semi.png"]
+
+
 def test_an_output_larger_than_memory_fails_up_front(tmp_path, monkeypatch):
     """An --outscale whose output's canvases alone would not fit in memory fails that input before any model
     loads (instead of the kernel killing the run), naming the largest --outscale that would."""

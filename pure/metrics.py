@@ -355,15 +355,17 @@ def _check_headers(pairs: Sequence[tuple[Path, Path | None]], names: Sequence[st
 
     Returns, for each of ``names`` that cannot score these pairs (an SR image under its
     :attr:`MetricSpec.min_side`), why: the first such image, its size and the limit. Raises
-    :class:`EvaluationError` for an SR image whose size is not its GT's (decoding the pair to be sure
-    where the headers disagree: a PNG may state its orientation after them), and
+    :class:`EvaluationError` for an SR image whose size is not its GT's when a per-image metric of
+    ``names`` pairs them (FID alone compares sets of any sizes; decoding the pair to be sure where the
+    headers disagree: a PNG may state its orientation after them), and
     :class:`~pure.images.ImageReadError` for a file that cannot be read: found in seconds instead of
     after scoring the images before it."""
     limits = {m: METRICS[m] for m in names if METRICS[m].min_side}
     reasons: dict[str, str] = {}
+    paired = any(METRICS[m].reference != "set" for m in names)  # scored image by image: same sizes
     for sr, gt in pairs:
         width, height = read_header(sr).size
-        if gt is not None and read_header(gt).size != (width, height):
+        if gt is not None and paired and read_header(gt).size != (width, height):
             _load_pair((sr, gt))  # raises for a real mismatch
         for metric, spec in limits.items():
             if metric not in reasons and min(width, height) < spec.min_side:

@@ -221,6 +221,17 @@ def test_fid_compares_only_the_paired_files(tmp_path):
     assert seen["batch_size"] == 2
 
 
+def test_fid_alone_compares_sets_of_other_sizes(tmp_path, monkeypatch):
+    """Only per-image metrics need an SR image of its GT's size; clean-fid resizes every image."""
+    for name in ("a.png", "b.png"):
+        random_image(tmp_path / "sr", name, (64, 64))
+        random_image(tmp_path / "gt", name, (32, 32))
+    fake_fid = {"fid": lambda sr_dir, gt_dir, **kwargs: 1.5}
+    monkeypatch.setattr(M, "create_metrics", lambda names, device, download: (fake_fid, {}))
+    evaluation = M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["fid"], progress=False)
+    assert evaluation.mean == {"fid": 1.5}
+
+
 # ----------------------------------------------------------------------------- command lines
 
 

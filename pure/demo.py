@@ -549,7 +549,10 @@ async def cancellable(work: Callable[[Callable[[], None]], DemoResult]) -> DemoR
         return await asyncio.shield(worker)
     except asyncio.CancelledError:
         stop.set()
-        await asyncio.gather(worker, return_exceptions=True)
+        while not worker.done():  # cancelled again (Stop pressed twice): the thread is still waited for
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([worker])
+        worker.exception()  # JobCancelled, or the job's error: retrieved, nobody shows it
         raise
 
 

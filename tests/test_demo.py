@@ -4,6 +4,7 @@ gradio_client (slow) and in headless Chromium (browser: ``python -m pytest -q -m
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +30,7 @@ from pure.demo import (
     JobProgress,
     JobSettings,
     Models,
+    cancellable,
     check_upload,
     job_settings,
     quantize_choices,
@@ -186,6 +189,31 @@ def test_progress_counts_tiles_and_tokens():
     assert reports[3] == (2 / 3, "2 of 3 tile(s) restored")
     assert progress.tokens == 2 * 92 + 92
     assert reports[-1][1] == "3 of 3 tile(s) restored; colour fix and writing the files"
+
+
+def test_a_job_cancelled_twice_is_still_waited_for():
+    """Stop pressed again while a cancelled job winds down: the second cancellation also waits for the job's
+    thread (it returned at once, and Gradio started the next job beside the one still running)."""
+    release = threading.Event()
+
+    def work(check):
+        release.wait(10)
+        check()
+
+    async def cancel_twice() -> bool:
+        job = asyncio.ensure_future(cancellable(work))
+        await asyncio.sleep(0.05)
+        job.cancel()
+        await asyncio.sleep(0.05)
+        job.cancel()
+        await asyncio.sleep(0.05)
+        waiting = not job.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        return waiting
+
+    assert asyncio.run(cancel_twice())
 
 
 def test_quantisation_choices_follow_the_schema():

@@ -532,10 +532,10 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
 
 async def cancellable(work: Callable[[Callable[[], None]], DemoResult]) -> DemoResult:
     """``work(check)`` in a worker thread. When the awaiting task is cancelled (Gradio's Stop, a closed
-    page), ``check()`` raises :class:`JobCancelled` in the thread at its next call, and the cancellation
-    waits for the thread to end: Gradio frees the job's place in the queue when the task ends, and would
-    otherwise start the next job beside the cancelled one, still running on the same model (and writing
-    its files for nobody)."""
+    page), ``check()`` raises :class:`JobCancelled` in the thread at its next call (a job done before that
+    call has its folder removed), and the cancellation waits for the thread to end: Gradio frees the job's
+    place in the queue when the task ends, and would otherwise start the next job beside the cancelled
+    one, still running on the same model (and writing its files for nobody)."""
     import anyio
 
     stop = threading.Event()
@@ -552,7 +552,8 @@ async def cancellable(work: Callable[[Callable[[], None]], DemoResult]) -> DemoR
         while not worker.done():  # cancelled again (Stop pressed twice): the thread is still waited for
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait([worker])
-        worker.exception()  # JobCancelled, or the job's error: retrieved, nobody shows it
+        if worker.exception() is None:  # done past its last check (writing): nobody takes its files
+            shutil.rmtree(worker.result().image.parent, ignore_errors=True)
         raise
 
 

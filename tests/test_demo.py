@@ -216,6 +216,29 @@ def test_a_job_cancelled_twice_is_still_waited_for():
     assert asyncio.run(cancel_twice())
 
 
+def test_a_job_cancelled_after_its_last_report_leaves_no_folder(tmp_path: Path):
+    """Stop during the colour fix and writing (no progress report comes after them): the job ends with its
+    files, and nobody takes them."""
+    folder, release = tmp_path / "chip-x1", threading.Event()
+
+    def work(check):
+        release.wait(10)
+        folder.mkdir()
+        (folder / "chip.png").write_bytes(b"")
+        return SimpleNamespace(image=folder / "chip.png")
+
+    async def cancel_while_writing() -> None:
+        job = asyncio.ensure_future(cancellable(work))
+        await asyncio.sleep(0.05)
+        job.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+
+    asyncio.run(cancel_while_writing())
+    assert not folder.exists()
+
+
 def test_quantisation_choices_follow_the_schema():
     fields = {f.name: f for f in dataclasses.fields(BackboneConfig)}
     expected = fields["quantize"].metadata["choices"] if "quantize" in fields else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -926,8 +927,12 @@ def test_a_blank_description_trains_on_the_default_text(tmp_path, hq_folder):
     )
     assert notes[1].startswith(  # a description alone is the whole answer here: said, not silent
         f"note: 1 of 1 descriptions in {manifest} do not open with PURE's degradation sentence (e.g. "
-        f"{cfg.data.default_text!r})"
+        "'Medium blur, small noise.')"
     )
+    notes.clear()
+    other = dataclasses.replace(cfg.data, default_text="A photo.")  # the example is PURE's sentence, not this
+    ImageFolderExamples(other, tokenizer, vocab, vq, notes.append)
+    assert "degradation sentence (e.g. 'Medium blur, small noise.')" in notes[1]
     notes.clear()
     manifest.write_text('{"image": "a.png", "description": "Large blur, medium noise. A cat."}\n')
     ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)

@@ -113,9 +113,10 @@ class ImageFolderExamples(Dataset):
         if plain:  # e.g. scripts/prepare_data.py's manifest, whose descriptions it completes itself
             note(
                 f"note: {plain} of {len(used)} descriptions in {cfg.captions} do not open with PURE's "
-                f"degradation sentence (e.g. {cfg.default_text!r}); here a description is the whole answer, "
-                "so the model learns to answer those without one: put the sentence first (prepare_data.py's "
-                "manifests hold descriptions only; it prepends the sentence of the degradation it applies)"
+                "degradation sentence (e.g. 'Medium blur, small noise.'); here a description is the whole "
+                "answer, so the model learns to answer those without one: put the sentence first "
+                "(prepare_data.py's manifests hold descriptions only; it prepends the sentence of the "
+                "degradation it applies)"
             )
         self.examples: list[dict[str, torch.Tensor]] = []
         self._used: list[tuple[str, str, str]] = []  # (file name, SHA-256 of its bytes, description)

@@ -849,6 +849,8 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
 
     run = benchmark_paths(args.name, args.root, args.run)["run"]  # one time-stamped folder for the hint
     replacing = (run / "metrics.json").exists() or (run / "per_image.csv").exists()  # said, never silent
+    if cfg is None:  # rescoring RUN/sr: the earlier results say what restored it
+        model = _restored_by(run / "metrics.json")
     try:
         compare = [row for path in args.compare for row in load_rows(path)]
         evaluation, paths = run_benchmark(
@@ -874,6 +876,15 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
         return 1
     print(report(evaluation, compare))
     return _finish(evaluation, [paths["json"], paths["csv"]], named=bool(args.metrics), replacing=replacing)
+
+
+def _restored_by(results: Path) -> dict:
+    """The ``model`` and ``adapter`` an earlier run's ``metrics.json`` records; none when it has no record."""
+    try:
+        earlier = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no earlier results, or damaged ones: rescored without a record
+        return {}
+    return {key: earlier[key] for key in ("model", "adapter") if isinstance(earlier, dict) and key in earlier}
 
 
 # ---------------------------------------------------------------------------- training data

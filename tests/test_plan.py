@@ -252,6 +252,10 @@ def test_benchmark_runs_inference_in_process_with_the_same_input_rules(tmp_path,
     assert benchmark_main([*argv, "--outscale", "2", "--name", "tiny-x2", "--skip-existing"]) == 0
     assert json.loads((run / "metrics.json").read_text())["name"] == "tiny-x2"  # runs of one set told apart
     assert "tiny-x2" in capsys.readouterr().out
+    rescore = ["mini", "--root", str(tmp_path / "sets"), "--run", str(run), "--metrics", "psnr"]
+    assert benchmark_main([*rescore, "--skip-inference", "--no-progress"]) == 0
+    results = json.loads((run / "metrics.json").read_text())
+    assert (results["model"], results["adapter"]) == ("tiny", None)  # what restored RUN/sr, kept on rescoring
 
 
 def test_case_7_images_only_in_subfolders(tmp_path, capsys, stand_in):

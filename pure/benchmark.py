@@ -6,6 +6,7 @@ Inference runs in this process (the caller passes it in, :func:`pure.cli.benchma
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,7 +97,6 @@ def run_benchmark(
     outscale: float | None = None,
     lr_name: str | None = "{stem}",
     label: str | None = None,
-    record: dict | None = None,
     **evaluate_kwargs,
 ) -> tuple[Evaluation, dict[str, Path]]:
     """Super-resolve ``root/name/lr`` into ``run/sr`` with ``infer(lr_dir, sr_dir)`` (in-process; it
@@ -105,8 +105,8 @@ def run_benchmark(
     Without ``infer`` an existing ``run/sr`` is scored. An interrupted ``infer`` (exit 130) raises
     ``KeyboardInterrupt``. ``outscale``: the scale ``infer`` restores to; the LR images (named as
     ``lr_name`` says, see :func:`check_scale`) must then pair with HR images, each of its LR image's size
-    times ``outscale`` (checked before inference). ``label``: the results' row name (default ``name``);
-    ``record``: more to keep in ``metrics.json`` (the model and adapter that restored the set).
+    times ``outscale`` (checked before inference). ``label``: the results' row name (default ``name``).
+    ``metrics.json`` also records what restored the set (:func:`restored_by`).
 
     ``evaluate_kwargs`` go to :func:`evaluate_folders`.
     """
@@ -140,6 +140,28 @@ def run_benchmark(
     evaluation = evaluate_folders(paths["sr"], paths["hr"], name=label or name, **evaluate_kwargs)
     if not evaluation.mean:  # no metric ran: an earlier run's results stay
         return evaluation, paths
-    write_json(evaluation, paths["json"], {"sr": str(paths["sr"]), "gt": str(paths["hr"]), **(record or {})})
+    write_json(
+        evaluation,
+        paths["json"],
+        {"sr": str(paths["sr"]), "gt": str(paths["hr"]), **restored_by(paths["sr"])},
+    )
     write_csv(evaluation, paths["csv"])
     return evaluation, paths
+
+
+def restored_by(sr_dir: Path) -> dict:
+    """What restored the images in ``sr_dir``, read from their sidecars (``NAME.json`` beside each output):
+    ``model`` (the backbone's revision) and ``adapter``, each one value when every sidecar agrees, else the
+    sorted list of the values found (a run continued with ``--skip-existing`` and other settings); ``{}``
+    without sidecars. The sidecars, not this run's settings: ``--skip-inference`` and ``--skip-existing``
+    score images that an earlier command restored."""
+    found: dict[str, set] = {"model": set(), "adapter": set()}
+    for path in sorted(sr_dir.rglob("*.json")):
+        try:
+            sidecar = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # not a sidecar of ours
+            continue
+        if isinstance(sidecar, dict) and "output" in sidecar:
+            for key, values in found.items():
+                values.add(sidecar.get(key))
+    return {key: next(iter(v)) if len(v) == 1 else sorted(map(str, v)) for key, v in found.items() if v}

@@ -829,7 +829,6 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     settings.threads = args.threads  # one flag for both stages
     cfg = None if args.skip_inference else infer_settings(settings)
     outscale = None if cfg is None else cfg.restore.outscale
-    model = {} if cfg is None else {"model": cfg.backbone.source, "adapter": cfg.backbone.adapter or None}
 
     def infer(lr: Path, sr: Path) -> int:
         return run_inference(argparse.Namespace(**{**vars(settings), "input": str(lr), "output": str(sr)}))
@@ -849,8 +848,6 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
 
     run = benchmark_paths(args.name, args.root, args.run)["run"]  # one time-stamped folder for the hint
     replacing = (run / "metrics.json").exists() or (run / "per_image.csv").exists()  # said, never silent
-    if cfg is None:  # rescoring RUN/sr: the earlier results say what restored it
-        model = _restored_by(run / "metrics.json")
     try:
         compare = [row for path in args.compare for row in load_rows(path)]
         evaluation, paths = run_benchmark(
@@ -861,7 +858,6 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
             outscale=outscale,
             lr_name=lr_name,
             label=args.label,
-            record=model,
             **scoring,
         )
     except KeyboardInterrupt:
@@ -876,15 +872,6 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
         return 1
     print(report(evaluation, compare))
     return _finish(evaluation, [paths["json"], paths["csv"]], named=bool(args.metrics), replacing=replacing)
-
-
-def _restored_by(results: Path) -> dict:
-    """The ``model`` and ``adapter`` an earlier run's ``metrics.json`` records; none when it has no record."""
-    try:
-        earlier = json.loads(results.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # no earlier results, or damaged ones: rescored without a record
-        return {}
-    return {key: earlier[key] for key in ("model", "adapter") if isinstance(earlier, dict) and key in earlier}
 
 
 # ---------------------------------------------------------------------------- training data

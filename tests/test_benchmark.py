@@ -242,3 +242,18 @@ def test_lr_names_that_pair_no_hr_image_are_refused_before_inference(monkeypatch
     (tmp_path / "div2k" / "lr" / "0801x4.png").unlink()
     assert benchmark_main([*base, "--metrics", "psnr"]) == 2
     assert f"error: no images in the LR folder {tmp_path / 'div2k' / 'lr'} (" in capsys.readouterr().err
+
+
+def test_metrics_json_records_what_restored_the_outputs_from_their_sidecars(tmp_path):
+    """Not this command's settings: --skip-existing with another adapter scores images restored by both."""
+    from pure.benchmark import restored_by
+
+    assert restored_by(tmp_path) == {}
+    for name, adapter in (("a", "runs/a/adapter"), ("b", "runs/b/adapter"), ("c", "runs/a/adapter")):
+        sidecar = {"output": f"{name}.png", "model": "nonwhy/PURE@abc", "adapter": adapter}
+        (tmp_path / f"{name}.json").write_text(json.dumps(sidecar))
+    (tmp_path / "notes.json").write_text("[1, 2]")  # not a sidecar
+    assert restored_by(tmp_path) == {
+        "model": "nonwhy/PURE@abc",
+        "adapter": ["runs/a/adapter", "runs/b/adapter"],
+    }

@@ -246,7 +246,8 @@ def test_benchmark_runs_inference_in_process_with_the_same_input_rules(tmp_path,
     assert stand_in.loads == 1
     results = json.loads((run / "metrics.json").read_text())
     assert results["count"] == 1  # entropy maps are not scored
-    assert (results["name"], results["model"], results["adapter"]) == ("mini", "tiny", None)
+    sidecar = json.loads((run / "sr" / "a.json").read_text())
+    assert (results["name"], results["model"], results["adapter"]) == ("mini", sidecar["model"], None)
     assert (run / "sr" / "entropy" / "a.png").is_file()
     assert "1 restored" in capsys.readouterr().out
     assert benchmark_main([*argv, "--outscale", "2", "--name", "tiny-x2", "--skip-existing"]) == 0
@@ -255,7 +256,7 @@ def test_benchmark_runs_inference_in_process_with_the_same_input_rules(tmp_path,
     rescore = ["mini", "--root", str(tmp_path / "sets"), "--run", str(run), "--metrics", "psnr"]
     assert benchmark_main([*rescore, "--skip-inference", "--no-progress"]) == 0
     results = json.loads((run / "metrics.json").read_text())
-    assert (results["model"], results["adapter"]) == ("tiny", None)  # what restored RUN/sr, kept on rescoring
+    assert (results["model"], results["adapter"]) == (sidecar["model"], None)  # what restored RUN/sr
 
 
 def test_case_7_images_only_in_subfolders(tmp_path, capsys, stand_in):

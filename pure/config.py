@@ -391,7 +391,7 @@ def _unbool(part: DictConfig, key: str, schema: type, origin: str) -> None:
     """Give a text setting that YAML read as a boolean its word back: the one word of the field's closed
     choice that reads so (``restore.compile: on``, ``mixed_precision: no``). Elsewhere (a free text, or no
     such word among the choices) raise :class:`ConfigError` asking for quotes: the word typed is lost."""
-    value = OmegaConf.select(part, key, throw_on_missing=False)
+    value = OmegaConf.select(part, key, throw_on_missing=False, throw_on_resolution_failure=False)
     if not isinstance(value, bool) or _field_type(schema, key) != "str":
         return
     allowed = _field(schema, key).metadata.get("choices", ())
@@ -410,7 +410,7 @@ def _unfloat(part: DictConfig, key: str, schema: type, origin: str) -> None:
     """Give an integer setting written as a whole float its integer (``max_steps: 1e3``, ``1000.0``: YAML
     reads both as floats); raise :class:`ConfigError` naming the key for a fraction, which has none. nan and
     inf are left to the merge, which refuses them as no integer."""
-    value = OmegaConf.select(part, key, throw_on_missing=False)
+    value = OmegaConf.select(part, key, throw_on_missing=False, throw_on_resolution_failure=False)
     if not isinstance(value, float) or not math.isfinite(value) or _field_type(schema, key) != "int":
         return
     if not value.is_integer():

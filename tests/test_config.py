@@ -325,3 +325,16 @@ def test_an_infinite_or_nan_integer_setting_is_a_config_error(value):
     """YAML floats with no whole number near them: refused like any other wrong value, not a traceback."""
     with pytest.raises(ConfigError, match=rf"override 'max_steps={re.escape(value)}'"):
         load_config(config_module.TrainConfig, None, [f"max_steps={value}"])
+
+
+def test_interpolations_resolve_against_every_setting_or_are_one_line(tmp_path):
+    """``${...}`` in an override or a file resolves against the merged settings; one that names nothing is a
+    ConfigError saying how to write a literal ``${`` (it was an OmegaConf traceback at a text setting)."""
+    cfg = load_config(
+        InferConfig, None, ["restore.caption=${restore.color_fix}", "sampling.seed=${restore.tile}"]
+    )
+    assert (cfg.restore.caption, cfg.sampling.seed) == ("wavelet", 512)
+    (tmp_path / "c.yaml").write_text('restore:\n  caption: "a ${x} cat"\n')
+    for path, overrides in ((None, ["restore.caption=a ${x} cat"]), (tmp_path / "c.yaml", [])):
+        with pytest.raises(ConfigError, match=r"restore.caption: Interpolation key 'x' not found.*literal"):
+            load_config(InferConfig, path, overrides)

@@ -409,9 +409,18 @@ def _unbool(part: DictConfig, key: str, schema: type, origin: str) -> None:
 def _unfloat(part: DictConfig, key: str, schema: type, origin: str) -> None:
     """Give an integer setting written as a whole float its integer (``max_steps: 1e3``, ``1000.0``: YAML
     reads both as floats); raise :class:`ConfigError` naming the key for a fraction, which has none. nan and
-    inf are left to the merge, which refuses them as no integer."""
+    inf are left to the merge, which refuses them as no integer. A setting that takes an integer or ``auto``
+    (``restore.batch_size``) follows the same rules, and takes a quoted number as an integer setting does."""
     value = OmegaConf.select(part, key, throw_on_missing=False, throw_on_resolution_failure=False)
-    if not isinstance(value, float) or not math.isfinite(value) or _field_type(schema, key) != "int":
+    auto = getattr(_field(schema, key), "metadata", {}).get("auto", False)
+    if auto and isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        OmegaConf.update(part, key, int(value))  # batch_size: "4", as tile: "64" is 64
+        return
+    if (
+        not isinstance(value, float)
+        or not math.isfinite(value)
+        or not (auto or _field_type(schema, key) == "int")
+    ):
         return
     if not value.is_integer():
         low, high = math.floor(value), math.ceil(value)

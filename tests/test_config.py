@@ -338,3 +338,14 @@ def test_interpolations_resolve_against_every_setting_or_are_one_line(tmp_path):
     for path, overrides in ((None, ["restore.caption=a ${x} cat"]), (tmp_path / "c.yaml", [])):
         with pytest.raises(ConfigError, match=r"restore.caption: Interpolation key 'x' not found.*literal"):
             load_config(InferConfig, path, overrides)
+
+
+def test_batch_size_follows_the_integer_rules_besides_auto(tmp_path):
+    """``restore.batch_size`` (an integer or auto) takes a whole float and a quoted number as every integer
+    setting does (``restore.tile: '64'`` is 64), and a fraction is the same one line."""
+    (tmp_path / "c.yaml").write_text("restore:\n  batch_size: '4'\n")
+    assert load_config(InferConfig, tmp_path / "c.yaml").restore.batch_size == 4
+    for value, expected in (("4.0", 4), ("1e1", 10), ("'auto'", "auto")):
+        assert load_config(InferConfig, None, [f"restore.batch_size={value}"]).restore.batch_size == expected
+    with pytest.raises(ConfigError, match=r"restore.batch_size is a whole number, not 2.5; write 2 or 3"):
+        load_config(InferConfig, None, ["restore.batch_size=2.5"])

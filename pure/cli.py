@@ -265,24 +265,28 @@ def _settings(schema: type, args: argparse.Namespace, flags: list[str]) -> Any:
 def _refuse_set_twice(flags: list[str], overrides: list[str]) -> None:
     import yaml  # OmegaConf's parser, already loaded with it
 
+    def keys(item: str) -> list[str]:
+        """The dotted keys a ``key=value`` item sets. A section override (``restore={tile: 64}``) is merged
+        into its section, so it sets only the keys its mapping names."""
+        key, _, value = item.partition("=")
+        try:
+            tree = yaml.safe_load(value)
+        except yaml.YAMLError:  # load_config says what is wrong with it
+            tree = None
+
+        def leaves(tree: object, prefix: str) -> list[str]:
+            if not isinstance(tree, dict):
+                return [prefix]
+            return [leaf for name, inner in tree.items() for leaf in leaves(inner, f"{prefix}.{name}")]
+
+        return leaves(tree, key.strip())
+
     def common(a: str, b: str) -> str | None:
-        """The key that both ``key=value`` items set, or None. A section override (``restore={tile: 64}``)
-        is merged into its section, so it sets only the keys its mapping names."""
-        (key_a, _, value_a), (key_b, _, value_b) = a.partition("="), b.partition("=")
-        key_a, key_b = key_a.strip(), key_b.strip()
-        if key_a == key_b:
-            return key_a
-        for section, value, key in ((key_a, value_a, key_b), (key_b, value_b, key_a)):
-            if key.startswith(section + "."):
-                try:
-                    tree = yaml.safe_load(value)
-                except yaml.YAMLError:  # load_config says what is wrong with it
-                    return None
-                for part in key[len(section) + 1 :].split("."):
-                    if not isinstance(tree, dict) or part not in tree:
-                        return None
-                    tree = tree[part]
-                return key
+        """The key that both ``key=value`` items set (the shorter where one holds the other), or None."""
+        for key_a in keys(a):
+            for key_b in keys(b):
+                if key_a == key_b or key_b.startswith(key_a + ".") or key_a.startswith(key_b + "."):
+                    return min(key_a, key_b, key=len)
         return None
 
     for index, item in enumerate(overrides):

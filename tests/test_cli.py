@@ -76,6 +76,18 @@ def test_a_key_set_twice_on_the_command_line_is_refused(capsys):
     assert infer_main(["--print-config", "--tile", "128", "restore={batch_size: 2}"]) == 0  # a section merges
     assert train_main(["--config", TINY_LORA, "--print-config", "lora.rank=4", "lora={alpha: 8}"]) == 0
     capsys.readouterr()
+    assert (
+        infer_main(["--print-config", "restore={tile: 128}", "restore={color_fix: none}"]) == 0
+    )  # both merge
+    printed = yaml.safe_load(capsys.readouterr().out)["restore"]
+    assert (printed["tile"], printed["color_fix"]) == (128, "none")
+    assert infer_main(["--print-config", "backbone={tiny: {seed: 3}}", "backbone.tiny={num_layers: 3}"]) == 0
+    assert infer_main(["--print-config", "restore={tile: 64}", "restore={tile: 96, seed: 1}"]) == 2
+    assert (
+        "'restore={tile: 64}' and 'restore={tile: 96, seed: 1}' both set restore.tile"
+        in capsys.readouterr().err
+    )
+    capsys.readouterr()
     assert infer_main(["--print-config", "--tile", "64", "restore={tile: 128}"]) == 2
     assert "--tile and the override 'restore={tile: 128}' both set restore.tile" in capsys.readouterr().err
     capsys.readouterr()

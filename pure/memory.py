@@ -56,20 +56,25 @@ def tile_cache_bytes(
     tile: int,
     max_text_tokens: int,
     kv_cache: str = "model",
+    draft_len: int = 0,
 ) -> int:
     """Bytes of the KV cache of ONE tile restored as :meth:`pure.pipeline.Restorer.restore` does (the image
     forced to ``tile`` px, stopping after it): ``prompt_len`` prompt tokens, then at most
     ``max_text_tokens`` of text and the image block, capped by ``sampling.max_new_tokens``; unconditional
     rows (guidance on: ``sampling.cfg_scale != 1``) hold only the image. ``kv_cache``: ``restore.kv_cache``
     (``int8``: codes and scales, plus the dequantised copy of one layer that attention reads,
-    :attr:`pure.kv_cache.GuidedKVCache.workspace_nbytes`). ``config``: the backbone's ``ChameleonConfig``;
-    the cache is laid out on the meta device, so nothing is allocated."""
+    :attr:`pure.kv_cache.GuidedKVCache.workspace_nbytes`); ``draft_len``: ``restore.draft_len`` when
+    ``restore.speculative`` drafts (0: it does not), whose window of ``draft_len + 1`` columns both caches
+    hold besides (:func:`pure.speculative.generate_speculative`). ``config``: the backbone's
+    ``ChameleonConfig``; the cache is laid out on the meta device, so nothing is allocated."""
     grids = (tile // GRID_PX, tile // GRID_PX)
     codes = grids[0] * CODES_PER_GRID
     steps = min(sampling.max_new_tokens, max_text_tokens + block_length(codes, codes))
     cond, uncond = cache_lengths(prompt_len, steps, 0, grids)
     guided = sampling.cfg_scale != 1.0
-    cache = GuidedKVCache(config, 1, cond, uncond if guided else 0, dtype, "meta", kv_cache == "int8")
+    extra = draft_len + 1 if draft_len else 0
+    uncond = uncond + extra if guided else 0
+    cache = GuidedKVCache(config, 1, cond + extra, uncond, dtype, "meta", kv_cache == "int8")
     return cache.nbytes + cache.workspace_nbytes
 
 

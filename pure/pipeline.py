@@ -251,8 +251,16 @@ class Restorer:
         blank = torch.zeros(side, side, dtype=torch.long)
         prompt = len(conversation(self.tokenizer, self.vocab, blank, answer_text=caption)[0])
         config, dtype, settings = self.model.config, self.model.dtype, self.settings
+        drafts = settings.draft_len if settings.speculative != "none" else 0
         per_tile = tile_cache_bytes(
-            config, dtype, prompt, self.sampling, settings.tile, settings.max_text_tokens, settings.kv_cache
+            config,
+            dtype,
+            prompt,
+            self.sampling,
+            settings.tile,
+            settings.max_text_tokens,
+            settings.kv_cache,
+            drafts,
         ) + prefill_bytes(config, prompt, dtype)
         return auto_batch_size(free_bytes(self.model.device), per_tile, limit=len(tiles.boxes))
 

@@ -49,6 +49,12 @@ def test_tile_cache_bytes_is_what_generation_allocates():
         expected = tile_cache_bytes(model.config, torch.float32, len(prompt), sampling, 64, 5, kv_cache)
         assert cache.nbytes + cache.workspace_nbytes == 3 * expected
         assert (cache.workspace_nbytes > 0) == (kv_cache == "int8")
+        with torch.inference_mode(), use_guided_attention(model):  # speculative: a window of 31 + 1 columns
+            cache, _, _ = _start(
+                model, [prompt] * 3, vocab, sampling, None, None, (2, 2), 5, True, 32, kv_cache
+            )
+        expected = tile_cache_bytes(model.config, torch.float32, len(prompt), sampling, 64, 5, kv_cache, 31)
+        assert cache.nbytes + cache.workspace_nbytes == 3 * expected
 
 
 def test_auto_batch_size_with_a_fake_budget():

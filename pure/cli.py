@@ -202,8 +202,8 @@ def infer_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quantize",
         choices=["none", "int8", "int4"],
-        help="weight-only quantisation of the backbone's linear layers: int8 halves the weights, int4 "
-        "(GPU: bfloat16, Ampere or newer) quarters them (default none)",
+        help="weight-only quantisation of the backbone's linear layers: int8 about halves the weights' "
+        "memory, int4 (GPU: bfloat16, Ampere or newer) cuts it to about a third (default none)",
     )
     p.add_argument(
         "--kv-cache",

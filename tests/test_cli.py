@@ -586,3 +586,9 @@ def test_evaluate_names_gt_for_other_tools_hr_and_nothing_for_lr(capsys):
         assert (
             f"unrecognized arguments: {given} y{hint} (--help explains every flag)" in capsys.readouterr().err
         )
+
+
+def test_help_of_quantize_gives_the_computed_weight_sizes():
+    """int4 weights of the 7B take 4.35 of bf16's 13.19 GiB (pure.memory.weight_bytes; README): a third."""
+    text = " ".join(infer_parser().format_help().split())
+    assert "int8 about halves the weights' memory" in text and "cuts it to about a third" in text

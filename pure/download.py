@@ -175,13 +175,16 @@ def hub_weights(cfg, backbone_weights: bool = True) -> list[HubWeights]:
     return found
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no", "off")
+def offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) turns the hub off, read as huggingface_hub
+    reads it (1, on, yes or true in any case; ``HF_HUB_OFFLINE=no`` or ``=0`` does not)."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.upper() in ("1", "ON", "YES", "TRUE")
 
 
 def missing_message(missing: list[HubWeights], models: Path) -> str:
     """One message listing every missing file with the commands that fetch them all."""
-    why = " (HF_HUB_OFFLINE is set)" if _offline() else ""
+    why = " (HF_HUB_OFFLINE is set)" if offline() else ""
     lines = [f"the weights this run needs are not on this machine and could not be downloaded{why}:"]
     lines += [f"  {w.key}: {w.source}{_incomplete(w, models)}" for w in missing]
     lines += [

@@ -35,7 +35,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbedding
 
 from pure.config import BackboneConfig
-from pure.download import CHECKPOINT_FILES
+from pure.download import CHECKPOINT_FILES, offline
 from pure.errors import PureError
 from pure.kv_cache import CACHE_ARG
 from pure.quantize import QUANTIZED_WEIGHT, check_quantize, load_quantized_
@@ -133,9 +133,8 @@ def resolve_source(source: str, revision: str = "main") -> Path:
     try:
         return Path(snapshot_download(source, revision=revision, allow_patterns=CHECKPOINT_FILES))
     except Exception as err:  # offline, no cache, network or auth errors all end here
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         raise CheckpointError(
-            f"could not obtain the model {source!r}{' (HF_HUB_OFFLINE is set)' if offline else ''}: "
+            f"could not obtain the model {source!r}{' (HF_HUB_OFFLINE is set)' if offline() else ''}: "
             f"{(str(err).splitlines() or [type(err).__name__])[0].rstrip('.')}. On a machine with internet "
             f"access run `python scripts/download.py models {source}` (`--list` shows the hf download "
             "commands), copy models/ here and pass --models models"
@@ -403,7 +402,7 @@ def backbone_folder(cfg: BackboneConfig) -> Path:
         num_heads=tiny.num_heads,
     )
     key = hashlib.sha1(repr((tiny.seed, sorted(sizes.items()))).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("PURE_CACHE", Path.home() / ".cache" / "pure")) / f"tiny-{key}"
+    cache = Path(os.environ.get("PURE_CACHE") or Path.home() / ".cache" / "pure") / f"tiny-{key}"  # '': unset
     if not (cache / "model.safetensors.index.json").is_file():
         cache.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tiny-"))

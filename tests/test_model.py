@@ -273,3 +273,21 @@ def test_a_cuda_device_without_cuda_names_the_flag_and_the_key(monkeypatch):
     ):
         pick_device("cuda")
     assert pick_device("auto") == torch.device("cpu")
+
+
+def test_environment_variables_read_as_their_owners_read_them(tmp_path, monkeypatch):
+    """An empty PURE_CACHE is unset (the tiny models went into the current folder); HF_HUB_OFFLINE is read
+    as huggingface_hub reads it, so ``no`` or ``0`` is not called set in a message."""
+    from pure.config import BackboneConfig
+    from pure.download import offline
+    from pure.model import backbone_folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PURE_CACHE", "")
+    folder = backbone_folder(BackboneConfig(source="tiny"))
+    assert folder.parent == tmp_path / "home" / ".cache" / "pure" and not list(tmp_path.glob("tiny-*"))
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    for value, expected in (("no", False), ("0", False), ("False", False), ("1", True), ("YES", True)):
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        assert offline() is expected

@@ -198,7 +198,11 @@ def infer_parser() -> argparse.ArgumentParser:
         "--vq",
         help="VQ tokenizer: .pt file or repo_id:filename (default FoundationVision/LlamaGen:vq_ds8_c2i.pt)",
     )
-    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], help="GPU dtype (CPU runs float32)")
+    p.add_argument(
+        "--dtype",
+        choices=["bfloat16", "float16", "float32"],
+        help="GPU dtype (default bfloat16; CPU runs float32)",
+    )
     p.add_argument(
         "--quantize",
         choices=["none", "int8", "int4"],

@@ -21,6 +21,7 @@ from pathlib import Path
 from pure.errors import PureError, one_line
 from pure.images import (
     IMAGE_SUFFIXES,
+    Header,
     ImageReadError,
     is_image_name,
     is_marked,
@@ -200,22 +201,7 @@ def plan_outputs(
         raise ValueError(f"existing must be fail, skip or overwrite, got {existing!r}")
     if any(c in suffix for c in ("/", "\\", "\0")):
         raise PlanError(f"--suffix {suffix!r} must be part of a file name: no '/' or '\\'")
-    if source.exists() and not source.is_dir() and not source.is_file():
-        raise PlanError(f"input {source} is not a regular file or a folder (a pipe or a device?)")
-    if source.is_file():
-        root, files, not_images, unsearched = source.parent, [source], [], []
-    elif source.is_dir():
-        root = source
-        scan = scan_folder(source, recursive, exclude=(output, output / ENTROPY_FOLDER))
-        files, not_images, unsearched = scan.images, scan.skipped, scan.subfolders
-        files += [
-            path for path in not_images if unreadable_format(path)
-        ]  # they fail, with their format named
-        not_images = [path for path in not_images if not unreadable_format(path)]
-        if not files:
-            raise PlanError(_no_images(source, scan.skipped, scan.subfolders))
-    else:
-        raise PlanError(f"input {source} does not exist")
+    root, files, not_images, unsearched = _list_inputs(source, output, recursive)
     check_output_folder(output)
     fold = ignores_case(output)
 
@@ -242,23 +228,8 @@ def plan_outputs(
         plan.previous_outputs = [path for path, header in headers.items() if header.marked]
         for path in plan.previous_outputs:
             del headers[path]
-    memory = physical_memory()
-    for path, header in list(headers.items()) if outscale is not None and memory is not None else []:
-        width, height = (round(side * outscale) for side in header.size)
-        if header.size[0] * header.size[1] * INPUT_BYTES_PER_PIXEL > memory:
-            plan.failed.append(
-                f"{path}: the {header.size[0]:,} x {header.size[1]:,} px input needs more memory than this "
-                f"machine has ({memory / 2**30:.0f} GiB) just to be read; shrink or crop it first"
-            )
-            del headers[path]
-        elif width * height * CANVAS_BYTES_PER_PIXEL > memory:
-            largest = (memory / CANVAS_BYTES_PER_PIXEL / (header.size[0] * header.size[1])) ** 0.5
-            plan.failed.append(
-                f"{path}: the {width:,} x {height:,} px output needs more memory than this machine has "
-                f"({memory / 2**30:.0f} GiB) for its canvases alone; pass an --outscale below "
-                f"{_round_down(largest)}"
-            )
-            del headers[path]
+    if outscale is not None:
+        _drop_too_big_for_memory(headers, outscale, plan.failed)
     if ext == "jpg":  # a header's alpha channel or tRNS key may leave every pixel opaque: the reader drops it
         headers = {
             path: header if not header.has_alpha or _transparent(path) else replace(header, has_alpha=False)
@@ -284,19 +255,7 @@ def plan_outputs(
                 f"{JPEG_MAX_SIDE:,} px a side); pass --ext png or a smaller --outscale"
             )
             del jobs[path]
-    still = _collisions(jobs.values(), key)
-    if still:
-        listed = ", ".join(str(p) for p in sorted(still)[:6])
-        raise PlanError(
-            f"inputs whose outputs would collide even with their extensions kept: {listed}; rename them"
-        )
-    limit = _name_max(output)
-    too_long = [out for job in jobs.values() for out in job.outputs() if len(os.fsencode(out.name)) > limit]
-    if too_long:
-        raise PlanError(
-            f"the output name {too_long[0].name!r} is longer than this file system allows ({limit} bytes); "
-            "shorten the input's name or the --suffix"
-        )
+    _refuse_clashes(list(jobs.values()), output, key)
     if not suffix and any(key(job.image.parent) == key(job.source.parent) for job in jobs.values()):
         raise PlanError(
             f"restoring into the input folder ({output}) needs a --suffix (e.g. --suffix x4), so that "
@@ -314,38 +273,7 @@ def plan_outputs(
     for path in written:
         del jobs[path]
     plan.previous_outputs = sorted(plan.previous_outputs + written)
-    other = "another --suffix" if suffix else "a --suffix"
-    inputs = {key(path) for path in jobs}
-    replacing = [(job.source, out) for job in jobs.values() for out in job.outputs() if key(out) in inputs]
-    if replacing:
-        source_path, out = replacing[0]
-        raise PlanError(
-            f"the output {out} of {source_path} would replace an input; pass another -o or {other}"
-        )
-    if _inside(output, root) or _inside(root, output):  # the input's own folders: only pure's files go
-        originals = [
-            (job.source, out)
-            for job in jobs.values()
-            for out in (job.image, job.entropy)
-            if out is not None and out.is_file() and not _is_output(out, job)
-        ]
-        if originals:
-            source_path, out = originals[0]
-            raise PlanError(
-                f"the output {out} of {source_path} would replace {out.name}, which pure did not write (no "
-                f"sidecar, no pure mark); pass another -o or {other}"
-            )
-    folders = [out for job in jobs.values() for out in job.outputs() if out.is_dir()]
-    if folders:
-        raise PlanError(f"an output would replace the folder {folders[0]}; move it or pass another -o")
-    dangling = [
-        out for job in jobs.values() for out in job.outputs() if out.is_symlink() and not out.exists()
-    ]
-    if dangling:  # writing through it would make the link's folders, wherever they are (cp refuses too)
-        raise PlanError(
-            f"the output {dangling[0]} is a link to {os.readlink(dangling[0])}, which does not exist; remove "
-            "the link or pass another -o"
-        )
+    _refuse_replacing(list(jobs.values()), output, root, suffix, key)
     present = [out for job in jobs.values() for out in job.outputs() if out.exists()]
     if present and existing == "fail":
         shown = ", ".join(map(str, present[:3])) + (" ..." if len(present) > 3 else "")
@@ -362,6 +290,104 @@ def plan_outputs(
         (plan.existing if done else plan.jobs).append(job)
     _check_output_subfolders([out for job in plan.jobs for out in job.outputs()], output)  # not the skipped
     return plan
+
+
+def _list_inputs(
+    source: Path, output: Path, recursive: bool
+) -> tuple[Path, list[Path], list[Path], list[Path]]:
+    """``source``'s inputs: (the folder names are relative to, image files, other files, subfolders not
+    searched). Files of an image format Pillow does not read here count as images: they fail, with their
+    format named. Raises :class:`PlanError` for a missing input, a pipe or device, or a folder without
+    images."""
+    if source.exists() and not source.is_dir() and not source.is_file():
+        raise PlanError(f"input {source} is not a regular file or a folder (a pipe or a device?)")
+    if source.is_file():
+        return source.parent, [source], [], []
+    if not source.is_dir():
+        raise PlanError(f"input {source} does not exist")
+    scan = scan_folder(source, recursive, exclude=(output, output / ENTROPY_FOLDER))
+    files = scan.images + [path for path in scan.skipped if unreadable_format(path)]
+    if not files:
+        raise PlanError(_no_images(source, scan.skipped, scan.subfolders))
+    return source, files, [path for path in scan.skipped if not unreadable_format(path)], scan.subfolders
+
+
+def _drop_too_big_for_memory(headers: dict[Path, Header], outscale: float, failed: list[str]) -> None:
+    """Move the inputs this machine's memory cannot read, or whose output canvases at ``outscale`` it cannot
+    hold, from ``headers`` to ``failed`` (one line each, with the largest ``--outscale`` that fits)."""
+    memory = physical_memory()
+    for path, header in list(headers.items()) if memory is not None else []:
+        width, height = (round(side * outscale) for side in header.size)
+        if header.size[0] * header.size[1] * INPUT_BYTES_PER_PIXEL > memory:
+            failed.append(
+                f"{path}: the {header.size[0]:,} x {header.size[1]:,} px input needs more memory than this "
+                f"machine has ({memory / 2**30:.0f} GiB) just to be read; shrink or crop it first"
+            )
+            del headers[path]
+        elif width * height * CANVAS_BYTES_PER_PIXEL > memory:
+            largest = (memory / CANVAS_BYTES_PER_PIXEL / (header.size[0] * header.size[1])) ** 0.5
+            failed.append(
+                f"{path}: the {width:,} x {height:,} px output needs more memory than this machine has "
+                f"({memory / 2**30:.0f} GiB) for its canvases alone; pass an --outscale below "
+                f"{_round_down(largest)}"
+            )
+            del headers[path]
+
+
+def _refuse_clashes(jobs: list[Job], output: Path, key: Callable[[Path], str]) -> None:
+    """Raise :class:`PlanError` for outputs that still collide (``key``: the file system's name key) with
+    their inputs' extensions kept, or whose names this file system cannot hold."""
+    still = _collisions(jobs, key)
+    if still:
+        listed = ", ".join(str(p) for p in sorted(still)[:6])
+        raise PlanError(
+            f"inputs whose outputs would collide even with their extensions kept: {listed}; rename them"
+        )
+    limit = _name_max(output)
+    too_long = [out for job in jobs for out in job.outputs() if len(os.fsencode(out.name)) > limit]
+    if too_long:
+        raise PlanError(
+            f"the output name {too_long[0].name!r} is longer than this file system allows ({limit} bytes); "
+            "shorten the input's name or the --suffix"
+        )
+
+
+def _refuse_replacing(
+    jobs: list[Job], output: Path, root: Path, suffix: str, key: Callable[[Path], str]
+) -> None:
+    """Raise :class:`PlanError` for an output that would replace an input, a file pure did not write in
+    the input's own folders, or a folder, or that is a link to nothing (writing through it would make the
+    link's folders, wherever they are; ``cp`` refuses too)."""
+    other = "another --suffix" if suffix else "a --suffix"
+    inputs = {key(job.source) for job in jobs}
+    replacing = [(job.source, out) for job in jobs for out in job.outputs() if key(out) in inputs]
+    if replacing:
+        source_path, out = replacing[0]
+        raise PlanError(
+            f"the output {out} of {source_path} would replace an input; pass another -o or {other}"
+        )
+    if _inside(output, root) or _inside(root, output):  # the input's own folders: only pure's files go
+        originals = [
+            (job.source, out)
+            for job in jobs
+            for out in (job.image, job.entropy)
+            if out is not None and out.is_file() and not _is_output(out, job)
+        ]
+        if originals:
+            source_path, out = originals[0]
+            raise PlanError(
+                f"the output {out} of {source_path} would replace {out.name}, which pure did not write (no "
+                f"sidecar, no pure mark); pass another -o or {other}"
+            )
+    folders = [out for job in jobs for out in job.outputs() if out.is_dir()]
+    if folders:
+        raise PlanError(f"an output would replace the folder {folders[0]}; move it or pass another -o")
+    dangling = [out for job in jobs for out in job.outputs() if out.is_symlink() and not out.exists()]
+    if dangling:
+        raise PlanError(
+            f"the output {dangling[0]} is a link to {os.readlink(dangling[0])}, which does not exist; remove "
+            "the link or pass another -o"
+        )
 
 
 def _restored_as_other_format(job: Job) -> bool:

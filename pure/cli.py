@@ -31,6 +31,7 @@ from pure.config import (
     InferConfig,
     PrepareConfig,
     TrainConfig,
+    is_section,
     load_config,
     schema_help,
     to_yaml,
@@ -262,16 +263,17 @@ def _settings(schema: type, args: argparse.Namespace, flags: list[str]) -> Any:
     override (``--hq-dir a hq_dirs=[b]``) or by two overrides (``seed=1 seed=2``): one would silently
     win, so the user is asked to keep one."""
     models = [f"models={literal(args.models)}"] if args.models else []
-    _refuse_set_twice(flags + models, args.overrides)
+    _refuse_set_twice(schema, flags + models, args.overrides)
     return load_config(schema, args.config, flags + models + args.overrides)
 
 
-def _refuse_set_twice(flags: list[str], overrides: list[str]) -> None:
+def _refuse_set_twice(schema: type, flags: list[str], overrides: list[str]) -> None:
     import yaml  # OmegaConf's parser, already loaded with it
 
     def keys(item: str) -> list[str]:
         """The dotted keys a ``key=value`` item sets. A section override (``restore={tile: 64}``) is merged
-        into its section, so it sets only the keys its mapping names."""
+        into its section, so it sets only the keys its mapping names; any other value, a text setting's
+        ``a: b`` included (taken as typed), sets its key."""
         key, _, value = item.partition("=")
         try:
             tree = yaml.safe_load(value)
@@ -279,19 +281,17 @@ def _refuse_set_twice(flags: list[str], overrides: list[str]) -> None:
             tree = None
 
         def leaves(tree: object, prefix: str) -> list[str]:
-            if not isinstance(tree, dict):
+            if not isinstance(tree, dict) or not is_section(schema, prefix):
                 return [prefix]
             return [leaf for name, inner in tree.items() for leaf in leaves(inner, f"{prefix}.{name}")]
 
         return leaves(tree, key.strip())
 
     def common(a: str, b: str) -> str | None:
-        """The key that both ``key=value`` items set (the shorter where one holds the other), or None."""
-        for key_a in keys(a):
-            for key_b in keys(b):
-                if key_a == key_b or key_b.startswith(key_a + ".") or key_a.startswith(key_b + "."):
-                    return min(key_a, key_b, key=len)
-        return None
+        """The key that both ``key=value`` items set, or None. A value given to a section, or a mapping to
+        a setting, sets the key it names, not those inside it: load_config says what is wrong with it."""
+        inside_b = keys(b)
+        return next((key for key in keys(a) if key in inside_b), None)
 
     for index, item in enumerate(overrides):
         if "=" not in item:

@@ -346,6 +346,15 @@ def _schema_tree(schema: type) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(schema))
 
 
+def is_section(schema: type, key: str) -> bool:
+    """Whether the dotted ``key`` names a group of settings in ``schema`` (``restore``, ``backbone.tiny``),
+    into which a mapping given to it is merged."""
+    node: object = _schema_tree(schema)
+    for name in key.split("."):
+        node = node.get(name) if isinstance(node, dict) else None
+    return isinstance(node, dict)
+
+
 def _misfit(part: object, schema: type, hint: str) -> tuple[str, bool]:
     """The dotted key of ``part`` (a YAML file's or an override's settings) that does not fit ``schema``,
     and whether it is a value given where a group of settings belongs. ``hint``: OmegaConf's key for the

@@ -98,6 +98,20 @@ def test_a_key_set_twice_on_the_command_line_is_refused(capsys):
     )
 
 
+def test_a_text_with_a_colon_is_one_key_and_a_value_for_a_section_is_not_set_twice(capsys):
+    """A text setting takes ``a: b`` as typed, not as a mapping of keys; a value where a section belongs
+    (or a section override YAML cannot read) is load_config's one line, not 'both set restore'."""
+    assert infer_main(["--print-config", "restore.caption=a: b", "restore.caption=c: d"]) == 2
+    assert (
+        "'restore.caption=a: b' and 'restore.caption=c: d' both set restore.caption"
+        in capsys.readouterr().err
+    )
+    assert infer_main(["--print-config", "--tile", "64", "restore=5"]) == 2
+    assert "restore is a group of settings" in capsys.readouterr().err
+    assert infer_main(["--print-config", "restore={tile: 64", "restore.tile=3"]) == 2
+    assert "override 'restore={tile: 64': not a valid YAML value" in capsys.readouterr().err
+
+
 def test_help_config_lists_every_key_with_its_docstring(capsys):
     with pytest.raises(SystemExit) as exit_:
         train_main(["--help-config"])

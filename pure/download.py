@@ -175,17 +175,20 @@ def hub_weights(cfg, backbone_weights: bool = True) -> list[HubWeights]:
     return found
 
 
-def offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) turns the hub off, read as huggingface_hub
-    reads it (1, on, yes or true in any case; ``HF_HUB_OFFLINE=no`` or ``=0`` does not)."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.upper() in ("1", "ON", "YES", "TRUE")
+def offline_note() -> str:
+    """`` (HF_HUB_OFFLINE is set)`` when the hub is off, naming the variable that turns it off, for a
+    could-not-obtain message; "" when it is on. Read as huggingface_hub reads them: the first of
+    ``HF_HUB_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` that is not empty, on when 1, on, yes or true in any
+    case (``HF_HUB_OFFLINE=no`` or ``=0`` is off)."""
+    name = next((n for n in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(n)), None)
+    return f" ({name} is set)" if name and os.environ[name].upper() in ("1", "ON", "YES", "TRUE") else ""
 
 
 def missing_message(missing: list[HubWeights], models: Path) -> str:
     """One message listing every missing file with the commands that fetch them all."""
-    why = " (HF_HUB_OFFLINE is set)" if offline() else ""
-    lines = [f"the weights this run needs are not on this machine and could not be downloaded{why}:"]
+    lines = [
+        f"the weights this run needs are not on this machine and could not be downloaded{offline_note()}:"
+    ]
     lines += [f"  {w.key}: {w.source}{_incomplete(w, models)}" for w in missing]
     lines += [
         f"On a machine with internet access, fetch them into one folder ({models}/):",

@@ -35,7 +35,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbedding
 
 from pure.config import BackboneConfig
-from pure.download import CHECKPOINT_FILES, offline
+from pure.download import CHECKPOINT_FILES, offline_note
 from pure.errors import PureError
 from pure.kv_cache import CACHE_ARG
 from pure.quantize import QUANTIZED_WEIGHT, check_quantize, load_quantized_
@@ -134,7 +134,7 @@ def resolve_source(source: str, revision: str = "main") -> Path:
         return Path(snapshot_download(source, revision=revision, allow_patterns=CHECKPOINT_FILES))
     except Exception as err:  # offline, no cache, network or auth errors all end here
         raise CheckpointError(
-            f"could not obtain the model {source!r}{' (HF_HUB_OFFLINE is set)' if offline() else ''}: "
+            f"could not obtain the model {source!r}{offline_note()}: "
             f"{(str(err).splitlines() or [type(err).__name__])[0].rstrip('.')}. On a machine with internet "
             f"access run `python scripts/download.py models {source}` (`--list` shows the hf download "
             "commands), copy models/ here and pass --models models"

@@ -279,7 +279,7 @@ def test_environment_variables_read_as_their_owners_read_them(tmp_path, monkeypa
     """An empty PURE_CACHE is unset (the tiny models went into the current folder); HF_HUB_OFFLINE is read
     as huggingface_hub reads it, so ``no`` or ``0`` is not called set in a message."""
     from pure.config import BackboneConfig
-    from pure.download import offline
+    from pure.download import offline_note
     from pure.model import backbone_folder
 
     monkeypatch.chdir(tmp_path)
@@ -290,4 +290,9 @@ def test_environment_variables_read_as_their_owners_read_them(tmp_path, monkeypa
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     for value, expected in (("no", False), ("0", False), ("False", False), ("1", True), ("YES", True)):
         monkeypatch.setenv("HF_HUB_OFFLINE", value)
-        assert offline() is expected
+        assert offline_note() == (" (HF_HUB_OFFLINE is set)" if expected else "")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")  # read only when HF_HUB_OFFLINE is unset or empty
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert offline_note() == ""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    assert offline_note() == " (TRANSFORMERS_OFFLINE is set)"

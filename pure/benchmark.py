@@ -152,9 +152,9 @@ def run_benchmark(
 def restored_by(sr_dir: Path) -> dict:
     """What restored the images in ``sr_dir``, read from their sidecars (``NAME.json`` beside each output):
     ``model`` (the backbone's revision) and ``adapter``, each one value when every sidecar agrees, else the
-    sorted list of the values found (a run continued with ``--skip-existing`` and other settings); ``{}``
-    without sidecars. The sidecars, not this run's settings: ``--skip-inference`` and ``--skip-existing``
-    score images that an earlier command restored."""
+    list of the values found, sorted as text (a run continued with ``--skip-existing`` and other settings;
+    no adapter stays null); ``{}`` without sidecars. The sidecars, not this run's settings:
+    ``--skip-inference`` and ``--skip-existing`` score images that an earlier command restored."""
     found: dict[str, set] = {"model": set(), "adapter": set()}
     for path in sorted(sr_dir.rglob("*.json")):
         try:
@@ -164,4 +164,4 @@ def restored_by(sr_dir: Path) -> dict:
         if isinstance(sidecar, dict) and "output" in sidecar:
             for key, values in found.items():
                 values.add(sidecar.get(key))
-    return {key: next(iter(v)) if len(v) == 1 else sorted(map(str, v)) for key, v in found.items() if v}
+    return {key: next(iter(v)) if len(v) == 1 else sorted(v, key=str) for key, v in found.items() if v}

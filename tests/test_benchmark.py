@@ -257,3 +257,7 @@ def test_metrics_json_records_what_restored_the_outputs_from_their_sidecars(tmp_
         "model": "nonwhy/PURE@abc",
         "adapter": ["runs/a/adapter", "runs/b/adapter"],
     }
+    (tmp_path / "d.json").write_text(
+        json.dumps({"output": "d.png", "model": "nonwhy/PURE@abc", "adapter": None})
+    )
+    assert restored_by(tmp_path)["adapter"] == [None, "runs/a/adapter", "runs/b/adapter"]  # null, not "None"

@@ -329,6 +329,15 @@ def run_inference(args: argparse.Namespace) -> int:
             remove_empty(made)
 
 
+def _shown(path: Path, folder: Path) -> str:
+    """``path`` as a notice names it: from the input folder, so that files of subfolders (``--recursive``)
+    are told apart and can be passed by name (``1998/Thumbs.db``, not ``Thumbs.db`` twice)."""
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:  # a path outside the input folder
+        return path.name
+
+
 def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> int:
     from pure.download import locate
     from pure.images import is_image_name
@@ -370,9 +379,10 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         ),
         (plan.png_for_alpha, "writing {n} image(s) with transparency as PNG (JPEG has no alpha): {names}"),
     ]
+    folder = Path(args.input) if Path(args.input).is_dir() else Path(args.input).parent
     for paths, text in notices if processes.is_main else []:
         if paths:
-            names = ", ".join(p.name for p in paths[:5]) + (" ..." if len(paths) > 5 else "")
+            names = ", ".join(_shown(p, folder) for p in paths[:5]) + (" ..." if len(paths) > 5 else "")
             print(one_line(text.format(n=len(paths), names=names)), file=sys.stderr)
     if plan.output_not_searched and processes.is_main:
         print(

@@ -392,6 +392,18 @@ def test_a_symlink_loop_is_searched_once(tmp_path):
     ]
 
 
+def test_skipped_files_of_subfolders_are_named_from_the_input_folder(tmp_path, capsys, stand_in):
+    """With --recursive, two Thumbs.db were listed as "Thumbs.db, Thumbs.db" and a hidden image to be passed
+    by name gave no folder to find it in."""
+    _image(tmp_path / "in" / "a.png")
+    _image(tmp_path / "in" / "1998" / ".b.png")
+    for folder in ("", "1998"):
+        (tmp_path / "in" / folder / "Thumbs.db").write_text("not an image")
+    code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-r")
+    assert code == 0 and "that are not images: 1998/Thumbs.db, Thumbs.db" in stderr
+    assert "pass it by name): 1998/.b.png" in stderr
+
+
 def test_subfolders_left_out_without_recursive_are_named(tmp_path, capsys, stand_in):
     _image(tmp_path / "in" / "a.png")
     _image(tmp_path / "in" / "holiday" / "b.png")

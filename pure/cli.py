@@ -168,7 +168,8 @@ def infer_parser() -> argparse.ArgumentParser:
         choices=["auto", "png", "jpg"],
         default="auto",
         help="output format; auto keeps jpg for jpg inputs and writes png otherwise (always png "
-        "when the input has alpha); JPEG at quality 95",
+        "when the input has alpha); JPEG at quality 95; the input's metadata (EXIF date taken, camera, "
+        "GPS; DPI) is not carried over",
     )
     p.add_argument("--seed", type=int, help="sampling seed; tile i uses seed + i (default 0)")
     p.add_argument(

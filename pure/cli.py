@@ -375,8 +375,8 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         ),
         (
             hidden,
-            "skipped {n} hidden image file(s) (names starting with a dot, such as macOS's ._ copies; to "
-            "restore one, pass it by name): {names}",
+            "skipped {n} hidden image file(s) (names starting with a dot, such as the ._ metadata files "
+            "macOS leaves; to restore a real image among them, pass it by name): {names}",
         ),
         (plan.png_for_alpha, "writing {n} image(s) with transparency as PNG (JPEG has no alpha): {names}"),
     ]

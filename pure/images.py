@@ -15,6 +15,7 @@ pixels, float values outside 0-255) raises :class:`ImageReadError` with one line
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 from dataclasses import dataclass, field
@@ -444,20 +445,28 @@ SRGB_PROBE = np.stack(np.meshgrid(*[np.arange(0, 256, 15, dtype=np.uint8)] * 3, 
 :func:`_is_srgb`."""
 
 
-def _is_srgb(profile: ImageCms.ImageCmsProfile) -> bool:
-    """Whether an RGB ``profile`` maps colours to sRGB unchanged: every colour of :data:`SRGB_PROBE` within
-    one level after converting to littlecms' sRGB (relative colorimetric). Told by its numbers, not its name:
-    a linear-light profile named ``sRGB-elle-V2-g10`` is not sRGB, an ``sRGB IEC61966-2.1`` is."""
-    if profile.profile.xcolor_space.strip() != "RGB":
-        return False
-    probe = Image.fromarray(SRGB_PROBE.reshape(-1, 18, 3))
-    converted = ImageCms.profileToProfile(
-        probe,
+def _converted_to_srgb(image: Image.Image, profile: ImageCms.ImageCmsProfile) -> Image.Image:
+    """``image`` (L, RGB, CMYK) from ``profile`` to littlecms' sRGB, relative colorimetric, as RGB."""
+    return ImageCms.profileToProfile(
+        image,
         profile,
         ImageCms.createProfile("sRGB"),
         renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
         outputMode="RGB",
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _is_srgb(icc: bytes) -> bool:
+    """Whether the RGB profile ``icc`` maps colours to sRGB unchanged: every colour of :data:`SRGB_PROBE`
+    within one level after :func:`_converted_to_srgb`. Told by its numbers, not its name: a linear-light
+    profile named ``sRGB-elle-V2-g10`` is not sRGB, an ``sRGB IEC61966-2.1`` is. Remembered per profile (a
+    folder of one camera's photos carries one)."""
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    if profile.profile.xcolor_space.strip() != "RGB":
+        return False
+    probe = Image.fromarray(SRGB_PROBE.reshape(-1, 18, 3))
+    converted = _converted_to_srgb(probe, profile)
     difference = np.abs(np.asarray(converted, dtype=np.int16) - np.asarray(probe, dtype=np.int16))
     return int(difference.max()) <= 1
 
@@ -467,18 +476,12 @@ def _to_srgb(image: Image.Image, icc: bytes, path: str | Path, steps: list[str])
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         description = ImageCms.getProfileDescription(source).strip()
-        if _is_srgb(source):
+        if _is_srgb(icc):
             steps.append(f"ICC profile {description!r} is sRGB: values kept")
             return image, description
         if image.mode not in ("L", "RGB", "CMYK"):
             image = image.convert("RGB")
-        converted = ImageCms.profileToProfile(
-            image,
-            source,
-            ImageCms.createProfile("sRGB"),
-            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
-            outputMode="RGB",
-        )
+        converted = _converted_to_srgb(image, source)
     except (ImageCms.PyCMSError, OSError, ValueError) as err:
         raise ImageReadError(
             f"{path}: cannot apply its embedded ICC profile ({err}); convert it to sRGB or remove the profile"

@@ -88,6 +88,9 @@ class ReadImage:
     """The file's format, mode and stored size, and the ``steps`` taken to read it (for sidecars)."""
     icc_profile: str | None = None
     """Description of the ICC profile the file carried (its pixels are now sRGB), or None."""
+    notes: list[str] = field(default_factory=list)
+    """What the user should hear about this file (one line each, naming it): e.g. an embedded ICC profile
+    that could not be applied and was ignored."""
 
 
 @dataclass
@@ -302,7 +305,8 @@ def read_image(path: str | Path) -> ReadImage:
         raise
     except (ValueError, OSError) as err:  # a mode Pillow cannot convert, e.g. LAB or HSV
         raise ImageReadError(f"{path}: cannot convert mode {info['mode']} to RGB ({err})") from err
-    return ReadImage(rgb, alpha, info, description)
+    notes = [one_line(f"{path}: {step}") for step in steps if step.startswith(ICC_IGNORED)]
+    return ReadImage(rgb, alpha, info, description, notes)
 
 
 def _to_rgb8(
@@ -471,8 +475,18 @@ def _is_srgb(icc: bytes) -> bool:
     return int(difference.max()) <= 1
 
 
-def _to_srgb(image: Image.Image, icc: bytes, path: str | Path, steps: list[str]) -> tuple[Image.Image, str]:
-    """Convert ``image`` (L, RGB, CMYK, YCbCr) from its embedded profile to sRGB; -> (RGB, description)."""
+ICC_IGNORED = "embedded ICC profile ignored"
+"""How the step of a profile that could not be applied begins (and the note naming the file)."""
+
+
+def _to_srgb(
+    image: Image.Image, icc: bytes, path: str | Path, steps: list[str]
+) -> tuple[Image.Image, str | None]:
+    """Convert ``image`` (L, RGB, CMYK, YCbCr) from its embedded profile to sRGB; -> (RGB, description).
+
+    A profile that cannot be read or applied (damaged, or made for another colour space) is ignored and the
+    values are read as sRGB, as browsers and most viewers do; -> (``image`` unchanged, None) and a step
+    beginning with :data:`ICC_IGNORED`."""
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         description = ImageCms.getProfileDescription(source).strip()
@@ -483,8 +497,7 @@ def _to_srgb(image: Image.Image, icc: bytes, path: str | Path, steps: list[str])
             image = image.convert("RGB")
         converted = _converted_to_srgb(image, source)
     except (ImageCms.PyCMSError, OSError, ValueError) as err:
-        raise ImageReadError(
-            f"{path}: cannot apply its embedded ICC profile ({err}); convert it to sRGB or remove the profile"
-        ) from err
+        steps.append(f"{ICC_IGNORED} (it cannot be applied: {err}); values read as sRGB, as viewers do")
+        return image, None
     steps.append(f"ICC profile {description!r} converted to sRGB (relative colorimetric)")
     return converted, description

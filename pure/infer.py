@@ -148,6 +148,8 @@ def _restore_one(
     job: Job, restorer: ImageRestorer, run_info: dict, progress: bool, overwrite: bool = False
 ) -> None:
     read = read_image(job.source)
+    for note in read.notes:
+        tqdm.write(f"note: {note}", file=sys.stderr)
     if read.alpha is not None and job.image.suffix == ".jpg":  # planned without alpha: JPEG would drop it
         raise ImageReadError(
             f"{job.source}: has transparency now but had none when the run was planned (changed during the "

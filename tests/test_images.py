@@ -136,10 +136,10 @@ def test_every_mode_in_every_format_with_and_without_a_profile(tmp_path):
                 elif profile:
                     with Image.open(path) as back:
                         carried = "icc_profile" in back.info
-                    if carried:  # an RGB profile on grey, CMYK or YCbCr pixels cannot be applied
-                        with pytest.raises(ImageReadError) as refused:
-                            read_image(path)
-                        assert str(path) in str(refused.value) and "\n" not in str(refused.value), label
+                    # an RGB profile on grey, CMYK or YCbCr pixels cannot be applied: ignored, as viewers do
+                    _check(path, expected, alpha, tolerance + (3 if mode == "YCbCr" else 0), label)
+                    notes = read_image(path).notes
+                    assert len(notes) == carried and all(n.startswith(f"{path}: ") for n in notes), label
                 else:
                     _check(path, expected, alpha, tolerance + (3 if mode == "YCbCr" else 0), label)
     assert written >= 90  # the matrix really ran (94 mode x format x profile files here)
@@ -415,3 +415,19 @@ def test_an_unreadable_file_is_named_once(tmp_path):
         message = str(caught.value)
         assert message.startswith(f"{broken}: not a readable image (UnidentifiedImageError")
         assert message.count("broken.png") == 1, message
+
+
+def test_a_profile_that_cannot_be_applied_is_ignored_with_a_note(tmp_path):
+    """A damaged profile, or one for another colour space (Lab on RGB pixels), no longer fails the image:
+    the values are read as sRGB, as browsers do, the step is recorded and a note names the file."""
+    from PIL import ImageCms
+
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    for name, icc in [("damaged.png", b"not an ICC profile at all"), ("lab.png", lab)]:
+        path = tmp_path / name
+        Image.fromarray(TRUTH).save(path, icc_profile=icc)
+        read = read_image(path)
+        assert np.array_equal(np.asarray(read.rgb), TRUTH)
+        assert read.icc_profile is None
+        assert read.info["steps"][0].startswith("embedded ICC profile ignored (it cannot be applied: ")
+        assert read.notes == [f"{path}: {read.info['steps'][0]}"]

@@ -86,6 +86,18 @@ def test_a_full_disk_stops_the_run_at_the_first_image(tmp_path, monkeypatch, cap
     assert "0 restored, 0 skipped (output exists), 1 failed; nothing written" in captured.out
 
 
+def test_a_profile_that_cannot_be_applied_is_ignored_with_a_note(tmp_path, capsys):
+    """Browsers ignore an embedded ICC profile they cannot apply; so does a run, saying so for that file."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.new("RGB", (16, 16), "gray").save(inputs / "a.png", icc_profile=b"damaged profile")
+    assert infer_main(["-i", str(inputs), "-o", str(tmp_path / "out"), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {inputs / 'a.png'}: embedded ICC profile ignored (it cannot be applied: " in err
+    sidecar = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert sidecar["color_profile"] is None and "ICC profile ignored" in sidecar["read"]["steps"][0]
+
+
 @pytest.mark.slow
 def test_edge_cases_folder_end_to_end(shared_data_dir, tmp_path, capsys):
     inputs = tmp_path / "in"

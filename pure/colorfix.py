@@ -101,12 +101,12 @@ def adain_color_fix(target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     Returns:
         [B, 3, H, W] float, not clamped.
 
-    Raises:
-        ValueError: for images of a single pixel, whose unbiased variance is undefined.
+    A single-pixel image has no (unbiased) variance; its normalised value is 0 for any finite standard
+    deviation, so it takes the source's colour (the limit of the formula, not a NaN).
     """
     _check_images(target, source)
     if target.shape[2] * target.shape[3] < 2:
-        raise ValueError("AdaIN needs at least 2 pixels per channel; use the wavelet fix for 1x1 images")
+        return source.clone()
     target_mean, target_std = _mean_std(target)
     source_mean, source_std = _mean_std(source)
     return (target - target_mean) / target_std * source_std + source_mean

@@ -35,6 +35,7 @@ from pure.config import (
     load_config,
     schema_help,
     to_yaml,
+    unused_settings,
 )
 from pure.errors import PureError, one_line
 from pure.files import can_write_in, folders_to_make, remove_empty
@@ -323,6 +324,10 @@ def run_inference(args: argparse.Namespace) -> int:
     made = folders_to_make(output)  # removed if left empty
     processes = Processes.start(cfg.device)  # this one, or all that accelerate launch started
     cfg = replace(cfg, device=processes.device(cfg.device))
+    from pure.model import pick_device
+
+    for unused in unused_settings(cfg, pick_device(cfg.device).type == "cpu") if processes.is_main else []:
+        print(f"note: {unused}", file=sys.stderr)
     try:
         return _plan_and_restore(args, cfg, processes)
     finally:

@@ -212,6 +212,20 @@ class InferConfig:
     holds them, else from the Hugging Face cache or the hub."""
 
 
+def unused_settings(cfg: InferConfig, on_cpu: bool) -> list[str]:
+    """Settings in ``cfg`` that change nothing in this run (``on_cpu``: whether it runs on the CPU), one line
+    each, for a note: ``restore.draft_len`` changed from its default while ``restore.speculative`` is none,
+    and ``restore.compile=on`` on the CPU (CPU runs are always eager)."""
+    unused = []
+    if cfg.restore.speculative == "none" and cfg.restore.draft_len != RestoreConfig().draft_len:
+        unused.append(
+            "restore.draft_len (--draft-len) has no effect without --speculative (restore.speculative)"
+        )
+    if cfg.restore.compile == "on" and on_cpu:
+        unused.append("restore.compile=on has no effect on the CPU: CPU runs are always eager (same tokens)")
+    return unused
+
+
 def load_config(
     schema: type[T],
     yaml_path: str | Path | Sequence[str | Path] | None = None,

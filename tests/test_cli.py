@@ -606,3 +606,20 @@ def test_help_of_quantize_gives_the_computed_weight_sizes():
     """int4 weights of the 7B take 4.35 of bf16's 13.19 GiB (pure.memory.weight_bytes; README): a third."""
     text = " ".join(infer_parser().format_help().split())
     assert "int8 about halves the weights' memory" in text and "cuts it to about a third" in text
+
+
+def test_a_setting_without_effect_is_noted(tmp_path, capsys):
+    """--draft-len without --speculative used to be ignored without a word."""
+    (tmp_path / "in").mkdir()
+    args = [
+        "-i",
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+    ]
+    infer_main([*args, "--draft-len", "4", "--device", "cpu"])
+    assert (
+        "note: restore.draft_len (--draft-len) has no effect without --speculative" in capsys.readouterr().err
+    )

@@ -349,3 +349,21 @@ def test_batch_size_follows_the_integer_rules_besides_auto(tmp_path):
         assert load_config(InferConfig, None, [f"restore.batch_size={value}"]).restore.batch_size == expected
     with pytest.raises(ConfigError, match=r"restore.batch_size is a whole number, not 2.5; write 2 or 3"):
         load_config(InferConfig, None, ["restore.batch_size=2.5"])
+
+
+def test_settings_that_change_nothing_are_named():
+    """--draft-len without --speculative, and compile=on on the CPU, are said to have no effect."""
+    plain = load_config(InferConfig, None, [])
+    assert config_module.unused_settings(plain, on_cpu=True) == []
+    drafted = load_config(InferConfig, None, ["restore.draft_len=4"])
+    assert config_module.unused_settings(drafted, on_cpu=False) == [
+        "restore.draft_len (--draft-len) has no effect without --speculative (restore.speculative)"
+    ]
+    speculative = load_config(InferConfig, None, ["restore.draft_len=4", "restore.speculative=jacobi"])
+    assert config_module.unused_settings(speculative, on_cpu=True) == []
+    compiled = load_config(InferConfig, None, ["restore.compile=on"])
+    assert config_module.unused_settings(compiled, on_cpu=False) == []
+    assert (
+        "restore.compile=on has no effect on the CPU"
+        in config_module.unused_settings(compiled, on_cpu=True)[0]
+    )

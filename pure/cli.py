@@ -124,6 +124,8 @@ class _Parser(argparse.ArgumentParser):
         meant = []
         for word in message.partition(":")[2].split():
             flag = word.partition("=")[0]
+            if "--metrics" in flags and _is_metric(word):  # --metrics psnr ssim
+                meant.append(f"--metrics A,B (comma-separated) for the metric {word}")
             if not flag.startswith("-"):
                 continue
             guess = OTHER_TOOLS_FLAGS.get(flag) or next(
@@ -637,6 +639,12 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     _add_threads(parser)
 
 
+def _is_metric(word: str) -> bool:
+    from pure.metrics import METRICS
+
+    return word.lower() in METRICS
+
+
 def _metric_list(values: Sequence[str] | None) -> list[str] | None:
     from pure.metrics import METRICS
 
@@ -798,6 +806,13 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
     _add_common_arguments(parser)
     own, infer_args = _split_infer_flags(list(sys.argv[1:] if argv is None else argv), parser)
     args, unknown = parser.parse_known_args(own)
+    stray = [  # neither a flag, a flag's value nor a key=value override (--metrics psnr ssim)
+        word
+        for i, word in enumerate(unknown)
+        if "=" not in word and not word.startswith("-") and not (i and unknown[i - 1].startswith("-"))
+    ]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
     return _run(lambda: _benchmark(args, infer_args + unknown))
 
 

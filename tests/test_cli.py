@@ -602,6 +602,23 @@ def test_evaluate_names_gt_for_other_tools_hr_and_nothing_for_lr(capsys):
         )
 
 
+def test_metrics_separated_by_spaces_are_told_to_use_commas(capsys):
+    """``--metrics psnr ssim`` said only "unrecognized arguments: ssim" (evaluate.py), or "override 'ssim' is
+    not of the form key=value" (benchmark.py, which passes unknown words to inference)."""
+    from pure.cli import benchmark_main, evaluate_main
+
+    for main, argv in ((evaluate_main, ["--sr", "x"]), (benchmark_main, ["div2k"])):
+        with pytest.raises(SystemExit):
+            main([*argv, "--metrics", "psnr", "SSIM"])
+        assert (
+            "unrecognized arguments: SSIM; did you mean --metrics A,B (comma-separated) for the metric SSIM?"
+            in (capsys.readouterr().err)
+        )
+    with pytest.raises(SystemExit):  # a stray word is benchmark.py's, never an override of inference
+        benchmark_main(["div2k", "extra", "seed=3"])
+    assert "benchmark.py: error: unrecognized arguments: extra (--help" in capsys.readouterr().err
+
+
 def test_help_of_quantize_gives_the_computed_weight_sizes():
     """int4 weights of the 7B take 4.35 of bf16's 13.19 GiB (pure.memory.weight_bytes; README): a third."""
     text = " ".join(infer_parser().format_help().split())

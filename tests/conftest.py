@@ -10,21 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.reference import reference_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 HQ_CROP_PX = 128
 """Side of the HR crops the data tests degrade: small enough for the tiny VQ to be fast."""
 
 
-def _reference_dir() -> Path | None:
-    """``$PURE_REFERENCE_DIR`` or ``../shared/reference`` (the golden fixtures), if present."""
-    path = Path(os.environ.get("PURE_REFERENCE_DIR", SHARED / "reference"))
-    return path if path.is_dir() else None
-
-
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    path = _reference_dir()
+    path = reference_folder()
     if path is None:
         pytest.skip("golden fixtures not found: set PURE_REFERENCE_DIR or place them at ../shared/reference")
     return path

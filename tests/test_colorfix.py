@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from pure.colorfix import adain_color_fix, color_fix, wavelet_color_fix, wavelet_decompose
+from tests.reference import fixture_names
 
-PAIRS = ["pair64", "pair80x48"]
+PAIRS = fixture_names("colorfix/colorfix_meta.json", None, ["pair64", "pair80x48"])
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

@@ -70,7 +70,12 @@ def test_activations_match_reference(reference_model):
     rows = torch.from_numpy(ref["full_positions"]).long()
     torch.testing.assert_close(logits[rows], torch.from_numpy(ref["logits_full"]), atol=1e-4, rtol=0)
     torch.testing.assert_close(logits.logsumexp(-1), torch.from_numpy(ref["logsumexp"]), atol=1e-4, rtol=0)
-    assert (logits.argmax(-1).numpy() == ref["argmax"]).all()
+    ours = logits.argmax(-1)
+    theirs = torch.from_numpy(ref["argmax"]).long()
+    differ = ours != theirs  # only at near-ties: the reference's choice within the logits' tolerance
+    assert differ.float().mean() < 0.01
+    gap = logits[differ].max(-1).values - logits[differ].gather(-1, theirs[differ][:, None])[:, 0]
+    assert bool((gap <= 2e-4).all())
 
 
 def test_image_logits_are_not_masked(reference_model):

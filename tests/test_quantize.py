@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = {
     # Measured on the CPU (float32 activations; benchmarks/quality_quantize.py): int8 110/118 positions,
     # KL 1.96e-4 nats, 75/76 steps, 0.989 of the candidates; int4 39/118, KL 4.6e-2, 62/76, 0.787.
-    "int8": dict(top1=0.88, kl=1e-3, same=72, overlap=0.97),
-    "int4": dict(top1=0.25, kl=0.08, same=56, overlap=0.70),
+    # "same" is a fraction of the trajectory's steps (72/76 and 56/76), so another fixture set's length fits.
+    "int8": dict(top1=0.88, kl=1e-3, same=0.94, overlap=0.97),
+    "int4": dict(top1=0.25, kl=0.08, same=0.73, overlap=0.70),
 }
 
 
@@ -118,7 +119,8 @@ def test_quality_guard(guard, mode):
     limits = THRESHOLDS[mode]
     assert quality.top1_agreement >= limits["top1"]
     assert 0 <= quality.mean_kl <= limits["kl"]
-    assert quality.same_count_steps >= limits["same"] and quality.steps == 76
+    assert quality.steps == len(guard.fixture.tokens)  # every step of the stored trajectory
+    assert quality.same_count_steps >= limits["same"] * quality.steps
     assert quality.candidate_overlap >= limits["overlap"]
 
 

@@ -21,8 +21,9 @@ from pure.vq import (
     load_vq,
     tensor_to_image,
 )
+from tests.reference import fixture_names
 
-IMAGES = ["img_64x64", "img_128x64"]
+IMAGES = fixture_names("vq8/vq8.json", "images", ["img_64x64", "img_128x64"])
 TINY = VQConfig(source="tiny", seed=3, channels=32, z_channels=64, codebook_size=512)
 
 
@@ -88,9 +89,13 @@ def test_float_outputs_match_reference(golden: dict, key: str, atol: float):
 
 
 def test_codes_equal_reference(golden: dict):
+    """Equal, except at near-ties (the reference's squared-distance margin below 1e-5, as in the 512 px
+    layout test), where float rounding may pick the other code."""
     codes = golden["ours"]["codes"]
-    assert codes.dtype == torch.int64
-    np.testing.assert_array_equal(codes.numpy(), golden["ref"]["codes"])
+    assert codes.dtype == torch.int64 and codes.shape == golden["ref"]["codes"].shape
+    tie = golden["ref"]["code_margin"] < 1e-5
+    assert tie.mean() < 0.01, "more near-ties than float rounding explains"
+    np.testing.assert_array_equal(codes.numpy()[~tie], golden["ref"]["codes"][~tie])
 
 
 def test_uint8_output_matches_reference(golden: dict):

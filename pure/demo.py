@@ -602,6 +602,9 @@ def check_port(host: str, port: int | None) -> None:
     a free one (the host is still checked, on a port the system picks)."""
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # as the server binds (uvicorn sets it): the connections of a server just stopped, which linger
+            # for a minute (TIME_WAIT), do not hold the port; a server listening on it still does
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port or 0))
     except OSError as err:  # socket.gaierror (a name that does not resolve) is an OSError too
         reason = err.strerror or str(err)

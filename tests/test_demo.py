@@ -320,6 +320,24 @@ def test_app_refuses_a_port_in_use_before_the_models_load(capsys, monkeypatch):
         assert err.startswith(f"error: cannot serve on --host {host} (") and "pass an address of this" in err
 
 
+def test_a_port_whose_server_just_stopped_is_free():
+    """A server stopped with a page still connected closes that connection itself, which then holds the port
+    for a minute (TIME_WAIT) without a server on it; the demo restarted on the same --port was refused as
+    'already in use' (the server itself, uvicorn, binds with SO_REUSEADDR and would have started)."""
+    from pure.demo import check_port
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as page:
+            connection, _ = server.accept()
+            connection.close()  # the server closes first: its side of the connection lingers
+            page.recv(1)
+    check_port("127.0.0.1", port)  # no error
+
+
 # ---------------------------------------------------------------------------- one job, tiny models
 
 

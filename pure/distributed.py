@@ -234,10 +234,29 @@ class Processes:
     # -------------------------------------------------------------------------------------- parts
 
     def _load(self, load: Callable[[], ImageRestorer], needed: bool) -> ImageRestorer | None:
-        """Load on the main process first (it fetches or writes shared files), then on the others."""
-        restorer = load() if needed and self.is_main else None
-        self.state.wait_for_everyone()
-        return load() if needed and not self.is_main else restorer
+        """Load on the main process first (it fetches or writes shared files), then on the others.
+
+        A process that cannot load (weights missing on its machine, its GPU full) raises its own error, and
+        every other process a :class:`PureError` naming it, before any restores: the others used to go on
+        alone and fail at their first exchange with a traceback of the closed connection."""
+        from accelerate.utils import gather_object
+
+        restorer = None
+        for turn in (True, False):  # the main process's turn, then the others'
+            error = None
+            if needed and self.is_main == turn:
+                try:
+                    restorer = load()
+                except Exception as err:  # raised below, once every process knows
+                    error = err
+            texts = gather_object([None if error is None else _load_error(error)])
+            if error is not None:
+                raise error
+            failed = [(rank, text) for rank, text in enumerate(texts) if text is not None]
+            if failed:
+                rank, text = failed[0]
+                raise PureError(f"process {rank + 1} of {self.count} could not load the models: {text}")
+        return restorer
 
     def _restore_shared(
         self,
@@ -363,6 +382,14 @@ def _groups(job: Job, settings: RestoreConfig) -> int:
         return tile_groups(read_header(job.source).size, settings)
     except ImageReadError:
         return 1
+
+
+def _load_error(err: Exception) -> str:
+    """One line for the other processes on why this one could not load: a :class:`PureError`'s message, or
+    the type and first line of anything else (its traceback is printed by the process that raised it)."""
+    if isinstance(err, PureError):
+        return one_line(str(err))
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
 
 
 def _failure(job: Job, err: Exception) -> str:

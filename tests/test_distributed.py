@@ -117,6 +117,8 @@ def test_an_interrupted_process_1_counts_the_images_every_process_wrote(tmp_path
     restorer = _SecondProcessWrites(b, KeyboardInterrupt() if stopped else ValueError("bad pixels"))
 
     def gather_object(objects):
+        if objects == [None]:  # the processes' turns to load: every one loaded
+            return [None, None]
         raise KeyboardInterrupt
 
     monkeypatch.setattr("accelerate.utils.broadcast_object_list", lambda objects: objects)
@@ -130,6 +132,39 @@ def test_an_interrupted_process_1_counts_the_images_every_process_wrote(tmp_path
     assert summary.restored == 1  # b, by process 2; c's outputs are the earlier run's
     assert len(summary.failed) == (0 if stopped else 2)  # a and c, restored here
     assert "1 restored" in summary.line() and "outputs in" in summary.line()
+
+
+@pytest.mark.parametrize(("rank", "failing"), [(0, 1), (1, 0)])
+def test_a_process_that_cannot_load_stops_every_process_in_one_line(tmp_path, monkeypatch, rank, failing):
+    """One process cannot load the models (weights missing on its machine): every other process stops
+    before it restores anything, with one line naming that process (they went on alone and failed at
+    their first exchange with gloo's traceback of a closed connection, or waited for it)."""
+    from pure.errors import PureError
+    from pure.plan import plan_outputs
+
+    for name in ("a", "b"):
+        Image.new("RGB", (24, 24)).save(tmp_path / f"{name}.png")
+    plan = plan_outputs(tmp_path, tmp_path / "out")
+    turns: list[int] = []
+
+    def gather_object(objects):  # the main process loads in the first turn, the others in the second
+        turns.append(len(turns))
+        texts = [None, None]
+        texts[rank] = objects[0]
+        if failing != rank and turns[-1] == (failing != 0):
+            texts[failing] = "no weights in models/ on this machine"
+        return texts
+
+    def load():
+        return SimpleNamespace(restore=lambda *args, **kwargs: pytest.fail("an image was restored"))
+
+    monkeypatch.setattr("accelerate.utils.broadcast_object_list", lambda objects: objects)
+    monkeypatch.setattr("accelerate.utils.gather_object", gather_object)
+    state = SimpleNamespace(num_processes=2, process_index=rank, wait_for_everyone=lambda: None)
+    settings = RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=1)
+    expected = f"^process {failing + 1} of 2 could not load the models: no weights in models/ on this machine"
+    with pytest.raises(PureError, match=expected):
+        Processes(state).restore(plan, load, settings, {}, progress=False)
 
 
 # ---------------------------------------------------------------------------------------- shared images

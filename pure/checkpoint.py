@@ -34,6 +34,7 @@ from pure.files import can_write_in, give_plain_modes, out_of_space
 from pure.model import (
     CheckpointError,
     backbone_folder,
+    check_lora_config,
     load_for_training,
     load_text_side,
     merge_lora_adapter,
@@ -190,6 +191,7 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
             f"{checkpoint / 'adapter' / 'adapter_config.json'} is missing: the checkpoint is incomplete; "
             "merge another checkpoint of the run"
         )
+    check_lora_config(checkpoint / "adapter")
     tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
     model, _ = load_for_training(cfg.backbone, "cpu", getattr(torch, dtype), vocab.size)
     model = merge_lora_adapter(model, checkpoint / "adapter")

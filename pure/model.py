@@ -288,6 +288,31 @@ def _readable(file: Path):
         ) from err
 
 
+def check_lora_config(folder: str | Path) -> None:
+    """Refuse, before the backbone loads, an adapter folder whose ``adapter_config.json`` is not a peft LoRA
+    config: damaged, a model's ``config.json`` copied in its place, or another peft method's. peft fails on
+    those only after the backbone has loaded, with a traceback (``KeyError: 'peft_type'``).
+
+    Raises :class:`CheckpointError` naming the file and the fix.
+    """
+    file = Path(folder) / "adapter_config.json"
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise CheckpointError(
+            f"{file} cannot be read ({type(err).__name__}: {reason}); copy the adapter folder again or pass "
+            "another checkpoint's adapter/"
+        ) from err
+    kind = config.get("peft_type") if isinstance(config, dict) else None
+    if kind != "LORA":
+        found = f"peft_type {kind!r}" if kind is not None else "it has no peft_type"
+        raise CheckpointError(
+            f"{file} is not a LoRA adapter's config ({found}); pass the adapter/ folder of a checkpoint that "
+            "scripts/train.py wrote with LoRA (outputs/RUN/checkpoints/step-NNNNNN/adapter)"
+        )
+
+
 def merge_lora_adapter(model: PureChameleon, adapter: str | Path) -> PureChameleon:
     """``model`` with the peft LoRA adapter in the folder (or hub repo) ``adapter`` merged into its weights.
 

@@ -33,6 +33,7 @@ from pure.generate import Generation, generate
 from pure.memory import BatchLog, auto_batch_size, fit_batches, free_bytes, prefill_bytes, tile_cache_bytes
 from pure.model import (
     backbone_folder,
+    check_lora_config,
     describe_source,
     load_backbone,
     load_text_side,
@@ -120,6 +121,8 @@ def check_adapter_folder(adapter: str) -> None:
             f"backbone.adapter={adapter}: no adapter_config.json in that folder; pass the adapter/ folder of "
             "a checkpoint that scripts/train.py wrote with LoRA (outputs/RUN/checkpoints/step-NNNNNN/adapter)"
         )
+    if folder.is_dir():
+        check_lora_config(folder)
     if folder.exists() and not folder.is_dir():
         raise PureError(f"backbone.adapter={adapter} is a file; pass the adapter's folder")
     if not folder.exists() and adapter.count("/") != 1:

@@ -471,7 +471,7 @@ def test_an_adapter_flag_given_a_training_checkpoint_names_its_adapter_folder(tm
     from pure.pipeline import check_adapter_folder
 
     (tmp_path / "step-000004" / "adapter").mkdir(parents=True)
-    (tmp_path / "step-000004" / "adapter" / "adapter_config.json").write_text("{}")
+    (tmp_path / "step-000004" / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     with pytest.raises(
         PureError, match=r"is a training checkpoint; pass its adapter subfolder: --adapter .*adapter"
     ):

@@ -241,6 +241,31 @@ def test_an_adapter_of_another_backbone_or_damaged_is_one_clear_error(tmp_path):
         merge_lora_adapter(model(), adapter)
 
 
+def test_an_adapter_config_that_is_not_a_lora_config_is_refused_before_the_backbone_loads(tmp_path):
+    """peft#1661/FastChat#2304-style folders: a model's config.json copied in as adapter_config.json made
+    peft raise KeyError: 'peft_type' (a traceback, exit 1) after the backbone had loaded."""
+    from pure.model import check_lora_config
+    from pure.pipeline import check_adapter_folder
+
+    adapter = _adapter(tmp_path / "a" / "adapter")
+    check_lora_config(adapter)  # the adapter peft wrote
+    config = adapter / "adapter_config.json"
+    for text, reason in [
+        ('{"model_type": "chameleon", "hidden_size": 64}', r"it has no peft_type"),
+        ('{"peft_type": "PREFIX_TUNING"}', r"peft_type 'PREFIX_TUNING'"),
+        ("[1, 2]", r"it has no peft_type"),
+    ]:
+        config.write_text(text)
+        for check in (check_lora_config, check_adapter_folder):
+            expected = rf"adapter_config.json is not a LoRA adapter's config \({reason}\); pass"
+            with pytest.raises(CheckpointError, match=expected):
+                check(str(adapter))
+    config.write_text('{"peft_type": "LORA", ')
+    expected = r"adapter_config.json cannot be read \(JSONDecodeError: .*\); copy"
+    with pytest.raises(CheckpointError, match=expected):
+        check_adapter_folder(str(adapter))
+
+
 def test_a_damaged_shard_is_one_clear_error(tmp_path):
     folder = write_tiny_checkpoint(tmp_path / "tiny")
     shard = next(folder.glob("*.safetensors"))

@@ -164,6 +164,26 @@ def quiet_peft():
         logger.setLevel(level)
 
 
+def _json_object(file: Path) -> dict:
+    """The JSON object in ``file``, a model folder's own file (``config.json``, the shard index, the
+    tokenizer's files). A damaged or cut file, or a git-lfs pointer left by a clone without git-lfs, is one
+    :class:`CheckpointError` naming it and the fix (transformers and ``json`` raise a bare traceback)."""
+
+    def damaged(reason: str) -> CheckpointError:
+        return CheckpointError(
+            f"{file} is not readable ({reason}): it is damaged or incomplete (or a git-lfs pointer: a clone "
+            "without git-lfs); download or copy the model folder again"
+        )
+
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise damaged(f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from err
+    if not isinstance(data, dict):
+        raise damaged(f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
 def read_config(folder: Path) -> ChameleonConfig:
     """``config.json`` of a Lumina-mGPT/PURE checkpoint as a ``ChameleonConfig``.
 
@@ -177,7 +197,7 @@ def read_config(folder: Path) -> ChameleonConfig:
         raise CheckpointError(f"{folder} is a LoRA adapter, not a model: pass it as --adapter {folder}")
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: a model folder needs config.json next to its safetensors")
-    fields = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    fields = {k: v for k, v in _json_object(path).items() if not k.startswith("_")}
     if fields.get("mask_image_logits", False):
         raise CheckpointError(f"{path}: mask_image_logits is true, but PURE must generate image tokens")
     config = ChameleonConfig(**fields)
@@ -189,7 +209,10 @@ def weight_files(folder: Path) -> list[Path]:
     """The safetensors files of a checkpoint: those its index names, or the single ``model.safetensors``."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = _json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index} has no weight_map: download or copy the model folder again")
+        names = sorted(set(weight_map.values()))
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise CheckpointError(
@@ -371,11 +394,18 @@ def load_text_side(source: str | Path = DEFAULT_SOURCE, revision: str = "main") 
     return tokenizer, load_vocab(tokenizer, str(folder))
 
 
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
 def load_tokenizer(source: str = DEFAULT_SOURCE, revision: str = "main"):
     """The text tokenizer of a checkpoint (``AutoTokenizer`` over the same folder or repo)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(resolve_source(source, revision)))
+    folder = resolve_source(source, revision)
+    for name in TOKENIZER_JSON:  # transformers would raise json's bare JSONDecodeError
+        if (folder / name).is_file():
+            _json_object(folder / name)
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def load_vocab(tokenizer, source: str = DEFAULT_SOURCE, revision: str = "main") -> Vocab:

@@ -185,7 +185,14 @@ def image_names_from_files(folder: Path) -> dict[str, int]:
     ]
     for path, pick in candidates:
         if path.is_file():
-            table = pick(json.loads(path.read_text()))
+            try:
+                table = pick(json.loads(path.read_text(encoding="utf-8")))
+            except (UnicodeDecodeError, ValueError, AttributeError) as err:  # AttributeError: not an object
+                reason = " ".join(str(err).split())[:200]
+                raise VocabError(
+                    f"{path} is not readable ({type(err).__name__}: {reason}): it is damaged or incomplete; "
+                    "download or copy it again"
+                ) from err
             names = {k: int(v) for k, v in table.items() if k.startswith(IMAGE_PREFIX)}
             if names:
                 return names

@@ -16,6 +16,7 @@ from pure.model import (
     causal_lm_loss,
     enable_activation_checkpointing,
     load_backbone,
+    load_text_side,
     load_tokenizer,
     load_vocab,
     merge_lora_adapter,
@@ -264,6 +265,30 @@ def test_an_adapter_config_that_is_not_a_lora_config_is_refused_before_the_backb
     expected = r"adapter_config.json cannot be read \(JSONDecodeError: .*\); copy"
     with pytest.raises(CheckpointError, match=expected):
         check_adapter_folder(str(adapter))
+
+
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 8471264\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        ("config.json", LFS_POINTER, r"JSONDecodeError: Expecting value"),
+        ("config.json", "[1, 2]", r"a JSON list, not an object"),
+        ("model.safetensors.index.json", LFS_POINTER, r"JSONDecodeError"),
+        ("tokenizer.json", LFS_POINTER, r"JSONDecodeError"),
+        ("tokenizer_config.json", '{"bos_token": "<s>", ', r"JSONDecodeError"),
+    ],
+)
+def test_a_damaged_json_file_of_the_model_folder_is_one_clear_error(tmp_path, name, text, reason):
+    """A clone without git-lfs leaves pointer files (SUPIR#106, exllama#242); a cut copy leaves half a
+    file: json's or transformers' bare JSONDecodeError traceback (exit 1) before, one line naming it now."""
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    (folder / name).write_text(text)
+    expected = rf"{folder / name} is not readable \({reason}.*download or copy the model folder again"
+    with pytest.raises(CheckpointError, match=expected):  # the backbone reads config and index, then tokens
+        load_backbone(str(folder), dtype=torch.float32)
+        load_text_side(folder)
 
 
 def test_a_damaged_shard_is_one_clear_error(tmp_path):

@@ -311,10 +311,14 @@ def _readable(file: Path):
         ) from err
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # peft's file names (.bin: older peft)
+
+
 def check_lora_config(folder: str | Path) -> None:
     """Refuse, before the backbone loads, an adapter folder whose ``adapter_config.json`` is not a peft LoRA
-    config: damaged, a model's ``config.json`` copied in its place, or another peft method's. peft fails on
-    those only after the backbone has loaded, with a traceback (``KeyError: 'peft_type'``).
+    config (damaged, a model's ``config.json`` copied in its place, or another peft method's) or that has no
+    weights file. peft fails on those only after the backbone has loaded, with a traceback (``KeyError:
+    'peft_type'``) or a message about hub repository ids.
 
     Raises :class:`CheckpointError` naming the file and the fix.
     """
@@ -333,6 +337,11 @@ def check_lora_config(folder: str | Path) -> None:
         raise CheckpointError(
             f"{file} is not a LoRA adapter's config ({found}); pass the adapter/ folder of a checkpoint that "
             "scripts/train.py wrote with LoRA (outputs/RUN/checkpoints/step-NNNNNN/adapter)"
+        )
+    if not any((file.parent / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise CheckpointError(
+            f"{file.parent} has no {ADAPTER_WEIGHTS[0]}: the adapter is incomplete (an interrupted copy?); "
+            "copy the adapter folder again or pass another checkpoint's adapter/"
         )
 
 

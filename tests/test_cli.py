@@ -472,6 +472,7 @@ def test_an_adapter_flag_given_a_training_checkpoint_names_its_adapter_folder(tm
 
     (tmp_path / "step-000004" / "adapter").mkdir(parents=True)
     (tmp_path / "step-000004" / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (tmp_path / "step-000004" / "adapter" / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(
         PureError, match=r"is a training checkpoint; pass its adapter subfolder: --adapter .*adapter"
     ):

@@ -242,7 +242,9 @@ def test_an_adapter_of_another_backbone_or_damaged_is_one_clear_error(tmp_path):
         merge_lora_adapter(model(), adapter)
 
 
-def test_an_adapter_config_that_is_not_a_lora_config_is_refused_before_the_backbone_loads(tmp_path):
+def test_an_adapter_config_that_is_not_a_lora_config_or_no_weights_is_refused_before_the_backbone_loads(
+    tmp_path,
+):
     """peft#1661/FastChat#2304-style folders: a model's config.json copied in as adapter_config.json made
     peft raise KeyError: 'peft_type' (a traceback, exit 1) after the backbone had loaded."""
     from pure.model import check_lora_config
@@ -261,6 +263,11 @@ def test_an_adapter_config_that_is_not_a_lora_config_is_refused_before_the_backb
             expected = rf"adapter_config.json is not a LoRA adapter's config \({reason}\); pass"
             with pytest.raises(CheckpointError, match=expected):
                 check(str(adapter))
+    config.write_text('{"peft_type": "LORA"}')
+    (adapter / "adapter_model.safetensors").unlink()  # peft said: "Repo id must be in the form ..."
+    expected = r"adapter has no adapter_model.safetensors: the adapter is incomplete"
+    with pytest.raises(CheckpointError, match=expected):
+        check_adapter_folder(str(adapter))
     config.write_text('{"peft_type": "LORA", ')
     expected = r"adapter_config.json cannot be read \(JSONDecodeError: .*\); copy"
     with pytest.raises(CheckpointError, match=expected):

@@ -414,7 +414,15 @@ def load_tokenizer(source: str = DEFAULT_SOURCE, revision: str = "main"):
     for name in TOKENIZER_JSON:  # transformers would raise json's bare JSONDecodeError
         if (folder / name).is_file():
             _json_object(folder / name)
-    return AutoTokenizer.from_pretrained(str(folder))
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as err:  # no tokenizer files, or files it cannot use: a multi-line error
+        reason = " ".join(str(err).split())[:200]
+        raise CheckpointError(
+            f"the tokenizer in {folder} cannot be loaded ({type(err).__name__}: {reason}); a model folder "
+            "needs its tokenizer files (tokenizer.json, tokenizer_config.json) beside config.json: copy the "
+            "whole model folder again"
+        ) from err
 
 
 def load_vocab(tokenizer, source: str = DEFAULT_SOURCE, revision: str = "main") -> Vocab:

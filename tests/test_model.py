@@ -298,6 +298,17 @@ def test_a_damaged_json_file_of_the_model_folder_is_one_clear_error(tmp_path, na
         load_text_side(folder)
 
 
+def test_a_model_folder_without_tokenizer_files_is_one_clear_error(tmp_path):
+    """Weights and config.json copied without the tokenizer: transformers' six-line ValueError traceback
+    ("Couldn't instantiate the backend tokenizer ...") before; one line naming the folder now."""
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer_config.json").unlink()
+    expected = rf"the tokenizer in {folder} cannot be loaded \(ValueError: .*\); a model folder needs"
+    with pytest.raises(CheckpointError, match=expected):
+        load_text_side(folder)
+
+
 def test_a_damaged_shard_is_one_clear_error(tmp_path):
     folder = write_tiny_checkpoint(tmp_path / "tiny")
     shard = next(folder.glob("*.safetensors"))

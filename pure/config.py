@@ -319,6 +319,8 @@ def _read_yaml(path: Path) -> DictConfig:
         reason = " ".join(str(err).split())
         tab = "\t" in path.read_text(encoding="utf-8", errors="replace")
         hint = "; YAML indents with spaces, never tabs: replace the tabs" if tab else ""
+        if isinstance(err, UnicodeDecodeError):  # e.g. UTF-16, what Windows PowerShell 5's > writes
+            hint = "; save it as UTF-8 text"
         raise ConfigError(f"{path}: not valid YAML ({reason}){hint}") from err
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"{path}: the file must hold settings as key: value lines, not a list")

@@ -196,6 +196,16 @@ def test_tabs_and_empty_overrides_say_what_to_change(tmp_path):
         load_config(InferConfig, None, ["restore.outscale="])
 
 
+def test_a_config_that_is_not_utf8_says_to_save_it_as_utf8(tmp_path):
+    """Windows PowerShell 5's `echo ... > c.yaml` writes UTF-16: the message named only the codec error."""
+    (tmp_path / "c.yaml").write_bytes("restore:\n  tile: 128\n".encode("utf-16"))
+    expected = r"c.yaml: not valid YAML \('utf-8' codec .*\); save it as UTF-8 text$"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(InferConfig, tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_bytes("restore:\r\n  tile: 128\r\n".encode("utf-8-sig"))  # Notepad's UTF-8
+    assert load_config(InferConfig, tmp_path / "c.yaml").restore.tile == 128
+
+
 @pytest.mark.parametrize("schema", ["InferConfig", "TrainConfig", "PrepareConfig"])
 def test_help_config_shows_the_defaults_print_config_resolves(schema):
     """--help-config's default of every key is the value the settings have without overrides, also in

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pure.config import CaptionConfig
-from pure.errors import PureError
+from pure.errors import PureError, one_line
 from pure.images import ImageReadError, read_image
 
 Captioner = Callable[[list[Image.Image]], list[str]]
@@ -41,7 +41,10 @@ class CaptionerError(PureError, ValueError):
 
 
 class MissingDescriptionsError(PureError, ValueError):
-    """Some images have no description and label-free training was not allowed."""
+    """Some images have no description and label-free training was not allowed; one line naming them."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 def read_manifest(path: str | Path) -> dict[str, str]:
@@ -202,19 +205,19 @@ def check_descriptions(keys: Sequence[str], descriptions: Mapping[str, str], cfg
     missing = [key for key in keys if not (descriptions.get(key) or "").strip()]  # blank = none
     if not missing or cfg.allow_missing:
         return
-    shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
     where = cfg.manifest or "(no caption.manifest set)"
     raise MissingDescriptionsError(
-        f"{len(missing)} images have no description in {where}:\n  {shown}\n"
+        f"{len(missing)} image(s) have no description in {where} ({shown}); "
         + _near_keys(missing, [k for k in descriptions if k not in set(keys)])
-        + "Add them to the manifest (keys are paths relative to their HQ folder), set caption.model to a "
+        + "add them to the manifest (keys are paths relative to their HQ folder), set caption.model to a "
         "captioning model that describes them, or set caption.allow_missing=true to train those images "
         "with the degradation sentence alone."
     )
 
 
 def _near_keys(missing: Sequence[str], unused: Sequence[str]) -> str:
-    """A line naming manifest keys that match no image but would match a missing one if written as the
+    """A clause naming manifest keys that match no image but would match a missing one if written as the
     manifest wants (relative to the HQ folder, ``/`` separators, the file's own case); empty if none."""
 
     def plain(key: str) -> str:
@@ -229,6 +232,6 @@ def _near_keys(missing: Sequence[str], unused: Sequence[str]) -> str:
         return ""
     more = f" and {len(pairs) - 3} more" if len(pairs) > 3 else ""
     return (
-        f"The manifest names {', '.join(pairs[:3])}{more}: write each key as the image's path relative to "
-        "its HQ folder, as on disk.\n"
+        f"the manifest names {', '.join(pairs[:3])}{more}: write each key as the image's path relative to "
+        "its HQ folder, as on disk; "
     )

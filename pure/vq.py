@@ -396,7 +396,18 @@ def _load_reason(err: Exception) -> str:
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict of a LlamaGen checkpoint file: ``{"model": state_dict, ...}`` or a bare state dict."""
+    """The state dict of a LlamaGen checkpoint file: ``{"model": state_dict, ...}`` or a bare state dict,
+    pickled by torch (``.pt``) or converted to ``.safetensors`` (the state dict's keys, as they are)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except Exception as err:  # a damaged or cut file, or a git-lfs pointer
+            raise VQCheckpointError(
+                f"{path} is not a readable safetensors file ({type(err).__name__}: "
+                f"{(str(err).splitlines() or [''])[0]}); download or convert it again"
+            ) from err
     # LlamaGen's training checkpoints also pickle their argparse arguments; allow just that class.
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
@@ -439,8 +450,8 @@ def resolve_checkpoint(source: str) -> Path:
     if sep and repo_id and filename:
         return _download(repo_id, filename)
     raise VQCheckpointNotFoundError(
-        f"VQ checkpoint {source!r} not found: pass an existing .pt file, a Hugging Face repo_id:filename "
-        f"such as {DEFAULT_SOURCE!r}, or 'tiny'"
+        f"VQ checkpoint {source!r} not found: pass an existing .pt or .safetensors file, a Hugging Face "
+        f"repo_id:filename such as {DEFAULT_SOURCE!r}, or 'tiny'"
     )
 
 

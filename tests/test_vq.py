@@ -200,6 +200,22 @@ def test_a_file_that_is_no_checkpoint_is_one_clear_line(tiny: VQModel, tmp_path:
         assert "vq_ds8_c2i.pt" in message and "weights_only" not in message and "\n" not in message
 
 
+def test_a_checkpoint_converted_to_safetensors_loads_and_a_damaged_one_is_one_line(tiny: VQModel, tmp_path):
+    """People convert .pt files to .safetensors (no pickle); it was refused as 'not a readable torch
+    checkpoint'."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "vq_ds8_c2i.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, path)
+    loaded = load_vq(str(path), cfg=TINY)
+    torch.testing.assert_close(loaded.state_dict(), tiny.state_dict(), rtol=0, atol=0)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(VQCheckpointError) as caught:
+        load_vq(str(path), cfg=TINY)
+    assert str(caught.value).startswith(f"{path} is not a readable safetensors file (")
+    assert "\n" not in str(caught.value)
+
+
 def test_missing_local_file(tmp_path: Path):
     with pytest.raises(VQCheckpointNotFoundError, match="nope.pt"):
         load_vq(str(tmp_path / "nope.pt"), cfg=TINY)

@@ -349,7 +349,7 @@ def _shown(path: Path, folder: Path) -> str:
 def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> int:
     from pure.download import locate
     from pure.images import is_image_name
-    from pure.infer import Summary, run_info
+    from pure.infer import Summary, run_info, work_line
     from pure.pipeline import Restorer
     from pure.plan import plan_outputs
 
@@ -402,6 +402,8 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         )
     for line in plan.failed if processes.is_main else []:
         print(one_line(f"failed: {line}"), file=sys.stderr)
+    if plan.jobs and processes.is_main:
+        print(work_line(plan, cfg.restore), file=sys.stderr)
     summary = Summary.of(plan)
     try:
         if plan.jobs:

@@ -37,7 +37,7 @@ from pure.images import ImageReadError, read_header, read_image
 from pure.infer import ImageRestorer, Summary, restore_plan
 from pure.launch import check_processes, launched_processes
 from pure.plan import Job, Plan
-from pure.tiling import output_size, tile_boxes
+from pure.tiling import tile_count
 
 if TYPE_CHECKING:
     import torch
@@ -66,8 +66,7 @@ class TileRestorer(ImageRestorer, Protocol):
 def tile_groups(size: tuple[int, int], settings: RestoreConfig) -> int:
     """How many tile groups (:func:`group_size` consecutive tiles) an image of ``size`` (width, height)
     has: its batched generations in a one-process run with an integer ``restore.batch_size``."""
-    width, height = output_size(*size, settings.outscale)
-    tiles = len(tile_boxes(height, width, settings.tile, settings.tile_overlap))
+    tiles = tile_count(*size, settings.outscale, settings.tile, settings.tile_overlap)
     return -(-tiles // group_size(settings))
 
 

@@ -15,13 +15,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pure.config import InferConfig
+from pure.config import InferConfig, RestoreConfig
 from pure.errors import one_line
 from pure.files import out_of_space, write_atomic, write_text_atomic
 from pure.images import ImageReadError, is_marked, read_image, save_marked, srgb_profile
 from pure.plan import Job, Plan
 from pure.restoration import Restoration
 from pure.sampling import ENTROPY_CEILING
+from pure.tiling import tile_count
 
 
 class ImageRestorer(Protocol):
@@ -106,6 +107,21 @@ def save_outputs(
 def run_info(cfg: InferConfig) -> dict:
     """What every sidecar of a run records about its models besides the backbone's revision."""
     return {"vq": cfg.vq.source, "adapter": cfg.backbone.adapter or None, "quantize": cfg.backbone.quantize}
+
+
+def work_line(plan: Plan, settings: RestoreConfig) -> str:
+    """What the run is about to do, before any model loads: images and tiles in all (a tile is one model
+    answer, minutes each on a GPU for the 7B), so that a setting that multiplies the work (a large
+    ``--outscale``, ``--tile-overlap`` near ``--tile``) shows before it starts."""
+    tiles = sum(
+        tile_count(*job.size, settings.outscale, settings.tile, settings.tile_overlap)
+        for job in plan.jobs
+        if job.size is not None
+    )
+    return (
+        f"to restore: {len(plan.jobs)} image(s) at {settings.outscale:g}x, {tiles:,} tile(s) of "
+        f"{settings.tile} px (overlap {settings.tile_overlap} px), one model answer each"
+    )
 
 
 def restore_plan(plan: Plan, restorer: ImageRestorer, run_info: dict, progress: bool = True) -> Summary:

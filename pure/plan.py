@@ -64,6 +64,8 @@ class Job:
     image: Path
     sidecar: Path
     entropy: Path | None = None
+    size: tuple[int, int] | None = None
+    """The input's upright ``(width, height)`` in pixels, from its header when planned."""
 
     def outputs(self) -> list[Path]:
         return [p for p in (self.image, self.sidecar, self.entropy) if p is not None]
@@ -131,12 +133,13 @@ def _output_names(
     return stem, extension
 
 
-def _job(source: Path, output: Path, stem: str, extension: str, entropy: bool) -> Job:
+def _job(source: Path, output: Path, stem: str, extension: str, entropy: bool, size: tuple[int, int]) -> Job:
     return Job(
         source,
         output / f"{stem}{extension}",
         output / f"{stem}.json",
         output / ENTROPY_FOLDER / f"{stem}.png" if entropy else None,
+        size,
     )
 
 
@@ -240,13 +243,13 @@ def plan_outputs(
         path: _output_names(path.relative_to(root), suffix, ext, header.has_alpha, False, big[path])
         for path, header in headers.items()
     }
-    jobs = {path: _job(path, output, *names[path], entropy) for path in headers}
+    jobs = {path: _job(path, output, *names[path], entropy, headers[path].size) for path in headers}
     clashing = _collisions(jobs.values(), key)
     for path in clashing:  # keep the input's extension in every name of colliding inputs
         stem, extension = _output_names(
             path.relative_to(root), suffix, ext, headers[path].has_alpha, True, big[path]
         )
-        jobs[path] = _job(path, output, stem, extension, entropy)
+        jobs[path] = _job(path, output, stem, extension, entropy, headers[path].size)
     for path, job in list(jobs.items()):
         if big[path] and job.image.suffix == ".jpg":
             width, height = (round(side * outscale) for side in headers[path].size)

@@ -91,6 +91,18 @@ def tile_boxes(height: int, width: int, tile: int, overlap: int) -> list[Box]:
     ]
 
 
+def tile_count(width: int, height: int, scale: float, tile: int, overlap: int) -> int:
+    """How many tiles (model answers) restoring a ``width x height`` input at ``scale`` takes: the
+    :func:`tile_boxes` of its :func:`output_size`.
+
+    Raises:
+        ValueError: as :func:`output_size` and :func:`tile_boxes` do.
+    """
+    _check_tiling(tile, overlap)
+    out_w, out_h = output_size(width, height, scale)
+    return len(_starts(out_h, tile, overlap)) * len(_starts(out_w, tile, overlap))
+
+
 def pad_to(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Pad ``image`` at the bottom and right by repeating its edge pixels.
 

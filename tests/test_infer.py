@@ -371,3 +371,19 @@ def test_tiling_an_identity_restorer_returns_the_input(monkeypatch, batch):
         assert result.batches["out_of_memory"] == ["items 0-8: out of memory at batch 9, halved to 4"]
     else:
         assert result.batches == {"requested": 3, "chosen": 3, "used": 3, "out_of_memory": []}
+
+
+def test_the_work_is_counted_before_any_model_loads(tmp_path):
+    """--tile-overlap near --tile multiplies the tiles (a 2000 px output at 512/511 px: 2.2 million): the
+    run says how many tiles it is about to answer before it starts."""
+    from pure.config import RestoreConfig
+    from pure.infer import work_line
+    from pure.plan import Job, Plan
+
+    jobs = [Job(tmp_path / "a.png", tmp_path / "a.png", tmp_path / "a.json", size=(500, 500))]
+    settings = RestoreConfig(outscale=4.0, tile=512, tile_overlap=511)
+    per_side = (2000 - 512) // 1 + 1  # a tile every pixel, the last one flush with the edge
+    assert work_line(Plan(tmp_path, jobs=jobs), settings) == (
+        f"to restore: 1 image(s) at 4x, {per_side**2:,} tile(s) of 512 px (overlap 511 px), "
+        "one model answer each"
+    )

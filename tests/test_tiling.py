@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from pure.tiling import Box, TileBlender, blend_weights, output_size, pad_to, padded_size, tile_boxes
+from pure.tiling import (
+    Box,
+    TileBlender,
+    blend_weights,
+    output_size,
+    pad_to,
+    padded_size,
+    tile_boxes,
+    tile_count,
+)
 
 SIZES = [(1, 1), (5, 9), (16, 16), (17, 16), (16, 17), (40, 23), (64, 100)]
 
@@ -169,3 +179,14 @@ def test_output_size_rejects_bad_scale(scale):
 def test_output_size_rejects_bad_size():
     with pytest.raises(ValueError, match="positive"):
         output_size(0, 64, 2)
+
+
+def test_tile_count_is_the_number_of_tile_boxes_of_the_output():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        width, height = (int(v) for v in rng.integers(1, 400, 2))
+        scale = float(rng.choice([0.5, 1.0, 2.0, 2.5, 4.0]))
+        tile = int(rng.choice([32, 64, 128]))
+        overlap = int(rng.integers(0, tile))
+        out_w, out_h = output_size(width, height, scale)
+        assert tile_count(width, height, scale, tile, overlap) == len(tile_boxes(out_h, out_w, tile, overlap))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -46,9 +47,15 @@ SHARD_BYTES = 5 * 2**30
 
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """Complete checkpoints of a run, oldest first: the folders named ``step-NNNNNN`` exactly, so a copy the
+    user made beside them (``step-000500-best``, ``step-000500 copy``) is neither resumed nor pruned."""
     root = Path(output_dir) / "checkpoints"
-    return sorted(root.glob("step-[0-9]*")) if root.is_dir() else []
+    found = (
+        [p for p in root.glob("step-*") if re.fullmatch(r"step-\d{6,}", p.name) and p.is_dir()]
+        if root.is_dir()
+        else []
+    )
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
 
 
 def find_resume(output_dir: str | Path, resume: str) -> Path | None:

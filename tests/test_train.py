@@ -623,6 +623,20 @@ def test_ctrl_c_while_a_checkpoint_replaces_its_earlier_copy_keeps_the_earlier_o
     assert json.loads((earlier / "trainer.json").read_text()) == {"step": 3}  # replaced once whole
 
 
+def test_copies_beside_the_checkpoints_are_neither_resumed_nor_pruned(tmp_path):
+    """A researcher's copy inside checkpoints/ (step-000002-best, Finder's 'step-000001 copy') was taken for
+    the latest checkpoint, and keep_last deleted it with the real ones."""
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "keep_last=1"])
+    root = tmp_path / "checkpoints"
+    for name in ("step-000001", "step-000001 copy", "step-000002", "step-000002-best"):
+        (root / name).mkdir(parents=True)
+        (root / name / "trainer.json").write_text("{}")
+    assert find_resume(tmp_path, "latest") == root / "step-000002"
+    save_checkpoint(_OneProcess(), tmp_path, {"step": 3}, cfg, lambda folder: None)
+    assert sorted(p.name for p in root.iterdir()) == ["step-000001 copy", "step-000002-best", "step-000003"]
+    assert find_resume(tmp_path, "latest") == root / "step-000003"
+
+
 def test_a_run_refused_after_making_its_output_dir_leaves_no_folder(tmp_path, hq_folder):
     """Checks that need the data (here max_seq_len) come after output_dir is made: it is removed again,
     with the parents the run made; a folder that held something before is kept."""

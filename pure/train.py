@@ -305,6 +305,18 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, rows: list[int]) -> nn.Module:
 
     Trainable parameters are cast to fp32, whatever the frozen base's dtype.
     """
+    names = [name for name, _ in model.named_modules()]
+    linear = sorted(
+        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    )
+    layers = f"the model's linear layers are {', '.join(linear)}"
+    # peft refuses only a list whose names all match nothing: one misspelt name would train fewer layers
+    unmatched = [t for t in cfg.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if unmatched:
+        raise ConfigError(
+            f"lora.target_modules={list(cfg.target_modules)}: {', '.join(map(repr, unmatched))} "
+            f"{'matches' if len(unmatched) == 1 else 'match'} no layer of the model; {layers}"
+        )
     with quiet_peft():
         from peft import LoraConfig, get_peft_model
 
@@ -317,13 +329,9 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, rows: list[int]) -> nn.Module:
         )
         try:
             model = get_peft_model(model, config)
-        except ValueError as err:  # peft: a target module name that matches no layer
-            names = sorted(
-                {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-            )
+        except ValueError as err:  # peft: a target LoRA cannot wrap (a norm, a whole attention block)
             raise ConfigError(
-                f"lora.target_modules={list(cfg.target_modules)}: {str(err).splitlines()[0]}; the model's "
-                f"linear layers are {', '.join(names)}"
+                f"lora.target_modules={list(cfg.target_modules)}: {str(err).splitlines()[0]}; {layers}"
             ) from err
     for param in model.parameters():
         if param.requires_grad:

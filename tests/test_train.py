@@ -704,6 +704,13 @@ def test_a_lora_target_that_matches_nothing_names_the_layers():
     model = load_backbone(str(backbone_folder(BackboneConfig(source="tiny"))), dtype=torch.float32)
     with pytest.raises(ConfigError, match=r"lora.target_modules=\['q_prj'\].*q_proj"):
         apply_lora(model, lora, rows=[])
+    # one misspelt name among right ones: peft trained the others without a word
+    lora = load_config(TrainConfig, TINY_LORA, ["lora.target_modules=[q_proj,v_prj]"]).lora
+    with pytest.raises(ConfigError, match=r"'v_prj' matches no layer of the model; .*v_proj"):
+        apply_lora(model, lora, rows=[])
+    lora = load_config(TrainConfig, TINY_LORA, ["lora.target_modules=[input_layernorm]"]).lora
+    with pytest.raises(ConfigError, match=r"input_layernorm.*not supported.*linear layers are"):
+        apply_lora(model, lora, rows=[])  # a layer LoRA cannot wrap: still peft's reason
 
 
 def test_resuming_with_another_batch_size_is_refused(tmp_path):

@@ -22,6 +22,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -459,11 +460,34 @@ def check_run_config(output_dir: Path) -> None:
         )
 
 
+def check_wandb_mode(cfg: LogConfig) -> None:
+    """Refuse a ``WANDB_MODE`` environment variable that says otherwise than ``log.wandb_mode``: the setting
+    is passed to wandb, which lets it win, so ``WANDB_MODE=offline`` (the usual switch on a machine without
+    internet) would be ignored and the run would try to log in. Raises :class:`ConfigError`."""
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if not cfg.wandb or not env or {"dryrun": "offline", "run": "online"}.get(env, env) == cfg.wandb_mode:
+        return
+    fix = "log.wandb=false" if env == "disabled" else f"log.wandb_mode={env}"
+    raise ConfigError(
+        f"WANDB_MODE={env} is set, but log.wandb_mode={cfg.wandb_mode} decides for this run: set {fix}, or "
+        "unset WANDB_MODE"
+    )
+
+
 def start_trackers(accelerator: Accelerator, cfg: LogConfig, output_dir: Path, config: dict) -> None:
-    """Weights & Biases (online or offline) when ``cfg.wandb``."""
+    """Weights & Biases (online or offline) when ``cfg.wandb``. Raises :class:`ConfigError` when wandb cannot
+    start a run (not logged in, no network)."""
     if cfg.wandb:
         init = {"mode": cfg.wandb_mode, "name": cfg.run_name or output_dir.name, "dir": str(output_dir)}
-        accelerator.init_trackers(cfg.wandb_project, config=config, init_kwargs={"wandb": init})
+        try:
+            accelerator.init_trackers(cfg.wandb_project, config=config, init_kwargs={"wandb": init})
+        except Exception as err:  # wandb's login, network and settings errors have many types
+            reason = " ".join(str(err).split())[:200]
+            raise ConfigError(
+                f"log.wandb=true: wandb could not start a run ({type(err).__name__}: {reason}); log in "
+                "(wandb login, or WANDB_API_KEY), or set log.wandb_mode=offline (upload later with wandb "
+                "sync), or log.wandb=false"
+            ) from err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -517,6 +541,7 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, progress: bool = Tru
         )
     if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
         raise ConfigError("log.wandb=true needs wandb: pip install wandb (or set log.wandb=false)")
+    check_wandb_mode(cfg.log)
     # the last check: it makes output_dir (every process of a launch at once; the run writes there anyway)
     output = Path(cfg.output_dir)
     made = folders_to_make(output)
@@ -636,10 +661,10 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress:
                 "raise max_steps or epochs above it to train further"
             )
     config = dataclasses.asdict(cfg)  # the settings as they are (a ${...} in a text stays text)
+    start_trackers(accelerator, cfg.log, output, config)  # first: a wandb that cannot start leaves no config
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         (output / "config.yaml").write_text(RUN_CONFIG_HEADER + to_yaml(cfg))
-    start_trackers(accelerator, cfg.log, output, config)
     log = RunLog(accelerator, output / "log.jsonl", step)
     base_config = source_config(cfg.backbone)
     accelerator.print(

@@ -970,3 +970,33 @@ def test_a_blank_description_trains_on_the_default_text(tmp_path, hq_folder):
     manifest.write_text('{"image": "b.png", "description": ""}\n')
     with pytest.raises(DataError, match=r"describes none of the images .*it holds no description"):
         ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)
+
+
+def test_wandb_mode_from_the_environment_and_a_wandb_that_cannot_start_are_one_line(tmp_path, monkeypatch):
+    """WANDB_MODE=offline (a cluster without internet) was overridden by log.wandb_mode's default, online, and
+    the run ended in wandb's traceback (UsageError: No API key configured) after the model had loaded."""
+    from pure.train import check_wandb_mode, start_trackers
+
+    log = load_config(TrainConfig, TINY_LORA, ["log.wandb=true"]).log
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(
+        ConfigError, match=r"WANDB_MODE=offline is set, but log.wandb_mode=online .*log.wandb_mode=offline"
+    ):
+        check_wandb_mode(log)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with pytest.raises(ConfigError, match=r"set log.wandb=false"):
+        check_wandb_mode(log)
+    for agrees in ("online", "run"):
+        monkeypatch.setenv("WANDB_MODE", agrees)
+        check_wandb_mode(log)
+    check_wandb_mode(dataclasses.replace(log, wandb=False))  # not used: no matter
+
+    class NotLoggedIn:
+        def init_trackers(self, *args, **kwargs):
+            raise RuntimeError("No API key configured.\nUse `wandb login` to log in.")
+
+    with pytest.raises(
+        ConfigError, match=r"wandb could not start a run \(RuntimeError: No API key configured\. Use"
+    ) as err:
+        start_trackers(NotLoggedIn(), log, tmp_path, {})
+    assert "\n" not in str(err.value)

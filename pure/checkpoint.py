@@ -16,6 +16,7 @@ leaves a checkpoint that looks whole.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -149,10 +150,14 @@ def export_weights(
         save_model_folder(state, config, tokenizer, folder / "model")
 
 
-def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bfloat16") -> Path:
+def merge_adapter(
+    checkpoint: str | Path, output: str | Path, dtype: str = "bfloat16", base: str = ""
+) -> Path:
     """A LoRA checkpoint -> a standalone model folder (adapters merged into the base) for ``--model``.
 
-    ``checkpoint`` is a checkpoint folder (``checkpoints/step-NNNNNN``) or its ``adapter/`` folder.
+    ``checkpoint`` is a checkpoint folder (``checkpoints/step-NNNNNN``) or its ``adapter/`` folder. ``base``:
+    the base model's folder or hub id, where it is not where the checkpoint's ``config.yaml`` says (a
+    checkpoint copied from another machine); empty: that ``backbone.source``.
     ``output`` must be new or an empty folder (:class:`ConfigError` otherwise, before anything loads); the
     model is written beside it as ``.NAME.partial`` and renamed when whole.
     """
@@ -199,7 +204,18 @@ def merge_adapter(checkpoint: str | Path, output: str | Path, dtype: str = "bflo
             "merge another checkpoint of the run"
         )
     check_lora_config(checkpoint / "adapter")
-    tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
+    if base:
+        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, source=base))
+    try:
+        tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
+    except CheckpointError as err:
+        if base:
+            raise
+        raise CheckpointError(
+            f"{err}; that is the base model {checkpoint / 'config.yaml'} names (backbone.source): pass "
+            "--base DIR, its folder on this machine (a checkpoint copied from another machine keeps that "
+            "machine's path)"
+        ) from err
     model, _ = load_for_training(cfg.backbone, "cpu", getattr(torch, dtype), vocab.size)
     model = merge_lora_adapter(model, checkpoint / "adapter")
     partial = output.parent / f".{output.name}.partial"  # renamed once whole: never a half-written model

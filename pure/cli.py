@@ -1036,6 +1036,13 @@ def merge_main(argv: list[str] | None = None) -> int:
         default="bfloat16",
         help="dtype of the saved weights (default bfloat16)",
     )
+    p.add_argument(
+        "--base",
+        default="",
+        metavar="DIR",
+        help="the base model the adapter was trained on (default: backbone.source in the checkpoint's "
+        "config.yaml); pass its folder here when the checkpoint was copied from another machine",
+    )
     _add_threads(p)
     args = p.parse_args(argv)
     return _run(lambda: _merge(args))
@@ -1045,7 +1052,7 @@ def _merge(args: argparse.Namespace) -> int:
     from pure.checkpoint import merge_adapter
 
     _use_threads(args.threads)
-    print(f"merged model: {merge_adapter(args.checkpoint, args.output, args.dtype)}")
+    print(f"merged model: {merge_adapter(args.checkpoint, args.output, args.dtype, args.base)}")
     return 0
 
 

@@ -1000,3 +1000,22 @@ def test_wandb_mode_from_the_environment_and_a_wandb_that_cannot_start_are_one_l
     ) as err:
         start_trackers(NotLoggedIn(), log, tmp_path, {})
     assert "\n" not in str(err.value)
+
+
+def test_merge_takes_the_base_from_base_where_the_checkpoint_came_from_another_machine(tmp_path, capsys):
+    """A checkpoint keeps the absolute path of the base it was trained on; copied to another machine,
+    merge_lora.py stopped at 'model folder ... does not exist' and had no way to be told where the base is."""
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}"])
+    base = backbone_folder(cfg.backbone)
+    checkpoint = tmp_path / "step-000001"
+    model = apply_lora(load_backbone(str(base), dtype=torch.float32), cfg.lora, rows=[])
+    model.save_pretrained(str(checkpoint / "adapter"))
+    elsewhere = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, source="/cluster/base"))
+    (checkpoint / "config.yaml").write_text(to_yaml(elsewhere))
+    (checkpoint / "trainer.json").write_text('{"step": 1}')
+    assert merge_main([str(checkpoint), str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert "'/cluster/base' does not exist" in err and f"{checkpoint / 'config.yaml'} names" in err
+    assert "pass --base DIR" in err and not (tmp_path / "merged").exists()
+    assert merge_main([str(checkpoint), str(tmp_path / "merged"), "--base", str(base)]) == 0
+    assert load_backbone(str(tmp_path / "merged"), dtype=torch.float32).config.vocab_size == TINY_VOCAB_SIZE

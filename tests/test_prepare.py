@@ -335,7 +335,10 @@ def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_
     hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:2])
     manifest = tmp_path / "m.csv"
     append_manifest(manifest, {NAMES[0]: "Lanterns."})
-    with pytest.raises(MissingDescriptionsError, match=NAMES[1]):
+    Image.new("RGB", (HQ_SIZE - 1, 300)).save(hq / "small.png")  # skipped for its size: no description needed
+    with pytest.raises(
+        MissingDescriptionsError, match=f"1 images have no description in {manifest}:\n  {NAMES[1]}\n"
+    ):
         prep.prepare(_cfg(hq, tmp_path / "out", f"caption.manifest={manifest}"), progress=False)
     # nothing was prepared there, so the refused run does not lock the folder to its settings
     prep.check_settings(tmp_path / "out", _cfg(hq, tmp_path / "out", "seed=1"))

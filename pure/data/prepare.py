@@ -160,11 +160,11 @@ def list_sources(hq_dirs: list[str]) -> list[Source]:
     return [found[key] for key in sorted(found)]
 
 
-def _opens(path: Path) -> bool:
-    """Whether the file is a still image the reader takes (reads the header only)."""
+def _usable(path: Path, hq_size: int) -> bool:
+    """Whether the file is a still image the reader takes, at least ``hq_size`` on its shorter side (reads the
+    header only): what is not is skipped with a warning, so it needs no description."""
     try:
-        read_header(path)
-        return True
+        return min(read_header(path).size) >= hq_size
     except ImageReadError:
         return False
 
@@ -546,8 +546,8 @@ def _bring_up_to_date(sources: list[Source], cfg: PrepareConfig, state, progress
     descriptions = _descriptions(sources, cfg, state, progress and main)
     records = read_journals(out_dir)
     pending = [s for s in sources if not is_current(records.get(s.key), s, descriptions.get(s.key, ""))]
-    # files that are not images at all are skipped (with a warning) later, description or not
-    check_descriptions([s.key for s in pending if _opens(s.path)], descriptions, cfg.caption)
+    # files that are not images, or are smaller than hq_size, are skipped later (a warning): no description
+    check_descriptions([s.key for s in pending if _usable(s.path, cfg.hq_size)], descriptions, cfg.caption)
     mine = pending[rank::world]
     summary = Summary(up_to_date=len(sources) - len(pending))
 

@@ -544,7 +544,19 @@ def test_an_hq_folder_skips_unreadable_and_small_images(tmp_path, hq_folder):
     (folder / "2-keep").mkdir()
     for good in folder.glob("2-*.png"):
         good.rename(folder / "2-keep" / good.name)
+    notes.clear()
     with pytest.raises(DataError, match=r"no usable image in data.hq_folder=.*all 2 were skipped"):
+        ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)
+    # the images moved into a subfolder are not searched (prepare_data.py would): said, not silently left out
+    assert notes[0] == (
+        f"note: data.hq_folder={folder}: 1 subfolder(s) of it (2-keep) hold images, which data.hq_folder "
+        "does not search (prepare_data.py does: train on its data.shards)"
+    )
+    for other in folder.glob("*.png"):
+        other.unlink()
+    with pytest.raises(
+        DataError, match=r"no images .*; 1 subfolder\(s\) of it \(2-keep\) hold images.*one of them$"
+    ):
         ImageFolderExamples(cfg.data, tokenizer, vocab, vq, notes.append)
 
 

@@ -32,7 +32,7 @@ from pure.data.datasets import DataError
 from pure.data.labels import LEVELS
 from pure.errors import from_here
 from pure.files import file_sha256
-from pure.images import ImageReadError, is_image_name, read_image
+from pure.images import ImageReadError, is_image_name, read_image, scan_folder
 from pure.sequence import TextTokenizer, conversation
 from pure.vocab import GRID_PX, Vocab
 from pure.vq import VQModel, image_to_tensor
@@ -88,8 +88,20 @@ class ImageFolderExamples(Dataset):
                 "data.hq_folder=DIR, or run from the folder the config's paths are relative to"
             )
         files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
+        # one folder is read, as documented; prepare_data.py searches subfolders, so a note names theirs
+        unsearched = [sub.name for sub in scan_folder(folder).subfolders if scan_folder(sub, True).images]
+        names = ", ".join(unsearched[:3]) + (", ..." if len(unsearched) > 3 else "")
+        below = (
+            f"{len(unsearched)} subfolder(s) of it ({names}) hold images, which data.hq_folder does not "
+            "search (prepare_data.py does: train on its data.shards)"
+        )
         if not files:
-            raise DataError(f"no images (files of a format Pillow reads) in data.hq_folder={folder}")
+            raise DataError(
+                f"no images (files of a format Pillow reads) in data.hq_folder={folder}"
+                + (f"; {below}, or point data.hq_folder at one of them" if unsearched else "")
+            )
+        if unsearched:
+            note(f"note: data.hq_folder={folder}: {below}")
         check_captions_file(cfg)
         # a blank description is none, as in scripts/prepare_data.py: those images train on default_text
         captions = {

@@ -400,6 +400,19 @@ def warmup_notice(total: int, warmup: int, cfg: OptimConfig) -> str:
     )
 
 
+def accumulation_notice(batches: int, grad_accum: int, batch_size: int, processes: int) -> str:
+    """A notice when ``grad_accum`` is more than the ``batches`` of an epoch on each process: accelerate ends
+    an accumulation at the epoch's end, so every optimizer step is then ``batches`` micro-batches, not
+    ``grad_accum`` (a shipped recipe's global batch on a small data set). Empty otherwise."""
+    if grad_accum <= batches:
+        return ""
+    return (
+        f"note: grad_accum={grad_accum} is more than the {batches} batch(es) of an epoch on each process, "
+        f"so each optimizer step accumulates {batches}: {batches * batch_size * processes} sequences a step, "
+        f"not {grad_accum * batch_size * processes}; lower grad_accum (or batch_size) or add data"
+    )
+
+
 def schedule_change(position: dict, total: int, warmup: int, cfg: OptimConfig) -> str:
     """A notice when a resumed run plans another number of optimizer steps (``total``, from ``max_steps`` or
     ``epochs``) than the checkpoint's run did: the cosine schedule of :func:`learning_rate` is then
@@ -628,6 +641,8 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress:
     warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
     if long_warmup := warmup_notice(total, warmup, cfg.optim):
         accelerator.print(long_warmup)
+    if short := accumulation_notice(len(loader), cfg.grad_accum, cfg.batch_size, accelerator.num_processes):
+        accelerator.print(short)
     step = epoch = done = 0  # optimizer steps, epochs, micro-batches done in this epoch
     if resume is not None:
         try:

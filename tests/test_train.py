@@ -821,6 +821,18 @@ def test_a_warmup_as_long_as_the_run_is_noted():
     assert warmup_notice(3, 2, optim) == "" and warmup_notice(0, 0, optim) == ""
 
 
+def test_an_accumulation_longer_than_an_epoch_is_noted():
+    """grad_accum=16 on 4 batches an epoch: accelerate steps at the epoch's end, every 4 micro-batches, so
+    the announced sequences per step were four times what each step had."""
+    from pure.train import accumulation_notice
+
+    assert accumulation_notice(4, 16, 1, 2) == (
+        "note: grad_accum=16 is more than the 4 batch(es) of an epoch on each process, so each optimizer "
+        "step accumulates 4: 8 sequences a step, not 32; lower grad_accum (or batch_size) or add data"
+    )
+    assert accumulation_notice(4, 4, 1, 2) == "" and accumulation_notice(5, 3, 2, 1) == ""
+
+
 def test_schedule_change_names_both_rates():
     optim = OptimConfig(lr=1e-3, min_lr=0.0)
     assert schedule_change({"step": 5, "total_steps": 10}, 10, 0, optim) == ""

@@ -238,6 +238,26 @@ def merge_adapter(
     return output
 
 
+def tidy_interrupted(output: Path) -> list[str]:
+    """Clear what a save killed part-way (SIGKILL, a lost node: nothing could clean up) left in
+    ``output/checkpoints``: a half-written ``.step-N.partial`` is deleted, and an earlier copy moved aside
+    as ``.step-N.replaced`` is put back where its step is missing (deleted where the new one is in place).
+    Returns a line naming what was done for each; main process only."""
+    root = output / "checkpoints"
+    said = []
+    for left in sorted(root.glob(".step-*.partial")) if root.is_dir() else []:
+        shutil.rmtree(left)
+        said.append(f"note: deleted {left}, a checkpoint whose save was interrupted")
+    for aside in sorted(root.glob(".step-*.replaced")) if root.is_dir() else []:
+        final = root / aside.name.removeprefix(".").removesuffix(".replaced")
+        if final.exists():
+            shutil.rmtree(aside)
+        else:
+            aside.rename(final)
+            said.append(f"note: put back {final}, moved aside by a save that was interrupted")
+    return said
+
+
 def save_checkpoint(
     accelerator: Accelerator, output: Path, position: dict, cfg: TrainConfig, export: Callable[[Path], None]
 ) -> Path:

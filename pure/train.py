@@ -38,7 +38,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 from transformers.models.chameleon.modeling_chameleon import ChameleonDecoderLayer
 
-from pure.checkpoint import export_weights, find_resume, load_weights, save_checkpoint, source_config
+from pure.checkpoint import (
+    export_weights,
+    find_resume,
+    load_weights,
+    save_checkpoint,
+    source_config,
+    tidy_interrupted,
+)
 from pure.config import (
     BackboneConfig,
     ConfigError,
@@ -576,6 +583,10 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
     check_launch(accelerator.num_processes, accelerator.distributed_type.name)
+    if accelerator.is_main_process:  # before a resume is looked for: a checkpoint may be put back
+        for said in tidy_interrupted(output):
+            accelerator.print(said)
+    accelerator.wait_for_everyone()
     resume = find_resume(output, cfg.resume)
     if resume is None:
         check_run_config(output)

@@ -649,6 +649,28 @@ def test_copies_beside_the_checkpoints_are_neither_resumed_nor_pruned(tmp_path):
     assert find_resume(tmp_path, "latest") == root / "step-000003"
 
 
+def test_what_a_killed_save_left_is_cleared_before_a_resume(tmp_path):
+    """SIGKILL (a cluster's time limit) during a save leaves .step-N.partial, half written and hidden, until
+    that step is saved again; killed between the two renames of a replacing save, the step's checkpoint was
+    only under .step-N.replaced, and resume=latest did not see it."""
+    from pure.checkpoint import tidy_interrupted
+
+    root = tmp_path / "checkpoints"
+    for name in (".step-000003.partial", ".step-000002.replaced", "step-000001", ".step-000001.replaced"):
+        (root / name / "state").mkdir(parents=True)
+        (root / name / "trainer.json").write_text(name)
+    said = tidy_interrupted(tmp_path)
+    assert sorted(p.name for p in root.iterdir()) == ["step-000001", "step-000002"]
+    assert (root / "step-000001" / "trainer.json").read_text() == "step-000001"  # the newer copy stays
+    assert (root / "step-000002" / "trainer.json").read_text() == ".step-000002.replaced"
+    assert find_resume(tmp_path, "latest") == root / "step-000002"
+    assert said == [
+        f"note: deleted {root / '.step-000003.partial'}, a checkpoint whose save was interrupted",
+        f"note: put back {root / 'step-000002'}, moved aside by a save that was interrupted",
+    ]
+    assert tidy_interrupted(tmp_path / "new") == []
+
+
 def test_a_run_refused_after_making_its_output_dir_leaves_no_folder(tmp_path, hq_folder):
     """Checks that need the data (here max_seq_len) come after output_dir is made: it is removed again,
     with the parents the run made; a folder that held something before is kept."""

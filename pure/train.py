@@ -158,7 +158,7 @@ step reads (the saved data position counts batches), and what the weights are (`
 adapters already trained)."""
 
 
-RESUME_NOTED = ("optim", "z_loss_weight", "residual_dropout", "mixed_precision")
+RESUME_NOTED = ("optim", "z_loss_weight", "residual_dropout", "lora.dropout", "mixed_precision")
 """Settings a resume may change (a new learning rate for the rest of a run is common; bf16 after fp16
 overflowed) but not silently: :func:`check_resumable` names them."""
 
@@ -216,7 +216,9 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> str:
     noted = [
         f"{key}={value(old, key)} -> {value(now, key)}"
         for key in _dotted(now, RESUME_NOTED)
-        if value(old, key) is not None and value(old, key) != value(now, key)
+        if value(old, key) is not None
+        and value(old, key) != value(now, key)
+        and (cfg.method == "lora" or not key.startswith("lora."))
     ]
     if not noted:
         return ""

@@ -771,6 +771,10 @@ def test_resuming_with_another_batch_size_is_refused(tmp_path):
     assert check_resumable(checkpoint, other).endswith(
         f"mixed_precision={cfg.mixed_precision} -> {precision}"
     )
+    other = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", "lora.dropout=0.3"])
+    assert check_resumable(checkpoint, other).endswith(
+        f"lora.dropout={cfg.lora.dropout} -> 0.3"
+    )  # was silent
     for changed in ("data.max_images=3", "data.size=32", "eval_examples=2"):  # another set of examples
         other = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", changed])
         with pytest.raises(ConfigError, match=rf"saved with {changed.partition('=')[0]}=.*\(now "):

@@ -37,7 +37,7 @@ from pure.config import (
     to_yaml,
     unused_settings,
 )
-from pure.errors import PureError, one_line
+from pure.errors import PureError, one_line, require
 from pure.files import can_write_in, folders_to_make, remove_empty
 
 if TYPE_CHECKING:
@@ -1187,11 +1187,7 @@ def _serve_app(args: argparse.Namespace) -> int:
         return code
     if args.output:
         _check_output_folder(args.output, "--output")
-    import importlib.util
-
-    if importlib.util.find_spec("gradio") is None:
-        print('error: the web demo needs Gradio: pip install -e ".[demo]"', file=sys.stderr)
-        return 2
+    require("gradio", "the web demo needs Gradio", 'pip install -e ".[demo]"')
     from pure.demo import Models, check_port, serve
     from pure.download import locate
     from pure.pipeline import Restorer, check_answer_budget

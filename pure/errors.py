@@ -9,6 +9,7 @@ traceback.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 
@@ -40,3 +41,17 @@ def from_here(path: str | Path) -> str:
     if Path(path).is_absolute():
         return str(path)
     return f"{path} (relative to the current folder {Path.cwd()})"
+
+
+def require(module: str, needed: str, install: str) -> None:
+    """Import the optional package ``module`` or raise :class:`PureError` as ``"{needed}: {install}"``.
+    A package that is there but does not import (a partial or broken install, a dependency of its own
+    missing) is refused too, with its reason: checking only that it is there let the web demo load its
+    models and end in a traceback, and training ask for wandb and run without it (accelerate drops a
+    tracker it cannot import with a warning)."""
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        absent = isinstance(err, ModuleNotFoundError) and err.name == module
+        reason = "" if absent else f" ({module} is installed but does not import: {one_line(str(err))})"
+        raise PureError(f"{needed}: {install}{reason}") from err

@@ -19,7 +19,6 @@ is logged as ``val_loss`` every ``eval_every`` steps.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -61,7 +60,7 @@ from pure.config import (
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
 from pure.data.prepare import check_shards_match, token_models
-from pure.errors import PureError
+from pure.errors import PureError, require
 from pure.files import can_write_in, folders_to_make, remove_empty
 from pure.launch import check_launch
 from pure.model import (
@@ -561,8 +560,8 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, progress: bool = Tru
             "adapter given to it; to continue a LoRA run pass resume=CHECKPOINT, to start from a fine-tuned "
             "model merge it first (scripts/merge_lora.py) and pass backbone.source=MERGED_FOLDER"
         )
-    if cfg.log.wandb and importlib.util.find_spec("wandb") is None:
-        raise ConfigError("log.wandb=true needs wandb: pip install wandb (or set log.wandb=false)")
+    if cfg.log.wandb:
+        require("wandb", "log.wandb=true needs wandb", 'pip install -e ".[wandb]" (or set log.wandb=false)')
     check_wandb_mode(cfg.log)
     # the last check: it makes output_dir (every process of a launch at once; the run writes there anyway)
     output = Path(cfg.output_dir)

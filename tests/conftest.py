@@ -46,6 +46,23 @@ def no_weights(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def broken_package(tmp_path, monkeypatch):
+    """``broken_package(name)``: from now on ``import name`` finds a package that raises ImportError, as a
+    partial install or one whose own dependency is missing does (``find_spec`` still finds it)."""
+    import sys
+
+    def install(name: str) -> None:
+        package = tmp_path / "broken" / name
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text(f"raise ImportError('{name} lost a dependency')\n")
+        for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+            monkeypatch.delitem(sys.modules, module)
+        monkeypatch.syspath_prepend(str(tmp_path / "broken"))
+
+    return install
+
+
+@pytest.fixture
 def hq_crop(shared_data_dir):
     """``hq_crop(name, size)``: the top-left ``size`` px square of a realsr-mini HR image as
     ``[3, size, size]`` float32 in [0, 1] (default: Canon_011, 128 px, small enough for the tiny VQ)."""

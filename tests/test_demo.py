@@ -279,15 +279,19 @@ def test_app_help_imports_no_heavy_library():
     assert result.stdout.strip() == "[] True"
 
 
-def test_app_without_gradio_says_how_to_install_it(monkeypatch, capsys):
-    import importlib.util
-
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else find_spec(name)
-    )
+def test_app_without_gradio_says_how_to_install_it(monkeypatch, capsys, broken_package):
+    """Missing, or installed but not importable (it was found, the models loaded, and the page's import of
+    Gradio ended in a traceback): one line naming the extra, before any model loads."""
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio: ModuleNotFoundError, as when absent
     assert app_main(["--config", TINY]) == 2
     assert capsys.readouterr().err == 'error: the web demo needs Gradio: pip install -e ".[demo]"\n'
+    broken_package("gradio")
+    monkeypatch.setattr("pure.pipeline.Restorer.from_config", lambda *a: pytest.fail("models loaded"))
+    assert app_main(["--config", TINY]) == 2
+    assert capsys.readouterr().err == (
+        'error: the web demo needs Gradio: pip install -e ".[demo]" '
+        "(gradio is installed but does not import: gradio lost a dependency)\n"
+    )
 
 
 def test_app_refuses_bad_settings_in_one_line(capsys):

@@ -22,6 +22,7 @@ from pure.checkpoint import find_resume, merge_adapter, save_checkpoint
 from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config, to_yaml
 from pure.data.datasets import DataError, ShardDataset, collate
+from pure.errors import PureError
 from pure.files import plain_mode
 from pure.model import CheckpointError, backbone_folder, load_backbone
 from pure.sequence import IGNORE_INDEX
@@ -500,6 +501,15 @@ def test_training_refuses_what_would_fail_late_or_do_nothing(tmp_path, monkeypat
     cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'c'}", f"data.captions={tmp_path}"])
     with pytest.raises(DataError, match=rf"data.captions={tmp_path} is a folder; pass the descriptions file"):
         train(cfg)
+
+
+def test_wandb_that_does_not_import_is_refused_before_anything_loads(tmp_path, broken_package):
+    """accelerate drops a tracker it cannot import with a warning: the run trained without wandb."""
+    broken_package("wandb")
+    cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path / 'run'}", "log.wandb=true"])
+    with pytest.raises(PureError, match=r'^log.wandb=true needs wandb: pip install -e "\.\[wandb\]" \(or'):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_fresh_run_never_overwrites_a_config_it_did_not_write(tmp_path):

@@ -476,9 +476,20 @@ def backbone_folder(cfg: BackboneConfig) -> Path:
     key = hashlib.sha1(repr((tiny.seed, sorted(sizes.items()))).encode()).hexdigest()[:12]
     cache = Path(os.environ.get("PURE_CACHE") or Path.home() / ".cache" / "pure") / f"tiny-{key}"  # '': unset
     if not (cache / "model.safetensors.index.json").is_file():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tiny-"))
-        write_tiny_checkpoint(scratch, seed=tiny.seed, **sizes)
+        scratch = None
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tiny-"))
+            write_tiny_checkpoint(scratch, seed=tiny.seed, **sizes)
+        except BaseException as err:  # nothing half-written is left
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+            if not isinstance(err, OSError):
+                raise
+            raise CheckpointError(
+                f"cannot write the tiny model into {cache.parent} ({err.strerror or err}): "
+                "set PURE_CACHE to a folder you can write in"
+            ) from err
         try:
             scratch.rename(cache)
         except OSError:  # another process finished first

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -346,6 +348,30 @@ def test_a_cuda_device_without_cuda_names_the_flag_and_the_key(monkeypatch):
     ):
         pick_device("cuda")
     assert pick_device("auto") == torch.device("cpu")
+
+
+def test_a_tiny_model_cache_that_cannot_be_written_names_pure_cache(tmp_path, monkeypatch):
+    """A read-only home (~/.cache/pure) or PURE_CACHE: one line naming PURE_CACHE, not a traceback."""
+    from pure.config import BackboneConfig
+    from pure.model import CheckpointError, backbone_folder
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("PURE_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.raises(
+        CheckpointError,
+        match=r"^cannot write the tiny model into .*file/cache \(.*\): set PURE_CACHE to a folder you can",
+    ):
+        backbone_folder(BackboneConfig(source="tiny"))
+    monkeypatch.setenv("PURE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("pure.model.write_tiny_checkpoint", lambda folder, **k: _disk_full(folder))
+    with pytest.raises(CheckpointError, match=r"cache \(No space left on device\): set PURE_CACHE"):
+        backbone_folder(BackboneConfig(source="tiny"))
+    assert list((tmp_path / "cache").iterdir()) == []  # no half-written model
+
+
+def _disk_full(folder: Path) -> None:
+    (folder / "config.json").write_text("{")
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def test_environment_variables_read_as_their_owners_read_them(tmp_path, monkeypatch):

@@ -106,7 +106,7 @@ def save_model_folder(state: dict[str, torch.Tensor], config: dict, tokenizer, f
 
 def source_config(backbone: BackboneConfig) -> dict:
     """The backbone checkpoint's own config.json (Lumina/PURE fields included)."""
-    return json.loads((backbone_folder(backbone) / "config.json").read_text())
+    return json.loads((backbone_folder(backbone) / "config.json").read_text(encoding="utf-8"))
 
 
 def load_weights(model: nn.Module, checkpoint: Path, method: str) -> None:
@@ -277,8 +277,8 @@ def save_checkpoint(
         accelerator.save_state(str(partial_dir / "state"))
         export(partial_dir)
         if accelerator.is_main_process:
-            (partial_dir / "trainer.json").write_text(json.dumps(position, indent=2))
-            (partial_dir / "config.yaml").write_text(to_yaml(cfg))
+            (partial_dir / "trainer.json").write_text(json.dumps(position, indent=2), encoding="utf-8")
+            (partial_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
             give_plain_modes(partial_dir)
             if final.exists():
                 shutil.rmtree(replaced, ignore_errors=True)

@@ -357,7 +357,7 @@ def restore_upload(
         shutil.rmtree(folder, ignore_errors=True)  # this job's own folder: no empty or partial results left
         raise
     written = plan.jobs[0]
-    sidecar = json.loads(written.sidecar.read_text())
+    sidecar = json.loads(written.sidecar.read_text(encoding="utf-8"))
     with Image.open(written.image) as restored:
         size = restored.size
     before = read_image(path).rgb.resize(size, Image.BICUBIC)

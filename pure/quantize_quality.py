@@ -121,9 +121,9 @@ def load_fixture(reference_dir: str | Path, folder: str | Path) -> Fixture:
     """Write the fixtures' deterministic backbone (seed of the CFG trajectory) to ``folder`` and read the
     backbone sequence and the CFG trajectory from ``reference_dir``."""
     reference_dir = Path(reference_dir)
-    config = json.loads((reference_dir / "backbone" / "config.json").read_text())
-    shapes = json.loads((reference_dir / "backbone" / "state_dict_shapes.json").read_text())
-    meta = json.loads((reference_dir / "cfg" / "cfg_trajectory.json").read_text())
+    config = json.loads((reference_dir / "backbone" / "config.json").read_text(encoding="utf-8"))
+    shapes = json.loads((reference_dir / "backbone" / "state_dict_shapes.json").read_text(encoding="utf-8"))
+    meta = json.loads((reference_dir / "cfg" / "cfg_trajectory.json").read_text(encoding="utf-8"))
     trajectory = np.load(reference_dir / "cfg" / "cfg_trajectory.npz")
     backbone = np.load(reference_dir / "backbone" / "backbone.npz")
     return Fixture(

@@ -180,7 +180,7 @@ def write_backbone_checkpoint(folder, config: dict, state_dict: dict[str, torch.
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     names = list(state_dict)
     per_shard = -(-len(names) // shards)
     weight_map = {}
@@ -193,7 +193,7 @@ def write_backbone_checkpoint(folder, config: dict, state_dict: dict[str, torch.
         "metadata": {"total_size": sum(t.numel() * t.element_size() for t in state_dict.values())},
         "weight_map": weight_map,
     }
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     return folder
 
 

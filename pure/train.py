@@ -61,7 +61,7 @@ from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
 from pure.data.prepare import check_shards_match, token_models
 from pure.errors import PureError, require
-from pure.files import can_write_in, folders_to_make, remove_empty
+from pure.files import can_write_in, folders_to_make, remove_empty, write_text_atomic
 from pure.launch import check_launch
 from pure.model import (
     CheckpointError,
@@ -456,12 +456,13 @@ class RunLog:
     def __init__(self, accelerator: Accelerator, path: Path, resumed_step: int) -> None:
         self.accelerator, self.path = accelerator, path
         if accelerator.is_main_process and path.is_file():  # forget records a resumed run will redo
-            lines = [line for line in path.read_text().splitlines() if _step_of(line) <= resumed_step]
-            path.write_text("".join(line + "\n" for line in lines))
+            records = path.read_text(encoding="utf-8").splitlines()
+            lines = [line for line in records if _step_of(line) <= resumed_step]
+            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
     def write(self, record: dict) -> None:
         if self.accelerator.is_main_process:
-            with self.path.open("a") as f:
+            with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         self.accelerator.log(record, step=record["step"])
 
@@ -474,7 +475,7 @@ def check_run_config(output_dir: Path) -> None:
     """Refuse a fresh run in ``output_dir`` when its ``config.yaml`` was not written by a run (a file of the
     user's, which the run would overwrite). Raises :class:`ConfigError`."""
     saved = output_dir / "config.yaml"
-    if saved.is_file() and not saved.read_text(errors="replace").startswith(RUN_CONFIG_HEADER):
+    if saved.is_file() and not saved.read_bytes().startswith(RUN_CONFIG_HEADER.encode()):
         raise ConfigError(
             f"{saved} is not a config a training run wrote, and a run writes its settings there: move that "
             "file elsewhere (pass it with --config), or choose another output_dir"
@@ -664,7 +665,7 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress:
                 raise FileNotFoundError(f"{rng} is missing")
             torch.load(rng, weights_only=False)  # raises for a damaged file
             accelerator.load_state(str(resume / "state"))
-            position = json.loads((resume / "trainer.json").read_text())
+            position = json.loads((resume / "trainer.json").read_text(encoding="utf-8"))
             step, epoch, done = position["step"], position["epoch"], position["batches_in_epoch"]
         except Exception as err:  # damaged files or other settings (peft, torch and json raise many types)
             reason = " ".join(str(err).split())[:300]
@@ -691,7 +692,7 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress:
     start_trackers(accelerator, cfg.log, output, config)  # first: a wandb that cannot start leaves no config
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        (output / "config.yaml").write_text(RUN_CONFIG_HEADER + to_yaml(cfg))
+        write_text_atomic(output / "config.yaml", RUN_CONFIG_HEADER + to_yaml(cfg))
     log = RunLog(accelerator, output / "log.jsonl", step)
     base_config = source_config(cfg.backbone)
     accelerator.print(

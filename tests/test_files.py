@@ -3,8 +3,10 @@ never half a file, errors that name the target."""
 
 from __future__ import annotations
 
+import ast
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +122,37 @@ def test_a_full_disk_is_known_by_errno_message_or_free_space(tmp_path, monkeypat
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 4096, 4096))
     # torch's writer says nothing of space; the folder (or, not made yet, its parent) has almost none left
     assert files.out_of_space(RuntimeError("unexpected pos 12740672 vs 12740560"), tmp_path / "new" / "x")
+
+
+def _text_io_without_encoding(source: str) -> list[int]:
+    """Lines of ``source`` that read or write text in the locale's encoding: ``open``, ``Path.open``,
+    ``read_text`` or ``write_text`` without ``encoding=`` (binary modes and Pillow's, os's opens aside)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        owner = getattr(func.value, "id", "") if isinstance(func, ast.Attribute) else ""
+        if name not in ("open", "read_text", "write_text") or owner in ("Image", "os", "webbrowser"):
+            continue
+        modes = [a for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        modes += [k.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)]
+        if not any("b" in m.value for m in modes):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_text_files_are_utf8_whatever_the_locale():
+    """Under a locale that is not UTF-8 (LC_ALL=C without Python's UTF-8 mode, Windows' cp1252) a training
+    run with an accented log.run_name ended at its config.yaml in a UnicodeEncodeError traceback and left it
+    empty, and tokenizer and model JSON files would be misread: every text file pure reads or writes names
+    its encoding (write_text_atomic: UTF-8)."""
+    assert _text_io_without_encoding("Path('a').write_text('x')\nopen(p, 'rb')\nImage.open(p)\n") == [1]
+    package = Path(__file__).resolve().parents[1] / "pure"
+    found = {
+        f"{path.relative_to(package)}:{line}"
+        for path in sorted(package.rglob("*.py"))
+        for line in _text_io_without_encoding(path.read_text(encoding="utf-8"))
+    }
+    assert found == set()

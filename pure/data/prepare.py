@@ -348,7 +348,7 @@ def check_settings(out_dir: Path, cfg: PrepareConfig) -> None:
                 "use a new out_dir, or delete that folder to start again"
             )
     else:
-        saved.write_text(to_yaml(cfg))
+        write_text_atomic(saved, to_yaml(cfg))
 
 
 def read_prepare_settings(path: Path) -> dict:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import huggingface_hub
@@ -391,6 +393,28 @@ def test_one_opencv_and_a_hub_with_the_hf_cli():
     dependencies = re.findall(r'^    "([^"]+)",$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
     assert [d for d in dependencies if d.startswith("opencv")] == ["opencv-python-headless>=4.8"]
     assert "huggingface_hub>=1.0" in dependencies
+
+
+@pytest.mark.slow
+def test_the_source_distribution_holds_the_checkout(tmp_path):
+    """A packager builds from the sdist and runs the tests there: setuptools alone put pure/ and
+    tests/test_*.py in it, without conftest.py, the test helpers, scripts/ or configs/."""
+    try:
+        listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    tracked = set(listed.stdout.splitlines())
+    source = tmp_path / "source"
+    for name in tracked:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    build = f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"
+    built = subprocess.run([sys.executable, "-c", build], cwd=source, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    with tarfile.open(tmp_path / built.stdout.split()[-1]) as sdist:
+        held = {m.name.split("/", 1)[1] for m in sdist.getmembers() if m.isfile()}
+    assert {"tests/conftest.py", "scripts/infer.py", "configs/tiny.yaml"} <= held
+    assert tracked - held == {".gitignore"}
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ and --models, output folders that are files, Ctrl-C, and peft's start-up notices
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 import shutil
@@ -393,6 +394,62 @@ def test_one_opencv_and_a_hub_with_the_hf_cli():
     dependencies = re.findall(r'^    "([^"]+)",$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
     assert [d for d in dependencies if d.startswith("opencv")] == ["opencv-python-headless>=4.8"]
     assert "huggingface_hub>=1.0" in dependencies
+
+
+def _third_party_imports(folder: Path) -> dict[str, set[bool]]:
+    """Top-level module names imported under ``folder`` that are neither the standard library, pure, nor a
+    module of the checkout's scripts, tests or benchmarks (tests import benchmarks' modules), each with
+    whether it is imported at a module's top (True) or lazily."""
+    local = {p.stem for f in ("scripts", "tests", "benchmarks") for p in (ROOT / f).glob("*.py")}
+    local |= {"pure", "tests", "__future__"}
+    found: dict[str, set[bool]] = {}
+    for path in folder.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in {n.split(".")[0] for n in names} - local - set(sys.stdlib_module_names):
+                found.setdefault(name, set()).add(id(node) in top)
+    return found
+
+
+def test_every_imported_package_is_declared():
+    """Each third-party module pure, its scripts, tests and benchmarks import comes from a distribution that
+    pyproject.toml names (not only from another's dependencies); what only an extra provides is imported
+    lazily by pure (the commands that need it say which extra to install). pillow-heif is the one package
+    used when present and never required (HEIC files, a Pillow plugin)."""
+    import importlib.metadata
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.sub(r"[-_.]+", "-", re.match(r"[\w.-]+", r)[0]).lower() for r in requirements}
+
+    required = names(project["dependencies"])
+    extras = set().union(*(names(r) for r in project["optional-dependencies"].values()))
+    installed = importlib.metadata.packages_distributions()
+    problems = []
+    for folder in ("pure", "scripts", "tests", "benchmarks"):
+        for module, at_top in sorted(_third_party_imports(ROOT / folder).items()):
+            if module == "pillow_heif":
+                continue
+            if module not in installed:
+                problems.append(f"{folder}: {module} (not installed here: cannot tell its distribution)")
+                continue
+            dists = names(installed[module])
+            if dists & required:
+                continue
+            if not dists & extras:
+                problems.append(f"{folder}: {module} ({', '.join(sorted(dists))}) is not declared")
+            elif folder in ("pure", "scripts") and True in at_top:
+                problems.append(f"{folder}: {module} comes from an extra but is imported at a module's top")
+    assert problems == []
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pure.errors import from_here
 from pure.images import ImageReadError, is_image_name, read_header, read_image
 from pure.metrics import Evaluation, evaluate_folders, select_metrics
 from pure.pairing import EvaluationError, list_images, pair_images
@@ -27,7 +28,7 @@ def benchmark_paths(
     for sub in ("lr", "hr"):
         if not (base / sub).is_dir():
             raise EvaluationError(
-                f"benchmark {name!r} needs {base / sub}/: lay it out as {root}/{name}/lr and "
+                f"benchmark {name!r} needs {from_here(f'{base / sub}/')}: lay it out as {root}/{name}/lr and "
                 f"{root}/{name}/hr (same file names), or pass --root"
             )
     run = Path(run) if run else Path("runs") / name / time.strftime("%Y%m%d-%H%M%S")

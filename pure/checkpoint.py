@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from pure.config import BackboneConfig, ConfigError, TrainConfig, load_config, to_yaml
-from pure.errors import DiskFullError
+from pure.errors import DiskFullError, from_here
 from pure.files import can_write_in, give_plain_modes, out_of_space
 from pure.model import (
     CheckpointError,
@@ -168,7 +168,7 @@ def merge_adapter(
         run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
         there = checkpoints(run)
         found = f"; that run's are {', '.join(c.name for c in there)}" if there else ""
-        raise ConfigError(f"{checkpoint} does not exist (pruned by keep_last, or a typo){found}")
+        raise ConfigError(f"{from_here(checkpoint)} does not exist (pruned by keep_last, or a typo){found}")
     saved = checkpoints(checkpoint) if checkpoint.is_dir() else []
     if saved:  # the run's own folder (it has a config.yaml too)
         raise ConfigError(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pure.config import with_value
-from pure.errors import PureError
+from pure.errors import PureError, from_here
 
 T = TypeVar("T")
 TOKENIZER_FILES = [
@@ -237,7 +237,7 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
                 f"--models {folder} is a file; pass the folder scripts/download.py wrote"
             )
         if folder is not None and not folder.is_dir():
-            message = f"--models {folder} does not exist (not a folder here); " + message
+            message = f"--models {from_here(folder)} does not exist (not a folder here); " + message
         raise WeightsMissingError(message)
     for key, path in found.items():
         cfg = with_value(cfg, key, str(path))
@@ -249,7 +249,7 @@ def config_weights(path: str | Path) -> list[HubWeights]:
     from pure.config import ConfigError, InferConfig, PrepareConfig, TrainConfig, UnknownKeyError, load_config
 
     if not Path(path).is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {from_here(path)}")
     wrong_values = []
     for schema, backbone_weights in ((InferConfig, True), (TrainConfig, True), (PrepareConfig, False)):
         try:

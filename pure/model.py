@@ -36,7 +36,7 @@ from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbe
 
 from pure.config import BackboneConfig
 from pure.download import CHECKPOINT_FILES, offline_note
-from pure.errors import PureError
+from pure.errors import PureError, from_here
 from pure.kv_cache import CACHE_ARG
 from pure.quantize import QUANTIZED_WEIGHT, check_quantize, load_quantized_
 from pure.sequence import IGNORE_INDEX
@@ -126,7 +126,7 @@ def resolve_source(source: str, revision: str = "main") -> Path:
         return path
     if path.suffix or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise CheckpointError(
-            f"model folder {source!r} does not exist (expected a folder or a Hugging Face repo id)"
+            f"model folder {from_here(source)} does not exist (expected a folder or a Hugging Face repo id)"
         )
     from huggingface_hub import snapshot_download
 

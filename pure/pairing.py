@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pure.errors import PureError
+from pure.errors import PureError, from_here
 from pure.images import ImageReadError, read_image, scan_folder
 from pure.plan import ENTROPY_FOLDER
 
@@ -51,7 +51,9 @@ def list_images(folder: Path, role: str, recursive: bool = False, exclude: tuple
     if folder.exists() and not folder.is_dir():
         raise EvaluationError(f"{role} {folder} is a file; pass the folder that holds the images")
     if not folder.is_dir():
-        raise EvaluationError(f"{role} folder not found: {folder} (pass an existing folder of images)")
+        raise EvaluationError(
+            f"{role} folder not found: {from_here(folder)}; pass an existing folder of images"
+        )
     scan = scan_folder(folder, recursive, exclude)
     images: dict[str, Path] = {}
     for path in scan.images:

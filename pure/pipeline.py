@@ -28,7 +28,7 @@ from PIL import Image
 
 from pure.colorfix import color_fix
 from pure.config import ConfigError, InferConfig, RestoreConfig, SamplingConfig
-from pure.errors import PureError
+from pure.errors import PureError, from_here
 from pure.generate import Generation, generate
 from pure.memory import BatchLog, auto_batch_size, fit_batches, free_bytes, prefill_bytes, tile_cache_bytes
 from pure.model import (
@@ -126,7 +126,7 @@ def check_adapter_folder(adapter: str) -> None:
     if folder.exists() and not folder.is_dir():
         raise PureError(f"backbone.adapter={adapter} is a file; pass the adapter's folder")
     if not folder.exists() and adapter.count("/") != 1:
-        raise PureError(f"backbone.adapter={adapter} does not exist; pass a LoRA adapter folder")
+        raise PureError(f"backbone.adapter={from_here(adapter)} does not exist; pass a LoRA adapter folder")
 
 
 def split_text(answer: str) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pure.errors import PureError, one_line
+from pure.errors import PureError, from_here, one_line
 from pure.images import (
     IMAGE_SUFFIXES,
     Header,
@@ -307,7 +307,7 @@ def _list_inputs(
     if source.is_file():
         return source.parent, [source], [], []
     if not source.is_dir():
-        raise PlanError(f"input {source} does not exist")
+        raise PlanError(f"input {from_here(source)} does not exist")
     scan = scan_folder(source, recursive, exclude=(output, output / ENTROPY_FOLDER))
     files = scan.images + [path for path in scan.skipped if unreadable_format(path)]
     if not files:

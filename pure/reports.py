@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pure.errors import from_here
 from pure.files import write_text_atomic
 from pure.metrics import METRICS, Evaluation, lower_better
 from pure.pairing import EvaluationError
@@ -61,7 +62,7 @@ def load_rows(path: str | Path) -> list[Row]:
     """
     path = Path(path)
     if not path.is_file():
-        raise EvaluationError(f"compare file not found: {path}")
+        raise EvaluationError(f"compare file not found: {from_here(path)}")
     try:
         if path.suffix.lower() == ".csv":
             with open(path, newline="", encoding="utf-8-sig") as file:

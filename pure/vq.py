@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pure.config import VQConfig
-from pure.errors import PureError
+from pure.errors import PureError, from_here
 from pure.images import to_rgb
 from pure.tiny import det_state_dict
 from pure.vocab import CODEBOOK_SIZE
@@ -450,7 +450,7 @@ def resolve_checkpoint(source: str) -> Path:
     if sep and repo_id and filename:
         return _download(repo_id, filename)
     raise VQCheckpointNotFoundError(
-        f"VQ checkpoint {source!r} not found: pass an existing .pt or .safetensors file, a Hugging Face "
+        f"VQ checkpoint {from_here(source)} not found: pass an existing .pt or .safetensors file, a Hugging Face "
         f"repo_id:filename such as {DEFAULT_SOURCE!r}, or 'tiny'"
     )
 

@@ -20,11 +20,22 @@ import yaml
 from PIL import Image
 
 import pure.download
-from pure.cli import download_main, infer_main, infer_parser, literal, prepare_main, train_main
+from pure.cli import (
+    benchmark_main,
+    download_main,
+    evaluate_main,
+    infer_main,
+    infer_parser,
+    literal,
+    merge_main,
+    prepare_main,
+    train_main,
+)
 from pure.config import InferConfig, PrepareConfig, load_config
 from pure.download import CHECKPOINT_FILES, hub_weights, locate
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
 TINY_LORA = str(ROOT / "configs" / "train_tiny_lora.yaml")
 PREPARE_TINY = str(ROOT / "configs" / "prepare_tiny.yaml")
 HEAVY = ("torch", "transformers", "pyiqa", "accelerate", "peft", "basicsr", "bitsandbytes")
@@ -388,6 +399,29 @@ def test_download_list_checks_its_folder_and_sources(tmp_path, capsys):
     )
     assert download_main([str(tmp_path / "models"), "./local_folder", "--list"]) == 2
     assert "is a path on this machine, not a Hugging Face repo id" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "main, args, named",
+    [
+        (infer_main, ["-i", "data/samples", "-o", "out", "--config", TINY], "input data/samples"),
+        (infer_main, ["-i", "a.png", "-o", "out", "--config", TINY, "--adapter", "a/b/ad"], "a/b/ad"),
+        (infer_main, ["-i", "a.png", "-o", "out", "--config", TINY, "--vq", "models/vq.pt"], "models/vq.pt"),
+        (infer_main, ["-i", "a.png", "-o", "out", "--model", "./models/PURE", "--vq", "tiny"], "models/PURE"),
+        (evaluate_main, ["--sr", "sr", "--gt", "gt", "--metrics", "psnr"], "SR folder not found: sr"),
+        (benchmark_main, ["realsr", "--config", TINY], "needs data/benchmarks/realsr/lr/"),
+        (merge_main, ["outputs/run/checkpoints/step-000001", "merged"], "checkpoints/step-000001"),
+        (download_main, ["models", "--config", "mine.yaml", "--list"], "config file not found: mine.yaml"),
+    ],
+)
+def test_a_relative_path_not_found_says_where(main, args, named, tmp_path, monkeypatch, capsys):
+    """The README's commands run from the checkout; run from another folder, 'input data/samples does not
+    exist' did not say that paths are read from the current folder."""
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{named} (relative to the current folder {tmp_path})" in err, err
 
 
 def test_one_opencv_and_a_hub_with_the_hf_cli():

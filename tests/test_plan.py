@@ -611,7 +611,7 @@ def test_folders_a_failed_run_made_are_removed(tmp_path, capsys):
     _image(tmp_path / "in" / "a.png")
     out = tmp_path / "new" / "a" / "b"
     code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(out), "--adapter", "no-such-adapter")
-    assert code == 2 and "backbone.adapter=no-such-adapter does not exist" in stderr
+    assert code == 2 and f"=no-such-adapter (relative to the current folder {Path.cwd()}) does not" in stderr
     assert not (tmp_path / "new").exists()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from pure.errors import PureError
+from pure.errors import PureError, from_here
 from pure.images import is_image_name
 from pure.sequence import IGNORE_INDEX
 
@@ -47,7 +47,9 @@ class ShardDataset(torch.utils.data.Dataset):
                 f"(scripts/prepare_data.py --hq-dir {self.folder} --out DIR) and pass data.shards=DIR"
             )
         if not index.is_file():
-            raise DataError(f"{index} not found: run scripts/prepare_data.py with out_dir={self.folder}")
+            raise DataError(
+                f"{from_here(index)} not found: run scripts/prepare_data.py with out_dir={self.folder}"
+            )
         self.records = []
         for number, line in enumerate(index.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():

@@ -450,8 +450,8 @@ def resolve_checkpoint(source: str) -> Path:
     if sep and repo_id and filename:
         return _download(repo_id, filename)
     raise VQCheckpointNotFoundError(
-        f"VQ checkpoint {from_here(source)} not found: pass an existing .pt or .safetensors file, a Hugging Face "
-        f"repo_id:filename such as {DEFAULT_SOURCE!r}, or 'tiny'"
+        f"VQ checkpoint {from_here(source)} not found: pass an existing .pt or .safetensors file, a Hugging "
+        f"Face repo_id:filename such as {DEFAULT_SOURCE!r}, or 'tiny'"
     )
 
 

@@ -402,14 +402,19 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         )
     for line in plan.failed if processes.is_main else []:
         print(one_line(f"failed: {line}"), file=sys.stderr)
-    if plan.jobs and processes.is_main:
-        print(work_line(plan, cfg.restore), file=sys.stderr)
     summary = Summary.of(plan)
+
+    def load() -> Restorer:  # then say what the run is about to do (errors of loading stay one line)
+        restorer = Restorer.from_config(locate(cfg, cfg.models))
+        if processes.is_main:
+            print(work_line(plan, cfg.restore), file=sys.stderr)
+        return restorer
+
     try:
         if plan.jobs:
             summary = processes.restore(
                 plan,
-                lambda: Restorer.from_config(locate(cfg, cfg.models)),
+                load,
                 cfg.restore,
                 run_info(cfg),
                 progress=not args.no_progress,

@@ -110,9 +110,9 @@ def run_info(cfg: InferConfig) -> dict:
 
 
 def work_line(plan: Plan, settings: RestoreConfig) -> str:
-    """What the run is about to do, before any model loads: images and tiles in all (a tile is one model
-    answer, minutes each on a GPU for the 7B), so that a setting that multiplies the work (a large
-    ``--outscale``, ``--tile-overlap`` near ``--tile``) shows before it starts."""
+    """What the run is about to do, once the models have loaded: images and tiles in all (a tile is one
+    model answer, minutes each on a GPU for the 7B), so that a setting that multiplies the work (a large
+    ``--outscale``, ``--tile-overlap`` near ``--tile``) shows before the hours it costs."""
     tiles = sum(
         tile_count(*job.size, settings.outscale, settings.tile, settings.tile_overlap)
         for job in plan.jobs

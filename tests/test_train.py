@@ -1075,7 +1075,7 @@ def test_merge_takes_the_base_from_base_where_the_checkpoint_came_from_another_m
     (checkpoint / "trainer.json").write_text('{"step": 1}')
     assert merge_main([str(checkpoint), str(tmp_path / "merged")]) == 2
     err = capsys.readouterr().err
-    assert "'/cluster/base' does not exist" in err and f"{checkpoint / 'config.yaml'} names" in err
+    assert "model folder /cluster/base does not exist" in err and f"{checkpoint / 'config.yaml'} names" in err
     assert "pass --base DIR" in err and not (tmp_path / "merged").exists()
     assert merge_main([str(checkpoint), str(tmp_path / "merged"), "--base", str(base)]) == 0
     assert load_backbone(str(tmp_path / "merged"), dtype=torch.float32).config.vocab_size == TINY_VOCAB_SIZE

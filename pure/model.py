@@ -124,6 +124,11 @@ def resolve_source(source: str, revision: str = "main") -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         return path
+    if path.exists():
+        raise CheckpointError(
+            f"model folder {source!r} is a file, not a folder: pass the folder that holds its config.json "
+            "and safetensors"
+        )
     if path.suffix or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise CheckpointError(
             f"model folder {from_here(source)} does not exist (expected a folder or a Hugging Face repo id)"

@@ -446,6 +446,12 @@ def resolve_checkpoint(source: str) -> Path:
     path = Path(source).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        inside = sorted(path.glob("*.pt"))
+        raise VQCheckpointNotFoundError(
+            f"VQ checkpoint {source!r} is a folder; pass the .pt file "
+            + (f"in it ({inside[0]})" if len(inside) == 1 else "itself, e.g. vq_ds8_c2i.pt")
+        )
     repo_id, sep, filename = source.partition(":")
     if sep and repo_id and filename:
         return _download(repo_id, filename)

@@ -203,6 +203,14 @@ def test_missing_folder_and_offline_repo(tmp_path, monkeypatch):
         load_backbone("nonwhy/PURE")
 
 
+def test_file_given_as_model_folder_is_called_a_file(tmp_path):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match=r"photo\.png' is a file, not a folder") as info:
+        load_backbone(str(photo))
+    assert "does not exist" not in str(info.value)
+
+
 def test_missing_config_is_a_clear_error(tmp_path):
     folder = write_tiny_checkpoint(tmp_path / "tiny")
     shutil.move(folder / "config.json", tmp_path / "elsewhere.json")

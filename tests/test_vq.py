@@ -221,6 +221,18 @@ def test_missing_local_file(tmp_path: Path):
         load_vq(str(tmp_path / "nope.pt"), cfg=TINY)
 
 
+def test_folder_given_as_checkpoint_names_the_file_in_it(tmp_path: Path):
+    folder = tmp_path / "models" / "FoundationVision" / "LlamaGen"
+    folder.mkdir(parents=True)
+    with pytest.raises(VQCheckpointNotFoundError, match="is a folder; pass the .pt file itself") as info:
+        load_vq(str(folder), cfg=TINY)
+    assert "not found" not in str(info.value)
+    (folder / "vq_ds8_c2i.pt").write_bytes(b"")
+    in_it = r"is a folder; pass the \.pt file in it \(.*vq_ds8_c2i\.pt\)"
+    with pytest.raises(VQCheckpointNotFoundError, match=in_it):
+        load_vq(str(folder), cfg=TINY)
+
+
 def test_hub_download_offline_explains_what_to_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import huggingface_hub.constants as hub_constants
 

@@ -189,7 +189,7 @@ def missing_message(missing: list[HubWeights], models: Path) -> str:
     lines = [
         f"the weights this run needs are not on this machine and could not be downloaded{offline_note()}:"
     ]
-    lines += [f"  {w.key}: {w.source}{_incomplete(w, models)}" for w in missing]
+    lines += [f"  {w.key}: {w.source}{_incomplete(w, models)}{_not_local(w)}" for w in missing]
     lines += [
         f"On a machine with internet access, fetch them into one folder ({models}/):",
         f"  python scripts/download.py {models}" + "".join(f" {w.source}" for w in missing),
@@ -198,6 +198,15 @@ def missing_message(missing: list[HubWeights], models: Path) -> str:
         f"then copy {models}/ to this machine and pass --models {models} (or models={models}).",
     ]
     return "\n".join(lines)
+
+
+def _not_local(weights: HubWeights) -> str:
+    """For a folder source read as a repo id whose first part is a folder here (``models/PURE`` with a
+    ``models/`` folder: meant as a local path), a note that it is no folder here either."""
+    owner = Path(weights.repo).parent
+    if weights.filename or not owner.is_dir():
+        return ""
+    return f" (read as a repo id: there is no folder {weights.repo} here, though {owner}/ is)"
 
 
 def _incomplete(weights: HubWeights, models: Path) -> str:

@@ -232,7 +232,7 @@ def fake_hub(monkeypatch):
     return calls
 
 
-def test_offline_without_weights_lists_every_file_once(tmp_path, offline_hub, capsys):
+def test_offline_without_weights_lists_every_file_once(tmp_path, offline_hub, capsys, monkeypatch):
     image = tmp_path / "in.png"
     Image.new("RGB", (8, 8)).save(image)
     assert infer_main(["-i", str(image), "-o", str(tmp_path / "out")]) == 2
@@ -255,6 +255,13 @@ def test_offline_without_weights_lists_every_file_once(tmp_path, offline_hub, ca
         capsys.readouterr().err
         == f"error: --models {image} is a file; pass the folder scripts/download.py wrote\n"
     )
+    (tmp_path / "models").mkdir()  # --model models/PURE meant as a local folder, but not there
+    monkeypatch.chdir(tmp_path)
+    assert infer_main(["-i", str(image), "-o", str(tmp_path / "out"), "--model", "models/PURE"]) == 2
+    assert (
+        "  backbone.source: models/PURE (read as a repo id: there is no folder models/PURE here, "
+        "though models/ is)\n"
+    ) in capsys.readouterr().err
     partial = tmp_path / "partial" / "nonwhy" / "PURE"  # an interrupted download: config.json only
     partial.mkdir(parents=True)
     (partial / "config.json").write_text("{}")

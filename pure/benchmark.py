@@ -24,12 +24,20 @@ def benchmark_paths(
 ) -> dict[str, Path]:
     """The folders of benchmark ``name``: ``lr``/``hr`` under ``root/name``; ``run`` (default
     ``runs/<name>/<date-time>``) with ``sr``, ``metrics.json`` and ``per_image.csv`` in it."""
+    # NAME is also the run's folder runs/NAME: a path (absolute, or with ..) puts the run into the test set
+    if Path(name).name != name or name in (".", ".."):
+        raise EvaluationError(
+            f"benchmark {name!r} is a path; the name is a test set's folder under --root: pass "
+            f"--root {Path(name).parent} {Path(name).name or 'NAME'}"
+        )
     base = Path(root) / name
     for sub in ("lr", "hr"):
         if not (base / sub).is_dir():
+            sets = sorted(p.parent.name for p in Path(root).glob("*/lr") if (p.parent / "hr").is_dir())
             raise EvaluationError(
-                f"benchmark {name!r} needs {from_here(f'{base / sub}/')}: lay it out as {root}/{name}/lr and "
-                f"{root}/{name}/hr (same file names), or pass --root"
+                f"benchmark {name!r} needs {from_here(f'{base / sub}/')}: lay it out as {base / 'lr'} and "
+                f"{base / 'hr'} (same file names), or pass --root"
+                + (f" ({root} holds {', '.join(sets)})" if sets else "")
             )
     run = Path(run) if run else Path("runs") / name / time.strftime("%Y%m%d-%H%M%S")
     if run.exists() and not run.is_dir():

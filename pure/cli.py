@@ -854,6 +854,7 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
     from pure.pairing import EvaluationError
     from pure.reports import load_rows, report
 
+    run = benchmark_paths(args.name, args.root, args.run)["run"]  # one time-stamped folder for the hint
     if args.skip_inference and not args.run:  # a new time-stamped folder would hold nothing to score
         earlier = sorted(p for p in (Path("runs") / args.name).glob("*/sr") if p.is_dir())
         example = earlier[-1].parent if earlier else Path("runs") / args.name / "<date-time>"
@@ -892,7 +893,6 @@ def _benchmark(args: argparse.Namespace, infer_args: list[str]) -> int:
             )
         lr_name = scoring["sr_name"].removesuffix(tail)
 
-    run = benchmark_paths(args.name, args.root, args.run)["run"]  # one time-stamped folder for the hint
     replacing = (run / "metrics.json").exists() or (run / "per_image.csv").exists()  # said, never silent
     try:
         compare = [row for path in args.compare for row in load_rows(path)]

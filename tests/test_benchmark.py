@@ -29,6 +29,23 @@ def test_benchmark_paths(tmp_path):
     paths = B.benchmark_paths("realsr", tmp_path, tmp_path / "run")
     assert paths["sr"] == tmp_path / "run" / "sr" and paths["json"] == tmp_path / "run" / "metrics.json"
     assert B.benchmark_paths("realsr", tmp_path)["run"].parent == Path("runs") / "realsr"
+    typo = rf"needs {tmp_path}/realsr_x4/lr/: .*\({tmp_path} holds realsr\)$"
+    with pytest.raises(P.EvaluationError, match=typo):
+        B.benchmark_paths("realsr_x4", tmp_path)  # a typo: the sets that are there
+
+
+def test_benchmark_named_by_its_path_is_refused_before_writing_into_it(tmp_path, capsys):
+    """The set's folder given as its name: runs/ + an absolute path is that path, so the run (restorations,
+    metrics) went into the test set's own folder."""
+    random_image(tmp_path / "realsr" / "lr", "a.png", (8, 8), seed=0)
+    random_image(tmp_path / "realsr" / "hr", "a.png", (32, 32), seed=0)
+    for name in (str(tmp_path / "realsr"), f"{tmp_path}/realsr/"):
+        assert benchmark_main([name, "--config", "configs/tiny.yaml", "--skip-inference"]) == 2
+        assert capsys.readouterr().err == (
+            f"error: benchmark {name!r} is a path; the name is a test set's folder under --root: pass "
+            f"--root {tmp_path} realsr\n"
+        )
+    assert sorted(p.name for p in (tmp_path / "realsr").iterdir()) == ["hr", "lr"]
 
 
 def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tmp_path, capsys):

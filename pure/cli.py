@@ -445,8 +445,13 @@ def infer_main(argv: list[str] | None = None) -> int:
     if not args.print_config and missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     stray = [item for item in args.overrides if "=" not in item and Path(item).exists()]
+    folder = Path(args.input or ".").parent
+    if stray and args.input and (Path(args.input).is_dir() or any(Path(p).parent != folder for p in stray)):
+        parser.error(  # not a shell pattern's files (one folder): a path typed without its flag
+            f"{stray[0]} is neither a flag nor a key=value override: -i/--input takes one image or one "
+            f"folder ({args.input}); restore {stray[0]} in a run of its own"
+        )
     if stray and args.input:  # `-i photos/*.png`: the shell gave every file, argparse kept the first
-        folder = Path(args.input).parent
         parser.error(
             f"-i/--input takes one image or one folder, but {len(stray) + 1} paths were given (a shell "
             f"pattern such as *.png expands to every file): pass the folder, -i {folder}"

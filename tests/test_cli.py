@@ -559,6 +559,24 @@ def test_several_inputs_from_a_shell_pattern_name_the_folder(tmp_path, capsys):
     assert err.endswith(f"pass the folder, -i {tmp_path} (--help explains every flag)")
 
 
+def test_a_stray_path_beside_an_input_folder_is_not_called_a_shell_pattern(tmp_path, capsys):
+    """`-i album -o out other/photo.png`: no shell pattern gave those paths, and their common parent (the
+    folder the old message named) would restore everything under it."""
+    (tmp_path / "album").mkdir()
+    (tmp_path / "other").mkdir()
+    for name in ("album/a.png", "other/b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    for given in ("album", "album/a.png"):
+        with pytest.raises(SystemExit) as exit_:
+            infer_main(["-i", str(tmp_path / given), "-o", "o", str(tmp_path / "other" / "b.png")])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_.value.code == 2 and f"pass the folder, -i {tmp_path} " not in err
+        assert err.startswith(
+            f"scripts/infer.py: error: {tmp_path / 'other' / 'b.png'} is neither a flag nor a key=value "
+            f"override: -i/--input takes one image or one folder ({tmp_path / given}); restore "
+        )
+
+
 def test_overrides_and_flags_mix_in_any_order():
     args = infer_parser().parse_args(
         ["-i", "x", "restore.tile=256", "--quantize", "int8", "restore.outscale=2", "--skip-existing"]

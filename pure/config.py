@@ -280,7 +280,15 @@ def load_config(
             if section:  # a value where a group of settings belongs (backbone=tiny)
                 example = _leaves(schema, key)
                 reason = f"{key} is a group of settings ({', '.join(example[:4])}, ...); set one of them"
-                reason += f", e.g. {example[0]}=..."
+                if origin.startswith("override"):
+                    reason += f", e.g. {example[0]}=..."
+                else:  # a file: YAML's nesting, and `restore:` with nothing indented below it is null
+                    empty = (
+                        " (here nothing is indented below it)" if OmegaConf.select(part, key) is None else ""
+                    )
+                    reason += (
+                        f" indented below '{key}:'{empty}, e.g. '  {example[0].rsplit('.', 1)[-1]}: ...'"
+                    )
             elif _field_type(schema, key) == "list" and "is not a ListConfig" in reason:
                 value = OmegaConf.select(part, key)
                 written = f"{key}=[{value}]" if origin.startswith("override") else f"{key}: [{value}]"

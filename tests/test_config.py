@@ -156,6 +156,27 @@ def test_a_bad_value_is_not_called_a_bad_key():
         load_config(config_module.TrainConfig, None, ["data=3"])  # OmegaConf names no key here
 
 
+def test_a_group_in_a_file_is_explained_with_yaml_nesting(tmp_path):
+    """In a YAML file the override form (restore.tile=...) is no fix, and a section line with its settings
+    not indented below it (`restore:` then `tile: 128`) is null: say so."""
+    unindented = tmp_path / "mine.yaml"
+    unindented.write_text("restore:\ntile: 128\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(config_module.InferConfig, unindented)
+    message = str(info.value)
+    assert "restore.outscale=" not in message
+    assert message.endswith(
+        "set one of them indented below 'restore:' (here nothing is indented below it), "
+        "e.g. '  outscale: ...'"
+    )
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("backbone: tiny\n")
+    with pytest.raises(
+        ConfigError, match=r"set one of them indented below 'backbone:', e\.g\. '  source: \.\.\.'$"
+    ):
+        load_config(config_module.InferConfig, scalar)
+
+
 def test_text_settings_keep_yaml_boolean_words(tmp_path):
     """YAML 1.1 reads no/on/yes/off as booleans; a text setting gets the word typed (an override) or the
     word of its closed choice (a file), and a boolean setting still takes them."""
@@ -179,7 +200,7 @@ def test_text_settings_keep_yaml_boolean_words(tmp_path):
         ("restore:\n  caption:\n", r"bad value for 'restore.caption'.*write caption: '' for an empty text"),
         ("restore:\n  caption: yes\n", r"restore.caption is a text.*reads an unquoted yes.*as True; quote"),
         ("restore: [1]\n", r"bad value for 'restore'.*a group of settings \(restore.outscale, restore.tile"),
-        ("backbone: tiny\n", r"bad value for 'backbone'.*e.g. backbone.source="),
+        ("backbone: tiny\n", r"bad value for 'backbone'.*below 'backbone:', e.g. '  source: ...'"),
     ],
 )
 def test_a_bad_value_names_its_key_and_the_fix(tmp_path, text, message):

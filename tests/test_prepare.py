@@ -328,8 +328,8 @@ def test_a_missing_manifest_or_a_file_as_hq_folder_is_one_line(shared_data_dir, 
     assert not (tmp_path / "out").exists()
     with pytest.raises(prep.PrepareError, match=r"HQ folder .*Canon_011_LR4.png is a file; pass the folder"):
         prep.list_sources([str(hq / NAMES[0])])
-    with pytest.raises(prep.PrepareError, match=r"does not exist: pass --hq-dir DIR \(or hq_dirs=\[DIR\]\)"):
-        prep.list_sources([str(tmp_path / "nowhere")])
+    with pytest.raises(prep.PrepareError, match=r"does not exist: pass --hq-dir DIR \(or hq_dirs=\[DIR\]\)$"):
+        prep.list_sources([str(tmp_path / "nowhere")])  # absolute: no "run from the folder ..." hint
 
 
 def test_missing_descriptions_stop_the_run_before_any_work(shared_data_dir, tmp_path):

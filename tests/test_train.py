@@ -388,6 +388,11 @@ def test_shards_named_by_their_subfolder_point_to_the_prepared_folder(tmp_path):
         DataError, match=rf"data.shards names the prepared folder itself, data.shards={tmp_path}$"
     ):
         ShardDataset(tmp_path / "shards")
+    photo = tmp_path / "album" / "photo.png"  # not a folder to prepare into, as the message said
+    photo.parent.mkdir()
+    photo.write_bytes(b"")
+    with pytest.raises(DataError, match=rf"^data.shards={photo} is a file; set it to the folder"):
+        ShardDataset(photo)
 
 
 def test_merge_never_overwrites(tmp_path, capsys):
@@ -483,6 +488,14 @@ def test_a_relative_hq_folder_says_where_it_was_looked_for(tmp_path, monkeypatch
         rf"{tmp_path}\) is not a folder of HQ images: set data.hq_folder=DIR",
     ):
         ImageFolderExamples(cfg, None, None, None)
+    (tmp_path / "photo.png").write_bytes(b"")  # a file, and an absolute path: no "run from" hint
+    for given, said in (
+        (tmp_path / "photo.png", "is a file; set data.hq_folder to the folder that holds"),
+        (tmp_path / "nowhere", "is not a folder of HQ images: set data.hq_folder=DIR"),
+    ):
+        cfg = load_config(TrainConfig, TINY_LORA, [f"data.hq_folder={given}"]).data
+        with pytest.raises(DataError, match=rf"^data.hq_folder={given} {said}[^,]*$"):
+            ImageFolderExamples(cfg, None, None, None)
 
 
 def test_training_refuses_what_would_fail_late_or_do_nothing(tmp_path, monkeypatch):

@@ -46,6 +46,11 @@ class ShardDataset(torch.utils.data.Dataset):
                 f"data.hq_folder={self.folder} (and data.shards=), or prepare them first "
                 f"(scripts/prepare_data.py --hq-dir {self.folder} --out DIR) and pass data.shards=DIR"
             )
+        if self.folder.is_file():  # a photo or a manifest: no out_dir to prepare into
+            raise DataError(
+                f"data.shards={self.folder} is a file; set it to the folder scripts/prepare_data.py wrote "
+                "(its out_dir, with index.jsonl)"
+            )
         if not index.is_file():
             raise DataError(
                 f"{from_here(index)} not found: run scripts/prepare_data.py with out_dir={self.folder}"

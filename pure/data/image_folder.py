@@ -82,10 +82,18 @@ class ImageFolderExamples(Dataset):
                 f"data.size={cfg.size} must be a multiple of {GRID_PX} and of data.scale={cfg.scale}"
             )
         folder = Path(cfg.hq_folder)
+        if folder.exists() and not folder.is_dir():
+            raise DataError(
+                f"data.hq_folder={cfg.hq_folder} is a file; set data.hq_folder to the folder that holds "
+                "the images"
+            )
         if not folder.is_dir():
+            relative = (
+                "" if folder.is_absolute() else ", or run from the folder the config's paths are relative to"
+            )
             raise DataError(
                 f"data.hq_folder={from_here(cfg.hq_folder)} is not a folder of HQ images: set "
-                "data.hq_folder=DIR, or run from the folder the config's paths are relative to"
+                f"data.hq_folder=DIR{relative}"
             )
         files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
         # one folder is read, as documented; prepare_data.py searches subfolders, so a note names theirs

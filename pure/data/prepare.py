@@ -128,9 +128,12 @@ def list_sources(hq_dirs: list[str]) -> list[Source]:
                 f"HQ folder {from_here(folder)} is a file; pass the folder that holds the images"
             )
         if not folder.is_dir():
+            relative = (
+                "" if folder.is_absolute() else ", or run from the folder the config's paths are relative to"
+            )
             raise PrepareError(
-                f"HQ folder {from_here(folder)} does not exist: pass --hq-dir DIR (or hq_dirs=[DIR]), or run "
-                "from the folder the config's paths are relative to"
+                f"HQ folder {from_here(folder)} does not exist: pass --hq-dir DIR (or hq_dirs=[DIR])"
+                + relative
             )
     resolved = [Path(folder).resolve() for folder in hq_dirs]
     for i, inner in enumerate(resolved):

@@ -320,6 +320,12 @@ def _read_yaml(path: Path) -> DictConfig:
         raise ConfigError(f"--config {path} is a folder; pass a YAML file, e.g. configs/tiny.yaml")
     if not path.is_file():
         where = "" if path.is_absolute() else f" (looked for it in {Path.cwd()})"
+        checkout = Path(__file__).resolve().parents[1]  # configs/... typed outside the checkout
+        if where and (checkout / path).is_file():
+            where += (
+                f"; it is in the checkout: run from {checkout} (the shipped configs' paths are read "
+                "from there)"
+            )
         raise ConfigError(f"config file not found: {path}{where}")
     try:
         loaded = OmegaConf.load(path)

@@ -309,6 +309,19 @@ def test_several_config_files_layer_in_order(tmp_path):
         load_config(InferConfig, [files[0], "nope.yaml"])
 
 
+def test_a_shipped_config_named_from_another_folder_says_where_it_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a user in their photo folder typing the README's --config configs/tiny.yaml
+    checkout = Path(config_module.__file__).resolve().parents[1]
+    with pytest.raises(ConfigError) as info:
+        load_config(InferConfig, "configs/tiny.yaml")
+    assert str(info.value) == (
+        f"config file not found: configs/tiny.yaml (looked for it in {tmp_path}); it is in the checkout: run "
+        f"from {checkout} (the shipped configs' paths are read from there)"
+    )
+    with pytest.raises(ConfigError, match=r"\(looked for it in [^;]*\)$"):
+        load_config(InferConfig, "configs/mine.yaml")  # not shipped: no such hint
+
+
 def test_a_list_setting_given_one_value_shows_the_list_form(tmp_path):
     from pure.config import TrainConfig
 

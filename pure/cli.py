@@ -1197,15 +1197,16 @@ def _serve_app(args: argparse.Namespace) -> int:
         return code
     if args.output:
         _check_output_folder(args.output, "--output")
-    require("gradio", "the web demo needs Gradio", 'pip install -e ".[demo]"')
-    from pure.demo import Models, check_port, serve
+    from pure.demo import Models, check_port, scratch_folder, serve
     from pure.download import locate
     from pure.pipeline import Restorer, check_answer_budget
 
-    check_answer_budget(cfg.sampling, cfg.restore)  # before the models load
-    check_port(args.host, args.port)
-    located = locate(cfg, cfg.models)
-    models = Models(located, Restorer.from_config(located), Restorer.from_config)
-    output = Path(args.output) if args.output else None
-    serve(models, args.host, args.port, args.share, max_side=args.max_side, output=output)
+    with scratch_folder() as scratch:  # first: Gradio reads where its own copies go when it is imported
+        require("gradio", "the web demo needs Gradio", 'pip install -e ".[demo]"')
+        check_answer_budget(cfg.sampling, cfg.restore)  # before the models load
+        check_port(args.host, args.port)
+        located = locate(cfg, cfg.models)
+        models = Models(located, Restorer.from_config(located), Restorer.from_config)
+        output = Path(args.output) if args.output else None
+        serve(models, scratch, args.host, args.port, args.share, max_side=args.max_side, output=output)
     return 0

@@ -684,8 +684,18 @@ def _gradio_cache(folder: Path) -> Iterator[None]:
         os.environ.pop("GRADIO_TEMP_DIR", None)
 
 
+@contextlib.contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """A server's temporary folder (``TMPDIR/pure-demo-*``), removed when it stops, with Gradio's own copies
+    inside it (:func:`_gradio_cache`). Gradio reads ``GRADIO_TEMP_DIR`` when it is imported: enter this
+    before the first ``import gradio``."""
+    with tempfile.TemporaryDirectory(prefix="pure-demo-") as scratch, _gradio_cache(Path(scratch) / "gradio"):
+        yield Path(scratch)
+
+
 def serve(
     models: Models,
+    scratch: Path,
     host: str = "127.0.0.1",
     port: int | None = None,
     share: bool = False,
@@ -694,12 +704,11 @@ def serve(
     output: Path | None = None,
 ) -> None:
     """Build and serve the page until Ctrl-C or SIGTERM. Each job's files go to a new folder under
-    ``output`` (default: a temporary folder removed when the server stops); the page offers the images
-    of ``data/samples`` when this is a source checkout."""
+    ``output`` (default: ``scratch``, from :func:`scratch_folder`); the page offers the images of
+    ``data/samples`` when this is a source checkout."""
     samples = Path(__file__).resolve().parents[1] / "data" / "samples"
     examples = sorted(samples.glob("*.png")) if samples.is_dir() else None
-    with tempfile.TemporaryDirectory(prefix="pure-demo-") as scratch, _gradio_cache(Path(scratch) / "gradio"):
-        folder = Path(output or scratch)
-        folder.mkdir(parents=True, exist_ok=True)
-        demo = build_demo(models, folder, max_side, examples)
-        launch(demo, host, port, share, [folder, *([samples] if examples else [])])
+    folder = Path(output or scratch)
+    folder.mkdir(parents=True, exist_ok=True)
+    demo = build_demo(models, folder, max_side, examples)
+    launch(demo, host, port, share, [folder, *([samples] if examples else [])])

@@ -31,6 +31,10 @@ Image.MAX_IMAGE_PIXELS = None
 uploads; pure reads the files its user names and restores any size by tiling. What guards memory instead:
 the plan refuses outputs larger than this machine's memory before anything loads (``pure.plan``), and the
 web demo refuses uploads beyond ``--max-side`` from the header, before decoding."""
+PngImagePlugin.MAX_TEXT_CHUNK = PngImagePlugin.MAX_TEXT_MEMORY
+"""Pillow refuses a PNG whose one compressed text or ICC chunk inflates beyond 1 MB ("Decompressed data too
+large"), a file other programs open: large XMP from photo editors, a workflow saved in the image, a print
+profile. Its limit on all text chunks together (64 MB) still bounds what a small file can inflate to."""
 
 try:  # HEIC/HEIF (phone photos) when pillow-heif is installed: a Pillow plugin, registered by name
     from pillow_heif import register_heif_opener

@@ -431,3 +431,17 @@ def test_a_profile_that_cannot_be_applied_is_ignored_with_a_note(tmp_path):
         assert read.icc_profile is None
         assert read.info["steps"][0].startswith("embedded ICC profile ignored (it cannot be applied: ")
         assert read.notes == [f"{path}: {read.info['steps'][0]}"]
+
+
+def test_a_png_with_a_large_compressed_text_chunk_reads(tmp_path):
+    """Pillow refuses a compressed text (or ICC) chunk that inflates beyond 1 MB, e.g. a photo editor's
+    XMP or a workflow stored in the image (Pillow#8363), though other programs open such a file."""
+    from PIL import PngImagePlugin
+
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("XML:com.adobe.xmp", "x" * (2 * 1024 * 1024), zip=True)
+    path = tmp_path / "xmp.png"
+    Image.fromarray(pixels).save(path, pnginfo=text)
+    assert read_header(path).size == (6, 4)
+    assert np.array_equal(np.asarray(read_image(path).rgb), pixels)

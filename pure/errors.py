@@ -10,6 +10,7 @@ traceback.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 
@@ -41,6 +42,21 @@ def from_here(path: str | Path) -> str:
     if Path(path).is_absolute():
         return str(path)
     return f"{path} (relative to the current folder {Path.cwd()})"
+
+
+def broken_links(paths: list[Path]) -> str | None:
+    """``'a -> t, ...'`` for those of ``paths`` that are symbolic links to nothing, else None. A Hugging Face
+    cache's snapshot holds links into its ``blobs/`` folder: copied without it (or read where its links do
+    not resolve, e.g. a network share written from another system), every file is listed but none opens."""
+    broken = [f"{p.name} -> {os.readlink(p)}" for p in paths if p.is_symlink() and not p.exists()]
+    if not broken:
+        return None
+    return ", ".join(broken[:3]) + (f" (and {len(broken) - 3} more)" if len(broken) > 3 else "")
+
+
+LINKS_FIX = (
+    "copy it with the links followed (cp -rL, rsync -L) or fetch it again (python scripts/download.py models)"
+)
 
 
 def require(module: str, needed: str, install: str) -> None:

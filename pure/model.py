@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
+from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbe
 
 from pure.config import BackboneConfig
 from pure.download import CHECKPOINT_FILES, offline_note
-from pure.errors import PureError, from_here
+from pure.errors import LINKS_FIX, PureError, broken_links, from_here
 from pure.kv_cache import CACHE_ARG
 from pure.quantize import QUANTIZED_WEIGHT, check_quantize, load_quantized_
 from pure.sequence import IGNORE_INDEX
@@ -123,7 +124,7 @@ def resolve_source(source: str, revision: str = "main") -> Path:
     """A local folder, or a Hugging Face repo id downloaded (or found in the cache) by huggingface_hub."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return path
+        return _check_links(path)
     if path.exists():
         raise CheckpointError(
             f"model folder {source!r} is a file, not a folder: pass the folder that holds its config.json "
@@ -136,7 +137,7 @@ def resolve_source(source: str, revision: str = "main") -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(source, revision=revision, allow_patterns=CHECKPOINT_FILES))
+        folder = Path(snapshot_download(source, revision=revision, allow_patterns=CHECKPOINT_FILES))
     except Exception as err:  # offline, no cache, network or auth errors all end here
         raise CheckpointError(
             f"could not obtain the model {source!r}{offline_note()}: "
@@ -144,6 +145,19 @@ def resolve_source(source: str, revision: str = "main") -> Path:
             f"access run `python scripts/download.py models {source}` (`--list` shows the hf download "
             "commands), copy models/ here and pass --models models"
         ) from err
+    return _check_links(folder)
+
+
+def _check_links(folder: Path) -> Path:
+    """``folder``, unless a checkpoint file in it is a link to nothing (:func:`broken_links`): each would
+    otherwise be called missing (config.json, a shard, the tokenizer) while ``ls`` lists it."""
+    files = [p for p in sorted(folder.iterdir()) if any(fnmatch(p.name, pat) for pat in CHECKPOINT_FILES)]
+    if broken := broken_links(files):
+        raise CheckpointError(
+            f"model folder {folder} holds links to files that do not exist ({broken}): a Hugging Face cache "
+            f"copied without its blobs/ folder? {LINKS_FIX}"
+        )
+    return folder
 
 
 @contextmanager

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pure.config import VQConfig
-from pure.errors import PureError, from_here
+from pure.errors import LINKS_FIX, PureError, broken_links, from_here
 from pure.images import to_rgb
 from pure.tiny import det_state_dict
 from pure.vocab import CODEBOOK_SIZE
@@ -451,6 +451,10 @@ def resolve_checkpoint(source: str) -> Path:
         raise VQCheckpointNotFoundError(
             f"VQ checkpoint {source!r} is a folder; pass the .pt file "
             + (f"in it ({inside[0]})" if len(inside) == 1 else "itself, e.g. vq_ds8_c2i.pt")
+        )
+    if broken := broken_links([path]):
+        raise VQCheckpointNotFoundError(
+            f"VQ checkpoint {source!r} is a link to a file that does not exist ({broken}): {LINKS_FIX}"
         )
     repo_id, sep, filename = source.partition(":")
     if sep and repo_id and filename:

@@ -218,6 +218,22 @@ def test_missing_config_is_a_clear_error(tmp_path):
         load_backbone(str(folder))
 
 
+def test_a_snapshot_copied_without_its_blobs_names_the_links(tmp_path):
+    """A Hugging Face cache's snapshot holds links into blobs/; copied without them every file is listed
+    but none opens, and each was called missing (huggingface_hub#4022, mlverse/hfhub#10)."""
+    blobs = write_tiny_checkpoint(tmp_path / "blobs")
+    snapshot = tmp_path / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for file in blobs.iterdir():
+        (snapshot / file.name).symlink_to(Path("../../blobs") / file.name)
+    (blobs / "config.json").unlink()
+    with pytest.raises(CheckpointError) as caught:
+        load_backbone(str(snapshot))
+    message = str(caught.value)
+    assert "config.json -> ../../blobs/config.json" in message and "cp -rL" in message
+    assert "is missing" not in message
+
+
 def _adapter(folder, **sizes):
     """A peft LoRA adapter of a tiny backbone built with ``sizes``, saved to ``folder``."""
     base = load_backbone(str(write_tiny_checkpoint(folder.parent / "base", **sizes)), dtype=torch.float32)

@@ -221,6 +221,15 @@ def test_missing_local_file(tmp_path: Path):
         load_vq(str(tmp_path / "nope.pt"), cfg=TINY)
 
 
+def test_a_link_to_nothing_is_named_as_a_link(tmp_path: Path):
+    link = tmp_path / "vq_ds8_c2i.pt"
+    link.symlink_to(tmp_path / "blobs" / "0123abcd")
+    broken = r"is a link to a file that does not exist \(vq_ds8_c2i\.pt -> "
+    with pytest.raises(VQCheckpointNotFoundError, match=broken) as info:
+        load_vq(str(link), cfg=TINY)
+    assert "not found" not in str(info.value)
+
+
 def test_folder_given_as_checkpoint_names_the_file_in_it(tmp_path: Path):
     folder = tmp_path / "models" / "FoundationVision" / "LlamaGen"
     folder.mkdir(parents=True)

@@ -54,9 +54,7 @@ def broken_links(paths: list[Path]) -> str | None:
     return ", ".join(broken[:3]) + (f" (and {len(broken) - 3} more)" if len(broken) > 3 else "")
 
 
-LINKS_FIX = (
-    "copy it with the links followed (cp -rL, rsync -L) or fetch it again (python scripts/download.py models)"
-)
+LINKS_FIX = "copy it with the links followed (cp -rL, rsync -L)"
 
 
 def require(module: str, needed: str, install: str) -> None:

@@ -155,7 +155,8 @@ def _check_links(folder: Path) -> Path:
     if broken := broken_links(files):
         raise CheckpointError(
             f"model folder {folder} holds links to files that do not exist ({broken}): a Hugging Face cache "
-            f"copied without its blobs/ folder? {LINKS_FIX}"
+            f"copied without its blobs/ folder? {LINKS_FIX} or fetch it again (python scripts/download.py "
+            "models)"
         )
     return folder
 
@@ -342,6 +343,10 @@ def check_lora_config(folder: str | Path) -> None:
     Raises :class:`CheckpointError` naming the file and the fix.
     """
     file = Path(folder) / "adapter_config.json"
+    if broken := broken_links([file, *(file.parent / name for name in ADAPTER_WEIGHTS)]):
+        raise CheckpointError(
+            f"adapter folder {file.parent} holds links to files that do not exist ({broken}): {LINKS_FIX}"
+        )
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:

@@ -454,7 +454,8 @@ def resolve_checkpoint(source: str) -> Path:
         )
     if broken := broken_links([path]):
         raise VQCheckpointNotFoundError(
-            f"VQ checkpoint {source!r} is a link to a file that does not exist ({broken}): {LINKS_FIX}"
+            f"VQ checkpoint {source!r} is a link to a file that does not exist ({broken}): {LINKS_FIX} "
+            "or fetch it again (python scripts/download.py models)"
         )
     repo_id, sep, filename = source.partition(":")
     if sep and repo_id and filename:

@@ -16,6 +16,7 @@ from pure.kv_cache import CACHE_ARG
 from pure.model import (
     CheckpointError,
     causal_lm_loss,
+    check_lora_config,
     enable_activation_checkpointing,
     load_backbone,
     load_text_side,
@@ -232,6 +233,15 @@ def test_a_snapshot_copied_without_its_blobs_names_the_links(tmp_path):
     message = str(caught.value)
     assert "config.json -> ../../blobs/config.json" in message and "cp -rL" in message
     assert "is missing" not in message
+
+
+def test_an_adapter_whose_weights_are_a_link_to_nothing_names_the_link(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
+    (adapter / "adapter_model.safetensors").symlink_to(tmp_path / "blobs" / "feed")
+    with pytest.raises(CheckpointError, match=r"adapter_model\.safetensors -> .*blobs/feed\): copy it with"):
+        check_lora_config(adapter)
 
 
 def _adapter(folder, **sizes):

@@ -18,6 +18,9 @@ import errno
 import functools
 import io
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +70,7 @@ image the user meant to restore, so it fails with its format named instead of be
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 ORIENTATION_TAG = 0x0112
+METADATA_DAMAGED = "metadata damaged"
 OUTPUT_MARK = "pure (PURE restoration)"
 """Written into every image pure writes (PNG ``Software`` text, JPEG comment), so that an output whose
 sidecar is missing (an interrupted run) is still known as an output, never taken for a user's photo."""
@@ -194,7 +198,7 @@ def is_marked(path: str | Path) -> bool:
     """Whether ``path`` is an image that pure wrote (:data:`OUTPUT_MARK`); False for anything unreadable."""
     try:
         _check_regular(path)
-        with Image.open(path) as opened:
+        with _metadata_warnings(), Image.open(path) as opened:
             return _mark(opened) == OUTPUT_MARK
     except (OSError, ValueError, ImageReadError, Image.DecompressionBombError):
         return False
@@ -246,7 +250,7 @@ def read_header(path: str | Path) -> Header:
     """Open ``path`` and check what can be checked without decoding: a known format, one frame."""
     _check_regular(path)
     try:
-        with Image.open(path) as opened:
+        with _metadata_warnings(), Image.open(path) as opened:
             _check_frames(opened, path)
             return Header(
                 opened.format or "",
@@ -259,6 +263,20 @@ def read_header(path: str | Path) -> Header:
         raise
     except Exception as err:  # Pillow raises several types for corrupt or foreign files
         raise _unreadable(path, err) from err
+
+
+@contextmanager
+def _metadata_warnings(steps: list[str] | None = None) -> Iterator[None]:
+    """Around opening a file: Pillow reads damaged metadata (a JPEG's EXIF as it opens, TIFF tags) as far as
+    it goes and warns on stderr without naming the file (``UserWarning: Corrupt EXIF data.``, two lines).
+    That becomes a step (and a note, :data:`METADATA_DAMAGED`) when ``steps`` is given, and is silent
+    otherwise (a header read for the plan: the image's own read notes it)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        yield
+    reasons = sorted({" ".join(str(w.message).split()) for w in caught})
+    if reasons and steps is not None:
+        steps.append(f"{METADATA_DAMAGED} ({'; '.join(reasons)[:200]}): what Pillow could read was used")
 
 
 def _upright_size(opened: Image.Image) -> tuple[int, int]:
@@ -275,11 +293,12 @@ def _upright_size(opened: Image.Image) -> tuple[int, int]:
 def read_image(path: str | Path) -> ReadImage:
     """Read any image file -> 8-bit sRGB RGB (+ alpha); raises :class:`ImageReadError` naming the file."""
     _check_regular(path)
+    steps: list[str] = []
     try:
-        with Image.open(path) as opened:
+        with _metadata_warnings(steps), Image.open(path) as opened:
             deep_colour = opened.mode in ("RGB", "RGBA") and ";16" in _rawmode(opened)  # before any load
             _check_frames(opened, path)
-            info = {"format": opened.format, "mode": opened.mode, "size": list(opened.size), "steps": []}
+            info = {"format": opened.format, "mode": opened.mode, "size": list(opened.size), "steps": steps}
             orientation = opened.getexif().get(ORIENTATION_TAG, 1)
             icc = opened.info.get("icc_profile")
             transparent = "transparency" in opened.info
@@ -288,7 +307,6 @@ def read_image(path: str | Path) -> ReadImage:
         raise
     except Exception as err:  # Pillow raises several types for corrupt or foreign files
         raise _unreadable(path, err) from err
-    steps = info["steps"]
     if orientation in range(2, 9):
         steps.append(f"EXIF orientation {orientation} applied")
     elif orientation not in (1, None):
@@ -309,7 +327,8 @@ def read_image(path: str | Path) -> ReadImage:
         raise
     except (ValueError, OSError) as err:  # a mode Pillow cannot convert, e.g. LAB or HSV
         raise ImageReadError(f"{path}: cannot convert mode {info['mode']} to RGB ({err})") from err
-    notes = [one_line(f"{path}: {step}") for step in steps if step.startswith(ICC_IGNORED)]
+    noted = (ICC_IGNORED, METADATA_DAMAGED)
+    notes = [one_line(f"{path}: {step}") for step in steps if step.startswith(noted)]
     return ReadImage(rgb, alpha, info, description, notes)
 
 

@@ -445,3 +445,24 @@ def test_a_png_with_a_large_compressed_text_chunk_reads(tmp_path):
     Image.fromarray(pixels).save(path, pnginfo=text)
     assert read_header(path).size == (6, 4)
     assert np.array_equal(np.asarray(read_image(path).rgb), pixels)
+
+
+def test_damaged_exif_is_a_note_naming_the_file_not_pillows_warning(tmp_path, recwarn):
+    """Pillow reads a cut EXIF block as far as it goes and warns on stderr without naming the file
+    (``UserWarning: Corrupt EXIF data.``, Pillow#8348-like photos); the read notes it instead."""
+    import struct
+
+    image = Image.new("RGB", (6, 4), (200, 30, 60))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    image.save(path)
+    data = path.read_bytes()
+    cut = exif.tobytes()[:20]  # the IFD promises entries the block does not hold
+    path.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(cut) + 2) + cut + data[2:])
+    assert read_header(path).size == (6, 4)
+    read = read_image(path)
+    assert read.rgb.size == (6, 4)
+    assert [str(w.message) for w in recwarn] == []
+    assert len(read.notes) == 1 and read.notes[0].startswith(f"{path}: metadata damaged (Corrupt EXIF data.")
+    assert read.info["steps"][0].startswith("metadata damaged (")

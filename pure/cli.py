@@ -18,6 +18,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -136,8 +137,19 @@ class _Parser(argparse.ArgumentParser):
         return f"; did you mean {', '.join(meant)}?" if meant else ""
 
     def parse_args(self, args=None, namespace=None):
-        """Flags and trailing ``key=value`` overrides in any order (``... a=1 --flag x b=2``)."""
-        return self.parse_intermixed_args(args, namespace)
+        """Flags and trailing ``key=value`` overrides in any order (``... a=1 --flag x b=2``). The namespace's
+        ``typed`` holds each flag's values as typed (``{"outscale": ["0"]}``), for errors to quote."""
+        self._typed: dict[str, list[str]] = {}
+        parsed = self.parse_intermixed_args(args, namespace)
+        parsed.typed = self._typed
+        return parsed
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        """argparse's conversion of one value, which also records the text typed (``--outscale 0`` is
+        named so in an error, not as the float 0.0 it became)."""
+        if action.option_strings:
+            getattr(self, "_typed", {}).setdefault(action.dest, []).append(arg_string)
+        return super()._get_value(action, arg_string)
 
 
 def infer_parser() -> argparse.ArgumentParser:
@@ -262,13 +274,32 @@ KEY_TO_FLAG = {
 
 def _settings(schema: type, args: argparse.Namespace, flags: list[str]) -> Any:
     """``schema``'s defaults, then ``--config``, the ``flags``, ``--models`` and the trailing overrides.
+    An error about a value a flag set names the flag as typed (``--outscale 0: must be ...``), one about
+    a value of a file or an override its key.
 
     Raises :class:`ConfigError` when a key is set twice on the command line, by a flag and a trailing
     override (``--hq-dir a hq_dirs=[b]``) or by two overrides (``seed=1 seed=2``): one would silently
     win, so the user is asked to keep one."""
     models = [f"models={literal(args.models)}"] if args.models else []
     _refuse_set_twice(schema, flags + models, args.overrides)
-    return load_config(schema, args.config, flags + models + args.overrides)
+    return load_config(schema, args.config, args.overrides, flags=_typed_flags(args, flags + models))
+
+
+def _typed_flags(args: argparse.Namespace, flags: list[str]) -> dict[str, str]:
+    """Each ``key=value`` item the flags made -> its flag as the user typed it (``--outscale 0``; the
+    value as argparse read it where the text was not recorded)."""
+    typed = {}
+    for item in flags:
+        flag = KEY_TO_FLAG[item.partition("=")[0]]
+        dest = flag.removeprefix("--").replace("-", "_")
+        texts = getattr(args, "typed", {}).get(dest) or [str(getattr(args, dest))]
+        typed[item] = " ".join(f"{flag} {shlex.quote(text)}" for text in texts)
+    return typed
+
+
+def _flag_names(args: argparse.Namespace, flags: list[str]) -> dict[str, str]:
+    """Each settings key the flags set -> its flag as typed (see :func:`pure.config.named`)."""
+    return {item.partition("=")[0]: typed for item, typed in _typed_flags(args, flags).items()}
 
 
 def _refuse_set_twice(schema: type, flags: list[str], overrides: list[str]) -> None:
@@ -321,7 +352,7 @@ def run_inference(args: argparse.Namespace) -> int:
     from pure.distributed import Processes
     from pure.pipeline import check_answer_budget
 
-    check_answer_budget(cfg.sampling, cfg.restore)
+    check_answer_budget(cfg.sampling, cfg.restore, _flag_names(args, _infer_flags(args)))
     output = Path(args.output)
     made = folders_to_make(output)  # removed if left empty
     processes = Processes.start(cfg.device)  # this one, or all that accelerate launch started
@@ -510,7 +541,8 @@ def _start(
     when the script should stop here, its exit code."""
     cfg = _settings(schema, args, flags)
     if not args.print_config and output_key:
-        _check_output_folder(str(getattr(cfg, output_key)), output_key)
+        path = str(getattr(cfg, output_key))
+        _check_output_folder(path, _flag_names(args, flags).get(output_key) or f"{output_key}={path}")
     if args.print_config:
         print(to_yaml(cfg), end="")
         return cfg, 0
@@ -549,11 +581,13 @@ def literal(value: str | list[str]) -> str:
     return json.dumps(escaped(value), ensure_ascii=False)
 
 
-def _check_output_folder(path: str, key: str) -> None:
+def _check_output_folder(path: str, shown: str) -> None:
+    """Refuse an output folder ``path`` (named ``shown`` in the error: ``out_dir=x``, ``--out x``) that
+    is, or lies below, a file."""
     for folder in (Path(path), *Path(path).parents):
         if folder.exists():
             if not folder.is_dir():
-                raise ConfigError(f"{key}={path}: {folder} is a file, not a folder; choose a folder")
+                raise ConfigError(f"{shown}: {folder} is a file, not a folder; choose a folder")
             return
 
 
@@ -949,7 +983,7 @@ def prepare_main(argv: list[str] | None = None) -> int:
     flags = [
         f"{key}={literal(getattr(args, dest))}"
         for dest, key in PREPARE_FLAG_TO_KEY.items()
-        if getattr(args, dest)
+        if getattr(args, dest) is not None  # --out '' is an empty out_dir, refused as one
     ]
     return _run(lambda: _prepare(args, flags))
 
@@ -1196,7 +1230,7 @@ def _serve_app(args: argparse.Namespace) -> int:
     if code is not None:
         return code
     if args.output:
-        _check_output_folder(args.output, "--output")
+        _check_output_folder(args.output, f"--output {shlex.quote(args.output)}")
     from pure.demo import Models, check_port, scratch_folder, serve
     from pure.download import locate
     from pure.pipeline import Restorer, check_answer_budget

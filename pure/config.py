@@ -18,7 +18,7 @@ import json
 import math
 import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -230,13 +230,17 @@ def load_config(
     schema: type[T],
     yaml_path: str | Path | Sequence[str | Path] | None = None,
     overrides: list[str] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> T:
     """Return ``schema``'s defaults overridden by YAML files (one path or several, later ones win), then by
-    ``key=value`` strings, as a ``schema`` instance (real dataclasses all the way down).
+    ``flags``, then by ``key=value`` strings, as a ``schema`` instance (real dataclasses all the way down).
+
+    ``flags``: the ``key=value`` items a script's flags make, each with the flag as the user typed it
+    (``{"restore.outscale=0.0": "--outscale 0"}``), so that an error about its value names the flag.
 
     Unknown keys, values of the wrong type, closed choices outside their list and numbers below their
-    minimum raise :class:`ConfigError` naming the key and the file (or the override) it came from; a
-    key that moved (:data:`RENAMED`) names its new place.
+    minimum raise :class:`ConfigError` naming the key and the file (or the override, or the flag) it came
+    from; a key that moved (:data:`RENAMED`) names its new place.
     """
     cfg: DictConfig = OmegaConf.structured(schema)
     OmegaConf.set_struct(cfg, True)
@@ -244,23 +248,25 @@ def load_config(
     paths = [] if yaml_path is None else [yaml_path] if isinstance(yaml_path, (str, Path)) else yaml_path
     for path in map(Path, paths):
         sources.append((str(path), _read_yaml(path)))
-    for item in overrides or []:
+    flags = flags or {}
+    for item, flag in [*flags.items(), *((item, "") for item in overrides or [])]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, _, text = item.partition("=")
         key, item = key.strip(), f"{key.strip()}={text}"  # ' restore.tile = 64': the key without its spaces
+        origin = flag or f"override {item!r}"
         if _field_type(schema, key) == "str" and not _quoted(text):
             # a text setting takes the text as typed: YAML would read no/on/yes/off as booleans and an
             # empty value as null (caption.manifest= is an empty text, as in a shell key='')
             part = OmegaConf.create()
             OmegaConf.update(part, key, text)
-            sources.append((f"override {item!r}", part))
+            sources.append((origin, part))
             continue
         try:
-            sources.append((f"override {item!r}", OmegaConf.from_dotlist([item])))
+            sources.append((origin, OmegaConf.from_dotlist([item])))
         except Exception as err:  # the value is parsed as YAML: its errors come in several types
             reason = str(err).splitlines()[0]
-            raise ConfigError(f"override {item!r}: not a valid YAML value ({reason}); quote it") from err
+            raise ConfigError(f"{origin}: not a valid YAML value ({reason}); quote it") from err
     for origin, part in sources:
         for key in _dotted_keys(OmegaConf.to_container(part)):
             if key in RENAMED:
@@ -310,7 +316,7 @@ def load_config(
         key = getattr(err, "full_key", None) or "?"
         reason = str(err).splitlines()[0]
         raise ConfigError(f"{key}: {reason} (write \\${{ for a literal ${{)") from err
-    check_fields(result)
+    check_fields(result, flags={item.partition("=")[0].strip(): flag for item, flag in flags.items()})
     return result  # type: ignore[return-value]
 
 
@@ -526,53 +532,65 @@ def _suggest(key: str, schema: type) -> str:
     return ""
 
 
-def check_fields(cfg: object, prefix: str = "") -> None:
+def named(key: str, value: object, flags: Mapping[str, str] | None = None) -> str:
+    """How an error names the setting ``key`` that holds ``value``: the flag as the user typed it when a
+    flag set it (``flags``: dotted key -> ``--outscale 0``), else ``key=value`` (a YAML file's or an
+    override's setting)."""
+    return (flags or {}).get(key) or f"{key}={value!r}"
+
+
+def check_fields(cfg: object, prefix: str = "", flags: Mapping[str, str] | None = None) -> None:
     """Check every :func:`choice` and :func:`at_least` field of the dataclass ``cfg``, recursively: the one
     place closed choices, minimums and finiteness (no float may be nan or inf) are validated. Raises
-    :class:`ConfigError` (``key=value: ...``)."""
+    :class:`ConfigError` (``key=value: ...``, or ``--flag value: ...`` for a key in ``flags``: see
+    :func:`named`)."""
+
+    def name(key: str, value: object = None) -> str:
+        return named(prefix + key, getattr(cfg, key) if value is None else value, flags)
+
     for item in dataclasses.fields(cfg):
         key, value = prefix + item.name, getattr(cfg, item.name)
         if dataclasses.is_dataclass(value):
-            check_fields(value, key + ".")
+            check_fields(value, key + ".", flags)
         allowed = item.metadata.get("choices")
         if allowed is not None and not _is_choice(value, allowed):
-            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(allowed)}")
+            raise ConfigError(f"{name(item.name)}: expected one of {', '.join(allowed)}")
         if item.metadata.get("auto") and value != "auto" and not isinstance(value, int):
-            raise ConfigError(f"{key}={value!r}: expected auto or an integer")
+            raise ConfigError(f"{name(item.name)}: expected auto or an integer")
         if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key}={value!r}: must be a finite number")
+            raise ConfigError(f"{name(item.name)}: must be a finite number")
         low, high = item.metadata.get("min"), item.metadata.get("max")
         if low is not None and isinstance(value, int | float) and value < low:
             hint = item.metadata.get("hint")
-            raise ConfigError(f"{key}={value!r}: must be at least {low}" + (f" ({hint})" if hint else ""))
+            raise ConfigError(f"{name(item.name)}: must be at least {low}" + (f" ({hint})" if hint else ""))
         if high is not None and isinstance(value, int | float) and value > high:
-            raise ConfigError(f"{key}={value!r}: must be at most {high}")
+            raise ConfigError(f"{name(item.name)}: must be at most {high}")
         multiple = item.metadata.get("multiple_of")
         if multiple and isinstance(value, int) and value % multiple:
-            raise ConfigError(f"{key}={value!r}: must be a multiple of {multiple}")
+            raise ConfigError(f"{name(item.name)}: must be a multiple of {multiple}")
     if isinstance(cfg, OptimConfig) and (len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas)):
-        raise ConfigError(f"{prefix}betas={list(cfg.betas)}: expected two values in [0, 1), e.g. [0.9, 0.95]")
+        betas = name("betas", list(cfg.betas))
+        raise ConfigError(f"{betas}: expected two values in [0, 1), e.g. [0.9, 0.95]")
     if isinstance(cfg, SamplingConfig) and cfg.image_top_k_min > cfg.image_top_k_max:
         raise ConfigError(
-            f"{prefix}image_top_k_min={cfg.image_top_k_min}: must be at most "
-            f"{prefix}image_top_k_max={cfg.image_top_k_max} (the adaptive k lies between them)"
+            f"{name('image_top_k_min')}: must be at most {name('image_top_k_max')} (the adaptive k lies "
+            "between them)"
         )
     for schema, key, example in (
         (TrainConfig, "output_dir", "outputs/run1"),
         (PrepareConfig, "out_dir", "data/prepared/mine"),
     ):
         if isinstance(cfg, schema) and not str(getattr(cfg, key)).strip():  # e.g. output_dir=$OUT, OUT unset
-            raise ConfigError(f"{key} is empty: name the folder to write into, e.g. {key}={example}")
+            flag = (flags or {}).get(key, "").split(" ")[0]  # --out ''
+            fix = f"{flag} {example}" if flag else f"{key}={example}"
+            shown = f"{flag} ''" if flag else key
+            raise ConfigError(f"{shown} is empty: name the folder to write into, e.g. {fix}")
     if isinstance(cfg, OptimConfig) and cfg.min_lr > cfg.lr:
-        raise ConfigError(
-            f"{prefix}min_lr={cfg.min_lr}: must be at most {prefix}lr={cfg.lr} (the cosine decays to it)"
-        )
+        raise ConfigError(f"{name('min_lr')}: must be at most {name('lr')} (the cosine decays to it)")
     if isinstance(cfg, LoRAConfig) and not cfg.alpha > 0:
-        raise ConfigError(f"{prefix}alpha={cfg.alpha}: must be above 0 (at 0 the adapters add nothing)")
+        raise ConfigError(f"{name('alpha')}: must be above 0 (at 0 the adapters add nothing)")
     if isinstance(cfg, RestoreConfig) and cfg.tile_overlap >= cfg.tile:
-        raise ConfigError(
-            f"{prefix}tile_overlap={cfg.tile_overlap}: must be less than {prefix}tile={cfg.tile}"
-        )
+        raise ConfigError(f"{name('tile_overlap')}: must be less than {name('tile')}")
 
 
 def _is_choice(value: object, allowed: tuple[str, ...]) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from pure.colorfix import color_fix
-from pure.config import ConfigError, InferConfig, RestoreConfig, SamplingConfig
+from pure.config import ConfigError, InferConfig, RestoreConfig, SamplingConfig, named
 from pure.errors import PureError, from_here
 from pure.generate import Generation, generate
 from pure.memory import BatchLog, auto_batch_size, fit_batches, free_bytes, prefill_bytes, tile_cache_bytes
@@ -81,23 +81,30 @@ class StageClock:
         return {**self.timings, "total": time.perf_counter() - self.start}
 
 
-def check_answer_budget(sampling: SamplingConfig, restore: RestoreConfig) -> None:
+def check_answer_budget(
+    sampling: SamplingConfig, restore: RestoreConfig, flags: Mapping[str, str] | None = None
+) -> None:
     """Refuse a ``sampling.max_new_tokens`` too small for one tile's whole answer: up to
     ``restore.max_text_tokens`` of text, then the image block (SPEC section 2: start, two size tokens,
     ``n`` rows of ``n`` codes and an end-of-row, end; ``n = tile / 8``), so that no answer can end before
     its image is complete. Also refuses a ``restore.draft_len`` longer than that image block: no window of
-    drafts can be longer than what is left to write, and its buffers would grow with it. Raises
-    :class:`ConfigError`."""
+    drafts can be longer than what is left to write, and its buffers would grow with it. ``flags``: the
+    keys a script's flags set, named as typed (:func:`pure.config.named`). Raises :class:`ConfigError`."""
     side = restore.tile // CODE_PX
     if restore.speculative != "none" and restore.draft_len > block_length(side, side):
         raise ConfigError(
-            f"restore.draft_len={restore.draft_len}: a {restore.tile} px tile's image has "
+            f"{named('restore.draft_len', restore.draft_len, flags)}: a {restore.tile} px tile's image has "
             f"{block_length(side, side)} tokens, so no more can be drafted; pass a smaller one (default 8)"
         )
     needed = answer_length(restore.tile, restore.max_text_tokens)
     if sampling.max_new_tokens < needed:
         largest = largest_tile(sampling.max_new_tokens, restore.max_text_tokens)
-        lower = f"restore.tile={largest} or less" if largest else "restore.max_text_tokens"
+        tile = (
+            f"{flags['restore.tile'].split()[0]} {largest}"
+            if "restore.tile" in (flags or {})
+            else (f"restore.tile={largest}")
+        )
+        lower = f"{tile} or less" if largest else "restore.max_text_tokens"
         raise ConfigError(
             f"sampling.max_new_tokens={sampling.max_new_tokens}: a {restore.tile} px tile's answer can take "
             f"{needed} tokens (up to restore.max_text_tokens={restore.max_text_tokens} of text, then its "

@@ -545,6 +545,40 @@ def test_non_finite_numbers_are_one_line_before_loading(capsys):
         assert err.count("\n") == 1 and "must be a finite number" in err
 
 
+def test_a_bad_value_names_the_flag_as_typed_or_the_key_of_a_file_or_override(tmp_path, capsys):
+    """`--outscale 0` was reported as `restore.outscale=0.0`, a key the user never typed: a value from a
+    flag is named as typed, one from a YAML file or a key=value override by its key."""
+    (tmp_path / "mine.yaml").write_text("restore:\n  outscale: 0\n")
+    (tmp_path / "file").write_text("")
+    infer, prepare = (
+        (lambda *a: infer_main(["--print-config", *a])),
+        (lambda *a: prepare_main(["--config", PREPARE_TINY, *a])),
+    )
+    cases = [
+        (infer, ["--outscale", "0"], "--outscale 0: must be at least 1e-06"),
+        (infer, ["--cfg-scale=-1e9"], "--cfg-scale -1e9: must be at least 0"),
+        (infer, ["--device", "gpu 1"], "--device 'gpu 1': expected one of auto, cpu, cuda, cuda:N"),
+        (infer, ["--tile", "64", "--tile-overlap", "64"], "--tile-overlap 64: must be less than --tile 64"),
+        (infer, ["--tile-overlap", "512"], "--tile-overlap 512: must be less than restore.tile=512"),
+        (infer, ["restore.outscale=0"], "restore.outscale=0.0: must be at least 1e-06"),
+        (infer, ["--config", str(tmp_path / "mine.yaml")], "restore.outscale=0.0: must be at least"),
+        (prepare, ["--out", ""], "--out '' is empty: name the folder to write into, e.g. --out "),
+        (prepare, ["--out", str(tmp_path / "file" / "x")], f"--out {tmp_path / 'file' / 'x'}: "),
+    ]
+    for main, flags, error in cases:
+        assert main(*flags) == 2
+        assert capsys.readouterr().err.startswith(f"error: {error}"), flags
+    folders = ["-i", str(tmp_path), "-o", str(tmp_path / "out")]
+    assert infer_main([*folders, "--config", TINY, "sampling.max_new_tokens=200", "--tile", "128"]) == 2
+    assert "or pass --tile 96 or less" in capsys.readouterr().err  # the answer's budget, checked later
+    for folder in ("lr", "hr"):
+        (tmp_path / "s" / folder).mkdir(parents=True)
+    assert (
+        benchmark_main(["s", "--root", str(tmp_path), "--run", str(tmp_path / "r"), "--outscale", "0"]) == 2
+    )
+    assert capsys.readouterr().err.startswith("error: --outscale 0: must be at least")
+
+
 def test_several_inputs_from_a_shell_pattern_name_the_folder(tmp_path, capsys):
     """`-i in/*.png` reaches us as several paths: the error says to pass their folder, not that a file
     is a malformed key=value override."""

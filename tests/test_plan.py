@@ -649,7 +649,7 @@ def test_a_draft_longer_than_the_tiles_image_is_refused_before_loading(tmp_path,
     common = ("-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--tile", "32", "--tile-overlap", "0")
     code, _, stderr = _run(capsys, *common, "--speculative", "jacobi", "--draft-len", "25")
     assert code == 2 and stderr.strip().endswith(
-        "restore.draft_len=25: a 32 px tile's image has 24 tokens, so no more can be drafted; "
+        "--draft-len 25: a 32 px tile's image has 24 tokens, so no more can be drafted; "
         "pass a smaller one (default 8)"
     )
     assert not (tmp_path / "out").exists()

@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
@@ -373,28 +374,54 @@ def merge_lora_adapter(model: PureChameleon, adapter: str | Path) -> PureChamele
     """``model`` with the peft LoRA adapter in the folder (or hub repo) ``adapter`` merged into its weights.
 
     Raises :class:`CheckpointError`, naming the folder, when the adapter's weights are unreadable or were
-    trained on another backbone (shapes differ, or layers of this model have no weights in the adapter).
+    trained on another backbone (shapes differ, layers of this model have no weights in the adapter, or
+    weights of the adapter fit no layer of this model: peft drops those without a word).
     """
-    with quiet_peft(), warnings.catch_warnings():
-        from peft import PeftModel
+    with quiet_peft():
+        from peft import PeftConfig, PeftModel
 
-        warnings.filterwarnings("error", "Found missing adapter keys")  # peft only warns
-        try:
-            return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        try:  # PeftModel.from_pretrained's two steps, keeping the load's result (from_pretrained drops it)
+            config = PeftConfig.from_pretrained(str(adapter))
+            config.inference_mode = True
+            lora = PeftModel(model, config)
+            loaded = lora.load_adapter(str(adapter), "default")
         except (SafetensorError, OSError, ValueError) as err:  # ValueError: a missing or damaged config
             reason = " ".join(str(err).split())[:300]
             raise CheckpointError(
                 f"adapter {adapter}: its files cannot be read ({type(err).__name__}: {reason}); copy the "
                 "adapter folder again or pass another checkpoint's adapter/"
             ) from err
-        except (RuntimeError, UserWarning) as err:
+        except RuntimeError as err:
             reason = _adapter_misfit(str(err))
             if reason is None:
                 raise
-            raise CheckpointError(
-                f"adapter {adapter} does not fit this backbone ({reason}); it was trained on another model: "
-                "pass the backbone it was trained on (backbone.source, as in its checkpoint's config.yaml)"
-            ) from err
+            raise AdapterMisfitError(adapter, reason) from err
+        if loaded.missing_keys or loaded.unexpected_keys:
+            raise AdapterMisfitError(adapter, unfitting_weights(loaded.missing_keys, loaded.unexpected_keys))
+        return lora.merge_and_unload()
+
+
+class AdapterMisfitError(CheckpointError):
+    """A LoRA adapter trained on another backbone than the one it is given to."""
+
+    def __init__(self, adapter: str | Path, reason: str) -> None:
+        super().__init__(
+            f"adapter {adapter} does not fit this backbone ({reason}); it was trained on another model: "
+            "pass the backbone it was trained on (backbone.source, as in its checkpoint's config.yaml)"
+        )
+
+
+def unfitting_weights(missing: Sequence[str], unexpected: Sequence[str]) -> str:
+    """A load's ``missing`` keys (layers of this model without weights in the adapter) and ``unexpected``
+    ones (the adapter's weights that fit no layer here) -> a short reason: how many of each, one example."""
+    reasons = []
+    for names, what in (
+        (missing, "adapter weights of this backbone's layers are not in it"),
+        (unexpected, "of its weights fit no layer of this backbone"),
+    ):
+        if names:
+            reasons.append(f"{len(names)} {what}, e.g. {names[0].removeprefix('base_model.model.')}")
+    return "; ".join(reasons)
 
 
 def _adapter_misfit(message: str) -> str | None:
@@ -409,10 +436,6 @@ def _adapter_misfit(message: str) -> str | None:
     if found:
         name, theirs, ours = found.groups()
         return f"{name.removeprefix('base_model.model.')} is [{theirs}] in the adapter, [{ours}] here"
-    if "missing adapter keys" in message:
-        names = re.findall(r"'([\w.]+)'", message)
-        example = names[0].removeprefix("base_model.model.") if names else "?"
-        return f"{len(names)} adapter weights of this backbone's layers are not in it, e.g. {example}"
     return None
 
 

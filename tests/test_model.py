@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -276,6 +277,30 @@ def test_an_adapter_of_another_backbone_or_damaged_is_one_clear_error(tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=r"adapter .*adapter: its files cannot be read \(.*\); copy"):
         merge_lora_adapter(model(), adapter)
+
+
+def test_an_adapter_with_weights_that_fit_no_layer_is_refused_not_applied_in_part(tmp_path):
+    """peft drops an adapter's weights that fit no module without a word: an adapter of a deeper backbone
+    of the same width lost its last layers' weights, and one with a stray key applied partly."""
+    from safetensors.torch import load_file, save_file
+
+    deeper = _adapter(tmp_path / "deep" / "adapter", num_layers=3)
+    base = lambda: load_backbone(str(write_tiny_checkpoint(tmp_path / "base2")), dtype=torch.float32)  # noqa: E731
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^adapter {re.escape(str(deeper))} does not fit this backbone \(4 of its weights fit no "
+        r"layer of this backbone, e\.g\. model\.layers\.2\..*\); it was trained on another model: pass",
+    ):
+        merge_lora_adapter(base(), deeper)
+    exact = _adapter(tmp_path / "exact" / "adapter")
+    merged = merge_lora_adapter(base(), exact)  # the adapter of this backbone: merged as before
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    weights = exact / "adapter_model.safetensors"
+    state = load_file(str(weights))
+    state["base_model.model.model.layers.0.mlp.gate_proj.lora_A.weight"] = torch.zeros(2, 64)
+    save_file(state, str(weights))
+    with pytest.raises(CheckpointError, match=r"\(1 of its weights fit no layer of this backbone, e\.g\. "):
+        merge_lora_adapter(base(), exact)
 
 
 def test_an_adapter_config_that_is_not_a_lora_config_or_no_weights_is_refused_before_the_backbone_loads(

@@ -57,6 +57,23 @@ def test_help_imports_no_heavy_library():
     assert result.stdout.strip() == "[]"
 
 
+def test_the_readmes_flag_tables_list_every_flag_of_their_script(capsys):
+    """A script's section in the README with a flag table (`| flag | meaning |`) lists every flag its --help
+    shows: infer.py's table had no --no-progress."""
+    sections = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## ")
+    checked = []
+    for script, main in (("infer", infer_main), ("prepare_data", prepare_main)):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        flags = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", capsys.readouterr().out)) - {"-h", "--help"}
+        section = next(s for s in sections if f"(`scripts/{script}.py`)" in s.splitlines()[0])
+        table = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+        listed = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", table))
+        assert flags <= listed, f"{script}.py's flags missing in the README's table: {sorted(flags - listed)}"
+        checked.append(script)
+    assert checked == ["infer", "prepare_data"]
+
+
 def test_print_config_prints_the_resolved_yaml(capsys):
     assert train_main(["--config", TINY_LORA, "--print-config", "max_steps=3", "--models", "w"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)

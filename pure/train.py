@@ -408,17 +408,37 @@ def warmup_notice(total: int, warmup: int, cfg: OptimConfig) -> str:
     )
 
 
-def accumulation_notice(batches: int, grad_accum: int, batch_size: int, processes: int) -> str:
+def accumulation_notice(
+    batches: int, grad_accum: int, batch_size: int, processes: int, examples: int | None = None
+) -> str:
     """A notice when ``grad_accum`` is more than the ``batches`` of an epoch on each process: accelerate ends
     an accumulation at the epoch's end, so every optimizer step is then ``batches`` micro-batches, not
-    ``grad_accum`` (a shipped recipe's global batch on a small data set). Empty otherwise."""
+    ``grad_accum`` (a shipped recipe's global batch on a small data set), and at most the data set's
+    ``examples``. Empty otherwise."""
     if grad_accum <= batches:
         return ""
+    held = batches * batch_size * processes
+    held_text = f"{held} sequences" if examples is None or held <= examples else f"all {examples} examples"
     return (
         f"note: grad_accum={grad_accum} is more than the {batches} batch(es) of an epoch on each process, "
-        f"so each optimizer step accumulates {batches}: {batches * batch_size * processes} sequences a step, "
-        f"not {grad_accum * batch_size * processes}; lower grad_accum (or batch_size) or add data"
+        f"so each optimizer step accumulates {batches}: {held_text} a step, "
+        f"not {grad_accum * batch_size * processes} sequences; lower grad_accum (or batch_size) or add data"
     )
+
+
+def start_line(
+    method: str, trainable: int, examples: int, total: int, batch_size: int, grad_accum: int, processes: int
+) -> str:
+    """The line a run starts with: what it trains and what one optimizer step holds, ``batch_size x
+    grad_accum x processes`` sequences, or all ``examples`` where the data set holds fewer (a step never
+    spans two epochs: accelerate ends an accumulation at the epoch's end)."""
+    shape = f"{batch_size} x {grad_accum} x {processes}"
+    step = (
+        f"{shape} sequences"
+        if batch_size * grad_accum * processes <= examples
+        else f"all {examples} examples each (the data set's size caps {shape} sequences)"
+    )
+    return f"{method}: {trainable:,} trainable parameters; {examples} examples, {total} steps of {step}"
 
 
 def schedule_change(position: dict, total: int, warmup: int, cfg: OptimConfig) -> str:
@@ -654,7 +674,8 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress:
     warmup = round(cfg.optim.warmup_epochs * steps_per_epoch)
     if long_warmup := warmup_notice(total, warmup, cfg.optim):
         accelerator.print(long_warmup)
-    if short := accumulation_notice(len(loader), cfg.grad_accum, cfg.batch_size, accelerator.num_processes):
+    processes = accelerator.num_processes
+    if short := accumulation_notice(len(loader), cfg.grad_accum, cfg.batch_size, processes, len(dataset)):
         accelerator.print(short)
     step = epoch = done = 0  # optimizer steps, epochs, micro-batches done in this epoch
     if resume is not None:
@@ -695,10 +716,9 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress:
         write_text_atomic(output / "config.yaml", RUN_CONFIG_HEADER + to_yaml(cfg))
     log = RunLog(accelerator, output / "log.jsonl", step)
     base_config = source_config(cfg.backbone)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     accelerator.print(
-        f"{cfg.method}: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable "
-        f"parameters; {len(dataset)} examples, {total} steps of {cfg.batch_size} x {cfg.grad_accum} "
-        f"x {accelerator.num_processes} sequences"
+        start_line(cfg.method, trainable, len(dataset), total, cfg.batch_size, cfg.grad_accum, processes)
     )
 
     def save() -> Path:

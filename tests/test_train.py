@@ -877,9 +877,27 @@ def test_an_accumulation_longer_than_an_epoch_is_noted():
 
     assert accumulation_notice(4, 16, 1, 2) == (
         "note: grad_accum=16 is more than the 4 batch(es) of an epoch on each process, so each optimizer "
-        "step accumulates 4: 8 sequences a step, not 32; lower grad_accum (or batch_size) or add data"
+        "step accumulates 4: 8 sequences a step, not 32 sequences; lower grad_accum (or batch_size) or add "
+        "data"
     )
     assert accumulation_notice(4, 4, 1, 2) == "" and accumulation_notice(5, 3, 2, 1) == ""
+
+
+def test_the_start_line_says_when_the_data_set_caps_a_step():
+    """batch_size=16 on 5 examples: the start line said '16 x 1 x 1 sequences' a step, where each step held
+    the 5 examples (a step never spans two epochs)."""
+    from pure.train import accumulation_notice, start_line
+
+    assert start_line("lora", 1234, 5, 3, 16, 1, 1) == (
+        "lora: 1,234 trainable parameters; 5 examples, 3 steps of all 5 examples each (the data set's size "
+        "caps 16 x 1 x 1 sequences)"
+    )
+    assert start_line("full", 10, 64, 4, 2, 4, 2).endswith("64 examples, 4 steps of 2 x 4 x 2 sequences")
+    assert accumulation_notice(1, 4, 16, 1, 5) == (
+        "note: grad_accum=4 is more than the 1 batch(es) of an epoch on each process, so each optimizer "
+        "step accumulates 1: all 5 examples a step, not 64 sequences; lower grad_accum (or batch_size) or "
+        "add data"
+    )
 
 
 def test_schedule_change_names_both_rates():

@@ -403,9 +403,14 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
             "did not search {n} subfolder(s) ({names}); pass --recursive to restore their images too",
         ),
         (
+            plan.unsearched_outputs,
+            "did not search {n} subfolder(s) holding only images pure wrote (an earlier run's outputs, which "
+            "--recursive skips too): {names}",
+        ),
+        (
             plan.previous_outputs,
             "skipped {n} output(s) of an earlier run here (pure's mark or sidecar; to restore them again, "
-            "pass them by name or another -o): {names}",
+            "pass them by name): {names}",
         ),
         (
             [path for path in plan.not_images if path not in hidden],

@@ -84,11 +84,16 @@ class Plan:
     not_images: list[Path] = field(default_factory=list)
     """Files of the input folder that are not images (skipped, not failed)."""
     unsearched: list[Path] = field(default_factory=list)
-    """Subfolders of the input folder that were not searched (no ``--recursive``)."""
+    """Subfolders of the input folder that were not searched (no ``--recursive``) and hold other images than
+    pure's outputs."""
+    unsearched_outputs: list[Path] = field(default_factory=list)
+    """Subfolders not searched whose images all carry pure's mark (an earlier run's outputs, such as
+    ``photos/restored``): ``--recursive`` would skip them too."""
     previous_outputs: list[Path] = field(default_factory=list)
     """Images of the input folder that an earlier run wrote there: those another input would write (the
-    same ``--suffix``), and, where the input and output folders overlap, every image carrying pure's mark
-    (any suffix). Not restored again, so a rerun does not restore its own outputs."""
+    same ``--suffix``), and, where the input and output folders overlap or with ``--recursive``, every
+    image carrying pure's mark (any suffix). Not restored again, so a rerun does not restore its own
+    outputs, nor a recursive run those of an earlier run in a subfolder."""
     output_not_searched: bool = False
     """The output folder lies inside the input folder and holds images: they were not searched."""
     overwrite: bool = False
@@ -211,7 +216,9 @@ def plan_outputs(
     def key(path: Path) -> str:  # the collision key of this output folder's file system
         return _file_key(path, fold)
 
-    plan = Plan(output, not_images=not_images, unsearched=unsearched, overwrite=existing == "overwrite")
+    plan = Plan(output, not_images=not_images, overwrite=existing == "overwrite")
+    for folder in unsearched:
+        (plan.unsearched_outputs if _holds_only_outputs(folder, output) else plan.unsearched).append(folder)
     plan.output_not_searched = (
         source.is_dir()
         and key(output) != key(source)
@@ -224,10 +231,11 @@ def plan_outputs(
             headers[path] = read_header(path)
         except ImageReadError as err:
             plan.failed.append(str(err))
-    # Restoring a folder into itself (or into a folder inside it, or around it): an image pure wrote
-    # there is an earlier run's output, whatever its suffix, and is not restored again (a single file
-    # given by name is restored as asked).
-    if source.is_dir() and (_inside(output, root) or _inside(root, output)):
+    # Restoring a folder into itself (or into a folder inside it, or around it), or a folder with its
+    # subfolders (--recursive: photos/restored beside the photos): an image pure wrote there is an earlier
+    # run's output, whatever its suffix, and is not restored again (a single file given by name is
+    # restored as asked).
+    if source.is_dir() and (recursive or _inside(output, root) or _inside(root, output)):
         plan.previous_outputs = [path for path, header in headers.items() if header.marked]
         for path in plan.previous_outputs:
             del headers[path]
@@ -311,7 +319,7 @@ def _list_inputs(
     scan = scan_folder(source, recursive, exclude=(output, output / ENTROPY_FOLDER))
     files = scan.images + [path for path in scan.skipped if unreadable_format(path)]
     if not files:
-        raise PlanError(_no_images(source, scan.skipped, scan.subfolders))
+        raise PlanError(_no_images(source, scan.skipped, scan.subfolders, output))
     return source, files, [path for path in scan.skipped if not unreadable_format(path)], scan.subfolders
 
 
@@ -486,12 +494,23 @@ def _collisions(jobs, key: Callable[[Path], str]) -> set[Path]:
     return clashing
 
 
-def _no_images(folder: Path, others: list[Path], subfolders: list[Path]) -> str:
+def _holds_only_outputs(folder: Path, output: Path) -> bool:
+    """Whether ``folder`` (a subfolder not searched) holds images, and every one of them, in it or below it,
+    carries pure's mark: an earlier run's outputs, which ``--recursive`` would skip too."""
+    images = scan_folder(folder, True, exclude=(output, output / ENTROPY_FOLDER)).images
+    return bool(images) and all(is_marked(path) for path in images)
+
+
+def _no_images(folder: Path, others: list[Path], subfolders: list[Path], output: Path) -> str:
     found = []
+    outputs = [path for path in subfolders if _holds_only_outputs(path, output)]
+    subfolders = [path for path in subfolders if path not in outputs]
     if subfolders:
         found.append(
             f"{len(subfolders)} subfolder(s) ({_names(subfolders)}; pass --recursive to restore their images)"
         )
+    if outputs:
+        found.append(f"{len(outputs)} subfolder(s) of an earlier run's outputs only ({_names(outputs)})")
     if others:
         found.append(f"{len(others)} other file(s) ({_names(others)})")
     return f"no images in {folder}: found {' and '.join(found) if found else 'nothing'}"

@@ -348,7 +348,7 @@ def test_a_rerun_into_the_input_folder_does_not_restore_its_own_outputs(tmp_path
             capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x2", *flags
         )
         assert code == 0, stderr
-        assert "pass them by name or another -o): a_x2.png, b_x2.png" in stderr
+        assert "pass them by name): a_x2.png, b_x2.png" in stderr
     assert "a_x2_x2.png" not in _files(tmp_path)
     # a new suffix: the marked outputs of the first run are not inputs either
     code, stdout, stderr = _run(capsys, "-i", str(tmp_path), "-o", str(tmp_path), "--suffix", "x4")
@@ -412,6 +412,36 @@ def test_subfolders_left_out_without_recursive_are_named(tmp_path, capsys, stand
     code, _, stderr = _run(capsys, "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"))
     assert code == 0 and "did not search 1 subfolder(s) (holiday); pass --recursive" in stderr
     assert _files(tmp_path / "out") == ["a.json", "a.png"]
+
+
+def test_an_earlier_runs_outputs_in_a_subfolder_are_not_recommended_nor_restored(tmp_path, capsys, stand_in):
+    """`-i photos -o elsewhere` said "did not search 1 subfolder(s) (restored); pass --recursive", and with
+    --recursive restored photos/restored, pure's own outputs of an earlier run, again."""
+    photos = tmp_path / "photos"
+    _image(photos / "a.png")
+    _image(photos / "holiday" / "b.png")
+    code, _, _ = _run(capsys, "-i", str(photos / "a.png"), "-o", str(photos / "restored"))
+    assert code == 0 and (photos / "restored" / "a.png").is_file()  # marked by pure
+    code, _, stderr = _run(capsys, "-i", str(photos), "-o", str(tmp_path / "elsewhere"))
+    assert code == 0 and "did not search 1 subfolder(s) (holiday); pass --recursive" in stderr
+    assert (
+        "did not search 1 subfolder(s) holding only images pure wrote (an earlier run's outputs, which "
+        "--recursive skips too): restored\n" in stderr
+    )
+    code, stdout, stderr = _run(capsys, "-i", str(photos), "-o", str(tmp_path / "again"), "-r")
+    assert code == 0 and "skipped 1 output(s) of an earlier run here" in stderr
+    assert "pass them by name): restored/a.png\n" in stderr
+    assert _files(tmp_path / "again") == ["a.json", "a.png", "holiday/b.json", "holiday/b.png"]
+    # given by name, an earlier output is restored as asked
+    plan = plan_outputs(photos / "restored" / "a.png", tmp_path / "third")
+    assert [job.source for job in plan.jobs] == [photos / "restored" / "a.png"]
+    for path in (photos / "holiday" / "b.png", photos / "a.png"):
+        path.unlink()
+    (photos / "holiday").rmdir()
+    with pytest.raises(
+        PlanError, match=r"found 1 subfolder\(s\) of an earlier run's outputs only \(restored\)$"
+    ):
+        plan_outputs(photos, tmp_path / "fourth")
 
 
 def test_a_run_that_writes_nothing_leaves_no_new_output_folder(tmp_path, capsys, stand_in):

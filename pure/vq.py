@@ -441,16 +441,20 @@ def _download(repo_id: str, filename: str) -> Path:
         ) from err
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".safetensors")
+"""The VQ checkpoint files :func:`load_vq` reads: LlamaGen's pickled ``.pt``, or its state dict converted."""
+
+
 def resolve_checkpoint(source: str) -> Path:
     """A local checkpoint path for ``source``: an existing file, or ``repo_id:filename`` from the Hub."""
     path = Path(source).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
-        inside = sorted(path.glob("*.pt"))
+        inside = sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+        which = f"in it ({inside[0]})" if len(inside) == 1 else "itself, e.g. vq_ds8_c2i.pt"
         raise VQCheckpointNotFoundError(
-            f"VQ checkpoint {source!r} is a folder; pass the .pt file "
-            + (f"in it ({inside[0]})" if len(inside) == 1 else "itself, e.g. vq_ds8_c2i.pt")
+            f"VQ checkpoint {source!r} is a folder; pass the checkpoint file (.pt or .safetensors) {which}"
         )
     if broken := broken_links([path]):
         raise VQCheckpointNotFoundError(

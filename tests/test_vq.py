@@ -233,13 +233,16 @@ def test_a_link_to_nothing_is_named_as_a_link(tmp_path: Path):
 def test_folder_given_as_checkpoint_names_the_file_in_it(tmp_path: Path):
     folder = tmp_path / "models" / "FoundationVision" / "LlamaGen"
     folder.mkdir(parents=True)
-    with pytest.raises(VQCheckpointNotFoundError, match="is a folder; pass the .pt file itself") as info:
+    itself = r"is a folder; pass the checkpoint file \(\.pt or \.safetensors\) itself"
+    with pytest.raises(VQCheckpointNotFoundError, match=itself) as info:
         load_vq(str(folder), cfg=TINY)
     assert "not found" not in str(info.value)
-    (folder / "vq_ds8_c2i.pt").write_bytes(b"")
-    in_it = r"is a folder; pass the \.pt file in it \(.*vq_ds8_c2i\.pt\)"
-    with pytest.raises(VQCheckpointNotFoundError, match=in_it):
-        load_vq(str(folder), cfg=TINY)
+    for name in ("vq_ds8_c2i.safetensors", "vq_ds8_c2i.pt"):  # a converted one is a checkpoint too
+        (folder / name).write_bytes(b"")
+        in_it = rf"is a folder; pass the checkpoint file \(\.pt or \.safetensors\) in it \(.*{name}\)"
+        with pytest.raises(VQCheckpointNotFoundError, match=in_it):
+            load_vq(str(folder), cfg=TINY)
+        (folder / name).unlink()
 
 
 def test_hub_download_offline_explains_what_to_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

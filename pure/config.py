@@ -26,7 +26,7 @@ from typing import TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from pure.errors import PureError
+from pure.errors import PureError, from_here
 
 T = TypeVar("T")
 
@@ -320,19 +320,23 @@ def load_config(
     return result  # type: ignore[return-value]
 
 
-def _read_yaml(path: Path) -> DictConfig:
-    """The settings in the YAML file ``path``; :class:`ConfigError` if missing, a folder or malformed."""
+def check_config_file(path: str | Path) -> None:
+    """Refuse a ``--config`` that is a folder or is not there, with :class:`ConfigError`: a relative one
+    names the current folder it was looked for in, and a shipped config (``configs/tiny.yaml``) typed
+    outside the checkout names the checkout to run from."""
+    path = Path(path)
     if path.is_dir():
         raise ConfigError(f"--config {path} is a folder; pass a YAML file, e.g. configs/tiny.yaml")
     if not path.is_file():
-        where = "" if path.is_absolute() else f" (looked for it in {Path.cwd()})"
         checkout = Path(__file__).resolve().parents[1]  # configs/... typed outside the checkout
-        if where and (checkout / path).is_file():
-            where += (
-                f"; it is in the checkout: run from {checkout} (the shipped configs' paths are read "
-                "from there)"
-            )
-        raise ConfigError(f"config file not found: {path}{where}")
+        shipped = not path.is_absolute() and (checkout / path).is_file()
+        hint = f"; it is in the checkout: run from {checkout} (the shipped configs' paths are read from it)"
+        raise ConfigError(f"config file not found: {from_here(path)}{hint if shipped else ''}")
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    """The settings in the YAML file ``path``; :class:`ConfigError` if missing, a folder or malformed."""
+    check_config_file(path)
     try:
         loaded = OmegaConf.load(path)
     except Exception as err:  # YAML syntax errors come in several types

@@ -255,10 +255,17 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
 
 def config_weights(path: str | Path) -> list[HubWeights]:
     """What a YAML file of any script names (infer, prepare_data or train: the first schema it fits)."""
-    from pure.config import ConfigError, InferConfig, PrepareConfig, TrainConfig, UnknownKeyError, load_config
+    from pure.config import (
+        ConfigError,
+        InferConfig,
+        PrepareConfig,
+        TrainConfig,
+        UnknownKeyError,
+        check_config_file,
+        load_config,
+    )
 
-    if not Path(path).is_file():
-        raise ConfigError(f"config file not found: {from_here(path)}")
+    check_config_file(path)  # as every script says it (not once per schema tried below)
     wrong_values = []
     for schema, backbone_weights in ((InferConfig, True), (TrainConfig, True), (PrepareConfig, False)):
         try:

@@ -305,21 +305,31 @@ def test_several_config_files_layer_in_order(tmp_path):
     cfg = load_config(InferConfig, files, ["sampling.cfg_scale=3.0"])
     assert (cfg.sampling.cfg_scale, cfg.sampling.temperature) == (3.0, 0.5)  # the override; the later file
     assert load_config(InferConfig, files[::-1]).sampling.temperature == 0.7
-    with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(looked for it in "):
+    with pytest.raises(ConfigError, match=r"config file not found: nope.yaml \(relative to the current "):
         load_config(InferConfig, [files[0], "nope.yaml"])
 
 
-def test_a_shipped_config_named_from_another_folder_says_where_it_is(tmp_path, monkeypatch):
+def test_a_shipped_config_named_from_another_folder_says_where_it_is(tmp_path, monkeypatch, capsys):
+    """The same line from every script, download.py's --config included (it said only where it looked)."""
+    from pure.cli import download_main
+
     monkeypatch.chdir(tmp_path)  # a user in their photo folder typing the README's --config configs/tiny.yaml
     checkout = Path(config_module.__file__).resolve().parents[1]
+    expected = (
+        f"config file not found: configs/tiny.yaml (relative to the current folder {tmp_path}); it is in the "
+        f"checkout: run from {checkout} (the shipped configs' paths are read from it)"
+    )
     with pytest.raises(ConfigError) as info:
         load_config(InferConfig, "configs/tiny.yaml")
-    assert str(info.value) == (
-        f"config file not found: configs/tiny.yaml (looked for it in {tmp_path}); it is in the checkout: run "
-        f"from {checkout} (the shipped configs' paths are read from there)"
-    )
-    with pytest.raises(ConfigError, match=r"\(looked for it in [^;]*\)$"):
+    assert str(info.value) == expected
+    assert download_main(["models", "--config", "configs/tiny.yaml", "--list"]) == 2
+    assert capsys.readouterr().err == f"error: {expected}\n"
+    with pytest.raises(ConfigError, match=r"\(relative to the current folder [^;]*\)$"):
         load_config(InferConfig, "configs/mine.yaml")  # not shipped: no such hint
+    assert download_main(["models", "--config", str(tmp_path), "--list"]) == 2  # a folder: as the scripts say
+    assert capsys.readouterr().err == (
+        f"error: --config {tmp_path} is a folder; pass a YAML file, e.g. configs/tiny.yaml\n"
+    )
 
 
 def test_a_list_setting_given_one_value_shows_the_list_form(tmp_path):

@@ -35,6 +35,12 @@ def one_line(text: str) -> str:
     return text.translate(_CONTROL_ESCAPES)
 
 
+def error_reason(err: BaseException, limit: int = 200) -> str:
+    """``"Type: message"`` of a library's exception for a one-line message: its text folded onto one line
+    (huggingface_hub, transformers, peft and YAML write several) and cut to ``limit`` characters."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:limit]}"
+
+
 def from_here(path: str | Path) -> str:
     """``path`` for a message; a relative one adds where it was looked for (settings' paths are read from
     the current folder, not from the config file's: ``../shared/data`` in a config works only from the

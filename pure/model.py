@@ -38,7 +38,7 @@ from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbe
 
 from pure.config import BackboneConfig
 from pure.download import CHECKPOINT_FILES, offline_note
-from pure.errors import LINKS_FIX, PureError, broken_links, from_here
+from pure.errors import LINKS_FIX, PureError, broken_links, error_reason, from_here
 from pure.kv_cache import CACHE_ARG
 from pure.quantize import QUANTIZED_WEIGHT, check_quantize, load_quantized_
 from pure.sequence import IGNORE_INDEX
@@ -199,7 +199,7 @@ def _json_object(file: Path) -> dict:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
-        raise damaged(f"{type(err).__name__}: {' '.join(str(err).split())[:200]}") from err
+        raise damaged(error_reason(err)) from err
     if not isinstance(data, dict):
         raise damaged(f"a JSON {type(data).__name__}, not an object")
     return data
@@ -351,9 +351,8 @@ def check_lora_config(folder: str | Path) -> None:
     try:
         config = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        reason = " ".join(str(err).split())[:300]
         raise CheckpointError(
-            f"{file} cannot be read ({type(err).__name__}: {reason}); copy the adapter folder again or pass "
+            f"{file} cannot be read ({error_reason(err, 300)}); copy the adapter folder again or pass "
             "another checkpoint's adapter/"
         ) from err
     kind = config.get("peft_type") if isinstance(config, dict) else None
@@ -386,9 +385,8 @@ def merge_lora_adapter(model: PureChameleon, adapter: str | Path) -> PureChamele
             lora = PeftModel(model, config)
             loaded = lora.load_adapter(str(adapter), "default")
         except (SafetensorError, OSError, ValueError) as err:  # ValueError: a missing or damaged config
-            reason = " ".join(str(err).split())[:300]
             raise CheckpointError(
-                f"adapter {adapter}: its files cannot be read ({type(err).__name__}: {reason}); copy the "
+                f"adapter {adapter}: its files cannot be read ({error_reason(err, 300)}); copy the "
                 "adapter folder again or pass another checkpoint's adapter/"
             ) from err
         except RuntimeError as err:
@@ -464,9 +462,8 @@ def load_tokenizer(source: str = DEFAULT_SOURCE, revision: str = "main"):
     try:
         return AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as err:  # no tokenizer files, or files it cannot use: a multi-line error
-        reason = " ".join(str(err).split())[:200]
         raise CheckpointError(
-            f"the tokenizer in {folder} cannot be loaded ({type(err).__name__}: {reason}); a model folder "
+            f"the tokenizer in {folder} cannot be loaded ({error_reason(err)}); a model folder "
             "needs its tokenizer files (tokenizer.json, tokenizer_config.json) beside config.json: copy the "
             "whole model folder again"
         ) from err

@@ -60,7 +60,7 @@ from pure.config import (
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
 from pure.data.prepare import check_shards_match, token_models
-from pure.errors import PureError, require
+from pure.errors import PureError, error_reason, require
 from pure.files import can_write_in, folders_to_make, remove_empty, write_text_atomic
 from pure.launch import check_launch
 from pure.model import (
@@ -177,9 +177,8 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> str:
         if "method" not in old:
             raise ValueError("empty, or not a run's settings")
     except Exception as err:  # noqa: BLE001 - OmegaConf and YAML raise many types
-        reason = " ".join(str(err).split())[:200]
         raise CheckpointError(
-            f"cannot read {saved} ({type(err).__name__}: {reason}), so resuming {checkpoint} cannot be "
+            f"cannot read {saved} ({error_reason(err)}), so resuming {checkpoint} cannot be "
             "checked against this run's settings; if it is damaged, delete that checkpoint folder to resume "
             "from the one before, or start anew in another output_dir"
         ) from err
@@ -524,9 +523,8 @@ def start_trackers(accelerator: Accelerator, cfg: LogConfig, output_dir: Path, c
         try:
             accelerator.init_trackers(cfg.wandb_project, config=config, init_kwargs={"wandb": init})
         except Exception as err:  # wandb's login, network and settings errors have many types
-            reason = " ".join(str(err).split())[:200]
             raise ConfigError(
-                f"log.wandb=true: wandb could not start a run ({type(err).__name__}: {reason}); log in "
+                f"log.wandb=true: wandb could not start a run ({error_reason(err)}); log in "
                 "(wandb login, or WANDB_API_KEY), or set log.wandb_mode=offline (upload later with wandb "
                 "sync), or log.wandb=false"
             ) from err
@@ -689,9 +687,8 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress:
             position = json.loads((resume / "trainer.json").read_text(encoding="utf-8"))
             step, epoch, done = position["step"], position["epoch"], position["batches_in_epoch"]
         except Exception as err:  # damaged files or other settings (peft, torch and json raise many types)
-            reason = " ".join(str(err).split())[:300]
             raise CheckpointError(
-                f"cannot resume from {resume} ({type(err).__name__}: {reason}); if its settings differ from "
+                f"cannot resume from {resume} ({error_reason(err, 300)}); if its settings differ from "
                 f"this run's, resume with those of {resume / 'config.yaml'}; if it is damaged, delete "
                 "that checkpoint folder to resume from the one before, or start anew in another output_dir"
             ) from err

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pure.errors import PureError
+from pure.errors import PureError, error_reason
 
 IMAGE_START = "<racm3:break>"
 """Opens an image block."""
@@ -188,9 +188,8 @@ def image_names_from_files(folder: Path) -> dict[str, int]:
             try:
                 table = pick(json.loads(path.read_text(encoding="utf-8")))
             except (UnicodeDecodeError, ValueError, AttributeError) as err:  # AttributeError: not an object
-                reason = " ".join(str(err).split())[:200]
                 raise VocabError(
-                    f"{path} is not readable ({type(err).__name__}: {reason}): it is damaged or incomplete; "
+                    f"{path} is not readable ({error_reason(err)}): it is damaged or incomplete; "
                     "download or copy it again"
                 ) from err
             names = {k: int(v) for k, v in table.items() if k.startswith(IMAGE_PREFIX)}

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pure.config import VQConfig
-from pure.errors import LINKS_FIX, PureError, broken_links, from_here
+from pure.errors import LINKS_FIX, PureError, broken_links, error_reason, from_here
 from pure.images import to_rgb
 from pure.tiny import det_state_dict
 from pure.vocab import CODEBOOK_SIZE
@@ -405,8 +405,8 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             return load_file(path, device="cpu")
         except Exception as err:  # a damaged or cut file, or a git-lfs pointer
             raise VQCheckpointError(
-                f"{path} is not a readable safetensors file ({type(err).__name__}: "
-                f"{(str(err).splitlines() or [''])[0]}); download or convert it again"
+                f"{path} is not a readable safetensors file ({error_reason(err)}); download or convert it "
+                "again"
             ) from err
     # LlamaGen's training checkpoints also pickle their argparse arguments; allow just that class.
     with torch.serialization.safe_globals([argparse.Namespace]):

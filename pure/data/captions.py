@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pure.config import CaptionConfig
-from pure.errors import PureError, one_line
+from pure.errors import PureError, error_reason, one_line
 from pure.images import ImageReadError, read_image
 
 Captioner = Callable[[list[Image.Image]], list[str]]
@@ -138,9 +138,8 @@ def load_captioner(cfg: CaptionConfig, device: str = "cpu") -> Captioner:
     try:
         pipe = pipeline("image-text-to-text", model=cfg.model, device=device)
     except Exception as err:  # missing files, unknown architectures and hub errors have many types
-        reason = " ".join(str(err).split())[:300]
         raise CaptionerError(
-            f"cannot load the captioning model {cfg.model!r} ({type(err).__name__}: {reason}); set "
+            f"cannot load the captioning model {cfg.model!r} ({error_reason(err, 300)}); set "
             "caption.model to a local folder of an image-text-to-text model (offline, download it first with "
             "scripts/download.py MODELS_DIR REPO_ID) or a hub id, or fill caption.manifest"
         ) from err

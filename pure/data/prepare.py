@@ -46,7 +46,7 @@ from pure.data.captions import (
 )
 from pure.data.degradations import DegradationParams, check_degradation, degrade
 from pure.data.labels import Label, label_from_params
-from pure.errors import DiskFullError, PureError, from_here
+from pure.errors import DiskFullError, PureError, error_reason, from_here
 from pure.files import (
     can_write_in,
     file_sha256,
@@ -362,8 +362,7 @@ def read_prepare_settings(path: Path) -> dict:
     try:
         settings = OmegaConf.to_container(OmegaConf.load(path))
     except Exception as err:  # YAML's parser and scanner errors, a file that cannot be read
-        reason = " ".join(str(err).split())[:200]
-        raise PrepareError(f"{path} cannot be read ({type(err).__name__}: {reason}); restore it") from err
+        raise PrepareError(f"{path} cannot be read ({error_reason(err)}); restore it") from err
     if not isinstance(settings, dict):
         raise PrepareError(f"{path} is not the settings prepare_data.py writes (a YAML mapping); restore it")
     return settings

@@ -373,9 +373,10 @@ def test_tiling_an_identity_restorer_returns_the_input(monkeypatch, batch):
         assert result.batches == {"requested": 3, "chosen": 3, "used": 3, "out_of_memory": []}
 
 
-def test_the_work_is_counted_before_any_model_loads(tmp_path):
+def test_the_work_line_counts_the_tiles_to_answer(tmp_path):
     """--tile-overlap near --tile multiplies the tiles (a 2000 px output at 512/511 px: 2.2 million): the
-    run says how many tiles it is about to answer before it starts."""
+    run says how many tiles it is about to answer before it starts (once the models have loaded, so that
+    an error of loading stays the run's one line)."""
     from pure.config import RestoreConfig
     from pure.infer import work_line
     from pure.plan import Job, Plan

@@ -60,6 +60,42 @@ def check_captions_file(cfg: TrainDataConfig) -> None:
         )
 
 
+def hq_images(hq_folder: str, note: Callable[[str], object] = print) -> list[Path]:
+    """The image files directly in ``data.hq_folder``, sorted. Subfolders are not searched (as documented;
+    ``scripts/prepare_data.py`` does): those holding images are named through ``note``. Raises
+    :class:`DataError` for a folder that is missing, a file, or holds no image file.
+    """
+    folder = Path(hq_folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(
+            f"data.hq_folder={hq_folder} is a file; set data.hq_folder to the folder that holds the images"
+        )
+    if not folder.is_dir():
+        relative = (
+            "" if folder.is_absolute() else ", or run from the folder the config's paths are relative to"
+        )
+        raise DataError(
+            f"data.hq_folder={from_here(hq_folder)} is not a folder of HQ images: set "
+            f"data.hq_folder=DIR{relative}"
+        )
+    files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
+    # one folder is read, as documented; prepare_data.py searches subfolders, so a note names theirs
+    unsearched = [sub.name for sub in scan_folder(folder).subfolders if scan_folder(sub, True).images]
+    names = ", ".join(unsearched[:3]) + (", ..." if len(unsearched) > 3 else "")
+    below = (
+        f"{len(unsearched)} subfolder(s) of it ({names}) hold images, which data.hq_folder does not "
+        "search (prepare_data.py does: train on its data.shards)"
+    )
+    if not files:
+        raise DataError(
+            f"no images (files of a format Pillow reads) in data.hq_folder={folder}"
+            + (f"; {below}, or point data.hq_folder at one of them" if unsearched else "")
+        )
+    if unsearched:
+        note(f"note: data.hq_folder={folder}: {below}")
+    return files
+
+
 class ImageFolderExamples(Dataset):
     """Map-style dataset of ``{"ids": [T] int64, "labels": [T] int64}``, one per usable HQ image.
 
@@ -82,34 +118,7 @@ class ImageFolderExamples(Dataset):
                 f"data.size={cfg.size} must be a multiple of {GRID_PX} and of data.scale={cfg.scale}"
             )
         folder = Path(cfg.hq_folder)
-        if folder.exists() and not folder.is_dir():
-            raise DataError(
-                f"data.hq_folder={cfg.hq_folder} is a file; set data.hq_folder to the folder that holds "
-                "the images"
-            )
-        if not folder.is_dir():
-            relative = (
-                "" if folder.is_absolute() else ", or run from the folder the config's paths are relative to"
-            )
-            raise DataError(
-                f"data.hq_folder={from_here(cfg.hq_folder)} is not a folder of HQ images: set "
-                f"data.hq_folder=DIR{relative}"
-            )
-        files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
-        # one folder is read, as documented; prepare_data.py searches subfolders, so a note names theirs
-        unsearched = [sub.name for sub in scan_folder(folder).subfolders if scan_folder(sub, True).images]
-        names = ", ".join(unsearched[:3]) + (", ..." if len(unsearched) > 3 else "")
-        below = (
-            f"{len(unsearched)} subfolder(s) of it ({names}) hold images, which data.hq_folder does not "
-            "search (prepare_data.py does: train on its data.shards)"
-        )
-        if not files:
-            raise DataError(
-                f"no images (files of a format Pillow reads) in data.hq_folder={folder}"
-                + (f"; {below}, or point data.hq_folder at one of them" if unsearched else "")
-            )
-        if unsearched:
-            note(f"note: data.hq_folder={folder}: {below}")
+        files = hq_images(cfg.hq_folder, note)
         check_captions_file(cfg)
         # a blank description is none, as in scripts/prepare_data.py: those images train on default_text
         captions = {

@@ -42,6 +42,7 @@ from pure.model import (
     merge_lora_adapter,
 )
 from pure.tiny import write_backbone_checkpoint
+from pure.vocab import Vocab
 
 SHARD_BYTES = 5 * 2**30
 """Largest safetensors file of a saved full model."""
@@ -206,16 +207,7 @@ def merge_adapter(
     check_lora_config(checkpoint / "adapter")
     if base:
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, source=base))
-    try:
-        tokenizer, vocab = load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
-    except CheckpointError as err:
-        if base:
-            raise
-        raise CheckpointError(
-            f"{err}; that is the base model {checkpoint / 'config.yaml'} names (backbone.source): pass "
-            "--base DIR, its folder on this machine (a checkpoint copied from another machine keeps that "
-            "machine's path)"
-        ) from err
+    tokenizer, vocab = _base_text_side(cfg, checkpoint / "config.yaml", named=not base)
     model, _ = load_for_training(cfg.backbone, "cpu", getattr(torch, dtype), vocab.size)
     model = merge_lora_adapter(model, checkpoint / "adapter")
     partial = output.parent / f".{output.name}.partial"  # renamed once whole: never a half-written model
@@ -236,6 +228,21 @@ def merge_adapter(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return output
+
+
+def _base_text_side(cfg: TrainConfig, saved: Path, named: bool) -> tuple[object, Vocab]:
+    """(tokenizer, vocabulary) of the base model ``cfg`` trains on. ``named``: the base is the one the
+    checkpoint's ``saved`` config.yaml names, an absolute path of the machine it was trained on, so a
+    :class:`CheckpointError` for it also says to pass ``--base DIR``."""
+    try:
+        return load_text_side(cfg.tokenizer or backbone_folder(cfg.backbone))
+    except CheckpointError as err:
+        if not named:
+            raise
+        raise CheckpointError(
+            f"{err}; that is the base model {saved} names (backbone.source): pass --base DIR, its folder on "
+            "this machine (a checkpoint copied from another machine keeps that machine's path)"
+        ) from err
 
 
 def tidy_interrupted(output: Path) -> list[str]:

@@ -294,6 +294,27 @@ def test_app_without_gradio_says_how_to_install_it(monkeypatch, capsys, broken_p
     )
 
 
+def test_gradio_is_first_imported_with_its_temporary_folder_set(monkeypatch, capsys):
+    """Gradio's modules read GRADIO_TEMP_DIR once, when imported: the check that Gradio imports came before
+    the server's scratch folder was set, so Gradio's copies went to TMPDIR/gradio and outlived the server."""
+    from pure.errors import PureError
+
+    seen = []
+
+    def require(module: str, needed: str, install: str) -> None:  # the check: here it stops the command
+        seen.append(os.environ.get("GRADIO_TEMP_DIR"))
+        raise PureError(f"{needed}: {install}")
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.setattr("pure.cli.require", require)
+    assert app_main(["--config", TINY]) == 2
+    assert capsys.readouterr().err == 'error: the web demo needs Gradio: pip install -e ".[demo]"\n'
+    assert seen[0] is not None, "Gradio was imported before its temporary folder was set"
+    scratch = Path(seen[0]).parent
+    assert Path(seen[0]).name == "gradio" and scratch.name.startswith("pure-demo-")
+    assert not scratch.exists() and "GRADIO_TEMP_DIR" not in os.environ  # gone with the command
+
+
 def test_app_refuses_bad_settings_in_one_line(capsys):
     assert app_main(["--config", TINY, "restore.color_fix=sharpen"]) == 2
     err = capsys.readouterr().err

@@ -63,6 +63,13 @@ def broken_links(paths: list[Path]) -> str | None:
 LINKS_FIX = "copy it with the links followed (cp -rL, rsync -L)"
 
 
+def run_from_hint(path: str | Path) -> str:
+    """For a settings path not found: ``", or run from the folder the config's paths are relative to"`` when
+    ``path`` is relative (read from the current folder, see :func:`from_here`); empty for an absolute one,
+    which no other current folder would find."""
+    return "" if Path(path).is_absolute() else ", or run from the folder the config's paths are relative to"
+
+
 def require(module: str, needed: str, install: str) -> None:
     """Import the optional package ``module`` or raise :class:`PureError` as ``"{needed}: {install}"``.
     A package that is there but does not import (a partial or broken install, a dependency of its own

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pure.errors import error_reason
+from pure.errors import error_reason, run_from_hint
 
 
 def test_a_library_error_is_its_type_and_one_cut_line():
@@ -13,3 +13,9 @@ def test_a_library_error_is_its_type_and_one_cut_line():
     )
     assert error_reason(OSError("x" * 500), 300) == "OSError: " + "x" * 300
     assert error_reason(KeyError()) == "KeyError: "
+
+
+def test_the_run_from_hint_only_for_a_relative_path(tmp_path):
+    """An absolute path was told to 'run from the folder the config's paths are relative to'."""
+    assert run_from_hint("../shared/data/hq") == ", or run from the folder the config's paths are relative to"
+    assert run_from_hint(tmp_path / "hq") == ""

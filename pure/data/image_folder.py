@@ -30,7 +30,7 @@ from pure.config import ConfigError, TrainDataConfig
 from pure.data.captions import read_manifest
 from pure.data.datasets import DataError
 from pure.data.labels import LEVELS
-from pure.errors import from_here
+from pure.errors import from_here, run_from_hint
 from pure.files import file_sha256
 from pure.images import ImageReadError, is_image_name, read_image, scan_folder
 from pure.sequence import TextTokenizer, conversation
@@ -71,12 +71,9 @@ def hq_images(hq_folder: str, note: Callable[[str], object] = print) -> list[Pat
             f"data.hq_folder={hq_folder} is a file; set data.hq_folder to the folder that holds the images"
         )
     if not folder.is_dir():
-        relative = (
-            "" if folder.is_absolute() else ", or run from the folder the config's paths are relative to"
-        )
         raise DataError(
             f"data.hq_folder={from_here(hq_folder)} is not a folder of HQ images: set "
-            f"data.hq_folder=DIR{relative}"
+            f"data.hq_folder=DIR{run_from_hint(folder)}"
         )
     files = sorted(p for p in folder.iterdir() if is_image_name(p) and p.is_file())
     # one folder is read, as documented; prepare_data.py searches subfolders, so a note names theirs

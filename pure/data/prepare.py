@@ -46,7 +46,7 @@ from pure.data.captions import (
 )
 from pure.data.degradations import DegradationParams, check_degradation, degrade
 from pure.data.labels import Label, label_from_params
-from pure.errors import DiskFullError, PureError, error_reason, from_here
+from pure.errors import DiskFullError, PureError, error_reason, from_here, run_from_hint
 from pure.files import (
     can_write_in,
     file_sha256,
@@ -128,12 +128,9 @@ def list_sources(hq_dirs: list[str]) -> list[Source]:
                 f"HQ folder {from_here(folder)} is a file; pass the folder that holds the images"
             )
         if not folder.is_dir():
-            relative = (
-                "" if folder.is_absolute() else ", or run from the folder the config's paths are relative to"
-            )
             raise PrepareError(
                 f"HQ folder {from_here(folder)} does not exist: pass --hq-dir DIR (or hq_dirs=[DIR])"
-                + relative
+                + run_from_hint(folder)
             )
     resolved = [Path(folder).resolve() for folder in hq_dirs]
     for i, inner in enumerate(resolved):

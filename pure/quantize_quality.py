@@ -117,6 +117,16 @@ class Fixture:
     """The trajectory's sampler settings."""
 
 
+FIXTURE_FILES = (
+    "backbone/config.json",
+    "backbone/state_dict_shapes.json",
+    "backbone/backbone.npz",
+    "cfg/cfg_trajectory.json",
+    "cfg/cfg_trajectory.npz",
+)
+"""The files of the fixture set that :func:`load_fixture` reads."""
+
+
 def load_fixture(reference_dir: str | Path, folder: str | Path) -> Fixture:
     """Write the fixtures' deterministic backbone (seed of the CFG trajectory) to ``folder`` and read the
     backbone sequence and the CFG trajectory from ``reference_dir``."""

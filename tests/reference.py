@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -24,3 +26,12 @@ def fixture_names(relative: str, section: str | None, public: list[str]) -> list
         return public
     listed = json.loads((folder / relative).read_text())
     return list(listed[section] if section else listed)
+
+
+def require(folder: Path, *relative: str) -> Path:
+    """``folder`` if it holds each of ``relative`` (files of the fixture set), else the test skips naming the
+    first one missing: another set (``$PURE_REFERENCE_DIR``) may hold only some of the sub-fixtures."""
+    for name in relative:
+        if not (folder / name).is_file():
+            pytest.skip(f"golden fixture {folder / name} not found: this fixture set lacks it")
+    return folder

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pure.colorfix import adain_color_fix, color_fix, wavelet_color_fix, wavelet_decompose
-from tests.reference import fixture_names
+from tests.reference import fixture_names, require
 
 PAIRS = fixture_names("colorfix/colorfix_meta.json", None, ["pair64", "pair80x48"])
 
@@ -19,7 +19,7 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def _load(reference_dir, pair: str) -> dict[str, np.ndarray]:
-    with np.load(reference_dir / "colorfix" / f"{pair}.npz") as npz:
+    with np.load(require(reference_dir, f"colorfix/{pair}.npz") / "colorfix" / f"{pair}.npz") as npz:
         return dict(npz)
 
 
@@ -53,7 +53,8 @@ def test_float_fixes_match_reference(reference_dir, pair):
 @pytest.mark.parametrize("method", ["wavelet", "adain"])
 def test_color_fix_images_match_reference(reference_dir, pair, method):
     data = _load(reference_dir, pair)
-    folder = reference_dir / "colorfix"
+    pngs = [f"colorfix/{pair}_{part}.png" for part in ("target", "source", method)]
+    folder = require(reference_dir, *pngs) / "colorfix"
     target = Image.open(folder / f"{pair}_target.png")
     source = Image.open(folder / f"{pair}_source.png")
     np.testing.assert_array_equal(np.asarray(target), data["target_uint8"])

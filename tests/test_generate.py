@@ -14,11 +14,13 @@ from pure.model import load_backbone, load_tokenizer, load_vocab
 from pure.sequence import block_length, conversation, split_answer
 from pure.tiny import det_state_dict, synthetic_vocabulary, write_backbone_checkpoint, write_tiny_checkpoint
 from pure.vocab import Vocab
+from tests.reference import require
 
 
 @pytest.fixture(scope="module")
 def reference_model(reference_dir, tmp_path_factory):
-    ref = reference_dir / "backbone"
+    files = ("backbone/config.json", "backbone/state_dict_shapes.json", "cfg/cfg_trajectory.json")
+    ref = require(reference_dir, *files, "cfg/cfg_trajectory.npz") / "backbone"
     config = json.loads((ref / "config.json").read_text())
     shapes = json.loads((ref / "state_dict_shapes.json").read_text())
     seed = json.loads((reference_dir / "cfg" / "cfg_trajectory.json").read_text())["weights_seed"]

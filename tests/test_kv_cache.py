@@ -17,11 +17,12 @@ from pure.config import ConfigError, InferConfig, SamplingConfig, load_config
 from pure.generate import _start, _step, cache_lengths, generate, use_guided_attention
 from pure.kv_cache import INT8_MAX, GuidedKVCache, quantize_int8, scale_dtype
 from pure.model import load_backbone, load_text_side
-from pure.quantize_quality import QualityGuard, load_fixture, processed
+from pure.quantize_quality import FIXTURE_FILES, QualityGuard, load_fixture, processed
 from pure.sequence import block_length, conversation
 from pure.tiny import synthetic_vocabulary, tiny_backbone_config, tiny_tokenizer, write_tiny_checkpoint
 from pure.vocab import Vocab
 from tests.fakes import restore_with_tiny
+from tests.reference import require
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = dict(image_grids=(2, 2), max_text_tokens=5, stop_after_image=True)
@@ -48,7 +49,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def guard(reference_dir, tmp_path_factory):
-    fixture = load_fixture(reference_dir, tmp_path_factory.mktemp("reference"))
+    fixture = load_fixture(require(reference_dir, *FIXTURE_FILES), tmp_path_factory.mktemp("reference"))
     return QualityGuard(load_backbone(str(fixture.folder), dtype=torch.float32), fixture)
 
 

@@ -33,12 +33,14 @@ from pure.tiny import (
     write_tiny_checkpoint,
 )
 from pure.vocab import SIZE_TOKEN_BASE
+from tests.reference import require
 
 
 @pytest.fixture(scope="module")
 def reference_model(reference_dir, tmp_path_factory):
     """The fixture's tiny model, written in the real on-disk layout and loaded through load_backbone."""
-    ref = reference_dir / "backbone"
+    files = ("config.json", "state_dict_shapes.json", "backbone.json", "backbone.npz")
+    ref = require(reference_dir, *(f"backbone/{name}" for name in files)) / "backbone"
     config = json.loads((ref / "config.json").read_text())
     shapes = json.loads((ref / "state_dict_shapes.json").read_text())
     seed = json.loads((ref / "backbone.json").read_text())["weights_seed"]

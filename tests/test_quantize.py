@@ -18,10 +18,11 @@ from pure.generate import _start, _step, use_guided_attention
 from pure.memory import stored_bytes, weight_bytes
 from pure.model import load_backbone, load_text_side
 from pure.quantize import QUANTIZED_WEIGHT, QuantizeError, check_adapter, check_quantize
-from pure.quantize_quality import QualityGuard, load_fixture
+from pure.quantize_quality import FIXTURE_FILES, QualityGuard, load_fixture
 from pure.sequence import conversation
 from pure.tiny import write_tiny_checkpoint
 from tests.fakes import restore_with_tiny
+from tests.reference import require
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = {
@@ -40,7 +41,7 @@ def tiny_folder(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def guard(reference_dir, tmp_path_factory):
-    fixture = load_fixture(reference_dir, tmp_path_factory.mktemp("reference"))
+    fixture = load_fixture(require(reference_dir, *FIXTURE_FILES), tmp_path_factory.mktemp("reference"))
     return QualityGuard(load_backbone(str(fixture.folder), dtype=torch.float32), fixture)
 
 

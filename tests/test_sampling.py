@@ -22,6 +22,7 @@ from pure.sampling import (
 )
 from pure.tiny import synthetic_vocabulary
 from pure.vocab import Vocab
+from tests.reference import require
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def vocab() -> Vocab:
 
 @pytest.fixture(scope="module")
 def sampler(reference_dir):
+    require(reference_dir, "sampler/sampler_states.json", "sampler/sampler_states.npz")
     meta = json.loads((reference_dir / "sampler" / "sampler_states.json").read_text())
     return meta, np.load(reference_dir / "sampler" / "sampler_states.npz")
 
@@ -75,7 +77,8 @@ def test_every_reference_state(sampler, vocab):
 
 
 def test_entropy_to_k_table(reference_dir):
-    table = np.load(reference_dir / "sampler" / "entropy_topk_table.npz")
+    name = "sampler/entropy_topk_table.npz"
+    table = np.load(require(reference_dir, name) / name)
     h = torch.from_numpy(table["entropy"]).double()
     k = adaptive_top_k(h, torch.ones_like(h, dtype=torch.bool), text_top_k=1)
     assert k.tolist() == table["k"].astype(int).tolist()

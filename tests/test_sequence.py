@@ -32,6 +32,7 @@ from pure.tiny import (
 )
 from pure.vocab import Vocab, VocabError, image_token_code, image_token_name, size_token_name
 from pure.vq import image_to_tensor, load_vq, tensor_to_image
+from tests.reference import require
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,8 @@ def test_conversation_layout_and_labels(vocab, tokenizer):
 @pytest.mark.slow
 def test_reference_512_layout(reference_dir, vocab, tmp_path):
     """lq512.png -> VQ codes -> 4164-token block equal to the reference's, except documented near-ties."""
+    layout = ("layout/layout_512.npz", "layout/layout_512.json", "layout/lq512.png")
+    require(reference_dir, *layout, "vq8/state_dict_shapes.json", "vq8/vq8.json")
     ref = np.load(reference_dir / "layout" / "layout_512.npz")
     meta = json.loads((reference_dir / "layout" / "layout_512.json").read_text())
     shapes = json.loads((reference_dir / "vq8" / "state_dict_shapes.json").read_text())

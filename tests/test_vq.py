@@ -21,7 +21,7 @@ from pure.vq import (
     load_vq,
     tensor_to_image,
 )
-from tests.reference import fixture_names
+from tests.reference import fixture_names, require
 
 IMAGES = fixture_names("vq8/vq8.json", "images", ["img_64x64", "img_128x64"])
 TINY = VQConfig(source="tiny", seed=3, channels=32, z_channels=64, codebook_size=512)
@@ -32,7 +32,7 @@ TINY = VQConfig(source="tiny", seed=3, channels=32, z_channels=64, codebook_size
 
 @pytest.fixture(scope="module")
 def vq8_dir(reference_dir: Path) -> Path:
-    return reference_dir / "vq8"
+    return require(reference_dir, "vq8/state_dict_shapes.json", "vq8/vq8.json") / "vq8"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def full_model(vq8_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> VQMod
 def golden(request: pytest.FixtureRequest, vq8_dir: Path, full_model: VQModel) -> dict:
     """Reference arrays and our outputs for one fixture image, computed once."""
     name = request.param
-    ref = dict(np.load(vq8_dir / f"{name}.npz"))
+    ref = dict(np.load(require(vq8_dir, f"{name}.npz", f"{name}.png") / f"{name}.npz"))
     x = image_to_tensor(Image.open(vq8_dir / f"{name}.png"))[None]
     latent = full_model.latent(x)
     codes_ref = torch.from_numpy(ref["codes"])[None]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -35,3 +37,28 @@ def require(folder: Path, *relative: str) -> Path:
         if not (folder / name).is_file():
             pytest.skip(f"golden fixture {folder / name} not found: this fixture set lacks it")
     return folder
+
+
+def image_open_in_prompt(fixture, steps: int):
+    """The quality guard's :class:`pure.quantize_quality.Fixture` with the trajectory's first ``steps``
+    tokens moved into the prompt: the image is already open there (``n_prompt_hq_body_tokens`` > 0), and
+    the trajectory is shorter, as another fixture set may make it."""
+    tokens, kept = fixture.tokens, fixture.kept
+    prompt = torch.cat([fixture.prompt, tokens[:steps]])
+    return dataclasses.replace(fixture, prompt=prompt, tokens=tokens[steps:], kept=kept[steps:])
+
+
+def other_weights(fixture, seed: int, folder: Path):
+    """``fixture`` with the deterministic weights of another ``seed`` (written to ``folder``) and a
+    trajectory our sampler draws from its prompt with that seed, as long as the stored one. Self-consistent
+    only (the candidate counts are our own): it shows how the guard's numbers spread over weights."""
+    from pure.generate import generate
+    from pure.model import load_backbone
+    from pure.tiny import det_state_dict, reference_backbone_shapes, write_backbone_checkpoint
+
+    config = json.loads((fixture.folder / "config.json").read_text(encoding="utf-8"))
+    write_backbone_checkpoint(folder, config, det_state_dict(reference_backbone_shapes(config), seed))
+    sampling = dataclasses.replace(fixture.sampling, max_new_tokens=len(fixture.tokens))
+    model = load_backbone(str(folder), dtype=torch.float32)
+    drawn = generate(model, [fixture.prompt], fixture.vocab, sampling, seeds=[seed])
+    return dataclasses.replace(fixture, folder=Path(folder), tokens=drawn.ids[0], kept=drawn.kept[0])

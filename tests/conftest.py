@@ -76,9 +76,13 @@ def hq_crop(shared_data_dir):
 
 
 def pytest_collection_modifyitems(config, items):
-    """``gpu`` tests need a CUDA device: skipped, with the reason, where there is none."""
+    """Tests that read the fixture set (``reference_dir``) are marked ``golden``. ``gpu`` tests need a CUDA
+    device: skipped, with the reason, where there is none."""
     import torch
 
+    for item in items:
+        if "reference_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker("golden")
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (run on a GPU machine: python -m pytest -m gpu)")

@@ -59,8 +59,9 @@ def test_replay_batched_equals_single(reference_model, reference_dir):
     ref = np.load(reference_dir / "cfg" / "cfg_trajectory.npz")
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
     prompt, tokens = torch.from_numpy(ref["prompt_ids"]), torch.from_numpy(ref["step_token"])
-    prompts = [prompt, torch.cat([prompt, tokens[:20]])]  # the second row is already 20 codes into the image
-    teacher = [tokens[:40], tokens[20:60]]
+    ahead, length = len(tokens) // 4, len(tokens) // 2  # 19 and 38 of the public set's 76 steps
+    prompts = [prompt, torch.cat([prompt, tokens[:ahead]])]  # the second row is further into the image
+    teacher = [tokens[:length], tokens[ahead : ahead + length]]
     batched = generate(reference_model, prompts, vocab, SamplingConfig(), teacher=teacher)
     for b in range(2):
         single = generate(reference_model, [prompts[b]], vocab, SamplingConfig(), teacher=[teacher[b]])

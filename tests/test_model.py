@@ -47,11 +47,11 @@ def reference_model(reference_dir, tmp_path_factory):
     folder = write_backbone_checkpoint(
         tmp_path_factory.mktemp("ref_ckpt"), config, det_state_dict(shapes, seed)
     )
-    return load_backbone(str(folder), dtype=torch.float32), np.load(ref / "backbone.npz")
+    return load_backbone(str(folder), dtype=torch.float32), np.load(ref / "backbone.npz"), config
 
 
 def test_activations_match_reference(reference_model):
-    model, ref = reference_model
+    model, ref, _ = reference_model
     ids = torch.from_numpy(ref["input_ids"]).long()[None]
     layer_out = []
     hooks = [
@@ -86,7 +86,7 @@ def test_activations_match_reference(reference_model):
 
 
 def test_image_logits_are_not_masked(reference_model):
-    model, ref = reference_model
+    model, ref, _ = reference_model
     ids = torch.from_numpy(ref["input_ids"]).long()[None]
     with torch.no_grad():
         logits = model(input_ids=ids).logits
@@ -104,7 +104,7 @@ def test_image_logits_are_not_masked(reference_model):
 
 
 def test_loss_matches_reference(reference_model):
-    model, ref = reference_model
+    model, ref, _ = reference_model
     ids = torch.from_numpy(ref["input_ids"]).long()[None]
     labels = torch.from_numpy(ref["labels"]).long()[None]
     with torch.no_grad():
@@ -116,24 +116,28 @@ def test_loss_matches_reference(reference_model):
 
 
 def test_kv_cache_matches_full_forward(reference_model):
-    model, ref = reference_model
+    model, ref, _ = reference_model
     ids = torch.from_numpy(ref["input_ids"]).long()[None]
+    answer = (torch.from_numpy(ref["labels"]) >= 0).nonzero()
+    prompt = max(int(answer[0]) if len(answer) else ids.shape[1] // 2, 1)  # the user turn, as in generation
     with torch.no_grad():
         full = model(input_ids=ids).logits[0]
-        first = model(input_ids=ids[:, :100], use_cache=True)
+        first = model(input_ids=ids[:, :prompt], use_cache=True)
         cache = getattr(first, CACHE_ARG)
         steps = [first.logits[0, -1]]
-        for t in range(100, ids.shape[1]):
+        for t in range(prompt, ids.shape[1]):
             out = model(input_ids=ids[:, t : t + 1], cache=cache, use_cache=True)
             steps.append(out.logits[0, -1])
-    torch.testing.assert_close(torch.stack(steps), full[99:], atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.stack(steps), full[prompt - 1 :], atol=1e-4, rtol=0)
 
 
 def test_qk_norm_is_repeated_over_heads(reference_model):
-    model, _ = reference_model
-    weight = model.model.layers[0].self_attn.q_norm.weight
-    assert weight.shape == (4, 16)
-    assert (weight == weight[:1]).all()
+    model, _, config = reference_model
+    heads = config["num_attention_heads"]
+    for layer in model.model.layers:
+        weight = layer.self_attn.q_norm.weight
+        assert weight.shape == (heads, config["hidden_size"] // heads)  # stored as [1, head_dim]
+        assert (weight == weight[:1]).all()
 
 
 def test_tiny_checkpoint_with_tokenizer(tmp_path):

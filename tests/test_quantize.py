@@ -50,8 +50,8 @@ def guard(reference_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def open_guard(guard):
-    """The guard with the trajectory's first 10 steps in the prompt (:func:`image_open_in_prompt`)."""
-    fixture = image_open_in_prompt(guard.fixture, 10)
+    """The guard with the first eighth of the trajectory in the prompt (:func:`image_open_in_prompt`)."""
+    fixture = image_open_in_prompt(guard.fixture, len(guard.fixture.tokens) // 8)
     return QualityGuard(load_backbone(str(fixture.folder), dtype=torch.float32), fixture)
 
 

@@ -38,7 +38,8 @@ def sampler(reference_dir):
 
 
 def _keep(arrays, key: str) -> torch.Tensor:
-    return torch.from_numpy(np.unpackbits(arrays[key])[:73728].astype(bool))
+    """A packed bit mask over the score bank's vocabulary, unpacked."""
+    return torch.from_numpy(np.unpackbits(arrays[key])[: arrays["score_bank"].shape[1]].astype(bool))
 
 
 def test_every_reference_state(sampler, vocab):
@@ -53,7 +54,7 @@ def test_every_reference_state(sampler, vocab):
 
         mm = image_grammar(scores, state, vocab)
         if state_meta["mm_forced_token"] >= 0:
-            expected = torch.full((1, 73728), float("-inf"))
+            expected = torch.full_like(scores, float("-inf"))
             expected[0, state_meta["mm_forced_token"]] = 0.0
         else:
             expected = torch.where(_keep(arrays, f"s{i:02d}_mm_keep"), scores, float("-inf"))
@@ -66,7 +67,7 @@ def test_every_reference_state(sampler, vocab):
             if text_k == 1:
                 assert int(k[0]) == state_meta["k"], state_meta["name"]
             values, ids = top_k_candidates(mm, k, k_cap=2000)
-            kept = torch.zeros(73728, dtype=torch.bool)
+            kept = torch.zeros(scores.shape[1], dtype=torch.bool)
             kept[ids[0][torch.isfinite(values[0])]] = True
             assert torch.equal(kept, _keep(arrays, f"s{i:02d}_{key}") & torch.isfinite(mm[0])), state_meta[
                 "name"

@@ -134,17 +134,19 @@ def test_reference_512_layout(reference_dir, vocab, tmp_path):
     assert int(tie.sum()) == meta["code_margin_squared_distance"]["n_below_1e_5"]
     assert torch.equal(codes[~tie], torch.from_numpy(ref["codes"])[~tie])
     tokens = image_block(codes, vocab)
-    assert len(tokens) == meta["n_tokens"] == 4164
+    assert len(tokens) == meta["n_tokens"] == block_length(*codes.shape)  # 4164 at 512 px
     assert tokens[:3].tolist() == meta["head"] and tokens[-1:].tolist() == meta["tail"]
-    body_tie = torch.cat([tie, torch.zeros(64, 1, dtype=torch.bool)], 1).flatten()
+    body_tie = torch.cat([tie, torch.zeros(len(tie), 1, dtype=torch.bool)], 1).flatten()
     same = tokens[3:-1] == torch.from_numpy(ref["tokens"][3:-1])
     assert bool(same[~body_tie].all())
     with torch.no_grad():
         decoded = np.asarray(tensor_to_image(vq.decode(torch.from_numpy(ref["codes"])[None])[0]))
-    crop = decoded[:128, :128].astype(int) - ref["decoded_crop_uint8"].astype(int)
+    height, width = ref["decoded_crop_uint8"].shape[:2]
+    crop = decoded[:height, :width].astype(int) - ref["decoded_crop_uint8"].astype(int)
     assert np.abs(crop).max() <= 1 and (crop != 0).mean() < 1e-3
     sums = decoded.reshape(-1, 3).sum(0).astype(np.int64)
-    assert np.abs(sums - ref["decoded_channel_sum"].astype(np.int64)).max() <= 64
+    boundary = decoded.shape[0] * decoded.shape[1] // 1000  # +-1 on under 1e-3 of the pixels, as in the crop
+    assert np.abs(sums - ref["decoded_channel_sum"].astype(np.int64)).max() <= boundary
 
 
 def test_image_codes_block_round_trip(vocab):

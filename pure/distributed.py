@@ -376,7 +376,10 @@ def _finished(plan: Plan) -> dict[int, tuple[int, int]]:
 
 
 def _groups(job: Job, settings: RestoreConfig) -> int:
-    """:func:`tile_groups` of ``job``'s image; 1 when it can no longer be read (it fails later, once)."""
+    """:func:`tile_groups` of ``job``'s image: of its size when planned, else read from its header now (1
+    when it can no longer be read: it fails later, once)."""
+    if job.size is not None:
+        return tile_groups(job.size, settings)
     try:
         return tile_groups(read_header(job.source).size, settings)
     except ImageReadError:

@@ -225,12 +225,7 @@ def plan_outputs(
         and _inside(output, source)
         and any(is_image_name(p) for p in output.iterdir())
     )
-    headers = {}
-    for path in files:
-        try:
-            headers[path] = read_header(path)
-        except ImageReadError as err:
-            plan.failed.append(str(err))
+    headers = _read_headers(files, plan.failed)
     # Restoring a folder into itself (or into a folder inside it, or around it), or a folder with its
     # subfolders (--recursive: photos/restored beside the photos): an image pure wrote there is an earlier
     # run's output, whatever its suffix, and is not restored again (a single file given by name is
@@ -241,50 +236,96 @@ def plan_outputs(
             del headers[path]
     if outscale is not None:
         _drop_too_big_for_memory(headers, outscale, plan.failed)
-    if ext == "jpg":  # a header's alpha channel or tRNS key may leave every pixel opaque: the reader drops it
-        headers = {
-            path: header if not header.has_alpha or _transparent(path) else replace(header, has_alpha=False)
-            for path, header in headers.items()
-        }
-    big = {path: _too_big_for_jpeg(header.size, outscale) for path, header in headers.items()}
-    names = {
-        path: _output_names(path.relative_to(root), suffix, ext, header.has_alpha, False, big[path])
-        for path, header in headers.items()
-    }
-    jobs = {path: _job(path, output, *names[path], entropy, headers[path].size) for path in headers}
-    clashing = _collisions(jobs.values(), key)
-    for path in clashing:  # keep the input's extension in every name of colliding inputs
-        stem, extension = _output_names(
-            path.relative_to(root), suffix, ext, headers[path].has_alpha, True, big[path]
-        )
-        jobs[path] = _job(path, output, stem, extension, entropy, headers[path].size)
-    for path, job in list(jobs.items()):
-        if big[path] and job.image.suffix == ".jpg":
-            width, height = (round(side * outscale) for side in headers[path].size)
-            plan.failed.append(
-                f"{path}: the {width} x {height} px output is too large for JPEG (at most "
-                f"{JPEG_MAX_SIDE:,} px a side); pass --ext png or a smaller --outscale"
-            )
-            del jobs[path]
+    if ext == "jpg":
+        headers = _alpha_as_read(headers)
+    jobs = _name_jobs(headers, root, output, suffix, ext, entropy, outscale, key, plan.failed)
     _refuse_clashes(list(jobs.values()), output, key)
     if not suffix and any(key(job.image.parent) == key(job.source.parent) for job in jobs.values()):
         raise PlanError(
             f"restoring into the input folder ({output}) needs a --suffix (e.g. --suffix x4), so that "
             "outputs and inputs never mix; or pass another -o"
         )
-    # An image that another input here writes is an earlier run's output (a rerun into the input folder)
-    # when it is pure's (its sidecar beside it, or pure's mark inside): not restored again. Else it is
-    # the user's, and never replaced.
-    planned = {key(out): job for job in jobs.values() for out in (job.image, job.entropy) if out is not None}
-    written = [
-        path
-        for path in jobs
-        if (owner := planned.get(key(path))) is not None and owner.source != path and _is_output(path, owner)
-    ]
+    written = _written_by_other_inputs(jobs, key)
     for path in written:
         del jobs[path]
     plan.previous_outputs = sorted(plan.previous_outputs + written)
     _refuse_replacing(list(jobs.values()), output, root, suffix, key)
+    _sort_by_existing(jobs, plan, existing, ext)
+    _check_output_subfolders([out for job in plan.jobs for out in job.outputs()], output)  # not the skipped
+    return plan
+
+
+def _read_headers(files: list[Path], failed: list[str]) -> dict[Path, Header]:
+    """Each readable file's header; a file whose header cannot be read fails (its line in ``failed``)."""
+    headers = {}
+    for path in files:
+        try:
+            headers[path] = read_header(path)
+        except ImageReadError as err:
+            failed.append(str(err))
+    return headers
+
+
+def _alpha_as_read(headers: dict[Path, Header]) -> dict[Path, Header]:
+    """For ``--ext jpg``: a header's alpha channel or tRNS key may leave every pixel opaque, and the
+    reader then drops it; such inputs are planned without alpha (a JPEG, not a PNG)."""
+    return {
+        path: header if not header.has_alpha or _transparent(path) else replace(header, has_alpha=False)
+        for path, header in headers.items()
+    }
+
+
+def _name_jobs(
+    headers: dict[Path, Header],
+    root: Path,
+    output: Path,
+    suffix: str,
+    ext: str,
+    entropy: bool,
+    outscale: float | None,
+    key: Callable[[Path], str],
+    failed: list[str],
+) -> dict[Path, Job]:
+    """One job per input, named after its path under ``root``. Inputs whose outputs would collide keep
+    their extension in every name (``a.png`` and ``a.jpg`` -> ``a.png.png`` and ``a.jpg.jpg``). An output
+    too large for JPEG with ``--ext jpg`` fails its input (its line in ``failed``)."""
+    big = {path: _too_big_for_jpeg(header.size, outscale) for path, header in headers.items()}
+
+    def job(path: Path, keep_extension: bool) -> Job:
+        header = headers[path]
+        relative = path.relative_to(root)
+        names = _output_names(relative, suffix, ext, header.has_alpha, keep_extension, big[path])
+        return _job(path, output, *names, entropy, header.size)
+
+    jobs = {path: job(path, False) for path in headers}
+    for path in _collisions(jobs.values(), key):
+        jobs[path] = job(path, True)
+    for path, planned in list(jobs.items()):
+        if big[path] and planned.image.suffix == ".jpg":
+            width, height = (round(side * outscale) for side in headers[path].size)
+            failed.append(
+                f"{path}: the {width} x {height} px output is too large for JPEG (at most "
+                f"{JPEG_MAX_SIDE:,} px a side); pass --ext png or a smaller --outscale"
+            )
+            del jobs[path]
+    return jobs
+
+
+def _written_by_other_inputs(jobs: dict[Path, Job], key: Callable[[Path], str]) -> list[Path]:
+    """Inputs that another input's job writes and that are pure's (the sidecar beside them, or pure's
+    mark inside): an earlier run's outputs in a rerun into the input folder, not restored again. An
+    input that is the user's is never replaced (:func:`_refuse_replacing` refuses the plan)."""
+    planned = {key(out): job for job in jobs.values() for out in (job.image, job.entropy) if out is not None}
+    return [
+        path
+        for path in jobs
+        if (owner := planned.get(key(path))) is not None and owner.source != path and _is_output(path, owner)
+    ]
+
+
+def _sort_by_existing(jobs: dict[Path, Job], plan: Plan, existing: str, ext: str) -> None:
+    """Refuse outputs already on disk (``existing="fail"``), or move the jobs whose outputs all exist to
+    ``plan.existing`` (``"skip"``); the rest go to ``plan.jobs``."""
     present = [out for job in jobs.values() for out in job.outputs() if out.exists()]
     if present and existing == "fail":
         shown = ", ".join(map(str, present[:3])) + (" ..." if len(present) > 3 else "")
@@ -299,8 +340,6 @@ def plan_outputs(
             all(out.exists() for out in job.outputs()) or _restored_as_other_format(job)
         )
         (plan.existing if done else plan.jobs).append(job)
-    _check_output_subfolders([out for job in plan.jobs for out in job.outputs()], output)  # not the skipped
-    return plan
 
 
 def _list_inputs(

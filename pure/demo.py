@@ -388,13 +388,11 @@ def model_line(models: Models) -> str:
     )
 
 
-def build_demo(models: Models, output: Path, max_side: int, examples: list[Path] | None = None):
-    """The page as a ``gradio.Blocks`` (not launched): upload, settings, before/after slider, the
-    model's texts, entropy map, downloads, progress. ``output``: where each job's folder goes."""
-    import gradio as gr
-
-    cfg = models.cfg
-    choices = quantize_choices()
+def _restore_handler(gr, models: Models, output: Path, max_side: int):
+    """The Restore button's handler: ``run(upload, outscale, ..., kv_cache, quantize)`` -> the values of
+    the result column (slider pair, degradation, description, summary, entropy image, downloads). A
+    mistake is one line on the page (``gr.Error``); a bug is one line there and its traceback in the
+    server's log. Runs the job in a worker thread that Gradio's Stop cancels (:func:`cancellable`)."""
 
     async def run(
         upload: str | None,
@@ -454,6 +452,18 @@ def build_demo(models: Models, output: Path, max_side: int, examples: list[Path]
             entropy,
             [str(result.image), str(result.sidecar)],
         )
+
+    return run
+
+
+def build_demo(models: Models, output: Path, max_side: int, examples: list[Path] | None = None):
+    """The page as a ``gradio.Blocks`` (not launched): upload, settings, before/after slider, the
+    model's texts, entropy map, downloads, progress. ``output``: where each job's folder goes."""
+    import gradio as gr
+
+    cfg = models.cfg
+    choices = quantize_choices()
+    run = _restore_handler(gr, models, output, max_side)
 
     with gr.Blocks(title="PURE: perceive, understand and restore", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(

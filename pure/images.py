@@ -84,6 +84,20 @@ class ImageReadError(PureError, ValueError):
         super().__init__(one_line(message))
 
 
+class Steps(list):
+    """The steps taken to read a file, in order (strings; they go into ``ReadImage.info`` and sidecars).
+    :meth:`note` adds a step the user should also hear about, kept apart in :attr:`notes`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: list[str] = []
+
+    def note(self, step: str) -> None:
+        """Add ``step`` and keep it as a note (e.g. an embedded ICC profile ignored)."""
+        self.append(step)
+        self.notes.append(step)
+
+
 @dataclass
 class ReadImage:
     """What :func:`read_image` made of a file."""
@@ -266,7 +280,7 @@ def read_header(path: str | Path) -> Header:
 
 
 @contextmanager
-def _metadata_warnings(steps: list[str] | None = None) -> Iterator[None]:
+def _metadata_warnings(steps: Steps | None = None) -> Iterator[None]:
     """Around opening a file: Pillow reads damaged metadata (a JPEG's EXIF as it opens, TIFF tags) as far as
     it goes and warns on stderr without naming the file (``UserWarning: Corrupt EXIF data.``, two lines).
     That becomes a step (and a note, :data:`METADATA_DAMAGED`) when ``steps`` is given, and is silent
@@ -276,7 +290,7 @@ def _metadata_warnings(steps: list[str] | None = None) -> Iterator[None]:
         yield
     reasons = sorted({" ".join(str(w.message).split()) for w in caught})
     if reasons and steps is not None:
-        steps.append(f"{METADATA_DAMAGED} ({'; '.join(reasons)[:200]}): what Pillow could read was used")
+        steps.note(f"{METADATA_DAMAGED} ({'; '.join(reasons)[:200]}): what Pillow could read was used")
 
 
 def _upright_size(opened: Image.Image) -> tuple[int, int]:
@@ -293,7 +307,7 @@ def _upright_size(opened: Image.Image) -> tuple[int, int]:
 def read_image(path: str | Path) -> ReadImage:
     """Read any image file -> 8-bit sRGB RGB (+ alpha); raises :class:`ImageReadError` naming the file."""
     _check_regular(path)
-    steps: list[str] = []
+    steps = Steps()
     try:
         with _metadata_warnings(steps), Image.open(path) as opened:
             deep_colour = opened.mode in ("RGB", "RGBA") and ";16" in _rawmode(opened)  # before any load
@@ -327,13 +341,12 @@ def read_image(path: str | Path) -> ReadImage:
         raise
     except (ValueError, OSError) as err:  # a mode Pillow cannot convert, e.g. LAB or HSV
         raise ImageReadError(f"{path}: cannot convert mode {info['mode']} to RGB ({err})") from err
-    noted = (ICC_IGNORED, METADATA_DAMAGED)
-    notes = [one_line(f"{path}: {step}") for step in steps if step.startswith(noted)]
+    notes = [one_line(f"{path}: {step}") for step in steps.notes]
     return ReadImage(rgb, alpha, info, description, notes)
 
 
 def _to_rgb8(
-    image: Image.Image, icc: bytes | None, transparent: bool, path: str | Path, steps: list[str]
+    image: Image.Image, icc: bytes | None, transparent: bool, path: str | Path, steps: Steps
 ) -> tuple[Image.Image, Image.Image | None, str | None]:
     """Any mode -> (8-bit sRGB RGB, alpha or None, ICC profile description or None)."""
     if image.mode in DEEP_MODES:
@@ -436,7 +449,7 @@ def _deep_key_alpha(path: str | Path, key: tuple[int, ...], orientation: object)
     return alpha.transpose(TRANSPOSES[orientation]) if orientation in TRANSPOSES else alpha
 
 
-def _deep_to_8bit(image: Image.Image, path: str | Path, steps: list[str]) -> Image.Image:
+def _deep_to_8bit(image: Image.Image, path: str | Path, steps: Steps) -> Image.Image:
     """16-bit, 32-bit integer and float greyscale -> L, rescaled (never clipped at 255); LA when the file
     names a transparent grey level (PNG's tRNS key, kept as alpha 0 where the level is exact)."""
     values = np.asarray(image, dtype=np.float64)
@@ -499,17 +512,17 @@ def _is_srgb(icc: bytes) -> bool:
 
 
 ICC_IGNORED = "embedded ICC profile ignored"
-"""How the step of a profile that could not be applied begins (and the note naming the file)."""
+"""How the step (and note) of a profile that could not be applied begins."""
 
 
 def _to_srgb(
-    image: Image.Image, icc: bytes, path: str | Path, steps: list[str]
+    image: Image.Image, icc: bytes, path: str | Path, steps: Steps
 ) -> tuple[Image.Image, str | None]:
     """Convert ``image`` (L, RGB, CMYK, YCbCr) from its embedded profile to sRGB; -> (RGB, description).
 
     A profile that cannot be read or applied (damaged, or made for another colour space) is ignored and the
     values are read as sRGB, as browsers and most viewers do; -> (``image`` unchanged, None) and a step
-    beginning with :data:`ICC_IGNORED`."""
+    beginning with :data:`ICC_IGNORED`, kept as a note."""
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         description = ImageCms.getProfileDescription(source).strip()
@@ -520,7 +533,7 @@ def _to_srgb(
             image = image.convert("RGB")
         converted = _converted_to_srgb(image, source)
     except (ImageCms.PyCMSError, OSError, ValueError) as err:
-        steps.append(f"{ICC_IGNORED} (it cannot be applied: {err}); values read as sRGB, as viewers do")
+        steps.note(f"{ICC_IGNORED} (it cannot be applied: {err}); values read as sRGB, as viewers do")
         return image, None
     steps.append(f"ICC profile {description!r} converted to sRGB (relative colorimetric)")
     return converted, description

@@ -440,20 +440,16 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         print(one_line(f"failed: {line}"), file=sys.stderr)
     summary = Summary.of(plan)
 
-    def load() -> Restorer:  # then say what the run is about to do (errors of loading stay one line)
-        restorer = Restorer.from_config(locate(cfg, cfg.models))
-        if processes.is_main:
-            print(work_line(plan, cfg.restore), file=sys.stderr)
-        return restorer
-
     try:
         if plan.jobs:
             summary = processes.restore(
                 plan,
-                load,
+                lambda: Restorer.from_config(locate(cfg, cfg.models)),
                 cfg.restore,
                 run_info(cfg),
                 progress=not args.no_progress,
+                # once the models are loaded, what the run is about to do (load errors stay one line)
+                loaded=lambda: print(work_line(plan, cfg.restore), file=sys.stderr),
             )
     except KeyboardInterrupt:
         summary.interrupted = True

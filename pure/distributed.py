@@ -194,13 +194,18 @@ class Processes:
         settings: RestoreConfig,
         run_info: dict,
         progress: bool = True,
+        loaded: Callable[[], None] = lambda: None,
     ) -> Summary:
         """Restore ``plan`` across the processes (see the module docstring); ``load()`` loads this
         process's restorer (a :class:`pure.pipeline.Restorer` when images are shared), on the main
-        process first. Returns the whole run's summary on every process; a process interrupted (Ctrl-C,
-        SIGTERM) joins no other process and returns :meth:`_interrupted`'s."""
+        process first. ``loaded()`` runs on the main process once every process has loaded (to say what
+        the run will do: after any process's load error, never before it). Returns the whole run's
+        summary on every process; a process interrupted (Ctrl-C, SIGTERM) joins no other process and
+        returns :meth:`_interrupted`'s."""
         if self.state is None:
-            return restore_plan(plan, load(), run_info, progress)
+            restorer = load()
+            loaded()
+            return restore_plan(plan, restorer, run_info, progress)
         before = _finished(plan) if self.is_main else {}
         summary = Summary(plan.output)
         try:
@@ -219,6 +224,8 @@ class Processes:
                     file=sys.stderr,
                 )
             restorer = self._load(load, bool(mine or dealt.units[self.rank]))
+            if self.is_main:
+                loaded()
             if shared:
                 self._restore_shared(plan, shared, dealt, restorer, run_info, progress, summary)
             if not summary.interrupted and mine:

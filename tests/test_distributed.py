@@ -163,8 +163,36 @@ def test_a_process_that_cannot_load_stops_every_process_in_one_line(tmp_path, mo
     state = SimpleNamespace(num_processes=2, process_index=rank, wait_for_everyone=lambda: None)
     settings = RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=1)
     expected = f"^process {failing + 1} of 2 could not load the models: no weights in models/ on this machine"
+    announced = []
     with pytest.raises(PureError, match=expected):
-        Processes(state).restore(plan, load, settings, {}, progress=False)
+        Processes(state).restore(plan, load, settings, {}, progress=False, loaded=lambda: announced.append(1))
+    assert announced == []  # the work line never comes before another process's load error
+
+
+def test_the_work_line_waits_for_every_process_to_load(tmp_path, monkeypatch):
+    """The main process says what the run will do (``loaded``) after both processes' turns to load, not
+    after its own (another process's load error came after the work line)."""
+    from pure.plan import plan_outputs
+
+    Image.new("RGB", (24, 24)).save(tmp_path / "a.png")
+    plan = plan_outputs(tmp_path, tmp_path / "out")
+    events: list[str] = []
+
+    def gather_object(objects):
+        events.append("turn")
+        if objects == [None] and events.count("turn") <= 2:
+            return [None, None]
+        raise KeyboardInterrupt  # stop before restoring: only the order of the loading matters here
+
+    monkeypatch.setattr("accelerate.utils.broadcast_object_list", lambda objects: objects)
+    monkeypatch.setattr("accelerate.utils.gather_object", gather_object)
+    state = SimpleNamespace(num_processes=2, process_index=0, wait_for_everyone=lambda: None)
+    settings = RestoreConfig(outscale=2, tile=64, tile_overlap=16, batch_size=1)
+    restorer = SimpleNamespace(restore=lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt()))
+    Processes(state).restore(
+        plan, lambda: restorer, settings, {}, progress=False, loaded=lambda: events.append("work line")
+    )
+    assert events[:3] == ["turn", "turn", "work line"]
 
 
 # ---------------------------------------------------------------------------------------- shared images

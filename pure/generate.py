@@ -202,6 +202,9 @@ def _start(
     device, batch = model.device, len(prompts)
     guided = sampling.cfg_scale != 1.0
     seeds = [sampling.seed + b for b in range(batch)] if seeds is None else list(seeds)
+    for name, given in (("seeds", seeds), ("teacher", teacher)):
+        if given is not None and len(given) != batch:
+            raise ValueError(f"{name} has {len(given)} entries for {batch} prompts; give one per prompt")
     budget = [len(t) for t in teacher] if teacher is not None else [sampling.max_new_tokens] * batch
     steps = max(budget)
     if image_grids is not None and stop_after_image and teacher is None:
@@ -223,12 +226,16 @@ def _start(
     logits = _prefill(model, prompts, state, cache, rules, vocab.end_of_turn)
     on_device = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
     if teacher is not None:
-        teacher = torch.stack([torch.cat([t.cpu(), t.cpu()[-1:].expand(steps - len(t))]) for t in teacher])
+        # rows past their continuation repeat its last token (end-of-turn for an empty one): never read
+        rows = [t.cpu().long() for t in teacher]
+        pads = [t[-1:] if len(t) else torch.tensor([vocab.end_of_turn]) for t in rows]
+        padded = [torch.cat([t, pad.expand(steps - len(t))]) for t, pad in zip(rows, pads, strict=True)]
+        teacher = torch.stack(padded)
     d = _Decode(
         logits=logits,
         state=state.to(device),
         step=on_device(0),
-        running=torch.ones(batch, dtype=torch.bool, device=device),
+        running=on_device(budget) > 0,  # an empty continuation: a row with nothing to write
         length=torch.zeros(batch, dtype=torch.long, device=device),
         budget=on_device(budget),
         seeds=on_device(seeds),

@@ -74,6 +74,24 @@ def test_replay_batched_equals_single(reference_model, reference_dir):
         assert torch.equal(batched.kept[b], single.kept[0])
 
 
+def test_an_empty_continuation_replays_nothing_beside_a_full_one(reference_model, reference_dir):
+    """A batch whose second continuation is empty: that row yields nothing, the first row what it yields
+    alone (the empty row used to crash the padding); a teacher or seed list of another length than the
+    prompts is a ValueError naming it."""
+    ref = np.load(reference_dir / "cfg" / "cfg_trajectory.npz")
+    vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
+    prompt, tokens = torch.from_numpy(ref["prompt_ids"]), torch.from_numpy(ref["step_token"])
+    given = tokens[: len(tokens) // 4]
+    batched = generate(reference_model, [prompt, prompt], vocab, SamplingConfig(), teacher=[given, given[:0]])
+    single = generate(reference_model, [prompt], vocab, SamplingConfig(), teacher=[given])
+    assert len(batched.ids[1]) == 0 and torch.equal(batched.ids[0], single.ids[0])
+    np.testing.assert_allclose(batched.p_token[0].numpy(), single.p_token[0].numpy(), rtol=1e-3, atol=1e-7)
+    with pytest.raises(ValueError, match="teacher has 1 entries for 2 prompts"):
+        generate(reference_model, [prompt, prompt], vocab, SamplingConfig(), teacher=[given])
+    with pytest.raises(ValueError, match="seeds has 3 entries for 2 prompts"):
+        generate(reference_model, [prompt, prompt], vocab, SamplingConfig(), seeds=[1, 2, 3])
+
+
 @pytest.mark.slow
 def test_tiny_model_writes_a_complete_512_answer(tiny):
     model, tokenizer, vocab = tiny

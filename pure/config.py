@@ -244,12 +244,37 @@ def load_config(
     """
     cfg: DictConfig = OmegaConf.structured(schema)
     OmegaConf.set_struct(cfg, True)
+    flags = flags or {}
+    for origin, part in _sources(schema, yaml_path, flags, overrides or []):
+        for key in _dotted_keys(OmegaConf.to_container(part)):
+            if key in RENAMED:
+                raise ConfigError(f"{origin}: {key} was renamed to {RENAMED[key]}; use the new key")
+            _unbool(part, key, schema, origin)
+            _unfloat(part, key, schema, origin)
+        try:
+            cfg = OmegaConf.merge(cfg, part)
+        except OmegaConfBaseException as err:
+            raise _misfit_error(err, part, schema, origin) from err
+    try:
+        result = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:  # e.g. a ${...} interpolation that names no key
+        key = getattr(err, "full_key", None) or "?"
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"{key}: {reason} (write \\${{ for a literal ${{)") from err
+    check_fields(result, flags={item.partition("=")[0].strip(): flag for item, flag in flags.items()})
+    return result  # type: ignore[return-value]
+
+
+def _sources(
+    schema: type, yaml_path, flags: Mapping[str, str], overrides: list[str]
+) -> list[tuple[str, DictConfig]]:
+    """The parts :func:`load_config` merges, in order, each with its origin for messages: the YAML files,
+    then the flags' items (origin: the flag as typed), then the overrides (origin: ``override 'k=v'``)."""
     sources: list[tuple[str, DictConfig]] = []
     paths = [] if yaml_path is None else [yaml_path] if isinstance(yaml_path, (str, Path)) else yaml_path
     for path in map(Path, paths):
         sources.append((str(path), _read_yaml(path)))
-    flags = flags or {}
-    for item, flag in [*flags.items(), *((item, "") for item in overrides or [])]:
+    for item, flag in [*flags.items(), *((item, "") for item in overrides)]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, _, text = item.partition("=")
@@ -267,57 +292,41 @@ def load_config(
         except Exception as err:  # the value is parsed as YAML: its errors come in several types
             reason = str(err).splitlines()[0]
             raise ConfigError(f"{origin}: not a valid YAML value ({reason}); quote it") from err
-    for origin, part in sources:
-        for key in _dotted_keys(OmegaConf.to_container(part)):
-            if key in RENAMED:
-                raise ConfigError(f"{origin}: {key} was renamed to {RENAMED[key]}; use the new key")
-            _unbool(part, key, schema, origin)
-            _unfloat(part, key, schema, origin)
-        try:
-            cfg = OmegaConf.merge(cfg, part)
-        except ConfigKeyError as err:
-            key = _misfit(OmegaConf.to_container(part), schema, getattr(err, "full_key", None) or "")[0]
-            raise UnknownKeyError(
-                f"{origin}: no key {key!r} in {schema.__name__}{_suggest(key, schema)}"
-            ) from err
-        except OmegaConfBaseException as err:
-            key, section = _misfit(OmegaConf.to_container(part), schema, getattr(err, "full_key", None) or "")
-            reason = str(err).splitlines()[0]
-            if section:  # a value where a group of settings belongs (backbone=tiny)
-                example = _leaves(schema, key)
-                reason = f"{key} is a group of settings ({', '.join(example[:4])}, ...); set one of them"
-                if origin.startswith("override"):
-                    reason += f", e.g. {example[0]}=..."
-                else:  # a file: YAML's nesting, and `restore:` with nothing indented below it is null
-                    empty = (
-                        " (here nothing is indented below it)" if OmegaConf.select(part, key) is None else ""
-                    )
-                    reason += (
-                        f" indented below '{key}:'{empty}, e.g. '  {example[0].rsplit('.', 1)[-1]}: ...'"
-                    )
-            elif _field_type(schema, key) == "list" and "is not a ListConfig" in reason:
-                value = OmegaConf.select(part, key)
-                written = f"{key}=[{value}]" if origin.startswith("override") else f"{key}: [{value}]"
-                reason = f"{key} is a list: write {written} (several: [a, b])"
-            elif "Incompatible value 'None'" in reason:
-                reason += (
-                    f" (write {key.rsplit('.', 1)[-1]}: '' for an empty text)"
-                    if _field_type(schema, key) == "str"
-                    else (
-                        " (an override with nothing after its = is null: give it a value or leave it out)"
-                        if origin.startswith("override")
-                        else " (a key with nothing after its colon is null: give it a value or delete it)"
-                    )
-                )
-            raise ConfigError(f"{origin}: bad value for {key!r} in {schema.__name__}: {reason}") from err
-    try:
-        result = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as err:  # e.g. a ${...} interpolation that names no key
-        key = getattr(err, "full_key", None) or "?"
-        reason = str(err).splitlines()[0]
-        raise ConfigError(f"{key}: {reason} (write \\${{ for a literal ${{)") from err
-    check_fields(result, flags={item.partition("=")[0].strip(): flag for item, flag in flags.items()})
-    return result  # type: ignore[return-value]
+    return sources
+
+
+def _misfit_error(err: OmegaConfBaseException, part: DictConfig, schema: type, origin: str) -> ConfigError:
+    """The one-line :class:`ConfigError` for a ``part`` (from ``origin``) that OmegaConf would not merge
+    into ``schema``: an unknown key (with the nearest known one), a value where a group of settings
+    belongs, a single value for a list, an empty value (null), or a value of the wrong type."""
+    if isinstance(err, ConfigKeyError):
+        key = _misfit(OmegaConf.to_container(part), schema, getattr(err, "full_key", None) or "")[0]
+        return UnknownKeyError(f"{origin}: no key {key!r} in {schema.__name__}{_suggest(key, schema)}")
+    key, section = _misfit(OmegaConf.to_container(part), schema, getattr(err, "full_key", None) or "")
+    reason = str(err).splitlines()[0]
+    if section:  # a value where a group of settings belongs (backbone=tiny)
+        example = _leaves(schema, key)
+        reason = f"{key} is a group of settings ({', '.join(example[:4])}, ...); set one of them"
+        if origin.startswith("override"):
+            reason += f", e.g. {example[0]}=..."
+        else:  # a file: YAML's nesting, and `restore:` with nothing indented below it is null
+            empty = " (here nothing is indented below it)" if OmegaConf.select(part, key) is None else ""
+            reason += f" indented below '{key}:'{empty}, e.g. '  {example[0].rsplit('.', 1)[-1]}: ...'"
+    elif _field_type(schema, key) == "list" and "is not a ListConfig" in reason:
+        value = OmegaConf.select(part, key)
+        written = f"{key}=[{value}]" if origin.startswith("override") else f"{key}: [{value}]"
+        reason = f"{key} is a list: write {written} (several: [a, b])"
+    elif "Incompatible value 'None'" in reason:
+        reason += (
+            f" (write {key.rsplit('.', 1)[-1]}: '' for an empty text)"
+            if _field_type(schema, key) == "str"
+            else (
+                " (an override with nothing after its = is null: give it a value or leave it out)"
+                if origin.startswith("override")
+                else " (a key with nothing after its colon is null: give it a value or delete it)"
+            )
+        )
+    return ConfigError(f"{origin}: bad value for {key!r} in {schema.__name__}: {reason}")
 
 
 def check_config_file(path: str | Path) -> None:

@@ -43,6 +43,7 @@ from pure.files import can_write_in, folders_to_make, remove_empty
 
 if TYPE_CHECKING:
     from pure.metrics import Evaluation
+    from pure.plan import Plan
 
 FLAG_TO_KEY = {
     "outscale": "restore.outscale",
@@ -379,7 +380,6 @@ def _shown(path: Path, folder: Path) -> str:
 
 def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> int:
     from pure.download import locate
-    from pure.images import is_image_name
     from pure.infer import Summary, run_info, work_line
     from pure.pipeline import Restorer
     from pure.plan import plan_outputs
@@ -396,6 +396,39 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
             cfg.restore.outscale,
         )
     )
+    if processes.is_main:
+        _print_notices(plan, Path(args.input))
+    summary = Summary.of(plan)
+    try:
+        if plan.jobs:
+            summary = processes.restore(
+                plan,
+                lambda: Restorer.from_config(locate(cfg, cfg.models)),
+                cfg.restore,
+                run_info(cfg),
+                progress=not args.no_progress,
+                # once the models are loaded, what the run is about to do (load errors stay one line)
+                loaded=lambda: print(work_line(plan, cfg.restore), file=sys.stderr),
+            )
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    if not processes.is_main:
+        return summary.exit_code()
+    if summary.interrupted:
+        print(
+            f"interrupted: {summary.restored} of {len(plan.jobs)} images restored; run the same command "
+            "with --skip-existing to continue",
+            file=sys.stderr,
+        )
+    print(summary.line())
+    return summary.exit_code()
+
+
+def _print_notices(plan: Plan, source: Path) -> None:
+    """What the plan of ``source`` (``--input``) left out or changed, one line each on stderr: subfolders
+    not searched, earlier outputs and non-images skipped, PNG for transparency, inputs that failed."""
+    from pure.images import is_image_name
+
     hidden = [path for path in plan.not_images if is_image_name(path.with_name(path.name.lstrip(".")))]
     notices = [
         (
@@ -423,12 +456,12 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         ),
         (plan.png_for_alpha, "writing {n} image(s) with transparency as PNG (JPEG has no alpha): {names}"),
     ]
-    folder = Path(args.input) if Path(args.input).is_dir() else Path(args.input).parent
-    for paths, text in notices if processes.is_main else []:
+    folder = source if source.is_dir() else source.parent
+    for paths, text in notices:
         if paths:
             names = ", ".join(_shown(p, folder) for p in paths[:5]) + (" ..." if len(paths) > 5 else "")
             print(one_line(text.format(n=len(paths), names=names)), file=sys.stderr)
-    if plan.output_not_searched and processes.is_main:
+    if plan.output_not_searched:
         print(
             one_line(
                 f"did not search the output folder {plan.output} (inside the input folder): its images are "
@@ -436,33 +469,8 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
             ),
             file=sys.stderr,
         )
-    for line in plan.failed if processes.is_main else []:
+    for line in plan.failed:
         print(one_line(f"failed: {line}"), file=sys.stderr)
-    summary = Summary.of(plan)
-
-    try:
-        if plan.jobs:
-            summary = processes.restore(
-                plan,
-                lambda: Restorer.from_config(locate(cfg, cfg.models)),
-                cfg.restore,
-                run_info(cfg),
-                progress=not args.no_progress,
-                # once the models are loaded, what the run is about to do (load errors stay one line)
-                loaded=lambda: print(work_line(plan, cfg.restore), file=sys.stderr),
-            )
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    if not processes.is_main:
-        return summary.exit_code()
-    if summary.interrupted:
-        print(
-            f"interrupted: {summary.restored} of {len(plan.jobs)} images restored; run the same command "
-            "with --skip-existing to continue",
-            file=sys.stderr,
-        )
-    print(summary.line())
-    return summary.exit_code()
 
 
 def infer_main(argv: list[str] | None = None) -> int:

@@ -244,12 +244,19 @@ def missing_weights(metric: str) -> list[WeightFile]:
 
 
 def _damaged(spec: MetricSpec) -> str:
-    """For a metric pyiqa could not create from files on disk, which files to fetch again ('' if none)."""
-    files = [w for w in spec.weights if w.present()]
-    if not files:
-        return ""
-    where = "; ".join(w.instruction() for w in files)
-    return f"; if a file it loads is damaged (an interrupted download?), put it there again: {where}"
+    """For a metric pyiqa could not create, which files to fetch ('' if none): those still missing (with
+    ``--download``, a download that failed, e.g. without a network) and those on disk (maybe damaged)."""
+    missing = [w for w in spec.weights if not w.present()]
+    files = [w for w in spec.weights if w not in missing]
+    parts = []
+    if missing:
+        where = "; ".join(w.instruction() for w in missing)
+        parts.append(f"; if the download failed (no network?), put {where}")
+    if files:
+        where = "; ".join(w.instruction() for w in files)
+        again = "; if a file it loads is damaged (an interrupted download?), put it there again: "
+        parts.append(again + where)
+    return "".join(parts)
 
 
 def create_metrics(

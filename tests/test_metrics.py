@@ -167,6 +167,28 @@ def test_a_damaged_weight_file_is_named_with_where_to_get_it(tmp_path, no_weight
     assert "\n" not in unavailable["niqe"]
 
 
+def test_a_failed_download_names_the_files_to_fetch(no_weights, monkeypatch):
+    """With --download and no network, pyiqa's URLError alone named neither the file nor where it goes."""
+    import urllib.error
+
+    import pyiqa.utils.download_util
+
+    weight = M.METRICS["niqe"].weights[0]
+    monkeypatch.setattr(pyiqa.utils.download_util, "DEFAULT_CACHE_DIR", str(weight.folder()))
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(pyiqa.utils.download_util, "download_url_to_file", offline)
+    _, unavailable = M.create_metrics(["niqe"], "cpu", download=True)
+    assert unavailable["niqe"].startswith("pyiqa could not create it: URLError")
+    assert unavailable["niqe"].endswith(
+        f"; if the download failed (no network?), put niqe_modelparameters.mat into {weight.folder()}/ "
+        f"(from {weight.url})"
+    )
+    assert "\n" not in unavailable["niqe"]
+
+
 def test_weight_files_in_place_count_as_present(no_weights):
     pyiqa_file, hf_file = M.METRICS["topiq_nr"].weights
     assert M.missing_weights("topiq_nr") == [pyiqa_file, hf_file]

@@ -84,6 +84,16 @@ def check_scale(
         except ImageReadError:
             continue  # inference and evaluation report unreadable files themselves
         expected = output_size(*lr_size, outscale)
+        if (
+            tuple(hr_size) != expected
+            and outscale == int(outscale)
+            and expected == tuple(side // int(outscale) * int(outscale) for side in hr_size)
+        ):  # the LR was made from the HR cut to a multiple of the scale (as in Set14)
+            raise EvaluationError(
+                f"{hr_path} is {hr_size[0]}x{hr_size[1]}, not a multiple of --outscale {outscale:g}: its LR "
+                f"{lr_path} is {lr_size[0]}x{lr_size[1]}, for {expected[0]}x{expected[1]} HR pixels; "
+                f"crop the HR images to a multiple of {outscale:g} (their top-left, as basicsr's mod crop)"
+            )
         if tuple(hr_size) != expected:
             raise EvaluationError(
                 f"{lr_path} is {lr_size[0]}x{lr_size[1]}: at --outscale {outscale:g} its restoration is "

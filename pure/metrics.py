@@ -190,9 +190,17 @@ def _load_pair(pair: tuple[Path, Path | None]) -> tuple[torch.Tensor, torch.Tens
     sr = load_image(sr_path)
     gt = None if gt_path is None else load_image(gt_path)
     if gt is not None and gt.shape != sr.shape:
+        (width, height), (gt_width, gt_height) = sr.shape[:0:-1], gt.shape[:0:-1]
+        fix = "SR outputs must have the GT's size"
+        # a tool that cut the GT to a multiple of the scale (2x-8x) before making its LR: basicsr's mod crop
+        if any((width, height) == (gt_width // s * s, gt_height // s * s) for s in range(2, 9)):
+            fix = (
+                "if the SR's tool cropped the GT to a multiple of the scale, crop the GT images the "
+                f"same way (here to their top-left {width}x{height}, as basicsr's mod crop) and score those"
+            )
         raise EvaluationError(
-            f"size mismatch: SR {sr_path} is {sr.shape[2]}x{sr.shape[1]} but GT {gt_path} is "
-            f"{gt.shape[2]}x{gt.shape[1]}; SR outputs must have the GT's size"
+            f"size mismatch: SR {sr_path} is {width}x{height} but GT {gt_path} is "
+            f"{gt_width}x{gt_height}; {fix}"
         )
     return sr, gt
 

@@ -145,6 +145,12 @@ def test_benchmark_refuses_up_front_what_could_never_be_scored(monkeypatch, tmp_
         f"error: {lr} is 12x10: at --outscale 3 its restoration is 36x30, but {hr} is 48x40; pass the "
         "test set's scale (--outscale 4?)\n"
     )
+    random_image(tmp_path / "realsr" / "hr", "a.png", (51, 43), seed=0)  # not a multiple of 4 (Set14)
+    assert benchmark_main([*base, "--outscale", "4"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {hr} is 51x43, not a multiple of --outscale 4: its LR {lr} is 12x10, for 48x40 HR pixels; "
+        "crop the HR images to a multiple of 4 (their top-left, as basicsr's mod crop)\n"
+    )
     assert benchmark_main([*base, "--skip-inference", "--seed", "5"]) == 2
     assert "--seed 5: inference settings do nothing with --skip-inference" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # an unknown flag is no inference setting: it was called one

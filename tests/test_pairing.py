@@ -113,6 +113,23 @@ def test_size_mismatch_names_both_files_before_any_metric_loads(tmp_path, monkey
         M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["psnr"], progress=False)
 
 
+def test_an_sr_of_the_gt_cut_to_a_multiple_of_the_scale_says_to_crop_the_gt(tmp_path):
+    """Set14-style GT of 130x131 px, SR from a tool that made its LR from the GT's top-left 128x128: the line
+    said only that sizes must match; it now names the crop (basicsr's mod crop). Any other size keeps it."""
+    random_image(tmp_path / "gt", "a.png", (130, 131))
+    random_image(tmp_path / "sr", "a.png", (128, 128))
+    with pytest.raises(P.EvaluationError) as caught:
+        M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["psnr"], progress=False)
+    assert str(caught.value) == (
+        f"size mismatch: SR {tmp_path / 'sr' / 'a.png'} is 128x128 but GT {tmp_path / 'gt' / 'a.png'} is "
+        "130x131; if the SR's tool cropped the GT to a multiple of the scale, crop the GT images the same "
+        "way (here to their top-left 128x128, as basicsr's mod crop) and score those"
+    )
+    random_image(tmp_path / "sr", "a.png", (124, 128))
+    with pytest.raises(P.EvaluationError, match=r"is 130x131; SR outputs must have the GT's size$"):
+        M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", metrics=["psnr"], progress=False)
+
+
 @pytest.mark.parametrize(
     ("names", "pattern"),
     [

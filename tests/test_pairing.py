@@ -147,6 +147,20 @@ def test_unpaired_folders_name_the_sr_name_that_pairs_them(tmp_path, names, patt
     assert len(P.pair_images(tmp_path / "sr", tmp_path / "gt", sr_name=pattern).pairs) == 2
 
 
+def test_names_that_differ_only_in_letter_case_are_named_so(tmp_path):
+    """SR CANON_001.PNG for GT Canon_001.png: the line said to check the folders or pass --sr-name, which
+    cannot change letter case; it now names both files and the rename."""
+    for name in ("Canon_001", "Canon_011"):
+        random_image(tmp_path / "gt", f"{name}.png", seed=0)
+        random_image(tmp_path / "sr", f"{name.upper()}.PNG", seed=0)
+    with pytest.raises(P.EvaluationError) as caught:
+        P.pair_images(tmp_path / "sr", tmp_path / "gt")
+    assert str(caught.value).endswith(
+        "; the names differ only in letter case (CANON_001.PNG in SR, Canon_001.png in GT) and pair exactly: "
+        "rename the SR images"
+    )
+
+
 def test_a_misspelt_metric_names_the_one_meant():
     with pytest.raises(
         P.EvaluationError, match=r"unknown metric\(s\) lpip, pnsr \(did you mean lpips, psnr\?\)"

@@ -119,17 +119,25 @@ def pair_images(
     extra = [path.relative_to(sr_dir).as_posix() for key, path in sr.items() if key not in used]
     if not pairs:
         guess = _guess_sr_name(list(sr), list(gt_listing.images))
-        fix = f"pass --sr-name '{guess}' (it pairs them)" if guess else "check the folders or pass --sr-name"
         folded = {key.casefold(): path for key, path in sr.items()}
         case = [
             (folded[key], path)
             for stem, path in gt_listing.images.items()
             if (key := sr_name.format(stem=stem).casefold()) in folded
         ]
-        if not guess and case:  # CANON_001.PNG for Canon_001.png: no --sr-name changes letter case
+        if guess:
+            fix = f"pass --sr-name '{guess}' (it pairs them)"
+        elif case:  # CANON_001.PNG for Canon_001.png: no --sr-name changes letter case
             fix = (
                 f"the names differ only in letter case ({case[0][0].relative_to(sr_dir).as_posix()} in SR, "
                 f"{case[0][1].relative_to(gt_dir).as_posix()} in GT) and pair exactly: rename the SR images"
+            )
+        else:  # e.g. RealSR's own names, Canon_001_LR4.png for Canon_001_HR.png: no --sr-name pairs them
+            first_sr, first_gt = next(iter(sr.values())), next(iter(gt_listing.images.values()))
+            fix = (
+                f"no --sr-name pairs names such as {first_sr.relative_to(sr_dir).as_posix()} (SR) and "
+                f"{first_gt.relative_to(gt_dir).as_posix()} (GT): check the folders, or rename one side so "
+                "that each SR name is its GT name, with any prefix or suffix"
             )
         raise EvaluationError(
             f"no SR image in {sr_dir} matches a GT image in {gt_dir} by name (SR names expected as "

@@ -161,6 +161,19 @@ def test_names_that_differ_only_in_letter_case_are_named_so(tmp_path):
     )
 
 
+def test_names_no_sr_name_can_pair_are_named_with_the_rename(tmp_path):
+    """RealSR's own names (Canon_001_LR4.png restored, Canon_001_HR.png its GT): the line said to pass
+    --sr-name, which only adds a prefix or suffix; it now names an SR and a GT file and the rename."""
+    random_image(tmp_path / "gt", "Canon_001_HR.png", seed=0)
+    random_image(tmp_path / "sr", "Canon_001_LR4.png", seed=0)
+    with pytest.raises(P.EvaluationError) as caught:
+        P.pair_images(tmp_path / "sr", tmp_path / "gt")
+    assert str(caught.value).endswith(
+        "; no --sr-name pairs names such as Canon_001_LR4.png (SR) and Canon_001_HR.png (GT): check the "
+        "folders, or rename one side so that each SR name is its GT name, with any prefix or suffix"
+    )
+
+
 def test_a_misspelt_metric_names_the_one_meant():
     with pytest.raises(
         P.EvaluationError, match=r"unknown metric\(s\) lpip, pnsr \(did you mean lpips, psnr\?\)"

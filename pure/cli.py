@@ -97,6 +97,14 @@ def positive_int(value: str) -> int:
     return number
 
 
+def non_negative_int(value: str) -> int:
+    """An argparse type: an integer >= 0."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {number}")
+    return number
+
+
 def port(value: str) -> int:
     """An argparse type: a TCP port number, 1-65535."""
     number = int(value)
@@ -685,6 +693,14 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default: 8)")
     parser.add_argument(
+        "--crop-border",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="pixels cut off each side of SR and GT before every per-image metric, as basicsr's "
+        "crop_border (classic SR tables use the scale, e.g. 4; FID reads whole images; default: 0)",
+    )
+    parser.add_argument(
         "--download",
         action="store_true",
         help="let pyiqa download missing weight files (needs internet); without it, metrics "
@@ -725,6 +741,7 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict:
         "sr_name": args.sr_name,
         "device": pick_device(args.device),
         "batch_size": args.batch_size,
+        "crop_border": args.crop_border,
         "download": args.download,
         "progress": not args.no_progress,
     }

@@ -3,12 +3,14 @@ the field's protocol. Tables and files of the results: :mod:`pure.reports`.
 
 The protocol (as in the OSEDiff / SeeSR evaluation scripts): images are read as RGB in [0, 1];
 PSNR and SSIM are computed on the Y channel of YCbCr (BT.601, ``Y = 16 + 65.481 R + 128.553 G +
-24.966 B`` on [0, 1] RGB, divided by 255) with no border crop, through
+24.966 B`` on [0, 1] RGB, divided by 255) with no border crop by default, through
 ``pyiqa.create_metric(name, test_y_channel=True, color_space='ycbcr')``. PSNR uses that Y in
 [0, 1] unrounded, ``10 log10(1 / (mse + 1e-8))`` (so identical images give 80 dB, not infinity).
 SSIM rounds Y*255 to integers (as MATLAB), then an 11x11 Gaussian window (sigma 1.5), 'valid'
 filtering, ``C1 = (0.01*255)^2``, ``C2 = (0.03*255)^2``, and pyiqa clamps the contrast-structure
 term at 0 before the mean. Every metric is averaged over images; FID compares the two folders.
+``crop_border=N`` cuts N pixels off each side of both images before every per-image metric, as
+basicsr's ``crop_border`` (classic SR tables use the scale; FID reads the whole images).
 
 pyiqa downloads most metrics' weights on first use. Here nothing is downloaded unless asked:
 each metric lists the files it loads (:class:`WeightFile`), and a metric whose files are not on
@@ -329,6 +331,8 @@ class Evaluation:
     extra: list[str] = field(default_factory=list)
     unsearched: list[str] = field(default_factory=list)
     """Subfolders holding images that were not scored (without ``recursive``)."""
+    crop_border: int = 0
+    """Pixels cut off each side of both images before the per-image metrics."""
 
     def as_dict(self) -> dict:
         """The JSON summary: ``{"mean": {...}, "count": N, "lower_better": {...}, ...}``."""
@@ -341,8 +345,10 @@ class Evaluation:
             "unavailable": self.unavailable,
             "missing": self.missing,
             "extra": self.extra,
-            "protocol": "pyiqa; RGB in [0, 1]; psnr/ssim on Y of YCbCr (BT.601), no border crop; "
-            "means over images; fid folder to folder (clean mode)",
+            "crop_border": self.crop_border,
+            "protocol": "pyiqa; RGB in [0, 1]; psnr/ssim on Y of YCbCr (BT.601); "
+            + (f"{self.crop_border} px cut off each side" if self.crop_border else "no border crop")
+            + "; means over images; fid folder to folder (clean mode)",
         }
 
 
@@ -365,12 +371,15 @@ def select_metrics(metrics: Sequence[str] | None, has_gt: bool) -> list[str]:
     return list(dict.fromkeys(metrics))
 
 
-def _check_headers(pairs: Sequence[tuple[Path, Path | None]], names: Sequence[str]) -> dict[str, str]:
+def _check_headers(
+    pairs: Sequence[tuple[Path, Path | None]], names: Sequence[str], crop_border: int = 0
+) -> dict[str, str]:
     """Check every pair from the files' headers, before any metric loads or scores.
 
     Returns, for each of ``names`` that cannot score these pairs (an SR image under its
-    :attr:`MetricSpec.min_side`), why: the first such image, its size and the limit. Raises
-    :class:`EvaluationError` for an SR image whose size is not its GT's when a per-image metric of
+    :attr:`MetricSpec.min_side` once ``crop_border`` is cut off each side), why: the first such image,
+    its size and the limit. Raises :class:`EvaluationError` for an image that ``crop_border`` would cut
+    away entirely, or an SR image whose size is not its GT's, when a per-image metric of
     ``names`` pairs them (FID alone compares sets of any sizes; decoding the pair to be sure where the
     headers disagree: a PNG may state its orientation after them), and
     :class:`~pure.images.ImageReadError` for a file that cannot be read: found in seconds instead of
@@ -382,9 +391,19 @@ def _check_headers(pairs: Sequence[tuple[Path, Path | None]], names: Sequence[st
         width, height = read_header(sr).size
         if gt is not None and paired and read_header(gt).size != (width, height):
             _load_pair((sr, gt))  # raises for a real mismatch
+        if crop_border and paired and min(width, height) <= 2 * crop_border:
+            raise EvaluationError(
+                f"--crop-border {crop_border} cuts all of {sr} ({width}x{height} px) away; pass a smaller "
+                "--crop-border"
+            )
+        if crop_border:
+            width, height = width - 2 * crop_border, height - 2 * crop_border
+            shown = f"{width}x{height} px (after --crop-border {crop_border})"
+        else:
+            shown = f"{width}x{height} px"
         for metric, spec in limits.items():
             if metric not in reasons and min(width, height) < spec.min_side:
-                reasons[metric] = f"{sr}: {width}x{height} px is smaller than {spec.min_side_why}"
+                reasons[metric] = f"{sr}: {shown} is smaller than {spec.min_side_why}"
     return reasons
 
 
@@ -432,9 +451,12 @@ def evaluate_folders(
     progress: bool = True,
     name: str | None = None,
     recursive: bool = False,
+    crop_border: int = 0,
 ) -> Evaluation:
     """Score the SR images in ``sr_dir`` (against same-named GT images in ``gt_dir``, if given; with
     ``recursive`` also those in subfolders, paired by their path: see :func:`pure.pairing.pair_images`).
+    ``crop_border``: pixels cut off each side of both images before every per-image metric (basicsr's
+    ``crop_border``; FID reads the whole images); ValueError when negative.
 
     Per-image metrics run in batches of up to ``batch_size`` same-size images on ``device``.
     Metrics that cannot run are listed in ``Evaluation.unavailable``: missing weights; an image under the
@@ -444,10 +466,12 @@ def evaluate_folders(
     """
     from tqdm import tqdm
 
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be at least 0, got {crop_border}")
     names = select_metrics(metrics, gt_dir is not None)
     pairing = pair_images(Path(sr_dir), None if gt_dir is None else Path(gt_dir), sr_name, recursive)
     runnable = [m for m in names if download or not missing_weights(m)]  # the others: missing weights
-    too_small = _check_headers(pairing.pairs, runnable)
+    too_small = _check_headers(pairing.pairs, runnable, crop_border)
     for metric, why in too_small.items():
         if metrics is not None:  # named: the user must choose
             raise EvaluationError(f"{why}; leave {metric} out of --metrics")
@@ -457,6 +481,9 @@ def evaluate_folders(
     scores: dict[str, list[float]] = {m: [] for m in per_image}
     with tqdm(total=len(pairing.pairs), desc="metrics", unit="img", disable=not progress) as bar:
         for sr, gt, paths in _batches(pairing.pairs, batch_size) if per_image else ():
+            if crop_border:  # [B, 3, H, W]
+                c = crop_border
+                sr, gt = sr[..., c:-c, c:-c], None if gt is None else gt[..., c:-c, c:-c]
             sr = sr.to(device)
             gt = None if gt is None else gt.to(device)
             for metric, model in list(per_image.items()):
@@ -485,6 +512,7 @@ def evaluate_folders(
         missing=pairing.missing,
         extra=pairing.extra,
         unsearched=pairing.unsearched,
+        crop_border=crop_border,
     )
 
 

@@ -100,6 +100,38 @@ def test_psnr_ssim_match_an_independent_formula_on_realsr_mini(shared_data_dir):
     assert result.mean == pytest.approx({"psnr": 23.6161, "ssim": 0.7360}, abs=1e-4)
 
 
+def test_crop_border_matches_basicsr(shared_data_dir, tmp_path, capsys):
+    """--crop-border 4 cuts 4 px off each side of both images, as basicsr's crop_border: PSNR equals
+    basicsr's calculate_psnr(crop_border=4, test_y_channel=True) on real crops, SSIM the independent
+    formula on the cropped Y; the JSON records the crop; a crop that leaves nothing is one line."""
+    from basicsr.metrics import calculate_psnr
+
+    folder = shared_data_dir / "realsr-mini"
+    for side in ("sr", "gt"):
+        (tmp_path / side).mkdir()
+    names = sorted(p.name for p in (folder / "hr").glob("*.png"))[:2]
+    for name in names:  # 64x48 crops keep the test fast
+        Image.open(folder / "osediff" / name).crop((8, 8, 72, 56)).save(tmp_path / "sr" / name)
+        Image.open(folder / "hr" / name).crop((8, 8, 72, 56)).save(tmp_path / "gt" / name)
+    sr_dir, gt_dir = tmp_path / "sr", tmp_path / "gt"
+    result = M.evaluate_folders(sr_dir, gt_dir, ["psnr", "ssim"], progress=False, crop_border=4)
+    for i, name in enumerate(result.images):
+        sr = np.asarray(Image.open(sr_dir / name).convert("RGB"))[:, :, ::-1]  # basicsr reads BGR
+        gt = np.asarray(Image.open(gt_dir / name).convert("RGB"))[:, :, ::-1]
+        expected = calculate_psnr(sr.astype(np.float64), gt.astype(np.float64), 4, test_y_channel=True)
+        assert result.scores["psnr"][i] == pytest.approx(expected, abs=1e-4)
+        y_sr, y_gt = _y_channel(sr_dir / name), _y_channel(gt_dir / name)
+        assert result.scores["ssim"][i] == pytest.approx(_ssim(y_sr[4:-4, 4:-4], y_gt[4:-4, 4:-4]), abs=1e-3)
+    uncropped = M.evaluate_folders(sr_dir, gt_dir, ["psnr"], progress=False)
+    assert uncropped.scores["psnr"] != pytest.approx(result.scores["psnr"], abs=1e-3)
+    assert result.as_dict()["crop_border"] == 4 and "4 px cut off each side" in result.as_dict()["protocol"]
+    flags = ["--sr", str(sr_dir), "--gt", str(gt_dir), "--metrics", "psnr", "--crop-border", "24"]
+    code = evaluate_main(flags)
+    err = capsys.readouterr().err
+    assert code == 2 and "--crop-border 24 cuts all of" in err and "64x48 px" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_directions_come_from_pyiqa():
     directions = {metric: M.lower_better(metric) for metric in M.METRICS}
     assert [metric for metric, lower in directions.items() if lower] == ["lpips", "dists", "fid", "niqe"]

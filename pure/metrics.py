@@ -187,10 +187,14 @@ def lower_better(metric: str) -> bool:
 # ----------------------------------------------------------------------------- running metrics
 
 
-def _load_pair(pair: tuple[Path, Path | None]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _load_pair(
+    pair: tuple[Path, Path | None], notes: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An (SR, GT) pair as ``[3, H, W]`` tensors in [0, 1] (GT None without one), the reader's notes on
+    the files added to ``notes``; :class:`EvaluationError` when their sizes differ."""
     sr_path, gt_path = pair
-    sr = load_image(sr_path)
-    gt = None if gt_path is None else load_image(gt_path)
+    sr = load_image(sr_path, notes)
+    gt = None if gt_path is None else load_image(gt_path, notes)
     if gt is not None and gt.shape != sr.shape:
         (width, height), (gt_width, gt_height) = sr.shape[:0:-1], gt.shape[:0:-1]
         fix = "SR outputs must have the GT's size"
@@ -208,16 +212,17 @@ def _load_pair(pair: tuple[Path, Path | None]) -> tuple[torch.Tensor, torch.Tens
 
 
 def _read_ahead(
-    pairs: Sequence[tuple[Path, Path | None]], readers: int
+    pairs: Sequence[tuple[Path, Path | None]], readers: int, notes: list[str] | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """The pairs' images in order, decoded by ``readers`` threads a few pairs ahead.
+    """The pairs' images in order, decoded by ``readers`` threads a few pairs ahead (the reader's notes
+    added to ``notes``, in the order the files were read).
 
     Decoding PNGs takes most of a GPU run's time; PIL releases the GIL while it decodes.
     """
     with ThreadPoolExecutor(readers) as pool:
         ahead: deque[Future] = deque()
         for pair in pairs:
-            ahead.append(pool.submit(_load_pair, pair))
+            ahead.append(pool.submit(_load_pair, pair, notes))
             if len(ahead) > 2 * readers:
                 yield ahead.popleft().result()
         while ahead:
@@ -225,12 +230,13 @@ def _read_ahead(
 
 
 def _batches(
-    pairs: Sequence[tuple[Path, Path | None]], batch_size: int
+    pairs: Sequence[tuple[Path, Path | None]], batch_size: int, notes: list[str] | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[Path]]]:
-    """Consecutive pairs stacked into ``[B, 3, H, W]`` batches of one image size each, with their SR paths."""
+    """Consecutive pairs stacked into ``[B, 3, H, W]`` batches of one image size each, with their SR paths
+    (the reader's notes added to ``notes``)."""
     batch: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     paths: list[Path] = []
-    images = _read_ahead(pairs, readers=min(8, os.cpu_count() or 1))
+    images = _read_ahead(pairs, min(8, os.cpu_count() or 1), notes)
     for (path, _), (sr, gt) in zip(pairs, images, strict=True):
         if batch and (len(batch) == batch_size or batch[0][0].shape != sr.shape):
             yield *_stack(batch), paths
@@ -333,6 +339,9 @@ class Evaluation:
     """Subfolders holding images that were not scored (without ``recursive``)."""
     crop_border: int = 0
     """Pixels cut off each side of both images before the per-image metrics."""
+    notes: list[str] = field(default_factory=list)
+    """The reader's notes on the scored files, one line each naming the file (e.g. an embedded colour
+    profile that could not be applied: the image was read as sRGB)."""
 
     def as_dict(self) -> dict:
         """The JSON summary: ``{"mean": {...}, "count": N, "lower_better": {...}, ...}``."""
@@ -345,6 +354,7 @@ class Evaluation:
             "unavailable": self.unavailable,
             "missing": self.missing,
             "extra": self.extra,
+            "notes": self.notes,
             "crop_border": self.crop_border,
             "protocol": "pyiqa; RGB in [0, 1]; psnr/ssim on Y of YCbCr (BT.601); "
             + (f"{self.crop_border} px cut off each side" if self.crop_border else "no border crop")
@@ -479,8 +489,9 @@ def evaluate_folders(
     unavailable.update(too_small)  # in the default list: skipped like any metric that cannot run
     per_image = {m: model for m, model in models.items() if METRICS[m].reference != "set"}
     scores: dict[str, list[float]] = {m: [] for m in per_image}
+    notes: list[str] = []
     with tqdm(total=len(pairing.pairs), desc="metrics", unit="img", disable=not progress) as bar:
-        for sr, gt, paths in _batches(pairing.pairs, batch_size) if per_image else ():
+        for sr, gt, paths in _batches(pairing.pairs, batch_size, notes) if per_image else ():
             if crop_border:  # [B, 3, H, W]
                 c = crop_border
                 sr, gt = sr[..., c:-c, c:-c], None if gt is None else gt[..., c:-c, c:-c]
@@ -513,6 +524,7 @@ def evaluate_folders(
         extra=pairing.extra,
         unsearched=pairing.unsearched,
         crop_border=crop_border,
+        notes=list(dict.fromkeys(notes)),
     )
 
 

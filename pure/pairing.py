@@ -169,13 +169,17 @@ def _guess_sr_name(sr_keys: list[str], gt_stems: list[str]) -> str | None:
     return best if best is not None and paired[best] else None
 
 
-def load_image(path: Path) -> torch.Tensor:
+def load_image(path: Path, notes: list[str] | None = None) -> torch.Tensor:
     """Read an image with :func:`pure.images.read_image` (the reader inference uses: 8-bit sRGB RGB,
-    deep images rescaled, alpha composited on white): ``[3, H, W]`` float32 in [0, 1]."""
+    deep images rescaled, alpha composited on white): ``[3, H, W]`` float32 in [0, 1]. The reader's notes
+    on the file (an embedded colour profile ignored, damaged metadata) are added to ``notes``."""
     try:
-        array = np.asarray(read_image(path).rgb)
+        read = read_image(path)
     except ImageReadError as error:
         raise EvaluationError(f"{error}; replace or remove it") from error
+    if notes is not None:
+        notes.extend(read.notes)
+    array = np.asarray(read.rgb)
     import torch
 
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0

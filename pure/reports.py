@@ -102,7 +102,8 @@ def markdown_table(rows: Sequence[Row], metrics: Sequence[str]) -> str:
 
 
 def report(evaluation: Evaluation, compare: Sequence[Row] = ()) -> str:
-    """The results table (this run first, then ``compare``) and notes on unavailable metrics and files.
+    """The results table (this run first, then ``compare``) and notes on unavailable metrics and files,
+    and the reader's notes on the scored files.
 
     Columns: the metrics asked for, and any other metric a ``compare`` row has, in ``METRICS`` order.
     """
@@ -124,4 +125,5 @@ def report(evaluation: Evaluation, compare: Sequence[Row] = ()) -> str:
             f"- {len(evaluation.unsearched)} subfolder(s) with images not scored: "
             f"{', '.join(evaluation.unsearched)} (pass --recursive to score them too)"
         )
+    lines += [f"- note: {note}" for note in evaluation.notes]
     return "\n".join(lines)

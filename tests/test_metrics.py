@@ -132,6 +132,19 @@ def test_crop_border_matches_basicsr(shared_data_dir, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_the_readers_notes_on_scored_files_are_reported(tmp_path, capsys):
+    """A GT whose embedded colour profile cannot be applied is read as sRGB, as inference reads it; the
+    report and the JSON say so, naming the file (evaluate printed nothing)."""
+    for side in ("sr", "gt"):
+        (tmp_path / side).mkdir()
+        Image.new("RGB", (16, 16), "gray").save(tmp_path / side / "a.png")
+    Image.new("RGB", (16, 16), "gray").save(tmp_path / "gt" / "a.png", icc_profile=b"damaged profile")
+    result = M.evaluate_folders(tmp_path / "sr", tmp_path / "gt", ["psnr"], progress=False)
+    assert len(result.notes) == 1 and str(tmp_path / "gt" / "a.png") in result.notes[0]
+    assert "embedded ICC profile ignored" in result.notes[0] and result.as_dict()["notes"] == result.notes
+    assert f"- note: {result.notes[0]}" in R.report(result).splitlines()
+
+
 def test_directions_come_from_pyiqa():
     directions = {metric: M.lower_better(metric) for metric in M.METRICS}
     assert [metric for metric, lower in directions.items() if lower] == ["lpips", "dists", "fid", "niqe"]

@@ -406,6 +406,7 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
     )
     if processes.is_main:
         _print_notices(plan, Path(args.input))
+        _print_changed_settings(plan, cfg)
     summary = Summary.of(plan)
     try:
         if plan.jobs:
@@ -430,6 +431,28 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
         )
     print(summary.line())
     return summary.exit_code()
+
+
+def _print_changed_settings(plan: Plan, cfg: InferConfig) -> None:
+    """With --skip-existing: one line when outputs kept were made with other settings than this run's
+    (their sidecars say), so that a rerun with a new seed, scale or adapter does not pass for done."""
+    from pure.infer import changed_settings
+
+    changed = {job.source: changed_settings(job, cfg) for job in plan.existing}
+    kept = [path for path, changes in changed.items() if changes]
+    if kept:
+        differences = list(dict.fromkeys(change for path in kept for change in changed[path]))
+        shown = "; ".join(differences[:4]) + ("; ..." if len(differences) > 4 else "")
+        folder = plan.output
+        names = ", ".join(_shown(job.image, folder) for job in plan.existing if job.source in kept[:5])
+        more = " ..." if len(kept) > 5 else ""
+        print(
+            one_line(
+                f"kept {len(kept)} earlier output(s) made with other settings ({shown}): {names}{more}; "
+                "pass --overwrite instead of --skip-existing to restore them with this run's"
+            ),
+            file=sys.stderr,
+        )
 
 
 def _print_notices(plan: Plan, source: Path) -> None:

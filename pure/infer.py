@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -107,6 +107,39 @@ def save_outputs(
 def run_info(cfg: InferConfig) -> dict:
     """What every sidecar of a run records about its models besides the backbone's revision."""
     return {"vq": cfg.vq.source, "adapter": cfg.backbone.adapter or None, "quantize": cfg.backbone.quantize}
+
+
+SAME_IMAGE_SETTINGS = frozenset({"restore.batch_size", "restore.compile"})
+"""Settings that never change an output: a row's draws depend only on its seed and position, never on
+its batch, and a CUDA graph writes the eager step's tokens."""
+
+
+def changed_settings(job: Job, cfg: InferConfig) -> list[str]:
+    """How ``cfg`` differs from the settings that made ``job``'s existing output, as its sidecar records
+    them (``restore.outscale 2 -> 4``; also the VQ source, adapter and quantisation), leaving out
+    :data:`SAME_IMAGE_SETTINGS`. Empty when they agree or the sidecar cannot be read (nothing to compare)."""
+    try:
+        sidecar = json.loads(job.sidecar.read_text(encoding="utf-8"))
+        recorded = {**_flat(sidecar["settings"]), **{key: sidecar[key] for key in run_info(cfg)}}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    now = {**_flat({"sampling": asdict(cfg.sampling), "restore": asdict(cfg.restore)}), **run_info(cfg)}
+    return [
+        f"{key} {recorded[key]} -> {value}"
+        for key, value in now.items()
+        if key in recorded and recorded[key] != value and key not in SAME_IMAGE_SETTINGS
+    ]
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def work_line(plan: Plan, settings: RestoreConfig) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError, safe_open
 from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -221,9 +222,30 @@ def read_config(folder: Path) -> ChameleonConfig:
     fields = {k: v for k, v in _json_object(path).items() if not k.startswith("_")}
     if fields.get("mask_image_logits", False):
         raise CheckpointError(f"{path}: mask_image_logits is true, but PURE must generate image tokens")
-    config = ChameleonConfig(**fields)
+    try:
+        config = ChameleonConfig(**fields)
+    except CONFIG_ERRORS as err:
+        raise unusable_config(path, fields, err) from err
     config._attn_implementation = "sdpa"
     return config
+
+
+CONFIG_ERRORS = (StrictDataclassError, TypeError, ValueError, AttributeError, KeyError)
+"""What transformers raises for a config.json it cannot build a Chameleon from: a value of the wrong type
+(``"num_hidden_layers": "32"``, ``"torch_dtype": "auto"``), heads that do not divide the width, another
+model's layout (a composite config with ``text_config``), no ``vocabulary_map``."""
+
+
+def unusable_config(path: Path, fields: dict, err: Exception) -> CheckpointError:
+    """One line for a ``config.json`` that transformers refuses (:data:`CONFIG_ERRORS`), naming it, its
+    ``model_type`` when that is not Chameleon's, and the fix (transformers raises a bare traceback)."""
+    kind = fields.get("model_type", "chameleon")
+    other = f", and its model_type is {kind!r}, not 'chameleon'" if kind != "chameleon" else ""
+    return CheckpointError(
+        f"{path} does not describe a model pure can build ({error_reason(err)}){other}: it is not the "
+        "config.json of a PURE (Lumina-mGPT) checkpoint, or was edited; copy the model folder's config.json "
+        "again"
+    )
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -280,7 +302,11 @@ def load_backbone(
     config = read_config(folder)
     files = weight_files(folder)
     with torch.device("meta"):
-        model = PureChameleon(config)
+        try:
+            model = PureChameleon(config)
+        except CONFIG_ERRORS as err:  # values ChameleonConfig keeps but the model cannot use
+            path = folder / "config.json"
+            raise unusable_config(path, _json_object(path), err) from err
     model.model.vqmodel = None  # Chameleon's ds-16 VQGAN: PURE tokenises images with VQ-8 instead
     expected = {k: v.shape for k, v in model.state_dict().items()}
     loaded: set[str] = set()

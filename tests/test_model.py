@@ -365,6 +365,35 @@ def test_a_damaged_json_file_of_the_model_folder_is_one_clear_error(tmp_path, na
         load_text_side(folder)
 
 
+def test_a_config_json_transformers_cannot_build_is_one_clear_error_and_newer_keys_load(tmp_path):
+    """A config.json that parses but that transformers refuses (a hand-edited value, another model's layout)
+    ended in a bare traceback (AttributeError: module 'torch' has no attribute 'auto', a strict-dataclass
+    validation error, 'dict' object has no attribute 'to_dict') after json had read it; one line naming it
+    now. Keys a newer transformers writes (dtype, rope_parameters, layer_types) still load."""
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    original = json.loads((folder / "config.json").read_text())
+    edits = [
+        ({"torch_dtype": "auto"}, r"AttributeError: module 'torch' has no attribute 'auto'"),
+        ({"num_hidden_layers": "2"}, r"\w+Error: "),  # which error depends on the transformers release
+        ({"num_attention_heads": 3, "num_key_value_heads": 3}, r"ValueError: .*divisible"),
+        ({"vocabulary_map": None}, r"AttributeError"),
+        (
+            {"model_type": "llava", "text_config": original},
+            r"AttributeError: .*\), and its model_type is 'llava', not 'chameleon'",
+        ),
+    ]
+    for edit, reason in edits:
+        (folder / "config.json").write_text(json.dumps({**original, **edit}))
+        expected = rf"^{folder / 'config.json'} does not describe a model pure can build \({reason}.*copy"
+        with pytest.raises(CheckpointError, match=expected):
+            load_backbone(str(folder), dtype=torch.float32)
+    newer = {k: v for k, v in original.items() if k != "torch_dtype"}
+    newer |= {"dtype": "bfloat16", "transformers_version": "5.99.0", "layer_types": ["full_attention"] * 2}
+    newer["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0}
+    (folder / "config.json").write_text(json.dumps(newer))
+    assert load_backbone(str(folder), dtype=torch.float32).config.num_hidden_layers == 2
+
+
 def test_a_model_folder_without_tokenizer_files_is_one_clear_error(tmp_path):
     """Weights and config.json copied without the tokenizer: transformers' six-line ValueError traceback
     ("Couldn't instantiate the backend tokenizer ...") before; one line naming the folder now."""

@@ -410,16 +410,16 @@ def merge_lora_adapter(model: PureChameleon, adapter: str | Path) -> PureChamele
             config.inference_mode = True
             lora = PeftModel(model, config)
             loaded = lora.load_adapter(str(adapter), "default")
-        except (SafetensorError, OSError, ValueError) as err:  # ValueError: a missing or damaged config
-            raise CheckpointError(
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            reason = _adapter_misfit(str(err))
+            if reason is not None:
+                raise AdapterMisfitError(adapter, reason) from err
+            if not isinstance(err, (SafetensorError, OSError, ValueError)):
+                raise  # a RuntimeError about something else
+            raise CheckpointError(  # ValueError: a missing or damaged config
                 f"adapter {adapter}: its files cannot be read ({error_reason(err, 300)}); copy the "
                 "adapter folder again or pass another checkpoint's adapter/"
             ) from err
-        except RuntimeError as err:
-            reason = _adapter_misfit(str(err))
-            if reason is None:
-                raise
-            raise AdapterMisfitError(adapter, reason) from err
         if loaded.missing_keys or loaded.unexpected_keys:
             raise AdapterMisfitError(adapter, unfitting_weights(loaded.missing_keys, loaded.unexpected_keys))
         return lora.merge_and_unload()
@@ -450,7 +450,12 @@ def unfitting_weights(missing: Sequence[str], unexpected: Sequence[str]) -> str:
 
 def _adapter_misfit(message: str) -> str | None:
     """peft's and torch's long error for an adapter of another backbone -> a short reason; None if the
-    message is about something else."""
+    message is about something else. Two errors: torch's size mismatch (same layers, other sizes), and peft's
+    target modules not found (an adapter of another architecture, e.g. ``query_key_value``), which peft
+    raises as a ValueError like a damaged config's."""
+    targets = re.search(r"Target modules (.+?) not found in the base model", message)
+    if targets:
+        return f"its target modules {targets[1]} name no layer of this backbone"
     shape = r"torch\.Size\(\[([^\]]*)\]\)"
     found = re.search(
         rf"size mismatch for ([\w.]+): copying a param with shape {shape} from checkpoint, "

@@ -309,6 +309,24 @@ def test_an_adapter_with_weights_that_fit_no_layer_is_refused_not_applied_in_par
         merge_lora_adapter(base(), exact)
 
 
+def test_an_adapter_of_another_architecture_is_called_so_not_unreadable(tmp_path):
+    """An adapter whose target_modules name no layer here (a Falcon/BLOOM adapter's query_key_value): peft
+    raises a ValueError, which read as a damaged config ('its files cannot be read ...; copy the adapter
+    folder again'), advice that cannot help; it is a misfit naming the modules now."""
+    adapter = _adapter(tmp_path / "a" / "adapter")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    base = load_backbone(str(tmp_path / "a" / "base"), dtype=torch.float32)
+    other_models = ((["query_key_value"], r"\{'query_key_value'\}"), (".*\\.c_attn", r"\.\*\\\.c_attn"))
+    for targets, shown in other_models:
+        (adapter / "adapter_config.json").write_text(json.dumps({**config, "target_modules": targets}))
+        with pytest.raises(
+            CheckpointError,
+            match=rf"^adapter {re.escape(str(adapter))} does not fit this backbone \(its target modules "
+            rf"{shown} name no layer of this backbone\); it was trained on another model",
+        ):
+            merge_lora_adapter(base, adapter)
+
+
 def test_an_adapter_config_that_is_not_a_lora_config_or_no_weights_is_refused_before_the_backbone_loads(
     tmp_path,
 ):

@@ -19,6 +19,7 @@ the released checkpoint loads as-is. Pre- and post-processing follow the referen
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -388,9 +389,15 @@ def _check_state_dict(state: dict[str, torch.Tensor], model: VQModel, origin: st
 
 def _load_reason(err: Exception) -> str:
     """The first line of torch.load's error, without its advice about ``weights_only`` (which does not
-    apply: a VQ checkpoint holds tensors only) or a bare number (what unpickling garbage reports)."""
-    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
-    if "weights_only" in first or not first or first.isdigit():
+    apply: a VQ checkpoint holds tensors only) or a bare number (what unpickling garbage reports). A file
+    that pickles objects besides tensors (a whole model, numpy numbers) names the first one: torch's own
+    first line ("Weights only load failed. This file can still be loaded, to do so you have two options,"
+    with terminal bold codes) names neither the object nor the options."""
+    text = str(err)
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return f"it holds {found[1]} besides tensors, which is not unpickled: save its state dict alone"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "weights_only" in first or "weights only" in first.lower() or not first or first.isdigit():
         return f"{type(err).__name__}: not a PyTorch file of tensors"
     return first
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -198,6 +199,24 @@ def test_a_file_that_is_no_checkpoint_is_one_clear_line(tiny: VQModel, tmp_path:
         message = str(caught.value)
         assert message.startswith(f"{tmp_path / name} is not a readable torch checkpoint (")
         assert "vq_ds8_c2i.pt" in message and "weights_only" not in message and "\n" not in message
+
+
+def test_a_checkpoint_pickling_objects_besides_tensors_names_the_object(tiny: VQModel, tmp_path: Path):
+    """torch.save(model) or a training script's numpy step count: torch refuses them with weights_only, and
+    its first line, which was the reason shown, said "Weights only load failed. This file can still be
+    loaded, to do so you have two options, " with terminal bold codes and neither option."""
+    torch.save(tiny, tmp_path / "module.pt")
+    torch.save({"model": tiny.state_dict(), "steps": np.int64(5)}, tmp_path / "numpy.pt")
+    for name, global_name in (("module.pt", r"pure\.vq\.VQModel"), ("numpy.pt", r"numpy\.[\w.]*scalar")):
+        with pytest.raises(VQCheckpointError) as caught:
+            load_vq(str(tmp_path / name), cfg=TINY)
+        message = str(caught.value)
+        assert re.match(
+            rf"{re.escape(str(tmp_path / name))} is not a readable torch checkpoint \(it holds {global_name} "
+            r"besides tensors, which is not unpickled: save its state dict alone\); pass LlamaGen's",
+            message,
+        ), message
+        assert "\x1b" not in message and "two options" not in message and "\n" not in message
 
 
 def test_a_checkpoint_converted_to_safetensors_loads_and_a_damaged_one_is_one_line(tiny: VQModel, tmp_path):

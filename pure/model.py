@@ -266,7 +266,23 @@ def weight_files(folder: Path) -> list[Path]:
     single = folder / "model.safetensors"
     if single.is_file():
         return [single]
-    raise CheckpointError(f"no model.safetensors or model.safetensors.index.json in {folder}")
+    shards = sorted(p.name for p in folder.glob("*.safetensors"))
+    if shards:  # the index is a small file fetched apart from the shards: an interrupted download lacks it
+        listed = ", ".join(shards[:2]) + (", ..." if len(shards) > 2 else "")
+        raise CheckpointError(
+            f"{folder} holds safetensors shards ({listed}) but no model.safetensors.index.json that lists "
+            "them (an interrupted download or copy?); download or copy the whole model folder again"
+        )
+    if pickled := sorted(p.name for p in folder.glob("pytorch_model*.bin")):
+        raise CheckpointError(
+            f"{folder} holds PyTorch .bin weights ({pickled[0]}), which pure does not read: it reads "
+            "safetensors, as nonwhy/PURE ships them; convert the state dict to model.safetensors "
+            "(safetensors.torch.save_file) or pass a folder that has safetensors weights"
+        )
+    raise CheckpointError(
+        f"no model.safetensors or model.safetensors.index.json in {folder}: its weights are not there (an "
+        "interrupted download or copy?); download or copy the whole model folder again"
+    )
 
 
 def _safetensors_device(device: str | torch.device) -> str:
@@ -323,8 +339,9 @@ def load_backbone(
                 tensor = _adapt(name, f.get_tensor(name), expected[name])
                 if tensor.shape != expected[name]:
                     raise CheckpointError(
-                        f"{file.name}: {name} has shape {tuple(tensor.shape)}, the model "
-                        f"built from config.json expects {tuple(expected[name])}"
+                        f"{file}: {name} has shape {tuple(tensor.shape)}, the model built from "
+                        f"config.json expects {tuple(expected[name])}: config.json and the weights are of "
+                        "two different models; download or copy the whole model folder again"
                     )
                 if quantize != "none" and QUANTIZED_WEIGHT.fullmatch(name):
                     load_quantized_(model, name, tensor.to(dtype), quantize)
@@ -338,7 +355,8 @@ def load_backbone(
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {folder} does not fit the model: missing {missing[:5]} ({len(missing)} in all), "
-            f"unexpected {unexpected[:5]} ({len(unexpected)} in all)"
+            f"unexpected {unexpected[:5]} ({len(unexpected)} in all); it is not a whole PURE (Lumina-mGPT) "
+            "checkpoint: download or copy the model folder again, or pass the model folder of one"
         )
     model.model.rotary_emb = ChameleonRotaryEmbedding(config).to(device)
     return model.eval()

@@ -194,8 +194,48 @@ def test_wrong_shape_is_a_clear_error(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["intermediate_size"] = 96
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="mlp.*expects"):
+    with pytest.raises(CheckpointError, match=r"mlp.*expects .*: config\.json and the weights are of two"):
         load_backbone(str(folder))
+
+
+def test_a_model_folder_without_its_weights_or_with_other_weights_names_the_fix(tmp_path):
+    """Shards without their index (the small index is fetched apart: an interrupted download), PyTorch .bin
+    weights, weights of another layout: each message named what it found but not what to do."""
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    index = folder / "model.safetensors.index.json"
+    saved = index.read_text()
+    index.unlink()
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^{folder} holds safetensors shards \(model-00001-of-00002\.safetensors, model-00002-of-00002"
+        r"\.safetensors\) but no model\.safetensors\.index\.json .*; download or copy the whole model folder",
+    ):
+        load_backbone(str(folder), dtype=torch.float32)
+    shards = sorted(folder.glob("*.safetensors"))
+    for shard in shards:
+        shard.rename(tmp_path / shard.name)
+    (folder / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"holds PyTorch \.bin weights \(pytorch_model\.bin\).*convert"):
+        load_backbone(str(folder), dtype=torch.float32)
+    (folder / "pytorch_model.bin").unlink()
+    with pytest.raises(CheckpointError, match=r"^no model\.safetensors or .*; download or copy the whole"):
+        load_backbone(str(folder), dtype=torch.float32)
+    for shard in shards:
+        (tmp_path / shard.name).rename(shard)
+    index.write_text(saved.replace('"model.norm.weight"', '"language_model.norm.weight"'))
+    from safetensors.torch import load_file, save_file
+
+    for shard in shards:  # a wrapper's prefix on one key: the weights of another layout
+        state = load_file(str(shard))
+        if "model.norm.weight" in state:
+            state["language_model.norm.weight"] = state.pop("model.norm.weight")
+        save_file(state, str(shard))
+    with pytest.raises(
+        CheckpointError,
+        match=r"unexpected \['language_model\.norm\.weight'\] \(1 in all\); it is not a whole PURE "
+        r"\(Lumina-mGPT\) checkpoint: download or copy the model folder again",
+    ):
+        load_backbone(str(folder), dtype=torch.float32)
 
 
 def test_missing_folder_and_offline_repo(tmp_path, monkeypatch):

@@ -525,8 +525,16 @@ def load_vocab(tokenizer, source: str = DEFAULT_SOURCE, revision: str = "main") 
     if sum(n.startswith(IMAGE_PREFIX) for n in names) < CODEBOOK_SIZE:
         names.update(image_names_from_files(resolve_source(source, revision)))
     bos = tokenizer.bos_token_id
-    if bos is None:
-        raise VocabError(f"the tokenizer of {source} has no BOS token")
+    if bos is None:  # tokenizer.json holds the tokens; tokenizer_config.json (or, older, the map) names BOS
+        folder = resolve_source(source, revision)
+        named = [n for n in ("tokenizer_config.json", "special_tokens_map.json") if (folder / n).is_file()]
+        where = "tokenizer_config.json, naming it, is missing"
+        if named:
+            where = f"{' and '.join(named)} {'name' if len(named) > 1 else 'names'} none"
+        raise VocabError(
+            f"the tokenizer of {source} has no BOS token ({where}): copy the model folder's tokenizer files "
+            "(tokenizer.json, tokenizer_config.json) again"
+        )
     return Vocab.from_names(names, bos=bos, size=max(len(tokenizer), max(names.values()) + 1))
 
 

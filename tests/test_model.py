@@ -32,7 +32,7 @@ from pure.tiny import (
     write_backbone_checkpoint,
     write_tiny_checkpoint,
 )
-from pure.vocab import SIZE_TOKEN_BASE
+from pure.vocab import SIZE_TOKEN_BASE, VocabError
 from tests.reference import require
 
 
@@ -460,6 +460,22 @@ def test_a_model_folder_without_tokenizer_files_is_one_clear_error(tmp_path):
     (folder / "tokenizer_config.json").unlink()
     expected = rf"the tokenizer in {folder} cannot be loaded \(ValueError: .*\); a model folder needs"
     with pytest.raises(CheckpointError, match=expected):
+        load_text_side(folder)
+
+
+def test_a_tokenizer_without_its_bos_token_names_the_file_that_names_it(tmp_path):
+    """tokenizer.json copied without tokenizer_config.json loads, but has no BOS token: 'the tokenizer of X
+    has no BOS token' said neither why nor what to copy."""
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    del config["bos_token"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        VocabError, match=r"has no BOS token \(tokenizer_config\.json names none\): copy the model folder's"
+    ):
+        load_text_side(folder)
+    (folder / "tokenizer_config.json").unlink()
+    with pytest.raises(VocabError, match=r"\(tokenizer_config\.json, naming it, is missing\): copy the"):
         load_text_side(folder)
 
 

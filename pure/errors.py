@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 
 
@@ -39,6 +40,22 @@ def error_reason(err: BaseException, limit: int = 200) -> str:
     """``"Type: message"`` of a library's exception for a one-line message: its text folded onto one line
     (huggingface_hub, transformers, peft and YAML write several) and cut to ``limit`` characters."""
     return f"{type(err).__name__}: {' '.join(str(err).split())[:limit]}"
+
+
+def torch_load_reason(err: BaseException) -> str:
+    """The first line of ``torch.load(weights_only=True)``'s error for a one-line message, without its
+    advice about ``weights_only`` (which does not apply: a VQ checkpoint or an adapter's ``.bin`` holds
+    tensors only) or a bare number (what unpickling garbage reports). A file that pickles objects besides
+    tensors (a whole model, numpy numbers) names the first one: torch's own first line ("Weights only load
+    failed. This file can still be loaded, to do so you have two options," with terminal bold codes) names
+    neither the object nor the options."""
+    text = str(err)
+    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
+        return f"it holds {found[1]} besides tensors, which is not unpickled: save its state dict alone"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if "weights_only" in first or "weights only" in first.lower() or not first or first.isdigit():
+        return f"{type(err).__name__}: not a PyTorch file of tensors"
+    return first
 
 
 def from_here(path: str | Path) -> str:

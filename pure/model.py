@@ -39,7 +39,7 @@ from transformers.models.chameleon.modeling_chameleon import ChameleonRotaryEmbe
 
 from pure.config import BackboneConfig
 from pure.download import CHECKPOINT_FILES, offline_note
-from pure.errors import LINKS_FIX, PureError, broken_links, error_reason, from_here
+from pure.errors import LINKS_FIX, PureError, broken_links, error_reason, from_here, torch_load_reason
 from pure.kv_cache import CACHE_ARG
 from pure.quantize import QUANTIZED_WEIGHT, check_quantize, load_quantized_
 from pure.sequence import IGNORE_INDEX
@@ -406,11 +406,31 @@ def check_lora_config(folder: str | Path) -> None:
             f"{file} is not a LoRA adapter's config ({found}); pass the adapter/ folder of a checkpoint that "
             "scripts/train.py wrote with LoRA (outputs/RUN/checkpoints/step-NNNNNN/adapter)"
         )
-    if not any((file.parent / name).is_file() for name in ADAPTER_WEIGHTS):
+    weights = next((file.parent / name for name in ADAPTER_WEIGHTS if (file.parent / name).is_file()), None)
+    if weights is None:
         raise CheckpointError(
             f"{file.parent} has no {ADAPTER_WEIGHTS[0]}: the adapter is incomplete (an interrupted copy?); "
             "copy the adapter folder again or pass another checkpoint's adapter/"
         )
+    _check_adapter_weights(weights)
+
+
+def _check_adapter_weights(weights: Path) -> None:
+    """Read what peft will read of ``weights`` (the first of :data:`ADAPTER_WEIGHTS` there): a safetensors
+    header (a cut file fails there), or an older peft's pickled ``.bin`` whole, as peft loads it
+    (``weights_only``). peft's errors for a damaged ``.bin`` (torch's zip RuntimeError, UnpicklingError) came
+    after the backbone had loaded, as tracebacks."""
+    try:
+        if weights.suffix == ".safetensors":
+            with safe_open(str(weights), framework="pt"):
+                return
+        torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors, zip and unpickling errors come in many types
+        reason = error_reason(err, 300) if weights.suffix == ".safetensors" else torch_load_reason(err)
+        raise CheckpointError(
+            f"{weights} cannot be read ({reason}); copy the adapter folder again (a damaged or cut copy?) or "
+            "pass another checkpoint's adapter/"
+        ) from err
 
 
 def merge_lora_adapter(model: PureChameleon, adapter: str | Path) -> PureChameleon:

@@ -19,7 +19,6 @@ the released checkpoint loads as-is. Pre- and post-processing follow the referen
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from pure.config import VQConfig
-from pure.errors import LINKS_FIX, PureError, broken_links, error_reason, from_here
+from pure.errors import LINKS_FIX, PureError, broken_links, error_reason, from_here, torch_load_reason
 from pure.images import to_rgb
 from pure.tiny import det_state_dict
 from pure.vocab import CODEBOOK_SIZE
@@ -387,21 +386,6 @@ def _check_state_dict(state: dict[str, torch.Tensor], model: VQModel, origin: st
         )
 
 
-def _load_reason(err: Exception) -> str:
-    """The first line of torch.load's error, without its advice about ``weights_only`` (which does not
-    apply: a VQ checkpoint holds tensors only) or a bare number (what unpickling garbage reports). A file
-    that pickles objects besides tensors (a whole model, numpy numbers) names the first one: torch's own
-    first line ("Weights only load failed. This file can still be loaded, to do so you have two options,"
-    with terminal bold codes) names neither the object nor the options."""
-    text = str(err)
-    if found := re.search(r"Unsupported global: GLOBAL ([\w.]+)", text):
-        return f"it holds {found[1]} besides tensors, which is not unpickled: save its state dict alone"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    if "weights_only" in first or "weights only" in first.lower() or not first or first.isdigit():
-        return f"{type(err).__name__}: not a PyTorch file of tensors"
-    return first
-
-
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a LlamaGen checkpoint file: ``{"model": state_dict, ...}`` or a bare state dict,
     pickled by torch (``.pt``) or converted to ``.safetensors`` (the state dict's keys, as they are)."""
@@ -421,7 +405,7 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             content = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # unpickling and zip errors come in many types
             raise VQCheckpointError(
-                f"{path} is not a readable torch checkpoint ({_load_reason(err)}); pass LlamaGen's "
+                f"{path} is not a readable torch checkpoint ({torch_load_reason(err)}); pass LlamaGen's "
                 "vq_ds8_c2i.pt (scripts/download.py fetches it), downloaded or copied again if damaged"
             ) from err
     state = content.get("model", content) if isinstance(content, dict) else None

@@ -662,7 +662,9 @@ def test_an_adapter_flag_given_a_training_checkpoint_names_its_adapter_folder(tm
 
     (tmp_path / "step-000004" / "adapter").mkdir(parents=True)
     (tmp_path / "step-000004" / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
-    (tmp_path / "step-000004" / "adapter" / "adapter_model.safetensors").write_bytes(b"")
+    from safetensors.torch import save_file  # a readable weights file: its header is checked
+
+    save_file({}, str(tmp_path / "step-000004" / "adapter" / "adapter_model.safetensors"))
     with pytest.raises(
         PureError, match=r"is a training checkpoint; pass its adapter subfolder: --adapter .*adapter"
     ):

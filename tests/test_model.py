@@ -399,6 +399,35 @@ def test_an_adapter_config_that_is_not_a_lora_config_or_no_weights_is_refused_be
         check_adapter_folder(str(adapter))
 
 
+def test_an_adapter_whose_weights_are_damaged_is_refused_before_the_backbone_loads(tmp_path):
+    """An older peft's adapter_model.bin cut short or not a file of tensors ended, after the backbone had
+    loaded, in torch's RuntimeError (zip central directory) or an UnpicklingError traceback; a cut
+    adapter_model.safetensors was caught only then. Each is one line naming the file, before any loading."""
+    from safetensors.torch import load_file
+
+    from pure.pipeline import check_adapter_folder
+
+    adapter = _adapter(tmp_path / "a" / "adapter")
+    safetensors = adapter / "adapter_model.safetensors"
+    whole = safetensors.read_bytes()
+    safetensors.write_bytes(whole[: len(whole) // 2])
+    cut = rf"^{safetensors} cannot be read \(SafetensorError: .*\); copy"
+    with pytest.raises(CheckpointError, match=cut):
+        check_adapter_folder(str(adapter))
+    bin_file = adapter / "adapter_model.bin"
+    safetensors.write_bytes(whole)
+    torch.save(load_file(str(safetensors)), bin_file)
+    safetensors.unlink()
+    check_lora_config(adapter)  # an older peft's .bin: read as peft reads it
+    pickled = bin_file.read_bytes()
+    bin_file.write_bytes(pickled[: len(pickled) // 2])
+    with pytest.raises(CheckpointError, match=rf"^{bin_file} cannot be read \(.*\); copy the adapter folder"):
+        check_adapter_folder(str(adapter))
+    bin_file.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(CheckpointError, match=r"\(UnpicklingError: not a PyTorch file of tensors\); copy"):
+        check_lora_config(adapter)
+
+
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 8471264\n"
 
 

@@ -311,7 +311,9 @@ def load_backbone(
 
     ``quantize``: none, int8 or int4 (:mod:`pure.quantize`): each decoder projection is quantised on
     ``device`` as soon as it is read. Raises :class:`pure.quantize.QuantizeError` before reading
-    anything when the mode cannot run on ``device`` with ``dtype``.
+    anything when the mode cannot run on ``device`` with ``dtype``. A checkpoint without
+    ``lm_head.weight`` whose config ties the word embeddings (``tie_word_embeddings``) uses the
+    embedding as its output head, as transformers does.
     """
     check_quantize(quantize, device, dtype)
     folder = resolve_source(source, revision)
@@ -352,6 +354,9 @@ def load_backbone(
         model.load_state_dict(state, strict=False, assign=True)
         loaded.update(state)
     missing = sorted(set(expected) - loaded)
+    if config.tie_word_embeddings and missing == ["lm_head.weight"]:  # tied: the head is the embedding
+        model.lm_head.weight = model.model.embed_tokens.weight
+        missing = []
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {folder} does not fit the model: missing {missing[:5]} ({len(missing)} in all), "

@@ -592,3 +592,19 @@ def test_environment_variables_read_as_their_owners_read_them(tmp_path, monkeypa
     assert offline_note() == ""
     monkeypatch.setenv("HF_HUB_OFFLINE", "")
     assert offline_note() == " (TRANSFORMERS_OFFLINE is set)"
+
+
+def test_a_tied_checkpoint_without_an_output_head_uses_the_embedding(tmp_path):
+    """tie_word_embeddings with no lm_head.weight (how transformers saves a tied model): the output head
+    is the embedding, as transformers loads it (it was refused as not a whole checkpoint); untied, the
+    same checkpoint is still refused."""
+    config = layout.tiny_backbone_config()
+    state = det_state_dict(layout.reference_backbone_shapes(config), 0)
+    del state["lm_head.weight"]
+    write_backbone_checkpoint(tmp_path / "tied", {**config, "tie_word_embeddings": True}, state)
+    model = load_backbone(str(tmp_path / "tied"), dtype=torch.float32)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert torch.equal(model.lm_head.weight, state["model.embed_tokens.weight"])
+    write_backbone_checkpoint(tmp_path / "untied", config, state)
+    with pytest.raises(CheckpointError, match=r"missing \['lm_head.weight'\]"):
+        load_backbone(str(tmp_path / "untied"), dtype=torch.float32)

@@ -92,7 +92,12 @@ def find_resume(output_dir: str | Path, resume: str) -> Path | None:
 
 
 def save_model_folder(state: dict[str, torch.Tensor], config: dict, tokenizer, folder: Path) -> Path:
-    """A standalone model folder (config.json, safetensors shards, tokenizer) that ``load_backbone`` reads."""
+    """A standalone model folder (config.json, safetensors shards, tokenizer) that ``load_backbone`` reads.
+    A tied output head (``tie_word_embeddings``: ``lm_head.weight`` is the embedding) is left out, as
+    transformers saves it; safetensors refuses tensors that share memory."""
+    head, embedding = state.get("lm_head.weight"), state["model.embed_tokens.weight"]
+    if config.get("tie_word_embeddings") and head is not None and head.data_ptr() == embedding.data_ptr():
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
     state = {k: v.detach().contiguous() for k, v in state.items()}
     size = sum(t.numel() * t.element_size() for t in state.values())
     config = {

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pure import tiny as layout
+from pure.checkpoint import save_model_folder
 from pure.kv_cache import CACHE_ARG
 from pure.model import (
     CheckpointError,
@@ -29,6 +30,7 @@ from pure.model import (
 )
 from pure.tiny import (
     det_state_dict,
+    tiny_tokenizer,
     write_backbone_checkpoint,
     write_tiny_checkpoint,
 )
@@ -605,6 +607,11 @@ def test_a_tied_checkpoint_without_an_output_head_uses_the_embedding(tmp_path):
     model = load_backbone(str(tmp_path / "tied"), dtype=torch.float32)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     assert torch.equal(model.lm_head.weight, state["model.embed_tokens.weight"])
+    # saved again (merge_lora.py, full fine-tuning): the tied head is left out, as transformers saves it
+    tied = {**config, "tie_word_embeddings": True}
+    save_model_folder(model.state_dict(), tied, tiny_tokenizer(), tmp_path / "s")
+    again = load_backbone(str(tmp_path / "s"), dtype=torch.float32)
+    assert torch.equal(again.lm_head.weight, model.lm_head.weight)
     write_backbone_checkpoint(tmp_path / "untied", config, state)
     with pytest.raises(CheckpointError, match=r"missing \['lm_head.weight'\]"):
         load_backbone(str(tmp_path / "untied"), dtype=torch.float32)

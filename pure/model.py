@@ -459,6 +459,12 @@ def merge_lora_adapter(model: PureChameleon, adapter: str | Path) -> PureChamele
                 raise AdapterMisfitError(adapter, reason) from err
             if not isinstance(err, (SafetensorError, OSError, ValueError)):
                 raise  # a RuntimeError about something else
+            if not Path(adapter).exists():  # a hub repository id that could not be fetched (offline?)
+                raise CheckpointError(
+                    f"adapter {adapter} is not a folder here and could not be fetched from the Hugging Face "
+                    f"Hub ({error_reason(err, 200)}); on a machine with internet access: hf download "
+                    f"{adapter} --local-dir models/{adapter}, then pass --adapter models/{adapter}"
+                ) from err
             raise CheckpointError(  # ValueError: a missing or damaged config
                 f"adapter {adapter}: its files cannot be read ({error_reason(err, 300)}); copy the "
                 "adapter folder again or pass another checkpoint's adapter/"

@@ -327,6 +327,20 @@ def test_an_adapter_of_another_backbone_or_damaged_is_one_clear_error(tmp_path):
         merge_lora_adapter(model(), adapter)
 
 
+def test_a_hub_adapter_that_cannot_be_fetched_says_how_to_fetch_it(tmp_path, monkeypatch):
+    """--adapter owner/name offline: the line says it is not a folder here and gives the download
+    command (it said the adapter's files cannot be read: copy the adapter folder again)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    model = load_backbone(str(write_tiny_checkpoint(tmp_path / "m")), dtype=torch.float32)
+    with pytest.raises(CheckpointError) as caught:
+        merge_lora_adapter(model, "someone/pure-lora")
+    message = str(caught.value)
+    assert "adapter someone/pure-lora is not a folder here and could not be fetched" in message
+    assert "hf download someone/pure-lora --local-dir models/someone/pure-lora" in message
+    assert "\n" not in message
+
+
 def test_an_adapter_with_weights_that_fit_no_layer_is_refused_not_applied_in_part(tmp_path):
     """peft drops an adapter's weights that fit no module without a word: an adapter of a deeper backbone
     of the same width lost its last layers' weights, and one with a stray key applied partly."""

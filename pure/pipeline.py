@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from pure.colorfix import color_fix
-from pure.config import ConfigError, InferConfig, RestoreConfig, SamplingConfig, named
+from pure.config import ConfigError, InferConfig, RestoreConfig, SamplingConfig, check_fields, named
 from pure.errors import PureError, from_here
 from pure.generate import Generation, generate
 from pure.memory import BatchLog, auto_batch_size, fit_batches, free_bytes, prefill_bytes, tile_cache_bytes
@@ -158,15 +158,26 @@ class Restorer:
         restore: RestoreConfig,
         model_revision: str = "",
     ) -> None:
-        if restore.tile % GRID_PX:
-            raise PureError(f"restore.tile={restore.tile} must be a multiple of {GRID_PX}")
         self.model, self.tokenizer, self.vocab, self.vq = model, tokenizer, vocab, vq
         self.sampling, self.settings = sampling, restore
         self.model_revision = model_revision
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """Refuse settings the config schema refuses (:func:`pure.config.check_fields`) or too small a token
+        budget (:func:`check_answer_budget`): made here, by :meth:`with_settings` or changed on the object
+        (``restorer.settings.tile = 96``) between calls, they would fail only after generating, or not at
+        all (a temperature of 0). Raises :class:`ConfigError` naming the setting."""
+        check_fields(self.sampling, "sampling.")
+        check_fields(self.settings, "restore.")
+        check_answer_budget(self.sampling, self.settings)
 
     @classmethod
     def from_config(cls, cfg: InferConfig) -> Restorer:
-        """Load backbone, tokenizer and VQ as ``cfg`` says (``tiny`` sources build random models)."""
+        """Load backbone, tokenizer and VQ as ``cfg`` says (``tiny`` sources build random models); its
+        settings are checked first, as :meth:`check_settings` checks them, before anything loads."""
+        check_fields(cfg)
+        check_answer_budget(cfg.sampling, cfg.restore)
         device = pick_device(cfg.device)
         dtype = torch.float32 if device.type == "cpu" else getattr(torch, cfg.dtype)
         check_adapter(cfg.backbone.quantize, cfg.backbone.adapter)
@@ -198,6 +209,7 @@ class Restorer:
         ``on_batch(first, size, tiles)`` before each batch of ``size`` tiles from tile ``first`` of
         ``tiles`` is answered (again when a batch is halved after an out-of-memory).
         """
+        self.check_settings()
         seed = self.sampling.seed if seed is None else seed
         caption = self.settings.caption if caption is None else caption
         clock = StageClock()
@@ -336,6 +348,7 @@ class Restorer:
         them: the same seeds (``sampling.seed`` + tile index) and caption, in consecutive batches of
         :meth:`batch_size` (halved on out-of-memory). -> ``{seed: (ids, entropy, kept, p_token)}``, CPU
         tensors ``[n]`` of each tile's answer (:mod:`pure.distributed` gathers them across processes)."""
+        self.check_settings()
         caption, seed = self.settings.caption, self.sampling.seed
         batches = BatchLog(requested=self.settings.batch_size, chosen=self.batch_size(tiles, caption))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import numbers
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,7 +28,15 @@ import torch
 from PIL import Image
 
 from pure.colorfix import color_fix
-from pure.config import ConfigError, InferConfig, RestoreConfig, SamplingConfig, check_fields, named
+from pure.config import (
+    SEED_LIMIT,
+    ConfigError,
+    InferConfig,
+    RestoreConfig,
+    SamplingConfig,
+    check_fields,
+    named,
+)
 from pure.errors import PureError, from_here
 from pure.generate import Generation, generate
 from pure.memory import BatchLog, auto_batch_size, fit_batches, free_bytes, prefill_bytes, tile_cache_bytes
@@ -136,6 +145,55 @@ def check_adapter_folder(adapter: str) -> None:
         raise PureError(f"backbone.adapter={from_here(adapter)} does not exist; pass a LoRA adapter folder")
 
 
+class RestoreArgumentError(PureError, TypeError):
+    """An argument of :meth:`Restorer.restore` of the wrong kind, size or range (also a ``TypeError``)."""
+
+
+def _kind(value: object) -> str:
+    """How an error names what it was given: the type, with a shape and dtype for arrays and tensors."""
+    kind = f"{type(value).__module__.replace('builtins', '').replace('PIL.', '')}.{type(value).__qualname__}"
+    shape = getattr(value, "shape", None)
+    details = f" of shape {tuple(shape)} {getattr(value, 'dtype', '')}" if shape is not None else ""
+    return kind.lstrip(".") + details.rstrip()
+
+
+def check_restore_arguments(image: object, seed: object, caption: object, alpha: object) -> int | None:
+    """Refuse, before any work, what :meth:`Restorer.restore` cannot take: an image that is not a PIL image
+    (an array, a tensor, a path or :func:`pure.images.read_image`'s result: the message says how to make
+    one), a seed that is not an integer within +-2^62, a caption that is not text, an alpha that is not a
+    mode ``L`` image of the image's size. -> the seed as a plain int (or None). Raises
+    :class:`RestoreArgumentError`."""
+    if not isinstance(image, Image.Image):
+        if hasattr(image, "rgb") and hasattr(image, "alpha"):
+            fix = "pass its .rgb, and alpha=its .alpha"
+        else:
+            fix = (
+                "Image.fromarray(array) takes an H x W x 3 (or H x W) uint8 array; "
+                "pure.images.read_image(path) reads a file: pass its .rgb, and alpha=its .alpha"
+            )
+        raise RestoreArgumentError(f"image: expected a PIL image, got {_kind(image)}; {fix}")
+    if seed is not None:
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+            raise RestoreArgumentError(
+                f"seed={seed!r}: expected an integer (tile i is sampled with seed + i)"
+            )
+        if abs(int(seed)) > SEED_LIMIT:
+            raise RestoreArgumentError(
+                f"seed={seed}: must be within +-2^62 (tile i is sampled with seed + i)"
+            )
+        seed = int(seed)
+    if caption is not None and not isinstance(caption, str):
+        raise RestoreArgumentError(f"caption: expected a str (or None), got {_kind(caption)}")
+    if alpha is not None and (
+        not isinstance(alpha, Image.Image) or alpha.mode != "L" or alpha.size != image.size
+    ):
+        got = f"{alpha.mode} {alpha.width}x{alpha.height}" if isinstance(alpha, Image.Image) else _kind(alpha)
+        raise RestoreArgumentError(
+            f"alpha: expected a mode L image of the image's size {image.width}x{image.height}, got {got}"
+        )
+    return seed
+
+
 def split_text(answer: str) -> tuple[str, str]:
     """The answer text -> (degradation sentence, description): the first sentence, then the rest."""
     answer = answer.strip()
@@ -201,7 +259,9 @@ class Restorer:
         on_step: Callable[[int], object] | None = None,
         on_batch: Callable[[int, int, int], object] | None = None,
     ) -> Restoration:
-        """Restore one RGB image (:func:`pure.images.read_image`) through the four stages.
+        """Restore one RGB image (a PIL image; :func:`pure.images.read_image` reads a file) through the four
+        stages. Arguments of the wrong kind raise :class:`RestoreArgumentError` before any work
+        (:func:`check_restore_arguments`), settings the schema refuses :class:`ConfigError`.
 
         ``seed`` defaults to ``sampling.seed`` (tile i uses ``seed + i``); ``caption`` (default
         ``restore.caption``) steers the answer; ``alpha`` (``L``, input size) is upscaled bicubically
@@ -209,6 +269,7 @@ class Restorer:
         ``on_batch(first, size, tiles)`` before each batch of ``size`` tiles from tile ``first`` of
         ``tiles`` is answered (again when a batch is halved after an out-of-memory).
         """
+        seed = check_restore_arguments(image, seed, caption, alpha)
         self.check_settings()
         seed = self.sampling.seed if seed is None else seed
         caption = self.settings.caption if caption is None else caption

@@ -120,3 +120,68 @@ def test_from_config_checks_the_answer_budget_before_loading(monkeypatch):
     )  # 2048 tokens: too few
     with pytest.raises(ConfigError, match=r"sampling\.max_new_tokens=2048: a 512 px tile's answer"):
         Restorer.from_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (
+            np.zeros((16, 24, 3), np.uint8),
+            r"got numpy\.ndarray of shape \(16, 24, 3\) uint8; Image\.fromarray",
+        ),
+        (torch.zeros(3, 16, 24), r"got torch\.Tensor of shape \(3, 16, 24\) torch\.float32"),
+        ("photo.png", r"got str; .*pure\.images\.read_image\(path\) reads a file"),
+        (Path("photo.png"), r"got pathlib\.\w*Path; "),
+        ([[0, 0, 0]], r"got list; "),
+    ],
+)
+def test_restore_names_the_image_it_expects(restorer, image, message):
+    """A notebook's array, tensor or path was read as an image and failed deep inside with
+    ``AttributeError: 'numpy.ndarray' object has no attribute 'width'``."""
+    with pytest.raises(pipeline.RestoreArgumentError, match=r"^image: expected a PIL image, " + message):
+        restorer.restore(image)
+    assert restorer.calls == []
+
+
+def test_restore_names_how_to_pass_what_read_image_returns(restorer, tmp_path):
+    from pure.images import read_image
+
+    _grey().save(tmp_path / "a.png")
+    read = read_image(tmp_path / "a.png")
+    with pytest.raises(
+        TypeError, match=r"got pure\.images\.ReadImage; pass its \.rgb, and alpha=its \.alpha"
+    ):
+        restorer.restore(read)
+    assert restorer.restore(read.rgb, alpha=read.alpha).image.size == (24, 16)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"seed": 1.5}, r"seed=1\.5: expected an integer"),
+        ({"seed": "7"}, r"seed='7': expected an integer"),
+        ({"seed": True}, r"seed=True: expected an integer"),
+        ({"seed": 2**63}, r"seed=9223372036854775808: must be within \+-2\^62"),
+        ({"caption": 5}, r"caption: expected a str \(or None\), got int"),
+        (
+            {"alpha": Image.new("RGB", (24, 16))},
+            r"alpha: expected a mode L image of the image's size 24x16, got RGB",
+        ),
+        ({"alpha": Image.new("L", (10, 10))}, r"alpha: .* got L 10x10"),
+        ({"alpha": np.zeros((16, 24), np.uint8)}, r"alpha: .* got numpy\.ndarray of shape \(16, 24\) uint8"),
+    ],
+)
+def test_restore_refuses_bad_arguments_before_generating(restorer, arguments, message):
+    """A wrong alpha failed only after every tile was generated (``illegal image mode`` in the blend), or was
+    stretched to the image; 2**63 raised ``Overflow when unpacking long long``, 1.5 ran and was recorded."""
+    with pytest.raises(pipeline.RestoreArgumentError, match=message):
+        restorer.restore(_grey(), **arguments)
+    assert restorer.calls == []
+
+
+def test_a_numpy_seed_is_recorded_as_a_plain_int(restorer):
+    import json
+
+    result = restorer.restore(_grey(), seed=np.int64(3))
+    assert restorer.calls == [[3]] and type(result.seed) is int
+    assert json.loads(json.dumps(result.sidecar()))["seed"] == 3

@@ -345,6 +345,22 @@ def read_image(path: str | Path) -> ReadImage:
     return ReadImage(rgb, alpha, info, description, notes)
 
 
+def rgb_and_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """A PIL image already in memory -> (8-bit RGB, alpha ``L`` or None), its pixels converted as
+    :func:`read_image` converts a file's: 16-bit, 32-bit and float greyscale rescaled to 8 bits (float read
+    as 0-1 or 0-255), palettes expanded, transparency kept as alpha when any pixel is not opaque (the RGB
+    then composited on white), greyscale copied to R, G and B. Neither an ICC profile nor an EXIF
+    orientation is applied: the pixels are taken as sRGB, as they stand. Raises :class:`ImageReadError`
+    (naming it ``image``) for pixels it cannot convert (NaN, a float outside 0-255, a mode such as LAB)."""
+    try:
+        rgb, alpha, _ = _to_rgb8(image, None, "transparency" in image.info, "image", [])
+    except ImageReadError:
+        raise
+    except (ValueError, OSError) as err:
+        raise ImageReadError(f"image: cannot convert mode {image.mode} to RGB ({err})") from err
+    return rgb, alpha
+
+
 def _to_rgb8(
     image: Image.Image, icc: bytes | None, transparent: bool, path: str | Path, steps: Steps
 ) -> tuple[Image.Image, Image.Image | None, str | None]:

@@ -39,6 +39,7 @@ from pure.config import (
 )
 from pure.errors import PureError, from_here
 from pure.generate import Generation, generate
+from pure.images import rgb_and_alpha
 from pure.memory import BatchLog, auto_batch_size, fit_batches, free_bytes, prefill_bytes, tile_cache_bytes
 from pure.model import (
     backbone_folder,
@@ -259,9 +260,11 @@ class Restorer:
         on_step: Callable[[int], object] | None = None,
         on_batch: Callable[[int, int, int], object] | None = None,
     ) -> Restoration:
-        """Restore one RGB image (a PIL image; :func:`pure.images.read_image` reads a file) through the four
-        stages. Arguments of the wrong kind raise :class:`RestoreArgumentError` before any work
-        (:func:`check_restore_arguments`), settings the schema refuses :class:`ConfigError`.
+        """Restore one PIL image (:func:`pure.images.read_image` reads a file) through the four stages. An
+        image of another mode than RGB is converted as a file's pixels are
+        (:func:`pure.images.rgb_and_alpha`: 16-bit and float greyscale rescaled, transparency kept as the
+        alpha when ``alpha`` is not given). Arguments of the wrong kind raise :class:`RestoreArgumentError`
+        before any work (:func:`check_restore_arguments`), settings the schema refuses :class:`ConfigError`.
 
         ``seed`` defaults to ``sampling.seed`` (tile i uses ``seed + i``); ``caption`` (default
         ``restore.caption``) steers the answer; ``alpha`` (``L``, input size) is upscaled bicubically
@@ -270,6 +273,9 @@ class Restorer:
         ``tiles`` is answered (again when a batch is halved after an out-of-memory).
         """
         seed = check_restore_arguments(image, seed, caption, alpha)
+        if image.mode != "RGB" or "transparency" in image.info:  # converted as read_image converts a file's
+            image, own_alpha = rgb_and_alpha(image)
+            alpha = own_alpha if alpha is None else alpha
         self.check_settings()
         seed = self.sampling.seed if seed is None else seed
         caption = self.settings.caption if caption is None else caption

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pure.images import IMAGE_SUFFIXES, ImageReadError, read_header, read_image, scan_folder
+from pure.images import IMAGE_SUFFIXES, ImageReadError, read_header, read_image, rgb_and_alpha, scan_folder
 from tests.icc import adobe_rgb_profile, adobe_to_srgb, png_rgba16
 
 W, H = 8, 6
@@ -466,3 +466,19 @@ def test_damaged_exif_is_a_note_naming_the_file_not_pillows_warning(tmp_path, re
     assert [str(w.message) for w in recwarn] == []
     assert len(read.notes) == 1 and read.notes[0].startswith(f"{path}: metadata damaged (Corrupt EXIF data.")
     assert read.info["steps"][0].startswith("metadata damaged (")
+
+
+def test_an_image_in_memory_is_converted_as_a_file_is(tmp_path):
+    """rgb_and_alpha (what Restorer.restore applies to a PIL image that is not RGB) gives read_image's pixels
+    for the same image saved as a file, and names the image ``image`` in its errors."""
+    levels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)
+    rgba = np.dstack([np.full((16, 16, 3), 90, np.uint8), np.where(np.eye(16) > 0, 0, 255).astype(np.uint8)])
+    for image in (Image.fromarray(levels), Image.fromarray(rgba, "RGBA")):
+        image.save(tmp_path / "a.png")
+        read = read_image(tmp_path / "a.png")
+        rgb, alpha = rgb_and_alpha(image)
+        assert np.array_equal(np.asarray(rgb), np.asarray(read.rgb))
+        assert (alpha is None) == (read.alpha is None)
+        assert alpha is None or np.array_equal(np.asarray(alpha), np.asarray(read.alpha))
+    with pytest.raises(ImageReadError, match=r"^image: mode F holds NaN"):
+        rgb_and_alpha(Image.fromarray(np.full((4, 4), np.nan, np.float32)))

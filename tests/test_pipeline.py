@@ -185,3 +185,47 @@ def test_a_numpy_seed_is_recorded_as_a_plain_int(restorer):
     result = restorer.restore(_grey(), seed=np.int64(3))
     assert restorer.calls == [[3]] and type(result.seed) is int
     assert json.loads(json.dumps(result.sidecar()))["seed"] == 3
+
+
+def _blocks(levels: np.ndarray) -> np.ndarray:
+    """Grey 8x8 blocks of ``levels`` (uint8): what the stand-in VQ restores exactly."""
+    return np.kron(levels, np.ones((8, 8))).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "L"])
+def test_greyscale_images_of_any_depth_are_read_as_a_file_would_be(restorer, mode):
+    """A 16-bit greyscale PIL image (``Image.fromarray`` of a uint16 array) came out white, a float one in 0-1
+    black: Pillow's RGB conversion clips at 255."""
+    grey = _blocks(np.array([[0, 64, 128], [192, 255, 32]]))
+    values = {
+        "I;16": grey.astype(np.uint16) * 257,
+        "I": grey.astype(np.int32) * 257,
+        "F": (grey / 255.0).astype(np.float32),
+        "L": grey,
+    }
+    image = Image.fromarray(values[mode])
+    assert image.mode == mode
+    result = restorer.restore(image)
+    assert result.image.mode == "RGB"
+    assert np.abs(np.asarray(result.image).astype(int) - grey[..., None]).max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_a_transparent_image_keeps_its_alpha(restorer, mode):
+    """An RGBA PIL image gave an RGB result (its transparency composited on white and dropped), though
+    ``Restoration.image`` is documented as RGBA when the input has alpha."""
+    grey = _blocks(np.array([[40, 200, 120]]))
+    alpha = np.where(np.arange(24) < 8, 0, 255).astype(np.uint8)[None].repeat(8, 0)
+    image = Image.fromarray(np.dstack([grey, grey, grey, alpha]), "RGBA")
+    if mode == "LA":
+        image = image.convert("LA")
+    if mode == "P":
+        image = Image.fromarray(grey, "L").convert("P")
+        image.info["transparency"] = 40  # the palette index of level 40
+    result = restorer.restore(image)
+    assert result.image.mode == "RGBA"
+    kept = np.asarray(result.image)
+    assert (
+        np.array_equal(kept[..., 3], alpha) or mode == "P" and np.array_equal(kept[..., 3] == 0, grey == 40)
+    )
+    assert np.abs(kept[:, 8:, 0].astype(int) - grey[:, 8:]).max() <= 1  # the opaque part restored as it was

@@ -226,7 +226,17 @@ class Restorer:
         """Refuse settings the config schema refuses (:func:`pure.config.check_fields`) or too small a token
         budget (:func:`check_answer_budget`): made here, by :meth:`with_settings` or changed on the object
         (``restorer.settings.tile = 96``) between calls, they would fail only after generating, or not at
-        all (a temperature of 0). Raises :class:`ConfigError` naming the setting."""
+        all (a temperature of 0). Raises :class:`ConfigError` naming the setting, or
+        :class:`RestoreArgumentError` for settings that are not the schema's sections."""
+        for name, value, schema in (
+            ("sampling", self.sampling, SamplingConfig),
+            ("restore", self.settings, RestoreConfig),
+        ):
+            if not isinstance(value, schema):
+                raise RestoreArgumentError(
+                    f"{name}: expected a pure.config.{schema.__name__} "
+                    f"(load_config(InferConfig, ...).{name}), got {_kind(value)}"
+                )
         check_fields(self.sampling, "sampling.")
         check_fields(self.settings, "restore.")
         check_answer_budget(self.sampling, self.settings)
@@ -235,6 +245,11 @@ class Restorer:
     def from_config(cls, cfg: InferConfig) -> Restorer:
         """Load backbone, tokenizer and VQ as ``cfg`` says (``tiny`` sources build random models); its
         settings are checked first, as :meth:`check_settings` checks them, before anything loads."""
+        if not isinstance(cfg, InferConfig):
+            raise RestoreArgumentError(
+                f"cfg: expected a pure.config.InferConfig, got {_kind(cfg)}; make one with "
+                "pure.config.load_config(InferConfig, 'configs/tiny.yaml', ['restore.outscale=2'])"
+            )
         check_fields(cfg)
         check_answer_budget(cfg.sampling, cfg.restore)
         device = pick_device(cfg.device)

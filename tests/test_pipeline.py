@@ -229,3 +229,18 @@ def test_a_transparent_image_keeps_its_alpha(restorer, mode):
         np.array_equal(kept[..., 3], alpha) or mode == "P" and np.array_equal(kept[..., 3] == 0, grey == 40)
     )
     assert np.abs(kept[:, 8:, 0].astype(int) - grey[:, 8:]).max() <= 1  # the opaque part restored as it was
+
+
+def test_the_constructors_name_the_settings_they_expect(restorer):
+    """``Restorer.from_config("configs/tiny.yaml")`` failed with ``AttributeError: 'str' object has no
+    attribute 'device'``; ``with_settings(restore, sampling)`` (swapped) with an AttributeError deep in the
+    budget check."""
+    with pytest.raises(
+        pipeline.RestoreArgumentError, match=r"^cfg: expected a pure\.config\.InferConfig, got str"
+    ):
+        Restorer.from_config("configs/tiny.yaml")
+    with pytest.raises(
+        pipeline.RestoreArgumentError,
+        match=r"^sampling: expected a pure\.config\.SamplingConfig .* got pure\.config\.RestoreConfig$",
+    ):
+        restorer.with_settings(restorer.settings, restorer.sampling)

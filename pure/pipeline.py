@@ -50,6 +50,7 @@ from pure.model import (
     merge_lora_adapter,
     pick_device,
 )
+from pure.plan import output_memory_error
 from pure.quantize import check_adapter
 from pure.restoration import STAGES, Restoration
 from pure.sequence import TextTokenizer, answer_length, block_length, conversation, largest_tile, split_answer
@@ -292,6 +293,8 @@ class Restorer:
             image, own_alpha = rgb_and_alpha(image)
             alpha = own_alpha if alpha is None else alpha
         self.check_settings()
+        if too_big := output_memory_error(image.size, self.settings.outscale, "a restore.outscale"):
+            raise ConfigError(f"restore.outscale={self.settings.outscale!r}: {too_big}")
         seed = self.sampling.seed if seed is None else seed
         caption = self.settings.caption if caption is None else caption
         clock = StageClock()

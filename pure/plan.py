@@ -367,21 +367,30 @@ def _drop_too_big_for_memory(headers: dict[Path, Header], outscale: float, faile
     hold, from ``headers`` to ``failed`` (one line each, with the largest ``--outscale`` that fits)."""
     memory = physical_memory()
     for path, header in list(headers.items()) if memory is not None else []:
-        width, height = (round(side * outscale) for side in header.size)
         if header.size[0] * header.size[1] * INPUT_BYTES_PER_PIXEL > memory:
             failed.append(
                 f"{path}: the {header.size[0]:,} x {header.size[1]:,} px input needs more memory than this "
                 f"machine has ({memory / 2**30:.0f} GiB) just to be read; shrink or crop it first"
             )
             del headers[path]
-        elif width * height * CANVAS_BYTES_PER_PIXEL > memory:
-            largest = (memory / CANVAS_BYTES_PER_PIXEL / (header.size[0] * header.size[1])) ** 0.5
-            failed.append(
-                f"{path}: the {width:,} x {height:,} px output needs more memory than this machine has "
-                f"({memory / 2**30:.0f} GiB) for its canvases alone; pass an --outscale below "
-                f"{_round_down(largest)}"
-            )
+        elif too_big := output_memory_error(header.size, outscale):
+            failed.append(f"{path}: {too_big}")
             del headers[path]
+
+
+def output_memory_error(size: tuple[int, int], outscale: float, setting: str = "an --outscale") -> str | None:
+    """Why the output of an input of ``size`` (W, H) at ``outscale`` cannot be made in this machine's memory
+    (its blending canvases alone, :data:`CANVAS_BYTES_PER_PIXEL`), naming the largest ``setting`` that fits;
+    None when it fits or the system does not say how much memory it has."""
+    memory = physical_memory()
+    width, height = (round(side * outscale) for side in size)
+    if memory is None or width * height * CANVAS_BYTES_PER_PIXEL <= memory:
+        return None
+    largest = (memory / CANVAS_BYTES_PER_PIXEL / (size[0] * size[1])) ** 0.5
+    return (
+        f"the {width:,} x {height:,} px output needs more memory than this machine has "
+        f"({memory / 2**30:.0f} GiB) for its canvases alone; pass {setting} below {_round_down(largest)}"
+    )
 
 
 def _refuse_clashes(jobs: list[Job], output: Path, key: Callable[[Path], str]) -> None:

@@ -244,3 +244,23 @@ def test_the_constructors_name_the_settings_they_expect(restorer):
         match=r"^sampling: expected a pure\.config\.SamplingConfig .* got pure\.config\.RestoreConfig$",
     ):
         restorer.with_settings(restorer.settings, restorer.sampling)
+
+
+def test_an_output_larger_than_memory_is_refused_before_any_allocation(restorer, monkeypatch):
+    """scripts/infer.py's plan refuses such an --outscale; from Python, restore went on to allocate the
+    upsampled image and its canvases (hundreds of GiB at a large outscale: the kernel killed the notebook)."""
+    import pure.plan
+
+    def prepare_tiles(image):
+        raise AssertionError("the upsampled image and its canvases were allocated")
+
+    monkeypatch.setattr(pure.plan, "physical_memory", lambda: 2**30)
+    monkeypatch.setattr(restorer, "prepare_tiles", prepare_tiles)
+    restorer.settings.outscale = 1000.0  # 10 x 10 px -> 10,000 x 10,000 px: 2.2 GiB of canvases
+    with pytest.raises(
+        ConfigError,
+        match=r"^restore\.outscale=1000\.0: the 10,000 x 10,000 px output needs more memory than this "
+        r"machine has \(1 GiB\) for its canvases alone; pass a restore\.outscale below 668$",
+    ):
+        restorer.restore(_grey(10, 10))
+    assert restorer.calls == []

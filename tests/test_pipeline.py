@@ -264,3 +264,25 @@ def test_an_output_larger_than_memory_is_refused_before_any_allocation(restorer,
     ):
         restorer.restore(_grey(10, 10))
     assert restorer.calls == []
+
+
+@pytest.mark.slow
+def test_the_readmes_python_example_runs(tmp_path, monkeypatch, capsys):
+    """README's "Use from Python" example, as written, from a folder holding what it names: it writes the
+    2x image, prints the texts and timings, and leaves torch's thread count as it was."""
+    import re
+    import shutil
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Use from Python") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    (tmp_path / "data" / "samples").mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "samples" / "chip.png", tmp_path / "data" / "samples")
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 (the README's own example)
+    assert Image.open(tmp_path / "chip_x2.png").size == (240, 240)
+    assert capsys.readouterr().out.count("|") == 2
+    assert namespace["restorer"].settings.outscale == 4 and torch.get_num_threads() == threads

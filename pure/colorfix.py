@@ -136,7 +136,8 @@ def color_fix(target: Image.Image, source: Image.Image, method: str = "wavelet")
         method: ``"wavelet"`` (PURE's default), ``"adain"`` or ``"none"`` (returns ``target`` itself).
 
     Returns:
-        An RGB image of ``target.size``; uint8 values come from truncating ``clamp(x, 0, 1) * 255``.
+        An RGB image of ``target.size``; uint8 values come from truncating ``clamp(x, 0, 1) * 255``
+        (``"none"``: ``target`` itself, in its own mode).
 
     Raises:
         ValueError: for an unknown ``method`` or if the two sizes differ (checked for every method).

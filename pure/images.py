@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
-from pure.errors import PureError, one_line
+from pure.errors import PureError, from_here, one_line
 
 Image.MAX_IMAGE_PIXELS = None
 """Pillow's decompression-bomb limit (a warning above 89 Mpx, an error above 179 Mpx) is for untrusted
@@ -244,7 +244,9 @@ def _check_regular(path: str | Path) -> None:
                 ) from None
         raise ImageReadError(f"{path}: a link to {os.readlink(path)}, which does not exist")
     if not os.path.lexists(path):
-        raise ImageReadError(f"{path}: no longer exists (moved or deleted after it was listed?)")
+        raise ImageReadError(
+            f"{from_here(path)}: does not exist (a typo, or moved or deleted since it was listed?)"
+        )
     if os.path.exists(path) and not os.path.isfile(path):
         raise ImageReadError(f"{path}: not a regular file (a folder, pipe, socket or device)")
     if os.path.isfile(path) and os.path.getsize(path) == 0:

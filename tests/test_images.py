@@ -482,3 +482,12 @@ def test_an_image_in_memory_is_converted_as_a_file_is(tmp_path):
         assert alpha is None or np.array_equal(np.asarray(alpha), np.asarray(read.alpha))
     with pytest.raises(ImageReadError, match=r"^image: mode F holds NaN"):
         rgb_and_alpha(Image.fromarray(np.full((4, 4), np.nan, np.float32)))
+
+
+def test_a_file_that_is_not_there_is_named_with_where_it_was_looked_for(tmp_path, monkeypatch):
+    """read_image('typo.png') from Python: the line says it does not exist and, for a relative path, which
+    folder it was read from (it said 'no longer exists (moved or deleted after it was listed?)')."""
+    monkeypatch.chdir(tmp_path)
+    where = r"^typo.png \(relative to the current folder .*\): does not exist"
+    with pytest.raises(ImageReadError, match=where):
+        read_image("typo.png")

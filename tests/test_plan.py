@@ -833,7 +833,7 @@ def test_a_link_loop_and_an_input_deleted_after_planning_say_what_they_are(tmp_p
     ]
     gone.unlink()
     summary = restore_plan(plan, StandIn(), {}, progress=False)
-    assert summary.failed[-1] == f"{gone}: no longer exists (moved or deleted after it was listed?)"
+    assert summary.failed[-1] == f"{gone}: does not exist (a typo, or moved or deleted since it was listed?)"
     assert summary.restored == 1
 
 

@@ -122,6 +122,34 @@ def can_write_in(folder: str | Path, keep: bool = False) -> str | None:
         remove_empty(made)
 
 
+def lock_folder(folder: str | Path) -> Callable[[], None] | None:
+    """Take an exclusive lock on the existing ``folder`` for this run, so that a second run writing the same
+    folder at once (a command started twice, a job scheduled twice) is refused instead of mixing its files
+    with the first's. Returns the lock's release (also when called twice), or None when another process
+    holds it. The kernel releases it when the process ends, even killed, so a lock is never stale. Where the
+    file system cannot lock (flock on some network file systems, Windows), nothing is checked."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return lambda: None
+    handle = os.open(folder, os.O_RDONLY)  # the folder itself: no lock file to leave behind
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        return None
+    except OSError:  # a file system that cannot lock: not checked
+        os.close(handle)
+        return lambda: None
+    held = [handle]
+
+    def release() -> None:
+        while held:
+            os.close(held.pop())
+
+    return release
+
+
 LOW_SPACE_BYTES = 16 * 2**20
 """Free bytes below which a failed write is taken for a full disk (torch's checkpoint writer reports one as
 ``unexpected pos ...`` or ``iostream error``, without an errno)."""

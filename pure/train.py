@@ -18,6 +18,7 @@ is logged as ``val_loss`` every ``eval_every`` steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -61,7 +62,7 @@ from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
 from pure.data.prepare import check_shards_match, token_models
 from pure.errors import PureError, error_reason, require
-from pure.files import can_write_in, folders_to_make, remove_empty, write_text_atomic
+from pure.files import can_write_in, folders_to_make, lock_folder, remove_empty, write_text_atomic
 from pure.launch import check_launch
 from pure.model import (
     CheckpointError,
@@ -587,15 +588,21 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, progress: bool = Tru
     made = folders_to_make(output)
     if (reason := can_write_in(cfg.output_dir, keep=True)) is not None:
         raise ConfigError(f"output_dir={cfg.output_dir} cannot be written ({reason}); choose another")
+    held = contextlib.ExitStack()  # the output_dir lock, which _train_in takes
     try:
-        return _train_in(output, cfg, dataset, progress)
+        return _train_in(output, cfg, dataset, progress, held)
     except BaseException:  # refused later (data, resume, LoRA targets) or interrupted: no empty folder left
         remove_empty(made)
         raise
+    finally:
+        held.close()
 
 
-def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress: bool) -> Path:
-    """:func:`train` after its checks, in the existing folder ``output``."""
+def _train_in(
+    output: Path, cfg: TrainConfig, dataset: Dataset | None, progress: bool, held: contextlib.ExitStack
+) -> Path:
+    """:func:`train` after its checks, in the existing folder ``output``; the main process's lock on it is
+    released when ``held`` closes."""
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -603,7 +610,17 @@ def _train_in(output: Path, cfg: TrainConfig, dataset: Dataset | None, progress:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
     check_launch(accelerator.num_processes, accelerator.distributed_type.name)
-    if accelerator.is_main_process:  # before a resume is looked for: a checkpoint may be put back
+    # one run per folder: a second would delete the first's save in progress as interrupted, and mix its
+    # checkpoints and log lines with the first's (the launch's main process holds it for all); then, before
+    # a resume is looked for, what a killed save left is cleared (a checkpoint may be put back)
+    if accelerator.is_main_process:
+        if (release := lock_folder(output)) is None:
+            raise ConfigError(
+                f"output_dir={cfg.output_dir} is in use by another training run (started twice?): wait for "
+                "it to end (then resume=latest continues from its last checkpoint), or choose another "
+                "output_dir"
+            )
+        held.callback(release)
         for said in tidy_interrupted(output):
             accelerator.print(said)
     accelerator.wait_for_everyone()

@@ -26,7 +26,7 @@ from pure.data.datasets import ShardDataset, collate
 from pure.data.labels import (
     Label,
 )
-from pure.files import file_sha256
+from pure.files import file_sha256, lock_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 HQ_SIZE = 128  # small crops keep the tiny VQ fast; the pipeline is size-agnostic
@@ -381,6 +381,30 @@ def test_a_run_that_skips_every_image_leaves_nothing(tmp_path, capsys):
         in out.out
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_run_into_the_same_out_dir_is_refused_while_the_first_runs(tmp_path, capsys):
+    """Two runs into one out_dir at once took the same shard names (the later file won) while each run's
+    journal pointed at its own rows of them: examples silently crossed between images."""
+    (tmp_path / "hq").mkdir()
+    Image.new("RGB", (HQ_SIZE, HQ_SIZE), "grey").save(tmp_path / "hq" / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    first = lock_folder(out)
+    argv = ["--config", str(ROOT / "configs" / "prepare_tiny.yaml"), "--hq-dir", str(tmp_path / "hq")]
+    argv += ["--out", str(out), "--no-progress", f"hq_size={HQ_SIZE}", "caption.allow_missing=true"]
+    assert prepare_main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"error: out_dir={out} is in use by another prepare_data.py run (started twice?): wait for it to "
+        "end, then run the command again (it adds what the first did not), or choose another out_dir\n"
+    )
+    assert list(out.iterdir()) == []  # not even its prepare.yaml
+    first()
+    assert prepare_main(argv) == 0  # the first run ended
+    assert len(ShardDataset(out)) == 1
+    again = lock_folder(out)
+    assert again is not None  # released by the run
+    again()
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -23,7 +23,7 @@ from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config, to_yaml
 from pure.data.datasets import DataError, ShardDataset, collate
 from pure.errors import PureError
-from pure.files import plain_mode
+from pure.files import lock_folder, plain_mode
 from pure.model import CheckpointError, backbone_folder, load_backbone
 from pure.sequence import IGNORE_INDEX
 from pure.tiny import (
@@ -705,6 +705,30 @@ def test_a_run_refused_after_making_its_output_dir_leaves_no_folder(tmp_path, hq
     with pytest.raises(ConfigError, match="max_seq_len=100 ends inside the prompt"):
         train(_cfg(TINY_LORA, tmp_path / "kept", hq_folder, "max_seq_len=100"))
     assert (tmp_path / "kept").is_dir()
+
+
+def test_a_second_run_in_the_same_output_dir_is_refused_while_the_first_runs(tmp_path, hq_folder, capsys):
+    """Two runs started into one output_dir both trained, doubled every log.jsonl line and wrote each other's
+    checkpoints; the second's start deleted the first's save in progress as an interrupted one."""
+    out = tmp_path / "run"
+    saving = out / "checkpoints" / ".step-000004.partial"  # the first run's save in progress
+    saving.mkdir(parents=True)
+    first = lock_folder(out)
+    args = ["--config", str(TINY_LORA), f"output_dir={out}", f"data.hq_folder={hq_folder}", "resume=latest"]
+    assert train_main(args) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err == (
+        f"error: output_dir={out} is in use by another training run (started twice?): wait for it to end "
+        "(then resume=latest continues from its last checkpoint), or choose another output_dir"
+    )
+    assert saving.is_dir()
+    first()  # the first run ended: the next one goes on (here to a refusal that needs the data)
+    with pytest.raises(ConfigError, match="max_seq_len=100 ends inside the prompt"):
+        train(_cfg(TINY_LORA, out, hq_folder, "max_seq_len=100", "resume=latest"))
+    assert not saving.exists()  # cleared as interrupted once no run held the folder
+    again = lock_folder(out)
+    assert again is not None  # and released again by the refused run
+    again()
 
 
 def test_training_refuses_an_adapter_it_would_not_use(tmp_path):

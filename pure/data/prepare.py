@@ -51,6 +51,7 @@ from pure.files import (
     can_write_in,
     file_sha256,
     folders_to_make,
+    lock_folder,
     out_of_space,
     remove_empty,
     write_atomic,
@@ -504,9 +505,19 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     out_dir = Path(cfg.out_dir)
     sources = list_sources(list(cfg.hq_dirs))
     made = folders_to_make(out_dir)
-    if main:
-        check_settings(out_dir, cfg)
+    release = lambda: None  # noqa: E731 - the out_dir lock the main process takes
+    # one run per folder: a second run's shards would take the first's names, its journal the first's rows
+    # (taken where out_dir can be made; check_settings says why where it cannot)
+    if main and can_write_in(out_dir, keep=True) is None:
+        if (release := lock_folder(out_dir)) is None:
+            raise PrepareError(
+                f"out_dir={out_dir} is in use by another prepare_data.py run (started twice?): wait for "
+                "it to end, then run the command again (it adds what the first did not), or choose another "
+                "out_dir"
+            )
     try:
+        if main:
+            check_settings(out_dir, cfg)
         summary = _bring_up_to_date(sources, cfg, state, progress)
     except BaseException as err:  # a failure (or Ctrl-C) before any example was written leaves nothing behind
         if main and not read_journals(out_dir):
@@ -517,6 +528,8 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
                 "run the same command again (images in complete shards are kept)"
             ) from err
         raise
+    finally:
+        release()
     if main and not read_journals(out_dir):  # every image skipped: nothing to lock the settings to
         forget_settings(out_dir, made)
     return summary

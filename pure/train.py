@@ -39,6 +39,7 @@ from tqdm import tqdm
 from transformers.models.chameleon.modeling_chameleon import ChameleonDecoderLayer
 
 from pure.checkpoint import (
+    checkpoints,
     export_weights,
     find_resume,
     load_weights,
@@ -61,8 +62,15 @@ from pure.config import (
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
 from pure.data.prepare import check_shards_match, token_models
-from pure.errors import PureError, error_reason, require
-from pure.files import can_write_in, folders_to_make, lock_folder, remove_empty, write_text_atomic
+from pure.errors import DiskFullError, PureError, error_reason, require
+from pure.files import (
+    can_write_in,
+    folders_to_make,
+    lock_folder,
+    out_of_space,
+    remove_empty,
+    write_text_atomic,
+)
 from pure.launch import check_launch
 from pure.model import (
     CheckpointError,
@@ -478,12 +486,15 @@ class RunLog:
         if accelerator.is_main_process and path.is_file():  # forget records a resumed run will redo
             records = path.read_text(encoding="utf-8").splitlines()
             lines = [line for line in records if _step_of(line) <= resumed_step]
-            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            write_text_atomic(path, "".join(line + "\n" for line in lines))  # a full disk keeps the old
 
     def write(self, record: dict) -> None:
         if self.accelerator.is_main_process:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with self.path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as err:  # named as write_text_atomic names its file (a write's error has no name)
+                raise OSError(err.errno, f"cannot write {self.path}: {err.strerror or err}") from err
         self.accelerator.log(record, step=record["step"])
 
 
@@ -591,8 +602,15 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, progress: bool = Tru
     held = contextlib.ExitStack()  # the output_dir lock, which _train_in takes
     try:
         return _train_in(output, cfg, dataset, progress, held)
-    except BaseException:  # refused later (data, resume, LoRA targets) or interrupted: no empty folder left
+    except BaseException as err:  # refused later (data, resume, LoRA targets) or interrupted: no empty folder
         remove_empty(made)
+        # a full disk while the settings or the log are written (a checkpoint's save says so itself)
+        if isinstance(err, OSError) and not isinstance(err, PureError) and out_of_space(err, output):
+            again = "rerun the same command with resume=latest" if checkpoints(output) else "run it again"
+            raise DiskFullError(
+                f"no space left on the device of output_dir={output} ({error_reason(err)}); free space, then "
+                f"{again}"
+            ) from err
         raise
     finally:
         held.close()

@@ -620,6 +620,46 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_no_partial_checkpoint(
     assert list((out / "checkpoints").iterdir()) == []  # no hidden .step-000001.partial left
 
 
+def test_a_full_disk_while_the_settings_or_the_log_are_written_is_one_line(
+    tmp_path, hq_folder, monkeypatch, capsys
+):
+    """Only a checkpoint's save said 'no space left': config.yaml (written as a run starts) and log.jsonl
+    (appended every log.every steps) ended the run with an OSError traceback."""
+    out = tmp_path / "run"
+    args = ["--config", str(TINY_LORA), f"output_dir={out}", f"data.hq_folder={hq_folder}"]
+    args += ["data.size=32", "data.max_images=2", "max_steps=1", "--no-progress"]
+    write_text, append = Path.write_text, Path.open
+
+    def full_settings(self, *args, **kwargs):
+        if self.name.startswith(".config.yaml"):  # the temporary file of the atomic write
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_settings)
+    assert train_main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: no space left on the device of output_dir={out} (OSError: [Errno 28] cannot write "
+        f"{out / 'config.yaml'}: No space left on device); free space, then run it again"
+    )
+    assert not out.exists()  # the folder it made, empty, is removed
+    monkeypatch.setattr(Path, "write_text", write_text)
+
+    def full_log(self, mode="r", *args, **kwargs):
+        if self.name == "log.jsonl" and mode == "a":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return append(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full_log)
+    assert train_main(args) == 1
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err == (
+        f"error: no space left on the device of output_dir={out} (OSError: [Errno 28] cannot write "
+        f"{out / 'log.jsonl'}: No space left on device); free space, then run it again"
+    )
+    assert not (out / "checkpoints").exists()
+
+
 class _OneProcess:
     """The part of accelerate's Accelerator that save_checkpoint uses, for one process."""
 

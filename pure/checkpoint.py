@@ -273,7 +273,9 @@ def tidy_interrupted(output: Path) -> list[str]:
 def save_checkpoint(
     accelerator: Accelerator, output: Path, position: dict, cfg: TrainConfig, export: Callable[[Path], None]
 ) -> Path:
-    """Write ``checkpoints/step-NNNNNN`` atomically (see the module docstring); prune to ``cfg.keep_last``.
+    """Write ``checkpoints/step-NNNNNN`` atomically (see the module docstring); prune to ``cfg.keep_last``
+    (those the new one replaces are deleted before it is written, all but the newest: a save needs room for
+    ``keep_last`` checkpoints, two for ``keep_last=1``).
 
     Every process must call it; ``export(folder)`` writes the weights (:func:`export_weights`).
     """
@@ -283,6 +285,10 @@ def save_checkpoint(
     replaced = root / f".{final.name}.replaced"  # its earlier copy, kept until the new one is in
     try:
         if accelerator.is_main_process:
+            # the checkpoints this save will prune go first (never the newest), so that a run needs room for
+            # keep_last checkpoints rather than keep_last + 1 (then keep_last lower helps on a full disk)
+            for old in checkpoints(output)[: -max(1, cfg.keep_last - 1)] if cfg.keep_last else []:
+                shutil.rmtree(old)
             shutil.rmtree(partial_dir, ignore_errors=True)
             partial_dir.mkdir(parents=True)
         accelerator.wait_for_everyone()
@@ -303,9 +309,12 @@ def save_checkpoint(
             if replaced.exists() and not final.exists():  # stopped between the two renames: put it back
                 replaced.rename(final)
         if isinstance(err, Exception) and out_of_space(err, root):
+            room = {0: " (or set keep_last: 0 keeps every checkpoint)", 1: ""}.get(
+                cfg.keep_last, f" (or set keep_last lower than {cfg.keep_last})"
+            )
             raise DiskFullError(
                 f"no space left on the device of {root} while writing {final.name} ({type(err).__name__}); "
-                "free space (or set keep_last lower), then rerun the same command with resume=latest"
+                f"free space{room}, then rerun the same command with resume=latest"
             ) from err
         raise
     if accelerator.is_main_process:

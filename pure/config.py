@@ -940,7 +940,8 @@ class TrainConfig:
     save_every: int = at_least(500, 1)
     """Write a checkpoint every this many optimizer steps, and after the last one."""
     keep_last: int = at_least(3, 0)
-    """Checkpoints kept in ``output_dir/checkpoints`` (older ones are deleted); 0 keeps all."""
+    """Checkpoints kept in ``output_dir/checkpoints`` (older ones are deleted, before a save writes the next
+    one, so the disk needs room for this many; never the newest, so 1 needs room for two); 0 keeps all."""
     resume: str = ""
     """Continue a run: latest (the newest checkpoint in ``output_dir``, or a fresh start when there is
     none), or a checkpoint folder; empty starts fresh and refuses an ``output_dir`` with checkpoints."""

@@ -22,7 +22,7 @@ from pure.checkpoint import find_resume, merge_adapter, save_checkpoint
 from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config, to_yaml
 from pure.data.datasets import DataError, ShardDataset, collate
-from pure.errors import PureError
+from pure.errors import DiskFullError, PureError
 from pure.files import lock_folder, plain_mode
 from pure.model import CheckpointError, backbone_folder, load_backbone
 from pure.sequence import IGNORE_INDEX
@@ -696,6 +696,30 @@ def test_ctrl_c_while_a_checkpoint_replaces_its_earlier_copy_keeps_the_earlier_o
     save_checkpoint(_OneProcess(), tmp_path, {"step": 3}, cfg, lambda folder: None)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000003"]
     assert json.loads((earlier / "trainer.json").read_text()) == {"step": 3}  # replaced once whole
+
+
+def test_a_save_makes_room_first_so_a_lower_keep_last_helps_a_full_disk(tmp_path):
+    """Old checkpoints were pruned only after the new one was whole: a disk with room for keep_last of them
+    filled up on every save, and the message's 'set keep_last lower' failed the same way on the rerun."""
+    root = tmp_path / "checkpoints"
+    during = []
+
+    def full(folder):
+        during.append(sorted(p.name for p in root.iterdir()))
+        _no_space()
+
+    for keep, left, room in (
+        (2, ["step-000003"], "free space (or set keep_last lower than 2), then"),
+        (1, ["step-000003"], "free space, then"),  # never the newest: the save may fail
+        (0, ["step-000001", "step-000002", "step-000003"], "free space (or set keep_last: 0 keeps every"),
+    ):
+        for step in (1, 2, 3):
+            (root / f"step-00000{step}").mkdir(parents=True, exist_ok=True)
+        cfg = load_config(TrainConfig, TINY_LORA, [f"output_dir={tmp_path}", f"keep_last={keep}"])
+        with pytest.raises(DiskFullError, match=re.escape(room)):
+            save_checkpoint(_OneProcess(), tmp_path, {"step": 4}, cfg, full)
+        assert during.pop() == [".step-000004.partial", *left]
+        assert sorted(p.name for p in root.iterdir()) == left
 
 
 def test_copies_beside_the_checkpoints_are_neither_resumed_nor_pruned(tmp_path):

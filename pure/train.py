@@ -718,7 +718,12 @@ def _train_in(
             if not rng.is_file():
                 raise FileNotFoundError(f"{rng} is missing")
             torch.load(rng, weights_only=False)  # raises for a damaged file
+            # torch restores the saved groups' betas, eps and weight decay with the moments: this run's
+            # optim.* (which may change on resume, as the notice says) are put back over them
+            settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
             accelerator.load_state(str(resume / "state"))
+            for group, own in zip(optimizer.param_groups, settings, strict=True):
+                group.update(own)
             position = json.loads((resume / "trainer.json").read_text(encoding="utf-8"))
             step, epoch, done = position["step"], position["epoch"], position["batches_in_epoch"]
         except Exception as err:  # damaged files or other settings (peft, torch and json raise many types)

@@ -1011,6 +1011,28 @@ def test_resume_names_and_branches(tmp_path):
         find_resume(tmp_path, "step-000001")
 
 
+def test_a_resume_with_other_optimizer_settings_trains_with_them(tmp_path, hq_folder, monkeypatch, capsys):
+    """Resuming with another optim.weight_decay, betas or eps was named as a change, but torch's optimizer
+    state brought the checkpoint's values back with the moments: the run went on with the old ones."""
+    import pure.train
+    from pure.train import make_optimizer
+
+    made = []
+    monkeypatch.setattr(pure.train, "make_optimizer", lambda *a: made.append(make_optimizer(*a)) or made[-1])
+    out = tmp_path / "run"
+    train(_cfg(TINY_LORA, out, hq_folder, "max_steps=1", "data.max_images=2"), progress=False)
+    changed = ["optim.weight_decay=0.25", "optim.betas=[0.5,0.75]", "optim.eps=0.001"]
+    train(
+        _cfg(TINY_LORA, out, hq_folder, "max_steps=2", "data.max_images=2", "resume=latest", *changed),
+        progress=False,
+    )
+    noted = "optim.betas=[0.9, 0.95] -> [0.5, 0.75], optim.eps=1e-08 -> 0.001, optim.weight_decay=0.0 -> 0.25"
+    assert noted in capsys.readouterr().out
+    (group,) = made[-1].param_groups  # LoRA: matrices only
+    assert (group["weight_decay"], group["betas"], group["eps"]) == (0.25, (0.5, 0.75), 0.001)
+    assert made[-1].state  # the moments are the checkpoint's
+
+
 def test_a_checkpoint_without_its_settings_or_with_another_alpha_is_not_resumed(tmp_path):
     checkpoint = tmp_path / "checkpoints" / "step-000002"
     checkpoint.mkdir(parents=True)

@@ -38,6 +38,7 @@ from pure.tiny import (
 from pure.train import (
     RUN_CONFIG_HEADER,
     DivergedError,
+    WorkerDiedError,
     add_residual_dropout,
     apply_lora,
     check_lengths,
@@ -1220,3 +1221,30 @@ def test_merge_takes_the_base_from_base_where_the_checkpoint_came_from_another_m
     assert "pass --base DIR" in err and not (tmp_path / "merged").exists()
     assert merge_main([str(checkpoint), str(tmp_path / "merged"), "--base", str(base)]) == 0
     assert load_backbone(str(tmp_path / "merged"), dtype=torch.float32).config.vocab_size == TINY_VOCAB_SIZE
+
+
+class _KillsItsWorker(torch.utils.data.Dataset):
+    """Examples whose loading kills the data-loader worker process, as the kernel's OOM killer or a full
+    /dev/shm (Docker's 64 MB) does."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> dict:
+        import signal
+
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"ids": torch.arange(1, 9), "labels": torch.arange(1, 9)}
+
+
+@pytest.mark.slow
+def test_a_data_loader_worker_that_dies_is_one_line_with_the_fix(tmp_path, hq_folder):
+    """A worker killed while loading: one line naming data.num_workers and --shm-size (torch's RuntimeError
+    traceback before), exit 1, as an error of a started run."""
+    cfg = _cfg(TINY_LORA, tmp_path / "run", hq_folder, "max_steps=2", "data.num_workers=1")
+    with pytest.raises(
+        WorkerDiedError, match=r"a data-loader worker process died \(.*\): .*data.num_workers lower"
+    ):
+        train(cfg, dataset=_KillsItsWorker(), progress=False)
+    assert WorkerDiedError.exit_code == 1

@@ -26,6 +26,30 @@ class DiskFullError(PureError, OSError):
     exit_code = 1
 
 
+class WorkerDiedError(PureError, RuntimeError):
+    """A data-loader worker process died (killed for memory, or out of shared memory: Docker gives a
+    container 64 MB of /dev/shm). torch raises a RuntimeError with a traceback; this is its one line with
+    the fix (exit 1: the work had started)."""
+
+    exit_code = 1
+
+
+def worker_died(err: BaseException, setting: str, now: int, then: str) -> WorkerDiedError | None:
+    """:class:`WorkerDiedError` for torch's error of a data-loader worker that died, naming the worker
+    count ``setting`` (its value ``now``) and ``then`` (how to continue); None for any other error."""
+    text = str(err)
+    fragments = ("exited unexpectedly", "is killed by signal", "shared memory")
+    if not (
+        isinstance(err, RuntimeError) and "DataLoader worker" in text and any(f in text for f in fragments)
+    ):
+        return None
+    return WorkerDiedError(
+        f"a data-loader worker process died ({error_reason(err, 160)}): it ran out of memory or of shared "
+        f"memory (/dev/shm; Docker's default is 64 MB): set {setting} lower (now {now}; 0 loads in the main "
+        f"process) or give the container more (docker run --shm-size 8g), then {then}"
+    )
+
+
 _CONTROL_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029)}
 
 

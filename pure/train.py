@@ -62,7 +62,7 @@ from pure.config import (
 from pure.data.datasets import ShardDataset, collate
 from pure.data.image_folder import ImageFolderExamples, check_captions_file
 from pure.data.prepare import check_shards_match, token_models
-from pure.errors import DiskFullError, PureError, error_reason, require
+from pure.errors import DiskFullError, PureError, error_reason, require, worker_died
 from pure.files import (
     can_write_in,
     folders_to_make,
@@ -95,22 +95,6 @@ class DivergedError(PureError, RuntimeError):
     writing them (exit 1: it had started); the message names the last checkpoint and what to lower."""
 
     exit_code = 1
-
-
-class WorkerDiedError(PureError, RuntimeError):
-    """A data-loader worker process died (killed for memory, or out of shared memory: Docker gives a
-    container 64 MB of /dev/shm). torch raises a RuntimeError with a traceback; this is its one line with
-    the fix (exit 1: the run had started)."""
-
-    exit_code = 1
-
-
-WORKER_DIED = ("DataLoader worker", "exited unexpectedly", "is killed by signal", "shared memory")
-"""Fragments of torch's messages for a data-loader worker that died (any one after the first)."""
-
-
-def _worker_died(text: str) -> bool:
-    return WORKER_DIED[0] in text and any(fragment in text for fragment in WORKER_DIED[1:])
 
 
 def diverged_message(step: int, last: Path | None, cfg: TrainConfig) -> str:
@@ -620,14 +604,9 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, progress: bool = Tru
         return _train_in(output, cfg, dataset, progress, held)
     except BaseException as err:  # refused later (data, resume, LoRA targets) or interrupted: no empty folder
         remove_empty(made)
-        if isinstance(err, RuntimeError) and _worker_died(str(err)):
-            again = "rerun with resume=latest" if checkpoints(output) else "run it again"
-            raise WorkerDiedError(
-                f"a data-loader worker process died ({error_reason(err, 160)}): it ran out of memory or of "
-                f"shared memory (/dev/shm; Docker's default is 64 MB): set data.num_workers lower (now "
-                f"{cfg.data.num_workers}; 0 loads in the main process) or give the container more "
-                f"(docker run --shm-size 8g), then {again}"
-            ) from err
+        again = "rerun with resume=latest" if checkpoints(output) else "run it again"
+        if died := worker_died(err, "data.num_workers", cfg.data.num_workers, again):
+            raise died from err
         # a full disk while the settings or the log are written (a checkpoint's save says so itself)
         if isinstance(err, OSError) and not isinstance(err, PureError) and out_of_space(err, output):
             again = "rerun the same command with resume=latest" if checkpoints(output) else "run it again"

@@ -427,3 +427,28 @@ def test_collate_truncates_and_pads():
 def test_shipped_configs_fit_the_schema(name):
     cfg = load_config(PrepareConfig, ROOT / "configs" / name)
     assert cfg.hq_size % 32 == 0 and math.isclose(cfg.hq_size / cfg.degradation.scale, 128)
+
+
+def test_a_data_loader_worker_that_dies_is_one_line_with_the_fix(
+    shared_data_dir, tmp_path, monkeypatch, capsys
+):
+    """A worker killed while it degrades an image (memory, or Docker's 64 MB /dev/shm): one line naming
+    `workers` and --shm-size, exit 1 (torch's RuntimeError traceback before)."""
+    import os
+    import signal
+
+    import torch
+
+    hq = _sources(shared_data_dir, tmp_path / "hq", NAMES[:1])
+
+    def killed(self, index):
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(prep._Pairs, "__getitem__", killed)
+    args = ["--config", str(ROOT / "configs" / "prepare_tiny.yaml"), "--hq-dir", str(hq), "--no-progress"]
+    args += ["--out", str(tmp_path / "out"), "--manifest", str(MANIFEST), f"hq_size={HQ_SIZE}", "workers=1"]
+    assert prepare_main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: a data-loader worker process died (") and err.count("\n") == 1
+    assert "set workers lower (now 1;" in err and "--shm-size" in err

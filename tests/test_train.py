@@ -22,7 +22,7 @@ from pure.checkpoint import find_resume, merge_adapter, save_checkpoint
 from pure.cli import infer_main, merge_main, prepare_main, train_main
 from pure.config import BackboneConfig, ConfigError, OptimConfig, TrainConfig, load_config, to_yaml
 from pure.data.datasets import DataError, ShardDataset, collate
-from pure.errors import DiskFullError, PureError
+from pure.errors import DiskFullError, PureError, WorkerDiedError
 from pure.files import lock_folder, plain_mode
 from pure.model import CheckpointError, backbone_folder, load_backbone
 from pure.sequence import IGNORE_INDEX
@@ -38,7 +38,6 @@ from pure.tiny import (
 from pure.train import (
     RUN_CONFIG_HEADER,
     DivergedError,
-    WorkerDiedError,
     add_residual_dropout,
     apply_lora,
     check_lengths,

@@ -46,7 +46,7 @@ from pure.data.captions import (
 )
 from pure.data.degradations import DegradationParams, check_degradation, degrade
 from pure.data.labels import Label, label_from_params
-from pure.errors import DiskFullError, PureError, error_reason, from_here, run_from_hint
+from pure.errors import DiskFullError, PureError, error_reason, from_here, run_from_hint, worker_died
 from pure.files import (
     can_write_in,
     file_sha256,
@@ -522,6 +522,9 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> Summary:
     except BaseException as err:  # a failure (or Ctrl-C) before any example was written leaves nothing behind
         if main and not read_journals(out_dir):
             forget_settings(out_dir, made)
+        then = "run the same command again (images in complete shards are kept)"
+        if died := worker_died(err, "workers", cfg.workers, then):
+            raise died from err
         if isinstance(err, Exception) and out_of_space(err, out_dir):
             raise DiskFullError(
                 f"no space left on the device of out_dir={out_dir} ({type(err).__name__}); free space, then "

@@ -28,6 +28,11 @@ ENTROPY_CEILING = 10.0
 """Entropies (nats) above this count as this in the adaptive top-k (the reference's clip)."""
 ENTROPY_CENTRE = 5.0
 """Entropy (nats) at which the adaptive k is halfway between k_min and k_max (the sigmoid's centre)."""
+TIE_ROOM = 256
+"""Candidates listed beyond the largest k: room for scores tied with the k-th largest, which top-k keeps (the
+reference drops only ``scores < kth``). bf16 logits tie often: of 16,384 normal random scores rounded to bf16
+(no guidance), the 1,987th largest (k at high entropy) had up to 30 equal scores ranked after it, so a list of
+exactly ``k_max`` = 2000 dropped some of them in 30-55% of such draws."""
 
 
 @dataclass(frozen=True)
@@ -147,15 +152,22 @@ def adaptive_top_k(
     return torch.where(image_open.to(h.device), k_image, torch.full_like(k_image, text_top_k))
 
 
+def candidate_width(k_cap: int, vocab_size: int) -> int:
+    """``K``, the length of :func:`top_k_candidates`' lists for ``k <= k_cap``: ``k_cap`` plus
+    :data:`TIE_ROOM`, at most the vocabulary."""
+    return min(k_cap + TIE_ROOM, vocab_size)
+
+
 def top_k_candidates(scores: torch.Tensor, k: torch.Tensor, k_cap: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The candidates top-k keeps, per row, as a fixed-size list.
 
     ``scores``: ``[B, V]``; ``k``: ``[B]`` with ``1 <= k <= k_cap``. Returns ``values`` ``[B, K]``
-    (descending, ``K = min(k_cap, V)``) and their token ids ``[B, K]``; a row keeps every score ``>=``
-    its k-th largest (ties at the threshold stay, as the reference's ``scores < kth`` test) and the
-    rest of its list is -inf. Exact while a row has at most ``K`` scores at or above its threshold.
+    (descending, ``K = candidate_width(k_cap, V)``) and their token ids ``[B, K]``; a row keeps every score
+    ``>=`` its k-th largest (ties at the threshold stay, as the reference's ``scores < kth`` test) and the
+    rest of its list is -inf. Exact while a row has at most ``K`` scores at or above its threshold, i.e. at
+    most :data:`TIE_ROOM` ties beyond ``k_cap``.
     """
-    values, ids = torch.topk(scores, min(k_cap, scores.shape[-1]), dim=-1)
+    values, ids = torch.topk(scores, candidate_width(k_cap, scores.shape[-1]), dim=-1)
     k = k.to(scores.device).clamp(1, values.shape[-1])
     threshold = values.gather(1, (k - 1)[:, None])
     return values.masked_fill(values < threshold, float("-inf")), ids

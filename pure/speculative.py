@@ -74,7 +74,7 @@ from pure.generate import (
     replay,
 )
 from pure.kv_cache import GuidedKVCache, KVWrite, use_guided_attention
-from pure.sampling import ImageState, advance, counter_uniform, draw, probability_of
+from pure.sampling import ImageState, advance, candidate_width, counter_uniform, draw, probability_of
 from pure.sequence import LayoutError, block_length, parse_image_block
 from pure.vocab import Vocab
 
@@ -590,9 +590,8 @@ def _new_drafts(
 ):
     """The drafting state of a batch: no drafts allowed yet, no history, each prompt's LQ block."""
     batch, device, sampling = len(d.seeds), d.seeds.device, rules.sampling
-    width = (
-        1 if source == "lq" else min(max(sampling.image_top_k_max, sampling.text_top_k), d.logits.shape[-1])
-    )
+    k_cap = max(sampling.image_top_k_max, sampling.text_top_k)
+    width = 1 if source == "lq" else candidate_width(k_cap, d.logits.shape[-1])
     lq, lq_h, lq_w = lq_blocks(prompts, vocab)
     zeros = torch.zeros(batch, dtype=torch.long, device=device)
     return _Drafts(

@@ -137,3 +137,95 @@ def test_budget_stops_generation(tiny):
     prompt, _ = conversation(tokenizer, vocab, torch.zeros(4, 4, dtype=torch.long))
     out = generate(model, [prompt], vocab, SamplingConfig(max_new_tokens=7))
     assert len(out.ids[0]) <= 7
+
+
+def _spec_reading(ids: list[int], cond, uncond, g: float, temperature: float, text_k: int, bounds) -> tuple:
+    """README section 4.4 read plainly, one row at a time with the reference's literal ids: guidance, grammar,
+    entropy-adaptive top-k, temperature. -> (tempered scores [V] with -inf for dropped tokens, entropy)."""
+    image = torch.zeros(cond.shape[-1], dtype=torch.bool)
+    image[4:8196], image[65536:73728] = True, True
+    is_open = ids.count(8197) == ids.count(8196) + 1
+    s = len(ids) - 1 - ids[::-1].index(8197) if is_open else 0
+    n = len(ids) - s - 1
+    scores = cond.clone()
+    if is_open and n >= 2:
+        if g != 1.0:
+            scores = g * (cond - uncond) + uncond
+        h, w, t = 4 * (ids[s + 1] - 8804), 4 * (ids[s + 2] - 8804), n - 2
+        forced = 8803 if (t + 1) % (w + 1) == 0 else 8196 if t + 1 == (w + 1) * h + 1 else None
+        if forced is not None:
+            scores = torch.full_like(scores, float("-inf"))
+            scores[forced] = 0.0
+        else:
+            scores = scores.masked_fill(~image, float("-inf"))
+    p = torch.softmax(scores, -1)
+    entropy = float(-(p * torch.log(p + 1e-10)).sum())
+    if is_open:
+        lo, hi = bounds
+        k = lo + (hi - lo) / (1 + np.exp(-(max(0.0, min(entropy, 10.0)) - 5)))
+        k = max(lo, min(int(round(k)), hi))
+    else:
+        k = min(text_k, len(scores))
+    scores = scores.masked_fill(scores < torch.topk(scores, k).values[-1], float("-inf"))
+    return scores / temperature, entropy
+
+
+def _random_context(rng: np.random.Generator) -> list[int]:
+    """BOS, text, a closed LQ block, end of turn, text, then (mostly) an HQ block cut at a random place:
+    before its size tokens, between them, inside a row, at a row's end or at the block's end."""
+    text = lambda n: rng.integers(10000, 60000, n).tolist()  # noqa: E731
+    codes = lambda n: [int(c) + 4 if c < 8192 else int(c) + 65536 - 8192 for c in rng.integers(0, 16384, n)]  # noqa: E731
+
+    def block(h_grids: int, w_grids: int) -> list[int]:
+        h, w = 4 * h_grids, 4 * w_grids
+        body = [tok for _ in range(h) for tok in [*codes(w), 8803]]
+        return [8197, 8804 + h_grids, 8804 + w_grids, *body, 8196]
+
+    ids = [0, *text(int(rng.integers(1, 6))), *block(1, 1), 8710, *text(int(rng.integers(0, 4)))]
+    if rng.random() < 0.15:
+        return ids  # text: no image open
+    hq = block(int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    return ids + hq[: int(rng.integers(1, len(hq) + 1))]
+
+
+def test_step_rules_equal_a_plain_reading_of_the_reference_on_random_contexts():
+    """Every rule of a sampling step (generate._candidates) against a row-by-row reading of README 4.4 with
+    literal ids, over random contexts (non-square blocks, every place of the grammar, closed images) and
+    settings other than PURE's: guidance 0 to 3 (1: off), temperature, text top-k and the adaptive k's
+    bounds, on scores of several spreads (some rounded to bf16, so ties sit at the top-k threshold)."""
+    from pure.generate import _candidates, _Rules
+    from pure.sampling import initial_state
+
+    vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
+    rng = np.random.default_rng(2025)
+    for trial in range(12):
+        g = [0.0, 0.8, 1.0, 1.7, 3.0, float(rng.uniform(0, 3))][trial % 6]
+        lo = int(rng.integers(1, 40))
+        sampling = SamplingConfig(
+            cfg_scale=g,
+            temperature=float(rng.uniform(0.3, 1.5)),
+            text_top_k=int(rng.integers(1, 60)),
+            image_top_k_min=lo,
+            image_top_k_max=int(rng.integers(lo, 2500)),
+        )
+        contexts = [_random_context(rng) for _ in range(6)]
+        spread = torch.from_numpy(rng.uniform(0.5, 8.0, (6, 1))).float()
+        cond = torch.from_numpy(rng.standard_normal((6, 73728))).float() * spread
+        uncond = torch.from_numpy(rng.standard_normal((6, 73728))).float() * spread
+        if trial % 3 == 2:  # bf16 logits: many exact ties
+            cond, uncond = cond.bfloat16().float(), uncond.bfloat16().float()
+        state = initial_state([torch.tensor(c) for c in contexts], vocab)
+        rules = _Rules(vocab, sampling, g != 1.0, None, 512, False, 0, -1)
+        values, ids, entropy = _candidates(cond, uncond, state, 0, rules)
+        bounds = (sampling.image_top_k_min, sampling.image_top_k_max)
+        for b, context in enumerate(contexts):
+            expected, h = _spec_reading(
+                context, cond[b], uncond[b], g, sampling.temperature, sampling.text_top_k, bounds
+            )
+            ours = torch.full_like(expected, float("-inf"))
+            ours[ids[b]] = values[b]
+            where = f"trial {trial}, row {b}, context tail {context[-4:]}"
+            assert abs(float(entropy[b]) - h) <= 1e-4 * max(1.0, abs(h)), where
+            assert torch.equal(torch.isfinite(ours), torch.isfinite(expected)), where
+            kept = torch.isfinite(expected)
+            torch.testing.assert_close(ours[kept], expected[kept], msg=where)

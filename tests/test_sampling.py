@@ -129,6 +129,17 @@ def test_top_k_keeps_ties_and_per_row_k():
     assert kept == [[1, 2], [0, 2, 3]]
 
 
+def test_top_k_keeps_ties_beyond_the_largest_k():
+    """bf16 logits tie often: 60 scores equal to the 2000th largest (k = k_cap = 2000) are all kept, as the
+    reference's ``scores < kth`` test keeps them; a list of exactly k_cap dropped 40 of them."""
+    tied = torch.full((60,), 4.0)
+    scores = torch.cat([torch.linspace(9.0, 5.0, 1980), tied, torch.linspace(3.0, -3.0, 3000)])
+    scores = scores[torch.randperm(len(scores), generator=torch.Generator().manual_seed(0))][None]
+    values, ids = top_k_candidates(scores, torch.tensor([2000]), k_cap=2000)
+    kept = ids[0][torch.isfinite(values[0])]
+    assert len(kept) == 2040 and set(kept.tolist()) == set((scores[0] >= 4.0).nonzero()[:, 0].tolist())
+
+
 def test_draw_is_seeded_and_respects_mask():
     values, ids = top_k_candidates(
         torch.tensor([[0.0, float("-inf"), 1.0, float("-inf")]] * 2), torch.tensor([4, 4]), 4

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+PURE_TOP_K_BOUNDS = (1, 2000)
+"""The entropy-adaptive top-k's (k_min, k_max) in PURE (the reference's defaults)."""
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -37,6 +42,49 @@ def require(folder: Path, *relative: str) -> Path:
         if not (folder / name).is_file():
             pytest.skip(f"golden fixture {folder / name} not found: this fixture set lacks it")
     return folder
+
+
+def entropy_rule_k(entropy: np.ndarray, k_min: int, k_max: int) -> np.ndarray:
+    """README 4.4's adaptive k, read plainly: ``round(k_min + (k_max - k_min) * sigmoid(clip(H, 0, 10) - 5))``
+    half to even, clamped to [k_min, k_max]."""
+    weight = 1 / (1 + np.exp(-(np.clip(np.asarray(entropy, dtype=np.float64), 0, 10) - 5)))
+    return np.clip(np.round(k_min + (k_max - k_min) * weight), k_min, k_max).astype(np.int64)
+
+
+def fit_top_k_bounds(entropy: np.ndarray, k: np.ndarray) -> tuple[int, int] | None:
+    """The (k_min, k_max) under which :func:`entropy_rule_k` gives ``k`` at every ``entropy`` of a table that
+    reaches both clip ends (H <= 0 and H >= 10); PURE's when they fit too, None when none does."""
+    k = np.asarray(k, dtype=np.int64)
+    low, high, edge = int(k.min()), int(k.max()), 1 / (1 + math.exp(5))
+    fits = []
+    for total in range(low + high - 1, low + high + 2):
+        first = math.floor((high - low - 1) / (1 - 2 * edge))
+        for width in range(max(first, 0), math.ceil((high - low + 1) / (1 - 2 * edge)) + 1):
+            k_min, k_max = (total - width) // 2, (total + width) // 2
+            if (
+                (total - width) % 2 == 0
+                and k_min >= 1
+                and np.array_equal(entropy_rule_k(entropy, k_min, k_max), k)
+            ):
+                fits.append((k_min, k_max))
+    return PURE_TOP_K_BOUNDS if PURE_TOP_K_BOUNDS in fits else (fits[0] if fits else None)
+
+
+def top_k_bounds(folder: Path, meta: dict | None = None) -> tuple[int, int]:
+    """The (k_min, k_max) a fixture set's sampler ran with: ``min_top_k``/``max_top_k`` of ``meta`` (a
+    fixture's JSON) or of ``sampler/sampler_states.json`` when they record them (the reference's argument
+    names), else fitted to ``sampler/entropy_topk_table.npz``, else PURE's. Another set may use others."""
+    states = folder / "sampler" / "sampler_states.json"
+    for recorded in (meta or {}, json.loads(states.read_text()) if states.is_file() else {}):
+        if "min_top_k" in recorded and "max_top_k" in recorded:
+            return int(recorded["min_top_k"]), int(recorded["max_top_k"])
+    table = folder / "sampler" / "entropy_topk_table.npz"
+    if table.is_file():
+        with np.load(table) as data:
+            fitted = fit_top_k_bounds(data["entropy"], data["k"])
+        if fitted is not None:
+            return fitted
+    return PURE_TOP_K_BOUNDS
 
 
 def image_open_in_prompt(fixture, steps: int):

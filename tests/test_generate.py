@@ -14,7 +14,7 @@ from pure.model import load_backbone, load_tokenizer, load_vocab
 from pure.sequence import block_length, conversation, split_answer
 from pure.tiny import det_state_dict, synthetic_vocabulary, write_backbone_checkpoint, write_tiny_checkpoint
 from pure.vocab import Vocab
-from tests.reference import require
+from tests.reference import require, top_k_bounds
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,13 @@ def test_replay_matches_reference_cfg_trajectory(reference_model, reference_dir)
     meta = json.loads((reference_dir / "cfg" / "cfg_trajectory.json").read_text())
     ref = np.load(reference_dir / "cfg" / "cfg_trajectory.npz")
     vocab = Vocab.from_names(synthetic_vocabulary(), bos=0)
+    k_min, k_max = top_k_bounds(reference_dir, meta)
     sampling = SamplingConfig(
-        cfg_scale=meta["guidance_scale"], temperature=meta["temperature"], text_top_k=meta["text_top_k"]
+        cfg_scale=meta["guidance_scale"],
+        temperature=meta["temperature"],
+        text_top_k=meta["text_top_k"],
+        image_top_k_min=k_min,
+        image_top_k_max=k_max,
     )
     out = replay(
         reference_model,

@@ -22,7 +22,7 @@ from pure.sampling import (
 )
 from pure.tiny import synthetic_vocabulary
 from pure.vocab import Vocab
-from tests.reference import require
+from tests.reference import PURE_TOP_K_BOUNDS, entropy_rule_k, fit_top_k_bounds, require, top_k_bounds
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,9 @@ def _keep(arrays, key: str) -> torch.Tensor:
     return torch.from_numpy(np.unpackbits(arrays[key])[: arrays["score_bank"].shape[1]].astype(bool))
 
 
-def test_every_reference_state(sampler, vocab):
+def test_every_reference_state(sampler, vocab, reference_dir):
     meta, arrays = sampler
+    k_min, k_max = top_k_bounds(reference_dir)
     bank = torch.from_numpy(arrays["score_bank"])
     for state_meta in meta["states"]:
         i = state_meta["index"]
@@ -63,10 +64,10 @@ def test_every_reference_state(sampler, vocab):
         h = entropy(mm)
         assert abs(h.item() - state_meta["entropy"]) < 1e-4, state_meta["name"]
         for text_k, key in ((1, "topk_keep"), (10, "topk10_keep")):
-            k = adaptive_top_k(h, state.open, text_top_k=text_k)
+            k = adaptive_top_k(h, state.open, text_top_k=text_k, k_min=k_min, k_max=k_max)
             if text_k == 1:
                 assert int(k[0]) == state_meta["k"], state_meta["name"]
-            values, ids = top_k_candidates(mm, k, k_cap=2000)
+            values, ids = top_k_candidates(mm, k, k_cap=max(k_max, text_k))
             kept = torch.zeros(scores.shape[1], dtype=torch.bool)
             kept[ids[0][torch.isfinite(values[0])]] = True
             assert torch.equal(kept, _keep(arrays, f"s{i:02d}_{key}") & torch.isfinite(mm[0])), state_meta[
@@ -81,8 +82,19 @@ def test_entropy_to_k_table(reference_dir):
     name = "sampler/entropy_topk_table.npz"
     table = np.load(require(reference_dir, name) / name)
     h = torch.from_numpy(table["entropy"]).double()
-    k = adaptive_top_k(h, torch.ones_like(h, dtype=torch.bool), text_top_k=1)
+    k_min, k_max = top_k_bounds(reference_dir)
+    k = adaptive_top_k(h, torch.ones_like(h, dtype=torch.bool), text_top_k=1, k_min=k_min, k_max=k_max)
     assert k.tolist() == table["k"].astype(int).tolist()
+
+
+@pytest.mark.parametrize("bounds", [PURE_TOP_K_BOUNDS, (5, 300), (1, 1), (40, 4000)])
+def test_top_k_bounds_are_read_back_from_an_entropy_table(bounds):
+    """Another fixture set may run the sampler with other k bounds: the golden tests fit them to its entropy
+    table (a grid over [-1, 12], as the shared one) instead of assuming PURE's."""
+    h = np.round(np.arange(-1.0, 12.0 + 1e-9, 0.01), 2)
+    assert fit_top_k_bounds(h, entropy_rule_k(h, *bounds)) == bounds
+    ours = adaptive_top_k(torch.from_numpy(h), torch.ones(len(h), dtype=torch.bool), 1, *bounds)
+    assert ours.tolist() == entropy_rule_k(h, *bounds).tolist()
 
 
 def test_state_advances_through_a_block(vocab):

@@ -60,14 +60,19 @@ class ImageState:
 
 
 def initial_state(prompts: list[torch.Tensor], vocab: Vocab) -> ImageState:
-    """The state after each prompt ``[T_b]``: open when it has one more image start than image end."""
+    """The state after each prompt ``[T_b]``: open when it has one more image start than image end; a
+    token after the start that is not a size token counts as 0 grids, as in :func:`advance`."""
     open_, n, h, w = [], [], [], []
     for ids in prompts:
         ids = ids.cpu()
         is_open = int((ids == vocab.image_start).sum()) == int((ids == vocab.image_end).sum()) + 1
         s = int((ids == vocab.image_start).nonzero()[-1]) if is_open else 0
         count = len(ids) - s - 1 if is_open else 0
-        grids = vocab.grids_of_id.cpu()[ids[s + 1 : s + 3]] if is_open else torch.zeros(0, dtype=torch.long)
+        grids = (
+            vocab.grids_of_id.cpu()[ids[s + 1 : s + 3]].clamp(min=0)
+            if is_open
+            else torch.zeros(0, dtype=torch.long)
+        )
         open_.append(is_open)
         n.append(count)
         h.append(int(grids[0]) * CODES_PER_GRID if len(grids) > 0 else 0)

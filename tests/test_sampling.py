@@ -116,6 +116,17 @@ def test_state_advances_through_a_block(vocab):
     assert [i for i, f in enumerate(forced) if f == vocab.end_of_row] == [4 + 5 * r for r in range(8)]
 
 
+def test_a_prompt_and_a_step_read_a_malformed_size_alike(vocab):
+    """An open image whose next token is not a size token: the prompt's state (initial_state) and a step's
+    (advance) both count it as 0 grids (the prompt's read -4 rows)."""
+    ids = [vocab.bos, vocab.image_start, 10001, vocab.size_token(2)]
+    prompt = initial_state([torch.tensor(ids)], vocab)
+    state = initial_state([torch.tensor(ids[:2])], vocab)
+    for token in ids[2:]:
+        state = advance(state, torch.tensor([token]), vocab)
+    assert (int(prompt.h[0]), int(prompt.w[0])) == (int(state.h[0]), int(state.w[0])) == (0, 8)
+
+
 def test_rows_at_different_positions(vocab):
     state = ImageState(
         open=torch.tensor([False, True, True]),

@@ -84,17 +84,19 @@ class VQConfig:
     """Checkpoint: a local ``.pt`` file, a Hugging Face ``repo_id:filename``, or ``tiny`` (random weights)."""
     seed: int = between(0, 0, 2**32 - 1)
     """Seed of the deterministic weights when ``source`` is ``tiny`` (0 to 2^32 - 1)."""
-    channels: int = 128
-    """Base channel count of encoder and decoder (128 in the released VQ-8)."""
+    channels: int = at_least(128, 32, multiple_of=32)
+    """Base channel count of encoder and decoder (128 in the released VQ-8; a multiple of 32, the group
+    norms' groups)."""
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])
-    """Channel multiplier per resolution level; len - 1 downsamplings (3 -> 8x)."""
-    z_channels: int = 256
+    """Channel multiplier per resolution level; len - 1 downsamplings: four levels (8x), the one code per
+    8x8 pixels of PURE's image layout."""
+    z_channels: int = at_least(256, 1)
     """Channels of the encoder output before ``quant_conv``."""
     codebook_size: int = 16384
-    """Number of codebook entries (16,384 image tokens in PURE's vocabulary)."""
-    codebook_dim: int = 8
+    """Number of codebook entries: 16,384, the image tokens of PURE's vocabulary (no other size fits)."""
+    codebook_dim: int = at_least(8, 1)
     """Dimension of each (L2-normalised) codebook entry."""
-    num_res_blocks: int = 2
+    num_res_blocks: int = at_least(2, 1)
     """Residual blocks per encoder level (the decoder has one more)."""
 
 
@@ -602,8 +604,27 @@ def check_fields(cfg: object, prefix: str = "", flags: Mapping[str, str] | None 
         raise ConfigError(f"{name('min_lr')}: must be at most {name('lr')} (the cosine decays to it)")
     if isinstance(cfg, LoRAConfig) and not cfg.alpha > 0:
         raise ConfigError(f"{name('alpha')}: must be above 0 (at 0 the adapters add nothing)")
+    if isinstance(cfg, VQConfig):
+        _check_vq_layout(cfg, name)
     if isinstance(cfg, RestoreConfig) and cfg.tile_overlap >= cfg.tile:
         raise ConfigError(f"{name('tile_overlap')}: must be less than {name('tile')}")
+
+
+def _check_vq_layout(cfg: VQConfig, name: typing.Callable[..., str]) -> None:
+    """PURE's image blocks hold one code per 8x8 pixels, each one of the vocabulary's 16,384 image tokens:
+    a VQ of another downsampling (LlamaGen's vq_ds16_*) or codebook loads, then fails on every tile."""
+    mult = list(cfg.channel_mult)
+    if len(mult) != 4 or not all(isinstance(m, int) and m >= 1 for m in mult):
+        raise ConfigError(
+            f"{name('channel_mult', mult)}: expected 4 multipliers of at least 1 (3 halvings: PURE's image "
+            "layout has one code per 8x8 pixels), e.g. [1, 2, 2, 4] as LlamaGen's vq_ds8_c2i.pt; a VQ of "
+            "another downsampling (vq_ds16_*) does not fit the model"
+        )
+    if cfg.codebook_size != 16384:
+        raise ConfigError(
+            f"{name('codebook_size')}: must be 16384, the image tokens of PURE's vocabulary (LlamaGen's "
+            "vq_ds8_c2i.pt); a VQ with another codebook does not fit the model"
+        )
 
 
 def _is_choice(value: object, allowed: tuple[str, ...]) -> bool:

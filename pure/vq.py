@@ -378,12 +378,38 @@ def _check_state_dict(state: dict[str, torch.Tensor], model: VQModel, origin: st
         problems.append(f"{len(unexpected)} unexpected keys: {_preview(unexpected)}")
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatches (file vs model): {_preview(mismatched)}")
-    if problems:
-        details = "; ".join(problems)
+    if not problems:
+        return
+    misfit = _layout_misfit(state, model)
+    if misfit:  # no vq setting can make such a file fit PURE's vocabulary and image layout
         raise VQCheckpointError(
-            f"{origin} does not fit the VQ model: {details}. Pass LlamaGen's vq_ds8_c2i.pt or set the vq "
-            "config (channels, channel_mult, z_channels, codebook_*, num_res_blocks) to match the file."
+            f"{origin} is not a VQ that PURE's model reads: {misfit}; pass LlamaGen's vq_ds8_c2i.pt "
+            "(scripts/download.py fetches it)"
         )
+    details = "; ".join(problems)
+    raise VQCheckpointError(
+        f"{origin} does not fit the VQ model: {details}. Pass LlamaGen's vq_ds8_c2i.pt or set the vq "
+        "config (channels, z_channels, codebook_dim, num_res_blocks) to match the file."
+    )
+
+
+def _layout_misfit(state: dict[str, torch.Tensor], model: VQModel) -> str:
+    """Why the checkpoint ``state`` cannot serve ``model``'s place whatever the widths: another downsampling
+    (LlamaGen's vq_ds16_*) or another codebook size (PURE's vocabulary has 16,384 image tokens, one per
+    code, in blocks of one code per 8x8 pixels; the config allows no other); "" when neither."""
+    levels = {key.split(".")[2] for key in state if key.startswith("encoder.conv_blocks.")}
+    if levels and 2 ** (len(levels) - 1) != model.downsample:
+        return (
+            f"its encoder has {len(levels)} levels, so it downsamples {2 ** (len(levels) - 1)}x (a vq_ds16 "
+            f"file?), where PURE's image layout has one code per {model.downsample}x{model.downsample} pixels"
+        )
+    codebook = state.get("quantize.embedding.weight")
+    if codebook is not None and codebook.ndim == 2 and codebook.shape[0] != model.codebook_size:
+        return (
+            f"its codebook has {codebook.shape[0]} codes, where PURE's vocabulary has {model.codebook_size} "
+            "image tokens"
+        )
+    return ""
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:

@@ -298,6 +298,29 @@ def test_settings_that_contradict_each_other_or_do_nothing_are_refused(schema, o
         load_config(getattr(config_module, schema), None, override)
 
 
+@pytest.mark.parametrize(
+    ("schema", "override", "message"),
+    [
+        ("InferConfig", "vq.channel_mult=[1,1,2,2,4]", r"expected 4 multipliers .*vq_ds16_\*\) does not fit"),
+        ("InferConfig", "vq.channel_mult=[1,2,0,4]", "expected 4 multipliers of at least 1"),
+        ("TrainConfig", "vq.channel_mult=[]", "expected 4 multipliers"),
+        ("PrepareConfig", "vq.codebook_size=8192", "must be 16384, the image tokens of PURE's vocabulary"),
+        ("InferConfig", "vq.channels=48", "must be a multiple of 32"),
+        ("InferConfig", "vq.num_res_blocks=0", "must be at least 1"),
+        ("InferConfig", "vq.codebook_dim=0", "must be at least 1"),
+    ],
+)
+def test_a_vq_architecture_that_cannot_fit_the_model_is_refused_before_loading(schema, override, message):
+    """LlamaGen's issues ask for other VQ variants (vq_ds16_c2i.pt, other codebooks): set in the vq group,
+    such a VQ loaded and then failed every tile ('expected a tile of shape (3, 64, 64), got (3, 128, 128)',
+    'codes must lie in [0, 8192)'), and widths the group norms cannot split ended in a traceback."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.*{message}"):
+        load_config(getattr(config_module, schema), None, [override])
+    tiny_widths = load_config(InferConfig, None, ["vq.channels=32", "vq.z_channels=64"])
+    assert tiny_widths.vq.channels == 32
+
+
 def test_several_config_files_layer_in_order(tmp_path):
     (tmp_path / "base.yaml").write_text("sampling:\n  cfg_scale: 2.0\n  temperature: 0.7\n")
     (tmp_path / "local.yaml").write_text("sampling:\n  temperature: 0.5\n")

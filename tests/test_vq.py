@@ -186,6 +186,25 @@ def test_checkpoint_key_errors_name_keys_and_file(tiny: VQModel, tmp_path: Path)
         load_vq(_save(tmp_path / "list.pt", [1, 2], wrap=False), cfg=TINY)
 
 
+def test_a_vq_of_another_downsampling_or_codebook_is_named_as_such(tmp_path: Path):
+    """vq_ds16_c2i.pt (LlamaGen's other tokenizer) was answered with dozens of key names and the advice to set
+    the vq config to match the file, which no config can do for PURE's vocabulary and image layout."""
+    small = {"channels": 32, "z_channels": 64}
+    ds16 = VQModel(channel_mult=(1, 1, 2, 2, 4), **small).state_dict()
+    other_codebook = VQModel(codebook_size=8192, **small).state_dict()
+    cfg = VQConfig(source="tiny", **small)
+    for name, state, reason in (
+        ("vq_ds16_c2i.pt", ds16, "its encoder has 5 levels, so it downsamples 16x (a vq_ds16 file?), where "),
+        ("vq_8k.pt", other_codebook, "its codebook has 8192 codes, where PURE's vocabulary has 16384 image "),
+    ):
+        with pytest.raises(VQCheckpointError) as caught:
+            load_vq(_save(tmp_path / name, state), cfg=cfg)
+        message = str(caught.value)
+        assert message.startswith(f"{tmp_path / name} is not a VQ that PURE's model reads: {reason}"), message
+        assert message.endswith("pass LlamaGen's vq_ds8_c2i.pt (scripts/download.py fetches it)")
+        assert "missing keys" not in message and "\n" not in message
+
+
 def test_a_file_that_is_no_checkpoint_is_one_clear_line(tiny: VQModel, tmp_path: Path):
     """An image, random bytes or a cut download: one line naming the file and what to pass, without torch's
     advice about weights_only (which does not apply) or a bare number."""

@@ -606,6 +606,14 @@ def check_fields(cfg: object, prefix: str = "", flags: Mapping[str, str] | None 
         raise ConfigError(f"{name('alpha')}: must be above 0 (at 0 the adapters add nothing)")
     if isinstance(cfg, VQConfig):
         _check_vq_layout(cfg, name)
+    if isinstance(cfg, TinyBackboneConfig) and (
+        cfg.hidden_size % cfg.num_heads or cfg.hidden_size // cfg.num_heads % 2
+    ):
+        example = name("hidden_size", 16 * cfg.num_heads)
+        raise ConfigError(
+            f"{name('hidden_size')} with {name('num_heads')}: the hidden size must split into num_heads "
+            f"heads of an even size (rotary embeddings turn pairs), e.g. {example}"
+        )
     if isinstance(cfg, RestoreConfig) and cfg.tile_overlap >= cfg.tile:
         raise ConfigError(f"{name('tile_overlap')}: must be less than {name('tile')}")
 

@@ -321,6 +321,21 @@ def test_a_vq_architecture_that_cannot_fit_the_model_is_refused_before_loading(s
     assert tiny_widths.vq.channels == 32
 
 
+@pytest.mark.parametrize(
+    ("override", "example"), [("backbone.tiny.num_heads=3", 48), ("backbone.tiny.hidden_size=60", 64)]
+)
+def test_a_tiny_backbone_whose_heads_do_not_split_its_width_is_refused(override, example):
+    """num_heads=3 with hidden 64 wrote a tiny model folder and then blamed its config.json ('copy the model
+    folder's config.json again'); hidden 60 over 4 heads (odd head size) failed every image in rotary's
+    'size of tensor a (15) must match ... (16)'."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(InferConfig, ROOT / "configs" / "tiny.yaml", [override])
+    assert str(caught.value).startswith("backbone.tiny.hidden_size=")
+    assert f"of an even size (rotary embeddings turn pairs), e.g. backbone.tiny.hidden_size={example}" in str(
+        caught.value
+    )
+
+
 def test_several_config_files_layer_in_order(tmp_path):
     (tmp_path / "base.yaml").write_text("sampling:\n  cfg_scale: 2.0\n  temperature: 0.7\n")
     (tmp_path / "local.yaml").write_text("sampling:\n  temperature: 0.5\n")

@@ -409,6 +409,9 @@ class Restorer:
 
     def decode(self, out: Generation, row: int, tile: int, caption: str) -> tuple[str, torch.Tensor]:
         """Stage 3: row ``row`` of ``out`` -> (its answer text, its tile ``[3, T, T]`` in [-1, 1])."""
+        bad = int((~torch.isfinite(out.entropy[row])).sum())
+        if bad:  # NaN scores rank first in top-k: the answer is noise, never an image worth writing
+            raise PureError(f"tile {tile}: {self._not_finite(bad, len(out.entropy[row]))}")
         answer = split_answer(out.ids[row], self.tokenizer, self.vocab)
         if answer.codes is None:
             raise PureError(
@@ -418,6 +421,16 @@ class Restorer:
         text = (caption + " " + answer.text).strip() if caption else answer.text
         restored = self.vq.decode(answer.codes[None].to(self.model.device))[0]
         return text, restored.float().cpu()
+
+    def _not_finite(self, bad: int, steps: int) -> str:
+        """Why the model's scores were NaN or infinite and what to do (Chameleon overflows in float16)."""
+        what = f"the model's scores were NaN or infinite at {bad} of {steps} steps, so its answer is noise"
+        if self.model.dtype == torch.float16:
+            return (
+                f"{what}: the backbone overflows in float16 (Chameleon models are trained in bfloat16); run "
+                "with --dtype bfloat16 (dtype=bfloat16), or float32 on a GPU without bfloat16"
+            )
+        return f"{what}: the backbone's weights may be damaged; download or copy the model folder again"
 
     def blend(self, pixels: TileBlender, upsampled: Image.Image, alpha: Image.Image | None) -> Image.Image:
         """Stage 4: the blended tiles, colour-fixed against ``upsampled``; ``alpha`` re-attached if given."""

@@ -15,6 +15,7 @@ from PIL import Image
 
 from pure.cli import infer_main
 from pure.config import InferConfig, load_config
+from pure.errors import PureError
 from pure.images import read_image
 from pure.pairing import list_images
 from pure.pipeline import Restorer, split_text
@@ -219,6 +220,48 @@ def test_restorer_result_and_caption(tmp_path):
     assert set(result.timings) == {"prepare", "answer", "decode", "blend", "total"}
     again = restorer.restore(image, caption="Large blur, small noise. A grey wall.")
     assert np.array_equal(np.asarray(result.image), np.asarray(again.image))  # seeded
+
+
+def test_a_tile_whose_scores_were_not_finite_is_refused_with_the_dtype_to_use():
+    from types import SimpleNamespace
+
+    from pure.generate import Generation
+
+    cfg = load_config(InferConfig)
+    nan = torch.tensor([0.5, float("nan"), float("inf"), 1.0])
+    out = Generation(ids=[torch.zeros(4, dtype=torch.long)], entropy=[nan], kept=[], p_token=[])
+    for dtype, fix in ((torch.float16, "run with --dtype bfloat16"), (torch.bfloat16, "may be damaged")):
+        restorer = Restorer(SimpleNamespace(dtype=dtype), None, None, None, cfg.sampling, cfg.restore)
+        with pytest.raises(
+            PureError, match=rf"^tile 3: the model's scores were NaN or infinite at 2 of 4 steps, .*{fix}"
+        ):
+            restorer.decode(out, 0, 3, "")
+
+
+@pytest.mark.slow
+def test_scores_that_are_not_finite_fail_the_image_instead_of_writing_noise():
+    """Chameleon overflows in float16 (transformers' NaNs with fp16 Chameleon; its authors release bf16 only):
+    NaN scores rank first in top-k, so the answer was image-token names as text and a noise tile, written as
+    a restored image without a word. Now the image fails with one line saying why and what to run."""
+    cfg = load_config(
+        InferConfig,
+        ROOT / "configs" / "tiny.yaml",
+        ["restore.tile=32", "restore.tile_overlap=0", "restore.outscale=1", "sampling.max_new_tokens=64"],
+    )
+    restorer = Restorer.from_config(cfg)
+    with torch.no_grad():
+        restorer.model.lm_head.weight[:100] = float("nan")  # image tokens among them: as an overflow does
+    image = Image.fromarray(np.full((32, 32, 3), 128, dtype=np.uint8))
+    with pytest.raises(PureError) as caught:
+        restorer.restore(image)
+    message = str(caught.value)
+    assert message.startswith("tile 0: the model's scores were NaN or infinite at ")
+    assert message.endswith("the backbone's weights may be damaged; download or copy the model folder again")
+    restorer.model.to(torch.float16)
+    with pytest.raises(
+        PureError, match=r"overflows in float16 .*; run with --dtype bfloat16 \(dtype=bfloat16\)"
+    ):
+        restorer.restore(image)
 
 
 def test_split_text():

@@ -217,6 +217,12 @@ def read_config(folder: Path) -> ChameleonConfig:
         raise CheckpointError(f"{folder} is a training checkpoint; pass its model folder: {folder / 'model'}")
     if not path.is_file() and (folder / "adapter_config.json").is_file():
         raise CheckpointError(f"{folder} is a LoRA adapter, not a model: pass it as --adapter {folder}")
+    snapshot = None if path.is_file() else _hub_cache_snapshot(folder)
+    if snapshot is not None:
+        raise CheckpointError(
+            f"{folder} is a Hugging Face cache folder, not a model folder: pass the snapshot in it, "
+            f"{snapshot}"
+        )
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: a model folder needs config.json next to its safetensors")
     fields = {k: v for k, v in _json_object(path).items() if not k.startswith("_")}
@@ -228,6 +234,23 @@ def read_config(folder: Path) -> ChameleonConfig:
         raise unusable_config(path, fields, err) from err
     config._attn_implementation = "sdpa"
     return config
+
+
+def _hub_cache_snapshot(folder: Path) -> Path | None:
+    """The model folder inside a Hugging Face cache folder given in its place: a repo's cache folder
+    (``models--owner--name``, whose ``refs/main`` names the snapshot downloaded last), its ``snapshots/``,
+    or the cache holding such folders. None when it is none of them or has no snapshot with a config."""
+    repos = [folder.parent if folder.name == "snapshots" else folder]
+    if not (repos[0] / "snapshots").is_dir():
+        repos = sorted(child for child in folder.glob("models--*") if (child / "snapshots").is_dir())
+    for repo in repos:
+        ref = repo / "refs" / "main"
+        named = ref.read_text(encoding="utf-8", errors="replace").strip() if ref.is_file() else ""
+        snapshots = sorted(repo.joinpath("snapshots").iterdir(), key=lambda p: p.name != named)
+        for snapshot in snapshots:
+            if (snapshot / "config.json").is_file():
+                return snapshot
+    return None
 
 
 CONFIG_ERRORS = (StrictDataclassError, TypeError, ValueError, AttributeError, KeyError)

@@ -284,6 +284,24 @@ def test_a_snapshot_copied_without_its_blobs_names_the_links(tmp_path):
     assert "is missing" not in message
 
 
+def test_a_hugging_face_cache_folder_given_as_the_model_names_its_snapshot(tmp_path):
+    """Lumina-mGPT#32: --model ckpts/models--Alpha-VLLM--Lumina-mGPT-7B-768-Omni (the cache's repo folder, as
+    hf_hub_download leaves it) was refused as 'config.json is missing', with no word of the snapshot in it."""
+    repo = tmp_path / "hub" / "models--nonwhy--PURE"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("bbb", encoding="utf-8")
+    (repo / "snapshots" / "aaa").mkdir(parents=True)  # an older snapshot, without its config
+    snapshot = write_tiny_checkpoint(repo / "snapshots" / "bbb")
+    for given in (repo, repo / "snapshots", tmp_path / "hub"):
+        with pytest.raises(CheckpointError) as caught:
+            load_backbone(str(given))
+        assert str(caught.value) == (
+            f"{given} is a Hugging Face cache folder, not a model folder: pass the snapshot in it, {snapshot}"
+        )
+    with pytest.raises(CheckpointError, match=r"config\.json is missing: a model folder needs"):
+        load_backbone(str(tmp_path))  # a plain folder without a config: as before
+
+
 def test_an_adapter_whose_weights_are_a_link_to_nothing_names_the_link(tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()

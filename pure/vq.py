@@ -469,6 +469,10 @@ def resolve_checkpoint(source: str) -> Path:
         return path
     if path.is_dir():
         inside = sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+        if not inside:  # a Hugging Face cache folder (models--FoundationVision--LlamaGen, or the cache above)
+            patterns = ("snapshots/*/vq_ds8_c2i.*", "models--*/snapshots/*/vq_ds8_c2i.*")
+            cached = [p for pattern in patterns for p in path.glob(pattern)]
+            inside = sorted(p for p in cached if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())[:1]
         which = f"in it ({inside[0]})" if len(inside) == 1 else "itself, e.g. vq_ds8_c2i.pt"
         raise VQCheckpointNotFoundError(
             f"VQ checkpoint {source!r} is a folder; pass the checkpoint file (.pt or .safetensors) {which}"

@@ -283,6 +283,18 @@ def test_folder_given_as_checkpoint_names_the_file_in_it(tmp_path: Path):
         (folder / name).unlink()
 
 
+def test_a_hugging_face_cache_folder_given_as_checkpoint_names_the_file_in_its_snapshot(tmp_path: Path):
+    """--vq models--FoundationVision--LlamaGen (hf_hub_download's cache folder, or the cache above it) said
+    only to pass the file itself, e.g. vq_ds8_c2i.pt, though it is right there in the snapshot."""
+    repo = tmp_path / "hub" / "models--FoundationVision--LlamaGen"
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "snapshots" / "abc" / "vq_ds8_c2i.pt").write_bytes(b"")
+    for given in (repo, tmp_path / "hub"):
+        with pytest.raises(VQCheckpointNotFoundError) as caught:
+            load_vq(str(given), cfg=TINY)
+        assert str(caught.value).endswith(f"in it ({repo / 'snapshots' / 'abc' / 'vq_ds8_c2i.pt'})")
+
+
 def test_hub_download_offline_explains_what_to_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import huggingface_hub.constants as hub_constants
 

@@ -247,6 +247,12 @@ def locate(cfg: T, models: str | Path = "", backbone_weights: bool = True) -> T:
             )
         if folder is not None and not folder.is_dir():
             message = f"--models {from_here(folder)} does not exist (not a folder here); " + message
+        if folder is not None and any(folder.glob("models--*/snapshots")):  # huggingface_hub's own layout
+            raise WeightsMissingError(
+                f"--models {folder} is a Hugging Face cache (models--owner--name folders), not the folder "
+                f"scripts/download.py writes: run with HF_HUB_CACHE={folder} in the environment instead of "
+                "--models"
+            )
         raise WeightsMissingError(message)
     for key, path in found.items():
         cfg = with_value(cfg, key, str(path))

@@ -291,6 +291,20 @@ def test_offline_without_weights_lists_every_file_once(tmp_path, offline_hub, ca
     ) in capsys.readouterr().err
 
 
+def test_a_hugging_face_cache_given_as_models_says_to_pass_it_as_hf_hub_cache(tmp_path, offline_hub, capsys):
+    """--models ~/.cache/huggingface/hub (huggingface_hub's layout, not download.py's) listed every weight as
+    missing with the commands to fetch them into that very folder; huggingface_hub reads it as its cache."""
+    image = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(image)
+    hub = tmp_path / "hub"
+    (hub / "models--nonwhy--PURE" / "snapshots" / "abc").mkdir(parents=True)
+    assert infer_main(["-i", str(image), "-o", str(tmp_path / "out"), "--models", str(hub)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --models {hub} is a Hugging Face cache (models--owner--name folders), not the folder "
+        f"scripts/download.py writes: run with HF_HUB_CACHE={hub} in the environment instead of --models\n"
+    )
+
+
 def test_the_hf_commands_of_the_message_run_with_the_installed_cli(fake_hub, monkeypatch, tmp_path):
     """Each printed ``hf download`` line parses with the installed huggingface_hub's own CLI and asks
     for what scripts/download.py fetches."""

@@ -35,8 +35,8 @@ from pure.config import (
     is_section,
     load_config,
     schema_help,
+    setting_notes,
     to_yaml,
-    unused_settings,
 )
 from pure.errors import PureError, one_line, require
 from pure.files import can_write_in, folders_to_make, remove_empty
@@ -368,8 +368,8 @@ def run_inference(args: argparse.Namespace) -> int:
     cfg = replace(cfg, device=processes.device(cfg.device))
     from pure.model import pick_device
 
-    for unused in unused_settings(cfg, pick_device(cfg.device).type == "cpu") if processes.is_main else []:
-        print(f"note: {unused}", file=sys.stderr)
+    for note in setting_notes(cfg, pick_device(cfg.device).type == "cpu") if processes.is_main else []:
+        print(f"note: {note}", file=sys.stderr)
     try:
         return _plan_and_restore(args, cfg, processes)
     finally:

@@ -214,18 +214,27 @@ class InferConfig:
     holds them, else from the Hugging Face cache or the hub."""
 
 
-def unused_settings(cfg: InferConfig, on_cpu: bool) -> list[str]:
-    """Settings in ``cfg`` that change nothing in this run (``on_cpu``: whether it runs on the CPU), one line
-    each, for a note: ``restore.draft_len`` changed from its default while ``restore.speculative`` is none,
-    and ``restore.compile=on`` on the CPU (CPU runs are always eager)."""
-    unused = []
+def setting_notes(cfg: InferConfig, on_cpu: bool) -> list[str]:
+    """Notes on settings in ``cfg`` (``on_cpu``: whether it runs on the CPU), one line each. Settings that
+    change nothing in this run: ``restore.draft_len`` changed from its default while ``restore.speculative``
+    is none, ``restore.compile=on`` or ``dtype`` other than its default on the CPU (CPU runs are eager, in
+    float32). And a ``restore.tile`` other than 512 with a real backbone: the released model was trained
+    on 512 px tiles (128 px LQ upsampled to 512 px; SPEC section 6), so other sizes are untested with it."""
+    notes = []
     if cfg.restore.speculative == "none" and cfg.restore.draft_len != RestoreConfig().draft_len:
-        unused.append(
+        notes.append(
             "restore.draft_len (--draft-len) has no effect without --speculative (restore.speculative)"
         )
     if cfg.restore.compile == "on" and on_cpu:
-        unused.append("restore.compile=on has no effect on the CPU: CPU runs are always eager (same tokens)")
-    return unused
+        notes.append("restore.compile=on has no effect on the CPU: CPU runs are always eager (same tokens)")
+    if cfg.dtype != InferConfig().dtype and on_cpu:
+        notes.append(f"dtype={cfg.dtype} (--dtype) has no effect on the CPU: CPU runs are always float32")
+    if cfg.restore.tile != RestoreConfig().tile and cfg.backbone.source != "tiny":
+        notes.append(
+            f"restore.tile={cfg.restore.tile} (--tile): the released model was trained on 512 px tiles; "
+            "other tile sizes are untested with it (the output may be worse)"
+        )
+    return notes
 
 
 def load_config(

@@ -444,18 +444,36 @@ def test_batch_size_follows_the_integer_rules_besides_auto(tmp_path):
 
 
 def test_settings_that_change_nothing_are_named():
-    """--draft-len without --speculative, and compile=on on the CPU, are said to have no effect."""
+    """--draft-len without --speculative, and compile=on or --dtype on the CPU, are said to have no
+    effect."""
     plain = load_config(InferConfig, None, [])
-    assert config_module.unused_settings(plain, on_cpu=True) == []
+    assert config_module.setting_notes(plain, on_cpu=True) == []
     drafted = load_config(InferConfig, None, ["restore.draft_len=4"])
-    assert config_module.unused_settings(drafted, on_cpu=False) == [
+    assert config_module.setting_notes(drafted, on_cpu=False) == [
         "restore.draft_len (--draft-len) has no effect without --speculative (restore.speculative)"
     ]
     speculative = load_config(InferConfig, None, ["restore.draft_len=4", "restore.speculative=jacobi"])
-    assert config_module.unused_settings(speculative, on_cpu=True) == []
+    assert config_module.setting_notes(speculative, on_cpu=True) == []
     compiled = load_config(InferConfig, None, ["restore.compile=on"])
-    assert config_module.unused_settings(compiled, on_cpu=False) == []
+    assert config_module.setting_notes(compiled, on_cpu=False) == []
     assert (
-        "restore.compile=on has no effect on the CPU"
-        in config_module.unused_settings(compiled, on_cpu=True)[0]
+        "restore.compile=on has no effect on the CPU" in config_module.setting_notes(compiled, on_cpu=True)[0]
     )
+    half = load_config(InferConfig, None, ["dtype=float16"])
+    assert config_module.setting_notes(half, on_cpu=False) == []
+    assert config_module.setting_notes(half, on_cpu=True) == [
+        "dtype=float16 (--dtype) has no effect on the CPU: CPU runs are always float32"
+    ]
+
+
+def test_a_tile_other_than_the_trained_one_is_noted_for_the_released_model():
+    """--tile 256 with the released backbone: a note that it was trained on 512 px tiles (Lumina-mGPT #20's
+    question); the tiny test models, which were trained on nothing, get none."""
+    released = load_config(InferConfig, None, ["restore.tile=256"])
+    notes = config_module.setting_notes(released, on_cpu=False)
+    assert notes == [
+        "restore.tile=256 (--tile): the released model was trained on 512 px tiles; other tile sizes are "
+        "untested with it (the output may be worse)"
+    ]
+    tiny = load_config(InferConfig, ROOT / "configs" / "tiny.yaml", ["restore.tile=256"])
+    assert config_module.setting_notes(tiny, on_cpu=True) == []

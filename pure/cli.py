@@ -1041,9 +1041,10 @@ def _prepare(args: argparse.Namespace, flags: list[str]) -> int:
     cfg, code = _start(PrepareConfig, args, flags, output_key="out_dir")
     if code is not None:
         return code
-    from pure.data.prepare import prepare, read_journals
+    from pure.data.prepare import check_manifest, prepare, read_journals
     from pure.download import locate
 
+    check_manifest(cfg.caption, "--manifest" if args.manifest is not None else "")  # named as typed
     try:
         summary = prepare(locate(cfg, cfg.models, backbone_weights=False), progress=not args.no_progress)
     except KeyboardInterrupt:

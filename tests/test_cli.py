@@ -580,6 +580,7 @@ def test_a_bad_value_names_the_flag_as_typed_or_the_key_of_a_file_or_override(tm
     flag is named as typed, one from a YAML file or a key=value override by its key."""
     (tmp_path / "mine.yaml").write_text("restore:\n  outscale: 0\n")
     (tmp_path / "file").write_text("")
+    typo = tmp_path / "typo.jsonl"
     infer, prepare = (
         (lambda *a: infer_main(["--print-config", *a])),
         (lambda *a: prepare_main(["--config", PREPARE_TINY, *a])),
@@ -594,6 +595,8 @@ def test_a_bad_value_names_the_flag_as_typed_or_the_key_of_a_file_or_override(tm
         (infer, ["--config", str(tmp_path / "mine.yaml")], "restore.outscale=0.0: must be at least"),
         (prepare, ["--out", ""], "--out '' is empty: name the folder to write into, e.g. --out "),
         (prepare, ["--out", str(tmp_path / "file" / "x")], f"--out {tmp_path / 'file' / 'x'}: "),
+        (prepare, ["--manifest", str(typo)], f"--manifest {typo} does not exist; pass the descriptions"),
+        (prepare, ["--manifest", str(tmp_path)], f"--manifest {tmp_path} is a folder; pass the descriptions"),
     ]
     for main, flags, error in cases:
         assert main(*flags) == 2

@@ -36,7 +36,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from pure.config import PrepareConfig, to_yaml
+from pure.config import CaptionConfig, PrepareConfig, to_yaml
 from pure.data.captions import (
     append_manifest,
     check_descriptions,
@@ -413,6 +413,26 @@ def check_shards_match(shards: Path, vq: object, backbone: object) -> None:
 # ----------------------------------------------------------------------------- the run
 
 
+def check_manifest(caption: CaptionConfig, flag: str = "") -> None:
+    """Refuse a ``caption.manifest`` that is a folder, or that does not exist while no ``caption.model``
+    will write it (a typo would drop every description). ``flag``: the flag that set it (``--manifest``),
+    which the error then names as the user typed it; else the key. Raises :class:`PrepareError`."""
+    if not caption.manifest:
+        return
+    key, sep = (flag, " ") if flag else ("caption.manifest", "=")
+    shown = f"{key}{sep}{from_here(caption.manifest)}"
+    if Path(caption.manifest).is_dir():
+        raise PrepareError(
+            f"{shown} is a folder; pass the descriptions file (.jsonl or .csv) in it, "
+            f"e.g. {key}{sep}DIR/captions.jsonl"
+        )
+    if not caption.model and not Path(caption.manifest).is_file():
+        raise PrepareError(
+            f"{shown} does not exist; pass the descriptions file (.jsonl or .csv), or set caption.model "
+            "to have a model write it"
+        )
+
+
 def _descriptions(sources: list[Source], cfg: PrepareConfig, state, progress: bool) -> dict[str, str]:
     """Descriptions of ``sources`` from the manifest, after the named model described the missing ones.
 
@@ -420,16 +440,7 @@ def _descriptions(sources: list[Source], cfg: PrepareConfig, state, progress: bo
     main process then appends the parts to the manifest (also parts left by an interrupted run).
     """
     caption = cfg.caption
-    if caption.manifest and Path(caption.manifest).is_dir():
-        raise PrepareError(
-            f"caption.manifest={from_here(caption.manifest)} is a folder; pass the descriptions file "
-            "(.jsonl or .csv) in it, e.g. caption.manifest=DIR/captions.jsonl"
-        )
-    if caption.manifest and not caption.model and not Path(caption.manifest).is_file():
-        raise PrepareError(
-            f"caption.manifest={from_here(caption.manifest)} does not exist; pass the descriptions file "
-            "(.jsonl or .csv), or set caption.model to have a model write it"
-        )
+    check_manifest(caption)
     if not caption.manifest:
         if caption.model:
             raise PrepareError(

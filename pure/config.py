@@ -609,6 +609,15 @@ def check_fields(cfg: object, prefix: str = "", flags: Mapping[str, str] | None 
             fix = f"{flag} {example}" if flag else f"{key}={example}"
             shown = f"{flag} ''" if flag else key
             raise ConfigError(f"{shown} is empty: name the folder to write into, e.g. {fix}")
+    if isinstance(cfg, PrepareConfig) and any(not str(folder).strip() for folder in cfg.hq_dirs):
+        # --hq-dir "$HQ" with HQ unset: the empty path is the current folder, searched recursively
+        flag = "hq_dirs" in (flags or {})
+        shown = "--hq-dir ''" if flag else f"hq_dirs={list(cfg.hq_dirs)}"
+        fix = "--hq-dir data/hq" if flag else "hq_dirs=[data/hq]"
+        raise ConfigError(
+            f"{shown} names an empty folder, which would prepare every image below the current folder: "
+            f"name the HQ folder, e.g. {fix}"
+        )
     if isinstance(cfg, OptimConfig) and cfg.min_lr > cfg.lr:
         raise ConfigError(f"{name('min_lr')}: must be at most {name('lr')} (the cosine decays to it)")
     if isinstance(cfg, LoRAConfig) and not cfg.alpha > 0:

@@ -596,6 +596,7 @@ def test_a_bad_value_names_the_flag_as_typed_or_the_key_of_a_file_or_override(tm
         (prepare, ["--out", ""], "--out '' is empty: name the folder to write into, e.g. --out "),
         (prepare, ["--out", str(tmp_path / "file" / "x")], f"--out {tmp_path / 'file' / 'x'}: "),
         (prepare, ["--manifest", str(typo)], f"--manifest {typo} does not exist; pass the descriptions"),
+        (prepare, ["--hq-dir", "a", "--hq-dir", ""], "--hq-dir '' names an empty folder, which would"),
         (prepare, ["--manifest", str(tmp_path)], f"--manifest {tmp_path} is a folder; pass the descriptions"),
     ]
     for main, flags, error in cases:

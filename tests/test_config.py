@@ -395,6 +395,16 @@ def test_an_empty_output_folder_is_refused(schema, key):
             load_config(getattr(config_module, schema), None, [f"{key}={value}"])
 
 
+def test_an_empty_hq_folder_is_refused():
+    """``--hq-dir "$HQ"`` with HQ unset: the empty path is the current folder, and prepare_data.py would
+    search it recursively (a checkout found docs/demo.png)."""
+    for value in ("['']", "[a, ' ']"):
+        with pytest.raises(
+            ConfigError, match=r"^hq_dirs=\[.*\] names an empty folder, .* hq_dirs=\[data/hq\]$"
+        ):
+            load_config(config_module.PrepareConfig, None, [f"hq_dirs={value}"])
+
+
 def test_spaces_around_an_overrides_key_are_not_part_of_it():
     assert load_config(InferConfig, None, [" restore.tile = 128"]).restore.tile == 128
 

@@ -5,7 +5,8 @@ A checkpoint ``output_dir/checkpoints/step-000500/`` holds:
 
     adapter/      LoRA: the peft adapter (safetensors)       -> scripts/infer.py --adapter DIR
     model/        full: a standalone model folder              -> scripts/infer.py --model DIR
-    state/        accelerate's optimizer, RNG and sampler state (plus FSDP/DeepSpeed model shards)
+    state/        accelerate's optimizer and RNG state (plus FSDP/DeepSpeed model shards); the data's
+                  order is the loader's seeded shuffle, its position in trainer.json
     trainer.json  optimizer step, epoch and micro-batches done in that epoch, the planned total of steps,
                   and the training data's example count and hash (a resume checks them)
     config.yaml   the resolved config

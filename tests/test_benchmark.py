@@ -80,6 +80,31 @@ def test_benchmark_command_passes_unknown_arguments_to_inference(monkeypatch, tm
     assert (run / "metrics.json").read_text() == scored  # the earlier results stay
 
 
+def test_benchmark_batch_size_and_device_are_the_metrics(monkeypatch, tmp_path):
+    """As the README and --help say: --batch-size and --device are scoring's; inference takes
+    restore.batch_size=N and device=NAME as overrides."""
+
+    class Scored(Exception):
+        pass
+
+    def fake_evaluate(*args, **kwargs):
+        raise Scored(kwargs)
+
+    calls = []
+    monkeypatch.setattr(pure.cli, "run_inference", lambda args: calls.append(args) or 0)
+    monkeypatch.setattr(B, "evaluate_folders", fake_evaluate)
+    random_image(tmp_path / "s" / "lr", "a.png", (8, 8), seed=0)
+    random_image(tmp_path / "s" / "hr", "a.png", (16, 16), seed=0)
+    argv = ["s", "--root", str(tmp_path), "--run", str(tmp_path / "run"), "--outscale", "2"]
+    with pytest.raises(Scored) as scored:
+        benchmark_main([*argv, "--batch-size", "3", "--device", "cpu", "restore.batch_size=2", "device=cpu"])
+    (inference,) = calls
+    assert inference.batch_size is None and inference.device is None
+    assert inference.overrides == ["restore.batch_size=2", "device=cpu"]
+    metrics = scored.value.args[0]
+    assert metrics["batch_size"] == 3 and str(metrics["device"]) == "cpu"
+
+
 def test_an_interrupted_benchmark_says_how_to_continue_its_run(monkeypatch, tmp_path, capsys):
     """Inference stopped by Ctrl-C or SIGTERM (its exit 130) is an interruption, not a failure: exit 130
     and the hint names the time-stamped run folder, which a plain rerun would not reuse."""

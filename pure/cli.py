@@ -222,7 +222,8 @@ def infer_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--vq",
-        help="VQ tokenizer: .pt file or repo_id:filename (default FoundationVision/LlamaGen:vq_ds8_c2i.pt)",
+        help="VQ tokenizer: .pt or .safetensors file, or repo_id:filename (default "
+        "FoundationVision/LlamaGen:vq_ds8_c2i.pt)",
     )
     p.add_argument(
         "--dtype",

@@ -81,7 +81,8 @@ class VQConfig:
     """The LlamaGen VQ-8 image tokenizer."""
 
     source: str = "FoundationVision/LlamaGen:vq_ds8_c2i.pt"
-    """Checkpoint: a local ``.pt`` file, a Hugging Face ``repo_id:filename``, or ``tiny`` (random weights)."""
+    """Checkpoint: a local ``.pt`` file (or its state dict as ``.safetensors``), a Hugging Face
+    ``repo_id:filename``, or ``tiny`` (random weights)."""
     seed: int = between(0, 0, 2**32 - 1)
     """Seed of the deterministic weights when ``source`` is ``tiny`` (0 to 2^32 - 1)."""
     channels: int = at_least(128, 32, multiple_of=32)

@@ -255,7 +255,7 @@ def test_training_refuses_shards_of_another_vq_or_text_tokenizer(tmp_path):
     train = load_config(TrainConfig, ROOT / "configs" / "train_tiny_lora.yaml")
     prep.check_shards_match(tmp_path, train.vq, train.backbone)  # the shipped pair matches
     other = load_config(
-        TrainConfig, ROOT / "configs" / "train_tiny_lora.yaml", ["vq.seed=7", "vq.channels=16"]
+        TrainConfig, ROOT / "configs" / "train_tiny_lora.yaml", ["vq.seed=7", "vq.channels=64"]
     )
     with pytest.raises(
         prep.PrepareError, match=r"prepared with another vq \(vq.channels, vq.seed differ; see "

@@ -310,8 +310,12 @@ def save_checkpoint(
             if replaced.exists() and not final.exists():  # stopped between the two renames: put it back
                 replaced.rename(final)
         if isinstance(err, Exception) and out_of_space(err, root):
-            room = {0: " (or set keep_last: 0 keeps every checkpoint)", 1: ""}.get(
-                cfg.keep_last, f" (or set keep_last lower than {cfg.keep_last})"
+            room = (  # keep_last 1 and 2 both need room for two checkpoints: the newest stays until then
+                " (or set keep_last: 0 keeps every checkpoint)"
+                if cfg.keep_last == 0
+                else f" (or set keep_last lower than {cfg.keep_last})"
+                if cfg.keep_last > 2
+                else ""
             )
             raise DiskFullError(
                 f"no space left on the device of {root} while writing {final.name} ({type(err).__name__}); "

@@ -709,7 +709,8 @@ def test_a_save_makes_room_first_so_a_lower_keep_last_helps_a_full_disk(tmp_path
         _no_space()
 
     for keep, left, room in (
-        (2, ["step-000003"], "free space (or set keep_last lower than 2), then"),
+        (3, ["step-000002", "step-000003"], "free space (or set keep_last lower than 3), then"),
+        (2, ["step-000003"], "free space, then"),  # as 1: lower would keep as many while it saves
         (1, ["step-000003"], "free space, then"),  # never the newest: the save may fail
         (0, ["step-000001", "step-000002", "step-000003"], "free space (or set keep_last: 0 keeps every"),
     ):

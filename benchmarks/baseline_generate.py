@@ -22,6 +22,7 @@ from pure.generate import DECODE_ATTENTION, Generation
 from pure.sampling import (
     adaptive_top_k,
     advance,
+    candidate_width,
     counter_uniform,
     draw,
     entropy,
@@ -143,7 +144,7 @@ def baseline_generate(
         if teacher is not None:
             token = torch.tensor([t[min(step, len(t) - 1)] for t in teacher], device=device)
         elif draw_from == "counter":
-            values, candidates = torch.topk(scores, min(k_cap, scores.shape[-1]), dim=-1)
+            values, candidates = torch.topk(scores, candidate_width(k_cap, scores.shape[-1]), dim=-1)
             token = draw(
                 values, candidates, counter_uniform(torch.tensor(seeds, device=device), step, candidates)
             )

@@ -18,7 +18,7 @@ from pure.config import SamplingConfig
 from pure.generate import _start, _step, cache_lengths, generate, use_guided_attention
 from pure.kv_cache import GuidedKVCache
 from pure.model import load_backbone, load_tokenizer, load_vocab
-from pure.sampling import counter_uniform, draw
+from pure.sampling import candidate_width, counter_uniform, draw
 from pure.sequence import block_length, conversation
 from pure.tiny import synthetic_vocabulary, tiny_backbone_config, tiny_tokenizer, write_tiny_checkpoint
 from pure.vocab import Vocab
@@ -54,7 +54,7 @@ def _ranked_generate(monkeypatch, *args, **kwargs):
     ranked, top_k = [], pure.generate.top_k_candidates
 
     def recording(scores, k, k_cap):
-        ranked.append(torch.topk(scores, min(k_cap, scores.shape[-1]), dim=-1).values)
+        ranked.append(torch.topk(scores, candidate_width(k_cap, scores.shape[-1]), dim=-1).values)
         return top_k(scores, k, k_cap)
 
     monkeypatch.setattr(pure.generate, "top_k_candidates", recording)
@@ -102,6 +102,26 @@ def test_same_tokens_as_the_former_loop(tiny, prompts, layout, monkeypatch):
     for b in range(2):
         assert torch.equal(new.ids[b], old.ids[b])
     _assert_same_candidates(new, old, ranked)
+
+
+def test_same_tokens_as_the_former_loop_where_ties_reach_past_the_largest_k(tiny, prompts):
+    """Image tokens whose scores tie in groups of 64 (equal output rows) with k at most 8: top-k keeps the
+    whole tied group, as the reference does, and both loops draw from all of it (the former loop's draw
+    listed only k_cap candidates, so it drew from 8 of the 64 where the new loop draws from all)."""
+    import copy
+
+    model, _, vocab = tiny
+    tied = copy.deepcopy(model)
+    image = vocab.is_image.nonzero()[:, 0]
+    with torch.no_grad():
+        head = tied.lm_head.weight
+        head[image] = head[image[::64]].repeat_interleave(64, dim=0)
+    sampling = SamplingConfig(max_new_tokens=40, image_top_k_max=8)
+    layout = dict(image_grids=(1, 1), max_text_tokens=5, stop_after_image=True)
+    new = generate(tied, prompts[:1], vocab, sampling, seeds=[3], **layout)
+    old = baseline_generate(tied, prompts[:1], vocab, sampling, seeds=[3], draw_from="counter", **layout)
+    assert (new.kept[0] == 64).sum() >= 16  # every image code drawn from a group of 64 tied scores
+    assert torch.equal(new.ids[0], old.ids[0])
 
 
 @pytest.mark.slow

@@ -604,12 +604,11 @@ def train(cfg: TrainConfig, dataset: Dataset | None = None, progress: bool = Tru
         return _train_in(output, cfg, dataset, progress, held)
     except BaseException as err:  # refused later (data, resume, LoRA targets) or interrupted: no empty folder
         remove_empty(made)
-        again = "rerun with resume=latest" if checkpoints(output) else "run it again"
+        again = "rerun the same command with resume=latest" if checkpoints(output) else "run it again"
         if died := worker_died(err, "data.num_workers", cfg.data.num_workers, again):
             raise died from err
         # a full disk while the settings or the log are written (a checkpoint's save says so itself)
         if isinstance(err, OSError) and not isinstance(err, PureError) and out_of_space(err, output):
-            again = "rerun the same command with resume=latest" if checkpoints(output) else "run it again"
             raise DiskFullError(
                 f"no space left on the device of output_dir={output} ({error_reason(err)}); free space, then "
                 f"{again}"

@@ -355,7 +355,7 @@ def rgb_and_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     orientation is applied: the pixels are taken as sRGB, as they stand. Raises :class:`ImageReadError`
     (naming it ``image``) for pixels it cannot convert (NaN, a float outside 0-255, a mode such as LAB)."""
     try:
-        rgb, alpha, _ = _to_rgb8(image, None, "transparency" in image.info, "image", [])
+        rgb, alpha, _ = _to_rgb8(image, None, "transparency" in image.info, "image", Steps())
     except ImageReadError:
         raise
     except (ValueError, OSError) as err:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pure.errors import from_here
 from pure.images import ImageReadError, is_image_name, read_header, read_image
-from pure.metrics import Evaluation, evaluate_folders, select_metrics
+from pure.metrics import Evaluation, crop_border_error, crops_image_by_image, evaluate_folders, select_metrics
 from pure.pairing import EvaluationError, list_images, pair_images
 from pure.reports import write_csv, write_json
 from pure.tiling import output_size
@@ -55,7 +55,12 @@ def benchmark_paths(
 
 
 def check_scale(
-    lr: Path, hr: Path, outscale: float, lr_name: str | None = "{stem}", sr_tail: str = ""
+    lr: Path,
+    hr: Path,
+    outscale: float,
+    lr_name: str | None = "{stem}",
+    sr_tail: str = "",
+    crop_border: int = 0,
 ) -> None:
     """Raise :class:`EvaluationError` when no LR image pairs with an HR image by name, or when an HR image
     is not its LR image's size times ``outscale`` (as :func:`pure.tiling.output_size` rounds): the
@@ -63,8 +68,10 @@ def check_scale(
     ``<stem>``, as ``--sr-name`` pairs the restorations, which keep their LR names (``{stem}x4`` for DIV2K's
     ``0801x4.png``); None: the restorations' names differ from the LR names in a way not known here, and
     only same-named pairs are checked. ``sr_tail``: what the restorations add to the LR names (``_S`` for
-    infer.py's ``--suffix S``), named in the advice. Reads the files' headers (decoding a pair only where
-    those disagree), so it fails in seconds what evaluation would find after all the inference."""
+    infer.py's ``--suffix S``), named in the advice. ``crop_border``: ``--crop-border`` where a per-image
+    metric will cut it off the restorations (0: none), refused when it leaves nothing of an HR image.
+    Reads the files' headers (decoding a pair only where those disagree), so it fails in seconds what
+    evaluation would find after all the inference."""
     if lr_name is None:
         hr_images = list_images(hr, "HR").images
         pairs = [(p, hr_images[k]) for k, p in list_images(lr, "LR").images.items() if k in hr_images]
@@ -100,6 +107,8 @@ def check_scale(
                 f"{expected[0]}x{expected[1]}, but {hr_path} is {hr_size[0]}x{hr_size[1]}; pass "
                 f"the test set's scale (--outscale {hr_size[0] / lr_size[0]:g}?)"
             )
+        if too_much := crop_border_error(hr_path, hr_size, crop_border):
+            raise EvaluationError(f"before inference: {too_much}")
 
 
 class InferenceFailed(EvaluationError):
@@ -130,11 +139,12 @@ def run_benchmark(
     ``evaluate_kwargs`` go to :func:`evaluate_folders`.
     """
     paths = benchmark_paths(name, root, run)
-    select_metrics(evaluate_kwargs.get("metrics"), has_gt=True)  # fail on a typo before inference
+    names = select_metrics(evaluate_kwargs.get("metrics"), has_gt=True)  # fail on a typo before inference
     if infer is not None and outscale is not None:
         sr_name = evaluate_kwargs.get("sr_name", "{stem}")
         tail = sr_name[len(lr_name) :] if lr_name is not None and sr_name.startswith(lr_name) else ""
-        check_scale(paths["lr"], paths["hr"], outscale, lr_name, tail)
+        crop = evaluate_kwargs.get("crop_border", 0) if crops_image_by_image(names) else 0
+        check_scale(paths["lr"], paths["hr"], outscale, lr_name, tail, crop)
     if infer is not None:
         code = infer(paths["lr"], paths["sr"])
         if code == 130:  # inference was interrupted (Ctrl-C or SIGTERM) and said how far it got

@@ -381,6 +381,23 @@ def select_metrics(metrics: Sequence[str] | None, has_gt: bool) -> list[str]:
     return list(dict.fromkeys(metrics))
 
 
+def crops_image_by_image(names: Sequence[str]) -> bool:
+    """Whether ``crop_border`` applies to any of the metrics ``names``: the per-image ones (FID reads whole
+    images)."""
+    return any(METRICS[m].reference != "set" for m in names)
+
+
+def crop_border_error(path: Path, size: tuple[int, int], crop_border: int) -> str | None:
+    """Why ``crop_border`` px cut off each side leave nothing of the image at ``path`` of ``size`` (W, H);
+    None when something is left."""
+    if min(size) > 2 * crop_border:
+        return None
+    return (
+        f"--crop-border {crop_border} cuts all of {path} ({size[0]}x{size[1]} px) away; pass a smaller "
+        "--crop-border"
+    )
+
+
 def _check_headers(
     pairs: Sequence[tuple[Path, Path | None]], names: Sequence[str], crop_border: int = 0
 ) -> dict[str, str]:
@@ -396,16 +413,13 @@ def _check_headers(
     after scoring the images before it."""
     limits = {m: METRICS[m] for m in names if METRICS[m].min_side}
     reasons: dict[str, str] = {}
-    paired = any(METRICS[m].reference != "set" for m in names)  # scored image by image: same sizes
+    paired = crops_image_by_image(names)  # scored image by image: same sizes
     for sr, gt in pairs:
         width, height = read_header(sr).size
         if gt is not None and paired and read_header(gt).size != (width, height):
             _load_pair((sr, gt))  # raises for a real mismatch
-        if crop_border and paired and min(width, height) <= 2 * crop_border:
-            raise EvaluationError(
-                f"--crop-border {crop_border} cuts all of {sr} ({width}x{height} px) away; pass a smaller "
-                "--crop-border"
-            )
+        if paired and (too_much := crop_border_error(sr, (width, height), crop_border)):
+            raise EvaluationError(too_much)
         if crop_border:
             width, height = width - 2 * crop_border, height - 2 * crop_border
             shown = f"{width}x{height} px (after --crop-border {crop_border})"

@@ -157,6 +157,30 @@ def test_benchmark_chains_inference_and_evaluation(tmp_path):
         B.run_benchmark("tiny", tmp_path / "sets", tmp_path / "run2", lambda lr, sr: 1, metrics=["psnr"])
 
 
+def test_a_crop_border_that_leaves_nothing_is_refused_before_inference(tmp_path):
+    """--crop-border that cuts an HR image away entirely was refused only when scoring, after the whole set
+    had been restored (hours on a GPU)."""
+    random_image(tmp_path / "sets" / "tiny" / "lr", "a.png", (12, 10), seed=0)
+    random_image(tmp_path / "sets" / "tiny" / "hr", "a.png", (48, 40), seed=0)
+    hr = tmp_path / "sets" / "tiny" / "hr" / "a.png"
+    ran = []
+    with pytest.raises(
+        P.EvaluationError,
+        match=rf"^before inference: --crop-border 20 cuts all of {re.escape(str(hr))} \(48x40 px\) away; ",
+    ):
+        B.run_benchmark(
+            "tiny",
+            tmp_path / "sets",
+            tmp_path / "run",
+            lambda lr, sr: ran.append(1),
+            outscale=4,
+            metrics=["psnr"],
+            crop_border=20,
+        )
+    assert ran == []
+    B.check_scale(hr.parents[1] / "lr", hr.parent, 4, crop_border=19)  # 2 px left each way: scored
+
+
 def test_benchmark_refuses_up_front_what_could_never_be_scored(monkeypatch, tmp_path, capsys):
     """A scale the test set does not have (HR = LR x outscale, checked from the headers), inference settings
     with --skip-inference, and a typo in infer.py's flags: one line each, before any inference."""

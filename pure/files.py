@@ -127,12 +127,16 @@ def lock_folder(folder: str | Path) -> Callable[[], None] | None:
     folder at once (a command started twice, a job scheduled twice) is refused instead of mixing its files
     with the first's. Returns the lock's release (also when called twice), or None when another process
     holds it. The kernel releases it when the process ends, even killed, so a lock is never stale. Where the
-    file system cannot lock (flock on some network file systems, Windows), nothing is checked."""
+    file system cannot lock (flock on some network file systems, Windows) or the folder cannot be opened
+    for reading, nothing is checked."""
     try:
         import fcntl
     except ImportError:  # Windows
         return lambda: None
-    handle = os.open(folder, os.O_RDONLY)  # the folder itself: no lock file to leave behind
+    try:
+        handle = os.open(folder, os.O_RDONLY)  # the folder itself: no lock file to leave behind
+    except OSError:  # a folder this user may write in but not list (mode -wx): not checked
+        return lambda: None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

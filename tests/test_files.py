@@ -156,3 +156,27 @@ def test_text_files_are_utf8_whatever_the_locale():
         for line in _text_io_without_encoding(path.read_text(encoding="utf-8"))
     }
     assert found == set()
+
+
+def test_a_folder_is_locked_for_one_run_and_a_folder_that_cannot_be_opened_is_not_checked(
+    tmp_path, monkeypatch
+):
+    """lock_folder refuses a second holder until the first releases; a folder this user may write in but
+    not open for reading (mode -wx) would stop train.py and prepare_data.py in a PermissionError traceback,
+    though it is only not checked, as on a file system without flock."""
+    import pure.files
+
+    first = pure.files.lock_folder(tmp_path)
+    assert first is not None and pure.files.lock_folder(tmp_path) is None
+    first()
+    again = pure.files.lock_folder(tmp_path)
+    assert again is not None
+    again()
+
+    def refused(path, flags, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pure.files.os, "open", refused)
+    unchecked = pure.files.lock_folder(tmp_path)
+    assert unchecked is not None
+    unchecked()

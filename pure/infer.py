@@ -109,9 +109,10 @@ def run_info(cfg: InferConfig) -> dict:
     return {"vq": cfg.vq.source, "adapter": cfg.backbone.adapter or None, "quantize": cfg.backbone.quantize}
 
 
-SAME_IMAGE_SETTINGS = frozenset({"restore.batch_size", "restore.compile"})
+SAME_IMAGE_SETTINGS = frozenset({"restore.batch_size", "restore.compile", "sampling.max_new_tokens"})
 """Settings that never change an output: a row's draws depend only on its seed and position, never on
-its batch, and a CUDA graph writes the eager step's tokens."""
+its batch; a CUDA graph writes the eager step's tokens; and the token budget is checked to hold a whole
+answer (:func:`pure.pipeline.check_answer_budget`), so a larger one writes the same answer."""
 
 
 def changed_settings(job: Job, cfg: InferConfig) -> list[str]:

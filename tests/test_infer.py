@@ -435,13 +435,15 @@ def test_the_work_line_counts_the_tiles_to_answer(tmp_path):
 
 def test_skip_existing_says_when_kept_outputs_were_made_with_other_settings(tmp_path, capsys):
     """--skip-existing after changing the seed: the kept output is named with what differs (its sidecar
-    says), once; the same settings or another batch size (never a different image) say nothing."""
+    says), once; the same settings, another batch size or a larger token budget (never a different image)
+    say nothing."""
     Image.new("RGB", (8, 8), (120, 80, 40)).save(tmp_path / "a.png")
     out = tmp_path / "out"
     run = ["-i", str(tmp_path / "a.png"), "-o", str(out), "--skip-existing", *TINY]
     assert infer_main(run) == 0
     capsys.readouterr()
-    assert infer_main([*run[:-1], "restore.batch_size=2"]) == 0  # TINY's last item is its batch size
+    same_image = ["restore.batch_size=2", "sampling.max_new_tokens=4096"]  # TINY's last item: its batch size
+    assert infer_main([*run[:-1], *same_image]) == 0
     assert "other settings" not in capsys.readouterr().err
     assert infer_main([*run, "sampling.seed=5", "--outscale", "2"]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "other settings" in line]

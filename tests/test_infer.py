@@ -19,6 +19,7 @@ from pure.errors import PureError
 from pure.images import read_image
 from pure.pairing import list_images
 from pure.pipeline import Restorer, split_text
+from tests.fakes import BlockVQ
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -341,22 +342,6 @@ def test_bad_settings_exit_2(tmp_path, bad, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-class _BlockVQ(torch.nn.Module):
-    """A stand-in VQ that is exact on grey images made of 8x8 constant blocks: code = grey level."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(()))
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        grey = (images[:, 0] + 1) / 2 * 255
-        return torch.nn.functional.avg_pool2d(grey[:, None], 8)[:, 0].round().long()
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        grey = (codes.float() + 0.5) / 255 * 2 - 1  # +0.5: survive truncation to 8 bits
-        return grey[:, None].repeat_interleave(8, 2).repeat_interleave(8, 3).expand(-1, 3, -1, -1)
-
-
 @pytest.mark.parametrize("batch", ["3", "auto"])
 def test_tiling_an_identity_restorer_returns_the_input(monkeypatch, batch):
     """A model that answers with its input block: the tiled, blended result equals the input. With
@@ -402,7 +387,7 @@ def test_tiling_an_identity_restorer_returns_the_input(monkeypatch, batch):
         ],
     )
     model = type("Model", (), {"device": torch.device("cpu"), "config": None, "dtype": torch.float32})()
-    restorer = Restorer(model, tokenizer, vocab, _BlockVQ(), cfg.sampling, cfg.restore)
+    restorer = Restorer(model, tokenizer, vocab, BlockVQ(), cfg.sampling, cfg.restore)
     levels = np.random.default_rng(0).integers(0, 256, (19, 25))  # 200 x 152 px: 4 x 3 overlapping tiles
     grey = np.kron(levels, np.ones((8, 8))).astype(np.uint8)
     result = restorer.restore(Image.fromarray(grey).convert("RGB"))

@@ -17,24 +17,9 @@ from pure.generate import Generation
 from pure.pipeline import Restorer
 from pure.tiny import synthetic_vocabulary, tiny_tokenizer
 from pure.vocab import Vocab
+from tests.fakes import BlockVQ
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class _GreyVQ(torch.nn.Module):
-    """A stand-in VQ exact on grey 8x8 blocks: code = grey level."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(()))
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        grey = (images[:, 0] + 1) / 2 * 255
-        return torch.nn.functional.avg_pool2d(grey[:, None], 8)[:, 0].round().long()
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        grey = (codes.float() + 0.5) / 255 * 2 - 1
-        return grey[:, None].repeat_interleave(8, 2).repeat_interleave(8, 3).expand(-1, 3, -1, -1)
 
 
 @pytest.fixture
@@ -65,7 +50,7 @@ def restorer(monkeypatch) -> Restorer:
         ["restore.tile=32", "restore.tile_overlap=0", "restore.outscale=1", "restore.color_fix=none"],
     )
     model = type("Model", (), {"device": torch.device("cpu"), "config": None, "dtype": torch.float32})()
-    made = Restorer(model, tokenizer, vocab, _GreyVQ(), cfg.sampling, cfg.restore)
+    made = Restorer(model, tokenizer, vocab, BlockVQ(), cfg.sampling, cfg.restore)
     made.calls = calls
     return made
 

@@ -39,6 +39,8 @@ class Row:
     name: str
     mean: dict[str, float]
     count: int | None = None
+    crop_border: int | None = None
+    """The ``--crop-border`` its scores were made with, where its file says (this module's JSON)."""
 
 
 def _check_row(row: Row, path: Path) -> Row:
@@ -79,7 +81,12 @@ def load_rows(path: str | Path) -> list[Row]:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
             records = data["rows"] if "rows" in data else [{"name": data.get("name", path.stem), **data}]
             rows = [
-                Row(r["name"], {k.lower(): float(v) for k, v in r["mean"].items()}, r.get("count"))
+                Row(
+                    r["name"],
+                    {k.lower(): float(v) for k, v in r["mean"].items()},
+                    r.get("count"),
+                    r.get("crop_border"),
+                )
                 for r in records
             ]
     except (KeyError, ValueError, TypeError, AttributeError) as error:
@@ -126,4 +133,10 @@ def report(evaluation: Evaluation, compare: Sequence[Row] = ()) -> str:
             f"{', '.join(evaluation.unsearched)} (pass --recursive to score them too)"
         )
     lines += [f"- note: {note}" for note in evaluation.notes]
+    for row in compare:
+        if row.crop_border is not None and row.crop_border != evaluation.crop_border:
+            lines.append(
+                f"- note: {row.name} was scored with --crop-border {row.crop_border}, this run with "
+                f"{evaluation.crop_border}: their PSNR/SSIM do not compare"
+            )
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def test_compare_files(tmp_path):
     assert [row.name for row in published] == ["PURE (published, RealSR)", "PURE (published, DRealSR)"]
     assert published[0].mean["psnr"] == 22.83 and published[1].mean["clipiqa"] == 0.7259
     R.write_json(_evaluation(), tmp_path / "metrics.json")
-    assert R.load_rows(tmp_path / "metrics.json") == [R.Row("run", {"psnr": 25.0, "ssim": 0.6}, 2)]
+    assert R.load_rows(tmp_path / "metrics.json") == [R.Row("run", {"psnr": 25.0, "ssim": 0.6}, 2, 0)]
     (tmp_path / "table.csv").write_text("name,count,PSNR,niqe\nother,100,24.5,\n")
     assert R.load_rows(tmp_path / "table.csv") == [R.Row("other", {"psnr": 24.5}, 100)]
     (tmp_path / "bad.json").write_text('{"rows": [{"name": "x", "mean": {"sharpness": 1}}]}')
@@ -72,6 +72,18 @@ def test_compare_files(tmp_path):
     (tmp_path / "bad.csv").write_text("method,psnr\nx,1\n")
     with pytest.raises(P.EvaluationError, match=r"cannot read results from .*bad\.csv"):
         R.load_rows(tmp_path / "bad.csv")
+
+
+def test_a_compare_row_scored_with_another_crop_border_is_noted(tmp_path):
+    """An earlier run of ours scored with --crop-border 4 beside this one's (none): a note under the table
+    says their PSNR/SSIM do not compare; published rows, whose files do not say, get none."""
+    earlier = M.Evaluation(**{**_evaluation().__dict__, "name": "earlier", "crop_border": 4})
+    R.write_json(earlier, tmp_path / "metrics.json")
+    rows = R.load_rows(tmp_path / "metrics.json") + R.load_rows(ROOT / "data" / "published" / "pure_x4.json")
+    notes = [line for line in R.report(_evaluation(), rows).splitlines() if "crop-border" in line]
+    assert notes == [
+        "- note: earlier was scored with --crop-border 4, this run with 0: their PSNR/SSIM do not compare"
+    ]
 
 
 def test_a_compare_row_of_nan_or_inf_is_refused_naming_it(tmp_path):

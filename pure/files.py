@@ -159,12 +159,19 @@ LOW_SPACE_BYTES = 16 * 2**20
 ``unexpected pos ...`` or ``iostream error``, without an errno)."""
 
 
+OTHER_CAUSES = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR})
+"""Errnos of a failed write that say why it failed, whatever the free space: never "the disk is full"."""
+
+
 def out_of_space(err: BaseException, path: str | Path) -> bool:
     """Whether writing at ``path`` failed because its disk (or quota) is full: an ``OSError`` with ENOSPC or
-    EDQUOT, an error that says so (safetensors: ``os error 28``), or any failure with less than
-    :data:`LOW_SPACE_BYTES` left there."""
+    EDQUOT, an error that says so (safetensors: ``os error 28``), or any other failure with less than
+    :data:`LOW_SPACE_BYTES` left there, unless its errno names another cause (permission, a read-only or
+    missing path)."""
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
+    if isinstance(err, OSError) and err.errno in OTHER_CAUSES:
+        return False
     if "No space left on device" in str(err) or "os error 28" in str(err):
         return True
     folder = Path(path)

@@ -122,6 +122,9 @@ def test_a_full_disk_is_known_by_errno_message_or_free_space(tmp_path, monkeypat
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 4096, 4096))
     # torch's writer says nothing of space; the folder (or, not made yet, its parent) has almost none left
     assert files.out_of_space(RuntimeError("unexpected pos 12740672 vs 12740560"), tmp_path / "new" / "x")
+    # an error that names another cause is that cause, however little space is left (it was "disk full")
+    for code in (errno.EACCES, errno.EROFS, errno.ENOENT):
+        assert not files.out_of_space(OSError(code, os.strerror(code)), tmp_path)
 
 
 def _text_io_without_encoding(source: str) -> list[int]:

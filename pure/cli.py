@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -39,7 +40,7 @@ from pure.config import (
     to_yaml,
 )
 from pure.errors import PureError, one_line, require
-from pure.files import can_write_in, folders_to_make, remove_empty
+from pure.files import can_write_in, folders_to_make, lock_folder, remove_empty
 
 if TYPE_CHECKING:
     from pure.metrics import Evaluation
@@ -388,13 +389,10 @@ def _shown(path: Path, folder: Path) -> str:
 
 
 def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> int:
-    from pure.download import locate
-    from pure.infer import Summary, run_info, work_line
-    from pure.pipeline import Restorer
-    from pure.plan import plan_outputs
+    from pure.plan import PlanError, plan_outputs
 
-    plan = processes.plan(
-        lambda: plan_outputs(
+    def make() -> Plan:
+        plan = plan_outputs(
             Path(args.input),
             Path(args.output),
             args.suffix,
@@ -404,7 +402,27 @@ def _plan_and_restore(args: argparse.Namespace, cfg: InferConfig, processes) -> 
             args.save_entropy_map,
             cfg.restore.outscale,
         )
-    )
+        # one run per output folder (the main process holds it for all): a second one started while the first
+        # runs (the command started twice) planned before the first wrote anything, and would replace the
+        # first's outputs without --overwrite, or restore the same images again with --skip-existing
+        if (release := lock_folder(plan.output)) is None:
+            raise PlanError(
+                f"-o {args.output} is in use by another run of scripts/infer.py (started twice?): wait for "
+                "it to end (then --skip-existing restores what it left), or pass another -o"
+            )
+        held.callback(release)
+        return plan
+
+    with ExitStack() as held:
+        plan = processes.plan(make)
+        return _restore(args, cfg, processes, plan)
+
+
+def _restore(args: argparse.Namespace, cfg: InferConfig, processes, plan: Plan) -> int:
+    from pure.download import locate
+    from pure.infer import Summary, run_info, work_line
+    from pure.pipeline import Restorer
+
     if processes.is_main:
         _print_notices(plan, Path(args.input))
         _print_changed_settings(plan, cfg)

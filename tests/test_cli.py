@@ -851,3 +851,23 @@ def test_a_setting_without_effect_is_noted(tmp_path, capsys):
     assert (
         "note: restore.draft_len (--draft-len) has no effect without --speculative" in capsys.readouterr().err
     )
+
+
+def test_a_second_infer_run_into_the_same_output_folder_is_refused_while_the_first_runs(tmp_path, capsys):
+    """Two runs into one -o at once (the command started twice) both planned before either wrote: the later
+    replaced the earlier's outputs without --overwrite, and both exited 0 saying they had restored them."""
+    from pure.files import lock_folder
+
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (16, 16), "grey").save(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    first = lock_folder(out)
+    argv = ["-i", str(tmp_path / "in"), "-o", str(out), "--config", TINY, "--no-progress"]
+    assert infer_main(argv) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: -o {out} is in use by another run of scripts/infer.py (started twice?): wait for it to end "
+        "(then --skip-existing restores what it left), or pass another -o"
+    )
+    assert list(out.iterdir()) == []
+    first()

@@ -106,6 +106,12 @@ def non_negative_int(value: str) -> int:
     return number
 
 
+def output_format(value: str) -> str:
+    """``--ext``: the format's name in any case, with or without its dot; ``jpeg`` is ``jpg``."""
+    name = value.strip().lower().removeprefix(".")
+    return "jpg" if name == "jpeg" else name
+
+
 def port(value: str) -> int:
     """An argparse type: a TCP port number, 1-65535."""
     number = int(value)
@@ -190,6 +196,7 @@ def infer_parser() -> argparse.ArgumentParser:
     p.add_argument("--suffix", default="", help="appended to output names: NAME_SUFFIX.ext (default: none)")
     p.add_argument(
         "--ext",
+        type=output_format,
         choices=["auto", "png", "jpg"],
         default="auto",
         help="output format; auto keeps jpg for jpg inputs and writes png otherwise (always png "

@@ -871,3 +871,11 @@ def test_a_second_infer_run_into_the_same_output_folder_is_refused_while_the_fir
     )
     assert list(out.iterdir()) == []
     first()
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"), [("JPEG", "jpg"), (".png", "png"), ("Jpg", "jpg"), ("auto", "auto")]
+)
+def test_the_output_format_is_taken_in_any_case_with_or_without_its_dot(typed, meant):
+    """--ext JPEG / .png (other upscalers' spellings) are the formats they name; they were invalid choices."""
+    assert infer_parser().parse_args(["-i", "a", "-o", "b", "--ext", typed]).ext == meant
